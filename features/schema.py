@@ -1,0 +1,127 @@
+"""Column names and vocabularies shared by every stage: Adjust's export, Lapse's events.
+
+Adjust names come from ``../shared/specs/adjust-subscriptions.md``; canonical names are fixed by
+``DESIGN.md``. Nothing else in the code base spells a column name as a literal.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Adjust raw export: placeholder names (the header token without its braces) -------------------
+ACTIVITY_KIND: Final = "activity_kind"
+CREATED_AT: Final = "created_at"
+INSTALLED_AT: Final = "installed_at"
+APP_TOKEN: Final = "app_token"
+APP_NAME: Final = "app_name"
+OS_NAME: Final = "os_name"
+ADID: Final = "adid"
+IDFA: Final = "idfa"
+IDFV: Final = "idfv"
+GPS_ADID: Final = "gps_adid"
+COUNTRY_PH: Final = "country"
+ENVIRONMENT_PH: Final = "environment"
+TRACKER_NAME: Final = "tracker_name"
+NETWORK_NAME: Final = "network_name"
+EVENT_TOKEN: Final = "event"
+EVENT_NAME: Final = "event_name"
+REVENUE_FLOAT: Final = "revenue_float"
+CURRENCY_PH: Final = "currency"
+SUB_EVENT_TYPE: Final = "subscription_event_type"
+SUB_EVENT_SUBTYPE: Final = "subscription_event_subtype"
+SUB_PURCHASED_AT: Final = "subscription_purchased_at"
+SUB_EXPIRATION_TIME: Final = "subscription_expiration_time"
+SUB_CANCELLED_AT: Final = "subscription_cancelled_at"
+SUB_TRANSACTION_ID: Final = "subscription_transaction_id"
+SUB_ORIGINAL_TRANSACTION_ID: Final = "subscription_original_transaction_id"
+SUB_EXPIRED_TRANSACTION_ID: Final = "subscription_expired_transaction_id"
+SUB_ENVIRONMENT: Final = "subscription_environment"
+SUB_PRODUCT_ID: Final = "subscription_product_id"
+SUB_SALES_REGION: Final = "subscription_sales_region"
+SUB_STORE: Final = "subscription_store"
+#: The app's customer user id arrives as a bare-named callback parameter; its name is configurable.
+DEFAULT_USER_ID_PARAM: Final = "user_id"
+
+# --- Adjust values -------------------------------------------------------------------------------
+ACTIVITY_INSTALL: Final = "install"
+ACTIVITY_SESSION: Final = "session"
+ACTIVITY_EVENT: Final = "event"
+ACTIVITY_SUBSCRIPTION: Final = "subscription"
+STORE_APPLE: Final = "appleappstore"
+STORE_GOOGLE: Final = "googleplaystore"
+ENV_PRODUCTION: Final = "production"
+ENV_SANDBOX: Final = "sandbox"
+OS_IOS: Final = "ios"
+OS_ANDROID: Final = "android"
+
+#: The current Adjust subscription vocabulary (spec §a).
+CURRENT_EVENTS: Final = (
+    "activation",
+    "trial_started",
+    "discounted_offer",
+    "renewal",
+    "grace_period",
+    "billing_retry",
+    "on_hold",
+    "paused",
+    "renewal_from_billing_retry",
+    "price_accepted",
+    "price_declined",
+    "cancellation",
+    "expiration",
+    "reactivation",
+    "refund",
+    "revoked",
+)
+
+#: Legacy (event, subtype) pairs and the current event Lapse maps them to (spec §b).
+LEGACY_TO_CURRENT: Final = {
+    ("activation", "initial_subscription"): "activation",
+    ("activation", "initial_trial"): "trial_started",
+    ("activation", "initial_offer"): "discounted_offer",
+    ("first_conversion", "converted_trial"): "renewal",
+    ("first_conversion", "converted_offer"): "renewal",
+    ("entered_billing_retry", "trial_in_retry"): "billing_retry",
+    ("entered_billing_retry", "offer_in_retry"): "billing_retry",
+    ("entered_billing_retry", "subscription_in_retry"): "billing_retry",
+    ("renewal", "renewed_subscription"): "renewal",
+    ("cancellation", "failed_trial"): "cancellation",
+    ("cancellation", "failed_offer"): "cancellation",
+    ("cancellation", "failed_subscription"): "cancellation",
+    ("cancellation", "failed_trial_from_retry"): "cancellation",
+    ("cancellation", "failed_offer_from_retry"): "cancellation",
+    ("cancellation", "failed_subscription_from_retry"): "cancellation",
+    ("renewal_from_billing_retry", "converted_trial_from_retry"): "renewal_from_billing_retry",
+    ("renewal_from_billing_retry", "converted_offer_from_retry"): "renewal_from_billing_retry",
+    ("renewal_from_billing_retry", "renewed_subscription_from_retry"): "renewal_from_billing_retry",
+    ("reactivation", "reactivated_subscription"): "reactivation",
+}
+LEGACY_ONLY_EVENTS: Final = ("first_conversion", "entered_billing_retry")
+
+# --- Canonical event table (after ingest; DESIGN.md "Canonical event columns") -------------------
+USER_ID: Final = "user_id"
+PLATFORM: Final = "platform"
+TS: Final = "ts"
+KIND: Final = "kind"
+EVENT: Final = "event"
+EVENT_RAW: Final = "event_raw"
+PRODUCT_ID: Final = "product_id"
+STORE: Final = "store"
+ENVIRONMENT: Final = "environment"
+PRICE: Final = "price"
+CURRENCY: Final = "currency"
+EXPIRES_AT: Final = "expires_at"
+CANCELLED_AT: Final = "cancelled_at"
+TRANSACTION_ID: Final = "transaction_id"
+ORIGINAL_TRANSACTION_ID: Final = "original_transaction_id"
+SALES_REGION: Final = "sales_region"
+COUNTRY: Final = "country"
+SOURCE: Final = "source"
+LINE: Final = "line"
+
+# --- Ground truth written by the synthetic generator ---------------------------------------------
+AS_OF: Final = "as_of"
+HORIZON_DAYS: Final = "horizon_days"
+CHURN_PROBABILITY: Final = "churn_probability"
+CHURNED: Final = "churned"
+STATE: Final = "state"

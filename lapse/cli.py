@@ -1,0 +1,224 @@
+"""The `lapse` command line: a thin edge that loads settings once and calls the packages."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lapse import __version__
+from lapse.console import err, out, progress_bars, table
+from lapse.settings import Settings, SettingsError
+
+app = typer.Typer(
+    name="lapse",
+    help="Churn prediction and re-engagement for subscription apps: Adjust in, Braze out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@dataclass(frozen=True)
+class _Global:
+    config: Path | None
+    verbose: bool
+
+    def settings(self, **overrides: dict) -> Settings:
+        """Load settings once per command: flags > environment > config file > defaults."""
+        return Settings.load(self.config, **overrides)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"lapse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Settings file (default: ./lapse.toml if present).",
+            dir_okay=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the full traceback on errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    ctx.obj = _Global(config, verbose)
+
+
+Day = Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD")]
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder to write into.", file_okay=False)
+    ],
+    users: Annotated[int | None, typer.Option(min=1, help="App users to simulate.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Random seed: same seed, same bytes.")
+    ] = None,
+    start: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="First day of data (UTC)."),
+    ] = None,
+    days: Annotated[int | None, typer.Option(min=8, help="Days of data.")] = None,
+    horizon_days: Annotated[
+        int | None, typer.Option(min=1, help="Churn horizon of the truth.")
+    ] = None,
+    cutoff: Annotated[
+        list[datetime] | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            metavar="YYYY-MM-DD",
+            help="Cut-off for the ground truth (repeatable; default weekly from day 28).",
+        ),
+    ] = None,
+    legacy_share: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of days, from the start, in Adjust's legacy vocabulary."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace data generated earlier in --out.")
+    ] = False,
+) -> None:
+    """Write a synthetic app's Adjust raw export, with the true churn probability per subscriber."""
+    settings = ctx.obj.settings(
+        synthetic={
+            "users": users,
+            "seed": seed,
+            "start": start.date() if start else None,
+            "days": days,
+            "legacy_share": legacy_share,
+        },
+        labels={"horizon_days": horizon_days},
+    )
+    cutoffs = tuple(c.date() for c in cutoff) if cutoff else None
+    summary = _generate(settings, out_dir, cutoffs, overwrite)
+    _print_generation(summary)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    users: Annotated[int | None, typer.Option(min=1, help="App users to simulate.")] = None,
+) -> None:
+    """Run the whole flow on the embedded defaults: today, generate data and check its truth."""
+    from features.synthetic.calibration import check_truth
+
+    settings = ctx.obj.settings(synthetic={"users": users})
+    folder = settings.store.path / "synthetic"
+    summary = _generate(settings, folder, None, overwrite=True)
+    _print_generation(summary)
+
+    import pandas as pd
+
+    truth = pd.read_parquet(folder / "truth" / "churn_truth.parquet")
+    check = check_truth(truth)
+    out.print(
+        table(
+            "Ground truth vs realised outcomes",
+            [
+                ("subscriber cut-offs with an observed outcome", check.observed),
+                ("mean true churn probability", check.mean_probability),
+                ("realised churn rate", check.realised_rate),
+                ("Brier score, truth vs outcome", check.brier),
+                ("Brier score expected if truth is right", check.expected_brier),
+                ("deviation (standard errors)", round(check.brier_z, 2)),
+                ("oracle ROC AUC (the ceiling for any model)", check.oracle_roc_auc),
+            ],
+        )
+    )
+    out.print(f"Raw Adjust export in {folder / 'raw'}; ground truth in {folder / 'truth'}.")
+
+
+def _generate(settings: Settings, folder: Path, cutoffs: tuple[date, ...] | None, overwrite: bool):
+    from features.synthetic import SyntheticConfig, generate
+
+    syn = settings.synthetic
+    config = SyntheticConfig(
+        users=syn.users,
+        seed=syn.seed,
+        start=syn.start,
+        days=syn.days,
+        horizon_days=settings.labels.horizon_days,
+        legacy_share=syn.legacy_share,
+        cutoffs=cutoffs,
+    )
+    with progress_bars() as report:
+        return generate(config, folder, overwrite=overwrite, progress=report)
+
+
+def _print_generation(summary) -> None:
+    rows = [
+        ("output", summary.out),
+        ("users", summary.users),
+        ("subscribers", summary.subscribers),
+        ("sandbox testers", summary.sandbox_testers),
+        ("files (legacy vocabulary)", f"{summary.files:,} ({summary.legacy_files:,})"),
+        ("header-only files", summary.header_only_files),
+        ("rows", summary.rows),
+        *((f"  {kind} rows", n) for kind, n in sorted(summary.rows_by_activity.items())),
+        ("duplicated rows", summary.duplicates),
+        ("late rows", summary.late_rows),
+        *((f"malformed: {kind}", n) for kind, n in summary.injected.items()),
+        (
+            "cut-offs",
+            f"{len(summary.cutoffs)} ({summary.cutoffs[0]} .. {summary.cutoffs[-1]})"
+            if summary.cutoffs
+            else "none",
+        ),
+        ("ground-truth rows", summary.truth_rows),
+        ("mean true churn probability", summary.mean_churn_probability),
+        ("realised churn rate", summary.realised_churn_rate),
+        ("seconds", round(summary.seconds, 1)),
+    ]
+    out.print(table("Generated", rows))
+
+
+#: Errors a user can fix: shown as one line, exit code 1.
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from features.synthetic import GenerationError
+
+    return (SettingsError, GenerationError, OSError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors, tracebacks only with -v/--verbose."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    verbose = "-v" in args or "--verbose" in args
+    try:
+        app(args=args, prog_name="lapse")  # usage errors and ^C exit here, the typer way
+    except Exception as exc:  # noqa: BLE001 - the edge where every failure becomes one line
+        if verbose:
+            traceback.print_exc()
+        known = isinstance(exc, _user_errors())
+        message = str(exc) if known else f"unexpected {type(exc).__name__}: {exc}"
+        hint = "" if verbose or known else " (run with -v for the traceback)"
+        err.print(
+            f"[red]error:[/red] {message}{hint}", highlight=False, markup=True, soft_wrap=True
+        )
+        sys.exit(1)

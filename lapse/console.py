@@ -1,0 +1,55 @@
+"""Terminal output for the CLI: progress bars on stderr, summary tables on stdout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+@contextmanager
+def progress_bars() -> Iterator:
+    """Yield ``report(stage, done, total)`` that draws one bar per stage while the block runs."""
+    bars = Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+    tasks: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        yield report
+
+
+def table(
+    title: str, rows: Sequence[tuple[str, object]], columns: tuple[str, str] = ("", "")
+) -> Table:
+    """A two-column summary table; numbers get thousands separators."""
+    t = Table(title=title, title_justify="left", show_header=any(columns))
+    t.add_column(columns[0], style="bold")
+    t.add_column(columns[1], justify="right")
+    for name, value in rows:
+        if isinstance(value, bool) or value is None:
+            text = str(value)
+        elif isinstance(value, int):
+            text = f"{value:,}"
+        elif isinstance(value, float):
+            text = f"{value:.4g}"
+        else:
+            text = str(value)
+        t.add_row(name, text)
+    return t

@@ -1,0 +1,459 @@
+"""Lapse configuration: one typed `Settings` object, loaded once at the CLI edge and passed down.
+
+Load it with `Settings.load(config=None, **overrides)`. Precedence, highest first: overrides passed
+in code (the CLI's flags) > environment (`LAPSE_<SECTION>__<KEY>`) > the TOML file > defaults.
+The Braze API key is read only from the `BRAZE_API_KEY` environment variable.
+"""
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings import SettingsError as _SourceError
+
+__all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_CONFIG",
+    "ENV_PREFIX",
+    "BrazeSettings",
+    "IngestSettings",
+    "LabelSettings",
+    "LedgerSettings",
+    "MlflowSettings",
+    "OptunaSettings",
+    "ServingSettings",
+    "Settings",
+    "SettingsError",
+    "StoreSettings",
+    "SyntheticSettings",
+    "resolve_sqlite_url",
+]
+
+DEFAULT_CONFIG = Path("lapse.toml")
+ENV_PREFIX = "LAPSE_"
+API_KEY_ENV = "BRAZE_API_KEY"
+
+_SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?):///(.*)$", re.IGNORECASE)
+_SCALARS = (str, int, float, bool, date)
+
+
+class SettingsError(ValueError):
+    """Unusable configuration; the message names the file or variable, the key and the reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Section):
+    """Where the Parquet event store (and its quarantine) lives."""
+
+    path: Path = Path("data")
+
+
+class IngestSettings(_Section):
+    """How Adjust exports are read into canonical events."""
+
+    keep_unknown_columns: bool = True
+    user_id_column: str = Field(
+        "user_id",
+        description="Adjust callback parameter carrying the app's customer user id; rows where it "
+        "is empty fall back to the Adjust device id (adid).",
+    )
+
+
+class LabelSettings(_Section):
+    """The churn label's horizon."""
+
+    horizon_days: int = Field(30, ge=1)
+
+
+class MlflowSettings(_Section):
+    """Tracking server, artifact root and registry names."""
+
+    tracking_uri: str = Field("sqlite:///mlflow.db", min_length=1)
+    artifact_location: str = Field("mlruns", min_length=1)
+    experiment: str = Field("lapse-churn", min_length=1)
+    registered_model: str = Field("lapse-churn", min_length=1)
+
+
+class OptunaSettings(_Section):
+    """Hyper-parameter search storage and budget."""
+
+    storage: str = Field("sqlite:///optuna.db", min_length=1)
+    n_trials: int = Field(30, ge=1)
+    timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class LedgerSettings(_Section):
+    """The sync ledger's database (acknowledged Braze state)."""
+
+    url: str = Field("sqlite:///ledger.db", min_length=1)
+
+
+class BrazeSettings(_Section):
+    """Braze /users/track endpoint, pacing and payload; `api_key` comes only from BRAZE_API_KEY."""
+
+    url: str = Field("http://127.0.0.1:4010", min_length=1)
+    attribute: str = Field("churn_risk", min_length=1)
+    batch_size: int = Field(75, ge=1, le=75)
+    max_rps: float = Field(50.0, gt=0, allow_inf_nan=False)
+    id_field: str = Field("external_id", min_length=1)
+    null_unscored: bool = True
+    api_key: SecretStr | None = None
+
+
+class ServingSettings(_Section):
+    """Address of the scoring service."""
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(3000, ge=1, le=65535)
+
+
+class SyntheticSettings(_Section):
+    """The synthetic Adjust data generator."""
+
+    users: int = Field(5000, ge=1)
+    seed: int = 7
+    start: date = date(2026, 1, 5)
+    days: int = Field(120, ge=1)
+    legacy_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Share of days, from the start, in Adjust's legacy subscription vocabulary.",
+    )
+
+
+@dataclass
+class _Load:
+    """What one `Settings.load` call read, so errors and relative paths can tell their origin."""
+
+    config: Path | None
+    env: dict[str, Any] = field(default_factory=dict)
+    file: dict[str, Any] = field(default_factory=dict)
+
+
+_LOADING: ContextVar[_Load | None] = ContextVar("lapse_settings_load", default=None)
+
+
+class _EnvSource(EnvSettingsSource):
+    """LAPSE_<SECTION>__<KEY> variables; refuses the Braze key, which has its own variable."""
+
+    def __init__(self, settings_cls: type[BaseSettings], record: _Load | None) -> None:
+        super().__init__(settings_cls)
+        self._record = record
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        braze = data.get("braze")
+        if isinstance(braze, Mapping) and "api_key" in braze:
+            raise SettingsError(
+                f"{ENV_PREFIX}BRAZE__API_KEY: not used; "
+                f"the Braze API key is read only from {API_KEY_ENV}"
+            )
+        if self._record is not None:
+            self._record.env = data
+        return data
+
+
+class _TomlSource(TomlConfigSettingsSource):
+    """The TOML config file, with errors that name it; refuses secrets."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        try:
+            super().__init__(settings_cls, toml_file=path)
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: invalid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{path}: cannot read: {exc}") from None
+        braze = _lookup(self.toml_data, ("braze",))
+        if isinstance(braze, Mapping) and "api_key" in braze:
+            raise SettingsError(
+                f"{path}: [braze] api_key: secrets must not be in the config file; "
+                f"set the {API_KEY_ENV} environment variable"
+            )
+
+
+def _api_key_source(settings_cls: type[BaseSettings]) -> InitSettingsSource:
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return InitSettingsSource(settings_cls, init_kwargs={"braze": {"api_key": key}} if key else {})
+
+
+class Settings(BaseSettings):
+    """All Lapse settings, immutable. Use `Settings.load()`.
+
+    `Settings(...)` (for tests) reads the environment but no file and leaves relative paths alone.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_parse_none_str="none",
+        extra="forbid",
+        frozen=True,
+    )
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    optuna: OptunaSettings = Field(default_factory=OptunaSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    braze: BrazeSettings = Field(default_factory=BrazeSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+
+    _config_file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def config_file(self) -> Path | None:
+        """The absolute path of the TOML file these settings were loaded from, if any."""
+        return self._config_file
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Overrides > LAPSE_* environment > BRAZE_API_KEY > the TOML file `load` is reading."""
+        record = _LOADING.get()
+        toml = _TomlSource(settings_cls, record.config if record else None)
+        if record is not None:
+            record.file = toml.toml_data
+        return (
+            init_settings,
+            _EnvSource(settings_cls, record),
+            _api_key_source(settings_cls),
+            toml,
+        )
+
+    @classmethod
+    def load(
+        cls, config: str | os.PathLike[str] | None = None, **overrides: Mapping[str, Any]
+    ) -> "Settings":
+        """Read `config` (default: ./lapse.toml if present), the environment and `overrides`.
+
+        Overrides are per section, e.g. `Settings.load(path, braze={"batch_size": 50})`; keys whose
+        value is None are skipped, so unset CLI flags can be passed straight through. Relative
+        paths and SQLite URLs from the file (or the defaults) are anchored to the file's folder;
+        those from the environment or overrides to the cwd. Raises `SettingsError` on any problem.
+        """
+        path = _config_path(config)
+        given = _clean_overrides(overrides)
+        record = _Load(path)
+        token = _LOADING.set(record)
+        try:
+            settings = cls(**given)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc, record, given)) from None
+        except _SourceError as exc:
+            raise SettingsError(_describe_source_error(exc)) from None
+        finally:
+            _LOADING.reset(token)
+        return _anchor(settings, record, given)
+
+
+def resolve_sqlite_url(url: str, base: Path) -> str:
+    """Turn a relative `sqlite:///name.db` into `sqlite:////<base>/name.db`; leave other URLs.
+
+    Three slashes mean a path relative to the process's cwd, so URLs read from a file are pinned.
+    """
+    match = _SQLITE_URL.match(url)
+    if match is None:
+        return url
+    scheme, rest = match.groups()
+    db, sep, query = rest.partition("?")
+    if not db or db.startswith("/") or db == ":memory:" or db.startswith("file:"):
+        return url
+    return f"{scheme}:///{_resolve_path(db, base)}{sep}{query}"
+
+
+def _resolve_path(value: str | os.PathLike[str], base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (Path(base) / path).resolve()
+
+
+def _resolve_location(value: str, base: Path) -> str:
+    if "://" in value or value.startswith("file:"):
+        return value
+    return str(_resolve_path(value, base))
+
+
+def _config_path(config: str | os.PathLike[str] | None) -> Path | None:
+    if config is None:
+        return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    path = Path(config)
+    if not path.exists():
+        raise SettingsError(f"{path}: config file not found")
+    if not path.is_file():
+        raise SettingsError(f"{path}: not a file")
+    return path
+
+
+def _clean_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    cleaned: dict[str, dict[str, Any]] = {}
+    for section, values in overrides.items():
+        if section.startswith("_") or section not in Settings.model_fields:
+            raise SettingsError(
+                f"override [{section}]: unknown section{_suggest(section, Settings)}"
+            )
+        if not isinstance(values, Mapping):
+            raise SettingsError(f"override [{section}]: must be a mapping of keys to values")
+        kept = {key: value for key, value in values.items() if value is not None}
+        if section == "braze" and "api_key" in kept:
+            raise SettingsError(
+                f"override [braze] api_key: the Braze API key is read only from {API_KEY_ENV}"
+            )
+        if kept:
+            cleaned[section] = kept
+    return cleaned
+
+
+def _anchor(settings: Settings, record: _Load, overrides: Mapping[str, Any]) -> Settings:
+    """Make relative paths and SQLite URLs absolute, so nothing depends on the cwd later."""
+    cwd = Path.cwd()
+    file_base = record.config.resolve().parent if record.config else cwd
+
+    def base(section: str, key: str) -> Path:
+        from_cwd = _has(overrides, (section, key)) or _has(record.env, (section, key))
+        return cwd if from_cwd else file_base
+
+    store, mlflow, optuna, ledger = (
+        settings.store,
+        settings.mlflow,
+        settings.optuna,
+        settings.ledger,
+    )
+    anchored = settings.model_copy(
+        update={
+            "store": store.model_copy(
+                update={"path": _resolve_path(store.path, base("store", "path"))}
+            ),
+            "mlflow": mlflow.model_copy(
+                update={
+                    "tracking_uri": resolve_sqlite_url(
+                        mlflow.tracking_uri, base("mlflow", "tracking_uri")
+                    ),
+                    "artifact_location": _resolve_location(
+                        mlflow.artifact_location, base("mlflow", "artifact_location")
+                    ),
+                }
+            ),
+            "optuna": optuna.model_copy(
+                update={"storage": resolve_sqlite_url(optuna.storage, base("optuna", "storage"))}
+            ),
+            "ledger": ledger.model_copy(
+                update={"url": resolve_sqlite_url(ledger.url, base("ledger", "url"))}
+            ),
+        }
+    )
+    anchored._config_file = record.config.resolve() if record.config else None
+    return anchored
+
+
+_MISSING = object()
+
+
+def _lookup(data: Any, loc: tuple[str, ...]) -> Any:
+    """The value at `loc` in nested mappings, or _MISSING; section names match in any case."""
+    for depth, part in enumerate(loc):
+        if not isinstance(data, Mapping):
+            return _MISSING
+        if part in data:
+            data = data[part]
+        elif depth == 0:
+            data = next((v for k, v in data.items() if str(k).lower() == part.lower()), _MISSING)
+        else:
+            return _MISSING
+    return data
+
+
+def _has(data: Mapping[str, Any], loc: tuple[str, ...]) -> bool:
+    return _lookup(data, loc) is not _MISSING
+
+
+def _suggest(name: str, model: type[BaseModel]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _env_name(loc: tuple[str, ...]) -> str:
+    names = [ENV_PREFIX + "__".join(loc[:n]).upper() for n in range(len(loc), 0, -1)]
+    present = {name.upper() for name in os.environ}
+    return next((name for name in names if name in present), names[0])
+
+
+def _describe(exc: ValidationError, record: _Load, overrides: Mapping[str, Any]) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(str(part) for part in error["loc"])
+        if _has(overrides, loc):
+            where = f"override {_section_key(loc, error.get('input'))}"
+        elif _has(record.env, loc):
+            where = _env_name(loc)
+        elif _has(record.file, loc):
+            where = f"{record.config}: {_section_key(loc, error.get('input'))}"
+        else:
+            where = f"default {_section_key(loc, error.get('input'))}"
+        lines.append(f"{where}: {_reason(error, loc)}")
+    return "\n".join(lines)
+
+
+def _section_key(loc: tuple[str, ...], value: Any = None) -> str:
+    if len(loc) > 1:
+        return f"[{loc[0]}] {'.'.join(loc[1:])}"
+    return (
+        f"[{loc[0]}]" if isinstance(value, Mapping) or loc[0] in Settings.model_fields else loc[0]
+    )
+
+
+def _reason(error: Any, loc: tuple[str, ...]) -> str:
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        if len(loc) == 1:
+            if isinstance(value, Mapping):
+                return "unknown section" + _suggest(loc[0], Settings)
+            return "unknown key (top-level keys are not allowed; put it under a [section])"
+        section = Settings.model_fields.get(loc[0])
+        model = section.annotation if section else None
+        hint = _suggest(loc[-1], model) if isinstance(model, type) else ""
+        return "unknown key" + hint
+    if len(loc) == 1 and error["type"] in {"model_type", "model_attributes_type", "dict_type"}:
+        return f"must be a table of keys (a [{loc[0]}] section), not a single value"
+    if isinstance(value, str):
+        return f"{error['msg']} (got {value!r})"
+    if isinstance(value, _SCALARS):
+        return f"{error['msg']} (got {value})"
+    return error["msg"]
+
+
+def _describe_source_error(exc: _SourceError) -> str:
+    match = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
+    if match and match.group(2) == _EnvSource.__name__:
+        return (
+            f"{ENV_PREFIX}{match.group(1).upper()}: cannot parse the value; a section variable "
+            f"must hold a JSON object (or set {ENV_PREFIX}{match.group(1).upper()}__<KEY> instead)"
+        )
+    return str(exc)
