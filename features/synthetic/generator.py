@@ -46,6 +46,20 @@ STATE_NAMES = {
 }
 
 
+TRUTH_SCHEMA = pa.schema(
+    [
+        (s.USER_ID, pa.string()),
+        (s.PLATFORM, pa.string()),
+        (s.ADID, pa.string()),
+        (s.AS_OF, pa.timestamp("us", tz="UTC")),
+        (s.HORIZON_DAYS, pa.int32()),
+        (s.CHURN_PROBABILITY, pa.float64()),
+        (s.CHURNED, pa.bool_()),
+        (s.STATE, pa.string()),
+    ]
+)
+
+
 class GenerationError(ValueError):
     """The requested synthetic data cannot be generated as asked."""
 
@@ -216,7 +230,8 @@ def generate(
         },
     )
     manifest = {**asdict(summary), "files_written": result.files}
-    manifest.pop("seconds")  # keep the manifest byte-identical across runs
+    for volatile in ("seconds", "out"):  # the same seed gives the same bytes, wherever and whenever
+        manifest.pop(volatile)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     summary.seconds = time.perf_counter() - started
     return summary
@@ -273,13 +288,12 @@ def _truth_table(
                         mask=None if observed else np.ones(len(snap.idx), bool),
                     ),
                     s.STATE: pa.array(state, pa.string()),
-                }
+                },
+                schema=TRUTH_SCHEMA,
             )
         )
         report("truth", i + 1, len(snapshots))
-    if not parts:
-        return pa.table({s.USER_ID: pa.array([], pa.string())})
-    return pa.concat_tables(parts)
+    return pa.concat_tables(parts) if parts else TRUTH_SCHEMA.empty_table()
 
 
 def _subscribers_table(pop, ids, start_epoch: int) -> pa.Table:

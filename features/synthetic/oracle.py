@@ -38,8 +38,8 @@ def churn_probability(dyn: Dynamics, snap: Snapshot, horizon: int) -> np.ndarray
     width = max(horizon - shortest, 0) + 1  # end days shortest .. horizon-1, then "later"
     new_on = np.zeros((n, width))
     new_off = np.zeros((n, width))
-    lapsed = np.zeros(n)
-    gone = np.zeros(n)
+    lapsed = (snap.phase == Phase.LAPSED).astype(float)
+    gone = (snap.phase == Phase.GONE).astype(float)
 
     for k in range(horizon):
         day = snap.day + k

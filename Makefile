@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` (the whole flow on the embedded defaults) and
+# `make test`. Both install what they need: uv from PyPI, then the locked environment in .venv.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(PYTHON) -m uv
+RUN := $(UV) run --frozen --no-sync
+export UV_PYTHON_DOWNLOADS := never
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: setup demo test test-fast bench lint
+
+setup: .venv/.lapse-synced
+
+.venv/.lapse-synced: pyproject.toml uv.lock
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --compile-bytecode
+	touch $@
+
+demo: setup
+	$(RUN) lapse demo
+
+test: setup
+	$(RUN) pytest
+
+test-fast: setup
+	$(RUN) pytest -m "not slow"
+
+bench: setup
+	$(RUN) python benchmarks/generate.py
+
+lint: setup
+	$(RUN) ruff check lapse features training serving tests benchmarks
