@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from lapse import __version__
 from lapse.console import err, out, progress_bars, table
@@ -126,10 +127,21 @@ def demo(
     ctx: typer.Context,
     users: Annotated[int | None, typer.Option(min=1, help="App users to simulate.")] = None,
 ) -> None:
-    """Run the whole flow on the embedded defaults: today, generate data and check its truth."""
+    """Run the flow end to end on the embedded defaults.
+
+    So far: generate a synthetic app's Adjust export and check its ground truth against the
+    outcomes it realised. Later stages (ingest, features, train, serve, sync) join as they land.
+    """
+    from features.synthetic import GenerationError
     from features.synthetic.calibration import check_truth
 
     settings = ctx.obj.settings(synthetic={"users": users})
+    if not _config(settings, None).observed_cutoff_days():
+        days, horizon = settings.synthetic.days, settings.labels.horizon_days
+        raise GenerationError(
+            f"demo needs an outcome inside the data: with synthetic.days = {days} no cut-off's "
+            f"{horizon}-day horizon ends in time; raise synthetic.days or lower labels.horizon_days"
+        )
     folder = settings.store.path / "synthetic"
     summary = _generate(settings, folder, None, overwrite=True)
     _print_generation(summary)
@@ -155,11 +167,12 @@ def demo(
     out.print(f"Raw Adjust export in {folder / 'raw'}; ground truth in {folder / 'truth'}.")
 
 
-def _generate(settings: Settings, folder: Path, cutoffs: tuple[date, ...] | None, overwrite: bool):
-    from features.synthetic import SyntheticConfig, generate
+def _config(settings: Settings, cutoffs: tuple[date, ...] | None):
+    """The generator's parameters, from settings (flags already merged in)."""
+    from features.synthetic import SyntheticConfig
 
     syn = settings.synthetic
-    config = SyntheticConfig(
+    return SyntheticConfig(
         users=syn.users,
         seed=syn.seed,
         start=syn.start,
@@ -168,8 +181,13 @@ def _generate(settings: Settings, folder: Path, cutoffs: tuple[date, ...] | None
         legacy_share=syn.legacy_share,
         cutoffs=cutoffs,
     )
+
+
+def _generate(settings: Settings, folder: Path, cutoffs: tuple[date, ...] | None, overwrite: bool):
+    from features.synthetic import generate
+
     with progress_bars() as report:
-        return generate(config, folder, overwrite=overwrite, progress=report)
+        return generate(_config(settings, cutoffs), folder, overwrite=overwrite, progress=report)
 
 
 def _print_generation(summary) -> None:
@@ -218,7 +236,5 @@ def main(argv: list[str] | None = None) -> None:
         known = isinstance(exc, _user_errors())
         message = str(exc) if known else f"unexpected {type(exc).__name__}: {exc}"
         hint = "" if verbose or known else " (run with -v for the traceback)"
-        err.print(
-            f"[red]error:[/red] {message}{hint}", highlight=False, markup=True, soft_wrap=True
-        )
+        err.print(f"[red]error:[/red] {escape(message + hint)}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -27,12 +27,17 @@ def progress_bars() -> Iterator:
     tasks: dict[str, int] = {}
 
     def report(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            bars.start()  # only once there is something to show
         if stage not in tasks:
             tasks[stage] = bars.add_task(stage, total=total)
         bars.update(tasks[stage], completed=done, total=total)
 
-    with bars:
+    try:
         yield report
+    finally:
+        if tasks:
+            bars.stop()
 
 
 def table(

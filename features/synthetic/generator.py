@@ -90,6 +90,10 @@ class SyntheticConfig:
             )
         return days
 
+    def observed_cutoff_days(self) -> list[int]:
+        """Cut-offs whose whole horizon lies inside the data, so their outcome is known."""
+        return [d for d in self.cutoff_days() if d + self.horizon_days <= self.days]
+
     def validate(self) -> None:
         """Fail early, naming the parameter, on values that cannot make a data set."""
         checks = [

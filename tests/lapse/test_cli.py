@@ -1,0 +1,344 @@
+"""The `lapse` command line: help, version, generate and demo, exit codes and one-line errors."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lapse import __version__
+from lapse.cli import app, main
+from lapse.settings import API_KEY_ENV, ENV_PREFIX
+
+LAPSE = Path(sys.executable).parent / "lapse"
+SECRET = "sk-secret-123"
+SMALL = ["--users", "200", "--days", "40"]
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _plain(text: str) -> str:
+    """Drop terminal colour codes, in case FORCE_COLOR or a terminal turned them on."""
+    return _ANSI.sub("", text)
+
+
+def _lines(text: str) -> list[str]:
+    """The non-blank lines of some output."""
+    return [line for line in _plain(text).splitlines() if line.strip()]
+
+
+def _clean_environ() -> dict[str, str]:
+    """The current environment without Lapse or Braze variables and without forced colour."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(ENV_PREFIX)
+        and k.upper() not in {API_KEY_ENV, "FORCE_COLOR", "COLUMNS"}
+    }
+
+
+def run_lapse(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `lapse` console script in a subprocess, with a clean environment."""
+    return subprocess.run(
+        [str(LAPSE), *args],
+        cwd=cwd,
+        env={**_clean_environ(), "NO_COLOR": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Call `lapse.cli.main` in-process; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    code = exited.value.code
+    return (0 if code is None else code), _plain(captured.out), _plain(captured.err)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Run each test in an empty folder (no ./lapse.toml) with no Lapse or Braze variables."""
+    for name in list(os.environ):
+        if name.upper().startswith(ENV_PREFIX) or name.upper() == API_KEY_ENV:
+            monkeypatch.delenv(name)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+# --- help and version ---------------------------------------------------------------------------
+
+
+def test_version_subprocess(clean_env: Path) -> None:
+    """`lapse --version` prints `lapse <version>` and exits 0."""
+    done = run_lapse("--version", cwd=clean_env)
+    assert done.returncode == 0, done.stderr
+    assert _plain(done.stdout).strip() == f"lapse {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("args", "options"),
+    [
+        (["--help"], ["--config", "--verbose", "--version", "generate", "demo"]),
+        (
+            ["generate", "--help"],
+            [
+                "--out",
+                "--users",
+                "--seed",
+                "--start",
+                "--days",
+                "--horizon-days",
+                "--cutoff",
+                "--legacy-share",
+                "--overwrite",
+            ],
+        ),
+        (["demo", "--help"], ["--users"]),
+    ],
+)
+def test_help_lists_options(args: list[str], options: list[str]) -> None:
+    """`--help` on the app and on each command exits 0 and lists its options."""
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = _plain(result.stdout)
+    for option in options:
+        assert option in text
+
+
+def test_version_in_process() -> None:
+    """`--version` through the typer app prints the installed version."""
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert _plain(result.stdout).strip() == f"lapse {__version__}"
+
+
+# --- generate -----------------------------------------------------------------------------------
+
+
+def test_generate_end_to_end(clean_env: Path) -> None:
+    """A small `generate` writes the raw export, the truth and the manifest and prints a summary."""
+    out = clean_env / "data"
+    done = run_lapse("generate", "--out", str(out), *SMALL, cwd=clean_env)
+    assert done.returncode == 0, done.stderr
+    stdout = _plain(done.stdout)
+    assert "ground-truth rows" in stdout
+    assert re.search(r"^\W*rows\b", stdout, re.MULTILINE)
+    assert "Traceback" not in done.stdout + done.stderr
+    assert list((out / "raw").glob("*.csv.gz"))
+    assert (out / "truth" / "churn_truth.parquet").is_file()
+    assert (out / "manifest.json").is_file()
+    assert _manifest(out)["users"] == 200
+
+
+def test_generate_refuses_existing_data_without_overwrite(
+    clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Re-generating into a folder with data exits 1 naming --overwrite; --overwrite works."""
+    out = clean_env / "data"
+    code, _, _ = invoke(capsys, "generate", "--out", str(out), *SMALL)
+    assert code == 0
+    code, stdout, stderr = invoke(capsys, "generate", "--out", str(out), *SMALL)
+    assert code == 1
+    assert stdout == ""
+    lines = _lines(stderr)
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error:")
+    assert "--overwrite" in lines[0]
+    assert "Traceback" not in stderr
+    code, stdout, _ = invoke(capsys, "generate", "--out", str(out), *SMALL, "--overwrite")
+    assert code == 0
+    assert "ground-truth rows" in stdout
+    assert (out / "truth" / "churn_truth.parquet").is_file()
+
+
+def test_days_below_minimum_is_a_usage_error(
+    clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--days 3` is rejected by typer's validation with exit 2, naming --days."""
+    code, _, stderr = invoke(capsys, "generate", "--out", str(clean_env / "d"), "--days", "3")
+    assert code == 2
+    assert "--days" in stderr
+    assert "Traceback" not in stderr
+    assert not (clean_env / "d").exists()
+
+
+def test_cutoff_outside_period_is_one_line(clean_env: Path) -> None:
+    """A cut-off outside the period exits 1 with one line naming the date and no traceback."""
+    done = run_lapse("generate", "--out", "d", *SMALL, "--cutoff", "2027-01-01", cwd=clean_env)
+    assert done.returncode == 1
+    lines = _lines(done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error:")
+    assert "2027-01-01" in lines[0]
+    assert "outside" in lines[0]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (clean_env / "d" / "raw").exists()
+
+
+def test_cutoff_outside_period_verbose_shows_traceback(clean_env: Path) -> None:
+    """With -v the same error prints the traceback on stderr, then the one-line reason."""
+    done = run_lapse(
+        "-v", "generate", "--out", "d", *SMALL, "--cutoff", "2027-01-01", cwd=clean_env
+    )
+    assert done.returncode == 1
+    stderr = _plain(done.stderr)
+    assert "Traceback (most recent call last)" in stderr
+    assert "GenerationError" in stderr
+    assert _lines(stderr)[-1].startswith("error:")
+    assert "2027-01-01" in _lines(stderr)[-1]
+    assert "Traceback" not in done.stdout
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def test_bad_config_file_is_one_line_naming_file_and_key(
+    clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config value of the wrong type exits 1 with one line naming the file, key and value."""
+    bad = clean_env / "bad.toml"
+    bad.write_text('[synthetic]\nusers = "many"\n')
+    code, stdout, stderr = invoke(capsys, "--config", str(bad), "generate", "--out", "d")
+    assert code == 1
+    assert stdout == ""
+    lines = _lines(stderr)
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error:")
+    assert str(bad) in lines[0]
+    assert "users" in lines[0]
+    assert "'many'" in lines[0]
+    assert "Traceback" not in stderr
+    assert not (clean_env / "d").exists()
+
+
+def test_bad_config_message_names_the_section(
+    clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one-line settings error keeps the `[synthetic] users` location intact."""
+    bad = clean_env / "bad.toml"
+    bad.write_text('[synthetic]\nusers = "many"\n')
+    code, _, stderr = invoke(capsys, "--config", str(bad), "generate", "--out", "d")
+    assert code == 1
+    assert f"{bad}: [synthetic] users:" in stderr
+
+
+def test_missing_config_file_fails(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --config path that does not exist exits non-zero with one line naming it."""
+    code, _, stderr = invoke(capsys, "--config", "nope.toml", "generate", "--out", "d")
+    assert code != 0
+    lines = _lines(stderr)
+    assert len(lines) == 1, stderr
+    assert "nope.toml" in lines[0]
+    assert "Traceback" not in stderr
+    assert not (clean_env / "d").exists()
+
+
+def test_bad_env_value_is_one_line(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LAPSE_* variable of the wrong type exits 1 with one line naming the variable."""
+    monkeypatch.setenv("LAPSE_SYNTHETIC__USERS", "abc")
+    code, _, stderr = invoke(capsys, "generate", "--out", "d")
+    assert code == 1
+    lines = _lines(stderr)
+    assert len(lines) == 1, stderr
+    assert "LAPSE_SYNTHETIC__USERS" in lines[0]
+    assert "Traceback" not in stderr
+
+
+def test_env_overrides_users_and_flag_beats_env(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LAPSE_SYNTHETIC__USERS sets the users; a --users flag beats the variable."""
+    monkeypatch.setenv("LAPSE_SYNTHETIC__USERS", "150")
+    code, stdout, _ = invoke(capsys, "generate", "--out", "env", "--days", "40")
+    assert code == 0
+    assert _manifest(clean_env / "env")["users"] == 150
+    assert re.search(r"^\W*users\W+150\b", stdout, re.MULTILINE), stdout
+
+    code, stdout, _ = invoke(capsys, "generate", "--out", "flag", "--days", "40", "--users", "120")
+    assert code == 0
+    assert _manifest(clean_env / "flag")["users"] == 120
+    assert re.search(r"^\W*users\W+120\b", stdout, re.MULTILINE), stdout
+
+
+def test_braze_key_never_printed(clean_env: Path) -> None:
+    """BRAZE_API_KEY never appears in the output of a generate run or of error runs (even -v)."""
+    env = {API_KEY_ENV: SECRET}
+    bad = clean_env / "bad.toml"
+    bad.write_text("[braze]\nbatch_size = 500\n\n[synthetic]\nusers = 0\n")
+    runs = [
+        run_lapse("generate", "--out", "d", *SMALL, cwd=clean_env, env=env),
+        run_lapse("generate", "--out", "d", *SMALL, cwd=clean_env, env=env),  # exists: error
+        run_lapse("-v", "--config", str(bad), "generate", "--out", "e", cwd=clean_env, env=env),
+        run_lapse(
+            "-v",
+            "generate",
+            "--out",
+            "f",
+            *SMALL,
+            "--cutoff",
+            "2030-01-01",
+            cwd=clean_env,
+            env=env,
+        ),
+    ]
+    assert [r.returncode for r in runs] == [0, 1, 1, 1]
+    assert "batch_size" in runs[2].stderr  # the error run really went through the Braze section
+    for done in runs:
+        assert SECRET not in done.stdout + done.stderr
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+def _demo_config(folder: Path, *, horizon_days: int | None) -> Path:
+    labels = f"[labels]\nhorizon_days = {horizon_days}\n\n" if horizon_days else ""
+    config = folder / "demo.toml"
+    config.write_text(
+        f"[store]\npath = {json.dumps(str(folder / 'store'))}\n\n"
+        f"{labels}[synthetic]\nusers = 300\ndays = 40\n"
+    )
+    return config
+
+
+def test_demo_runs_and_checks_the_truth(clean_env: Path) -> None:
+    """`demo` on a tiny config writes <store>/synthetic and prints the ground-truth check."""
+    # 40 days leave an outcome inside the data only for a short horizon (cut-offs start at day 28).
+    config = _demo_config(clean_env, horizon_days=7)
+    done = run_lapse("--config", str(config), "demo", cwd=clean_env)
+    assert done.returncode == 0, done.stderr
+    stdout = _plain(done.stdout)
+    assert "Ground truth vs realised outcomes" in stdout
+    assert "Brier" in stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    raw = clean_env / "store" / "synthetic" / "raw"
+    assert list(raw.glob("*.csv.gz"))
+    assert _manifest(clean_env / "store" / "synthetic")["users"] == 300
+
+
+def test_demo_with_short_period_and_default_horizon(clean_env: Path) -> None:
+    """`demo` over 40 days with a 30-day horizon fails up front as a user error, naming the fix."""
+    config = _demo_config(clean_env, horizon_days=None)
+    done = run_lapse("--config", str(config), "demo", cwd=clean_env)
+    stderr = _plain(done.stderr)
+    assert "Traceback" not in stderr
+    assert done.returncode == 1
+    assert _lines(stderr) == [_lines(stderr)[0]], stderr
+    assert "synthetic.days" in stderr and "labels.horizon_days" in stderr
+    assert not (clean_env / "store" / "synthetic").exists()
