@@ -74,7 +74,9 @@ CURRENT_EVENTS: Final = (
     "revoked",
 )
 
-#: Legacy (event, subtype) pairs and the current event Lapse maps them to (spec §b).
+#: Legacy (event, subtype) pairs and the current event Lapse maps them to (spec §b). Legacy
+#: ``cancellation`` meant the period ended unrenewed, which the current vocabulary calls
+#: ``expiration`` (current ``cancellation`` is auto-renew turned off, access continuing).
 LEGACY_TO_CURRENT: Final = {
     ("activation", "initial_subscription"): "activation",
     ("activation", "initial_trial"): "trial_started",
@@ -85,12 +87,12 @@ LEGACY_TO_CURRENT: Final = {
     ("entered_billing_retry", "offer_in_retry"): "billing_retry",
     ("entered_billing_retry", "subscription_in_retry"): "billing_retry",
     ("renewal", "renewed_subscription"): "renewal",
-    ("cancellation", "failed_trial"): "cancellation",
-    ("cancellation", "failed_offer"): "cancellation",
-    ("cancellation", "failed_subscription"): "cancellation",
-    ("cancellation", "failed_trial_from_retry"): "cancellation",
-    ("cancellation", "failed_offer_from_retry"): "cancellation",
-    ("cancellation", "failed_subscription_from_retry"): "cancellation",
+    ("cancellation", "failed_trial"): "expiration",
+    ("cancellation", "failed_offer"): "expiration",
+    ("cancellation", "failed_subscription"): "expiration",
+    ("cancellation", "failed_trial_from_retry"): "expiration",
+    ("cancellation", "failed_offer_from_retry"): "expiration",
+    ("cancellation", "failed_subscription_from_retry"): "expiration",
     ("renewal_from_billing_retry", "converted_trial_from_retry"): "renewal_from_billing_retry",
     ("renewal_from_billing_retry", "converted_offer_from_retry"): "renewal_from_billing_retry",
     ("renewal_from_billing_retry", "renewed_subscription_from_retry"): "renewal_from_billing_retry",

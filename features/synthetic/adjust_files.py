@@ -158,7 +158,8 @@ def write_export(
     legacy = hour < cal.legacy_end_day * 24
     sub_row = src < n_sub
     # a step the row's vocabulary has no name for is not sent (e.g. auto-renew off in legacy)
-    keep = hour < cal.days * 24
+    # a re-sent copy keeps its original's vocabulary, so copies never straddle the migration
+    keep = (hour < cal.days * 24) & (~is_copy | (legacy == legacy[src]))
     at = np.flatnonzero(sub_row)
     name = np.where(legacy[at], subs["legacy"][src[at]], subs["current"][src[at]])
     keep[at] &= name != None  # noqa: E711 (elementwise on an object array)

@@ -67,7 +67,7 @@ def _vocabulary() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         leg[Step.EXPIRE, k], sub[Step.EXPIRE, k] = "cancellation", f"failed_{word}"
         cur[Step.REFUND, k] = ("refund", "revoked")
         # legacy recording had no refund event; the period is reported as ended unrenewed
-        leg[Step.REFUND, k], sub[Step.REFUND, k] = "cancellation", "failed_subscription"
+        leg[Step.REFUND, k], sub[Step.REFUND, k] = "cancellation", f"failed_{word}"
         cur[Step.WIN_BACK, k] = ("reactivation", "activation")
         leg[Step.WIN_BACK, k] = ("reactivation", "activation")
         sub[Step.WIN_BACK, k] = ("reactivated_subscription", "initial_subscription")
@@ -88,17 +88,22 @@ class Calendar:
     price_increase_day: int | None
 
 
-def _transaction_ids(numbers: np.ndarray, platform: np.ndarray) -> np.ndarray:
-    """Apple-style numeric ids on iOS, Google order ids (``GPA.``) on Android."""
+def _transaction_ids(numbers: np.ndarray, renewal: np.ndarray, platform: np.ndarray) -> np.ndarray:
+    """Apple-style numeric ids on iOS; on Android a Google order id per chain, ``..N`` per renewal.
+
+    Charge numbers are scrambled (a bijection) so ids do not reveal the app's charge volume.
+    """
+    scrambled = (numbers * 7919 + 104729) % 10**12
     out = np.empty(len(numbers), object)
-    for i, (num, plat) in enumerate(zip(numbers.tolist(), platform.tolist(), strict=True)):
+    for i, (num, k, plat) in enumerate(
+        zip(scrambled.tolist(), renewal.tolist(), platform.tolist(), strict=True)
+    ):
         if plat == catalog.IOS:
             out[i] = str(230000000000000 + num)
         else:
-            out[i] = (
-                f"GPA.{3300 + num // 10**13 % 100:04d}-{num // 10**9 % 10000:04d}-"
-                f"{num // 10**5 % 10000:04d}-{num % 10**5:05d}"
-            )
+            d = f"{num:012d}{num * 31 % 1000:03d}"
+            base = f"GPA.33{d[:2]}-{d[2:6]}-{d[6:10]}-{d[10:]}"
+            out[i] = base if k == 0 else f"{base}..{k - 1}"
     return out
 
 
@@ -118,26 +123,32 @@ def subscription_rows(
     number = np.full(n, -1, np.int64)
     charge_pos = np.flatnonzero(charge)
     number[charge_pos[np.argsort(ts[charge_pos], kind="stable")]] = np.arange(len(charge_pos))
-    pos = np.where(charge, np.arange(n), -1)
-    latest = np.maximum.accumulate(pos)  # every subscriber's first step is START, a charge
-    prev_pos = np.concatenate([[-1], latest[:-1]])
+    latest = np.maximum.accumulate(np.where(charge, np.arange(n), -1))  # first step is a START
     group = sub * 1000 + st["chain"]
     first_in_group = np.concatenate([[True], group[1:] != group[:-1]])
     chain_start = np.maximum.accumulate(np.where(first_in_group, np.arange(n), -1))
+    charges_so_far = np.cumsum(charge)
+    renewal = charges_so_far - charges_so_far[chain_start]  # 0 for the chain's first charge
     plat = platform[sub]
-    txn = _transaction_ids(number[latest], plat)
-    original = txn[chain_start]
-    expired = np.where(
-        charge & ~first_in_group & (prev_pos >= 0) & (sub[np.maximum(prev_pos, 0)] == sub),
-        _transaction_ids(number[latest[np.maximum(prev_pos, 0)]], plat),
-        None,
+    # an Android chain keeps its first order id and appends ..0, ..1 for each renewal
+    base_number = np.where(plat == catalog.ANDROID, number[chain_start], number)
+    charge_ids = np.full(n, None, object)
+    charge_ids[charge_pos] = _transaction_ids(
+        base_number[charge_pos], renewal[charge_pos], plat[charge_pos]
     )
+    txn = charge_ids[latest]
+    original = charge_ids[chain_start]
+    previous = np.concatenate([[-1], latest[:-1]])
+    has_previous = charge & ~first_in_group & (previous >= 0)
+    expired = np.where(has_previous, charge_ids[np.maximum(previous, 0)], None)
     failure = np.isin(step, FAILURES)
     txn = np.where(failure, None, txn)
 
     period = np.array(catalog.PERIOD_DAYS)[product[sub]] * 86400.0
     first_len = np.where(kind == TRIAL, catalog.TRIAL_DAYS * 86400.0, period)
     new_expiry = np.where(step == Step.START, ts + first_len, ts + period)
+    sandbox = sub >= pop.n  # store sandbox periods last minutes: take them as simulated
+    new_expiry = np.where(sandbox, st["period_end"], new_expiry)
     purchased = np.where(charge, ts, st["period_start"])
     expiration = np.where(charge, new_expiry, np.where(failure, np.nan, st["period_end"]))
     cancelled = np.select(

@@ -26,9 +26,19 @@ class TruthCheck:
     realised_rate: float
     brier: float
     expected_brier: float
-    brier_z: float  # (brier - expected) / its standard error under the truth
+    brier_z: float  # (brier - expected) / its standard error, clustered by subscriber
     oracle_roc_auc: float
-    bins: pd.DataFrame  # per probability decile: mean probability, realised rate, count
+    bins: pd.DataFrame  # per probability decile: mean probability, realised rate, count, se
+
+
+def _clustered_se(residual: np.ndarray, cluster: np.ndarray) -> float:
+    """Standard error of mean(residual) when rows of one cluster are correlated.
+
+    A subscriber appears at consecutive cut-offs whose horizons overlap, so their outcomes are
+    not independent; summing residuals per subscriber first gives an honest (sandwich) error.
+    """
+    sums = pd.Series(residual).groupby(cluster).sum().to_numpy()
+    return float(np.sqrt(np.sum(sums**2)) / len(residual))
 
 
 def check_truth(truth: pd.DataFrame, bins: int = 10) -> TruthCheck:
@@ -41,21 +51,25 @@ def check_truth(truth: pd.DataFrame, bins: int = 10) -> TruthCheck:
             f"no observed outcomes among {len(truth)} ground-truth rows: every cut-off's horizon "
             "runs past the end of the data"
         )
-    var = p * (1 - p)
-    expected = float(var.mean())
-    brier = float(np.mean((p - y) ** 2))
-    # Var((p - y)^2) for y ~ Bernoulli(p) is p(1-p)(1-2p)^2
-    se = float(np.sqrt(np.sum(var * (1 - 2 * p) ** 2)) / len(p))
+    subscriber = pd.factorize(
+        observed[s.USER_ID].astype(str) + "/" + observed[s.PLATFORM].astype(str)
+    )[0]
+    expected_each = p * (1 - p)
+    brier_each = (p - y) ** 2
+    expected = float(expected_each.mean())
+    brier = float(brier_each.mean())
+    se = _clustered_se(brier_each - expected_each, subscriber)
     decile = pd.qcut(p, bins, labels=False, duplicates="drop")
-    table = (
-        pd.DataFrame({"probability": p, "realised": y, "bin": decile})
-        .groupby("bin")
-        .agg(
-            probability=("probability", "mean"),
-            realised=("realised", "mean"),
-            n=("realised", "size"),
-        )
+    frame = pd.DataFrame({"probability": p, "realised": y, "bin": decile, "who": subscriber})
+    table = frame.groupby("bin").agg(
+        probability=("probability", "mean"),
+        realised=("realised", "mean"),
+        n=("realised", "size"),
     )
+    table["se"] = [
+        _clustered_se((g.realised - g.probability).to_numpy(), g.who.to_numpy())
+        for _, g in frame.groupby("bin")
+    ]
     return TruthCheck(
         rows=len(truth),
         observed=len(p),

@@ -36,16 +36,9 @@ from features.synthetic.simulate import Phase, simulate
 
 #: Called as progress(stage, completed, total).
 Progress = Callable[[str, int, int], None]
-STATE_NAMES = {
-    (Phase.ENTITLED, 0): "trial",
-    (Phase.ENTITLED, 1): "offer",
-    (Phase.ENTITLED, 2): "paid",
-    (Phase.RETRY, 0): "billing_retry",
-    (Phase.RETRY, 1): "billing_retry",
-    (Phase.RETRY, 2): "billing_retry",
-}
-
-
+#: Whether the export holds a subscription row of this subscriber before the cut-off. Annual
+#: subscribers who bought before the export began stay invisible until their renewal.
+OBSERVABLE = "observable"
 TRUTH_SCHEMA = pa.schema(
     [
         (s.USER_ID, pa.string()),
@@ -56,6 +49,7 @@ TRUTH_SCHEMA = pa.schema(
         (s.CHURN_PROBABILITY, pa.float64()),
         (s.CHURNED, pa.bool_()),
         (s.STATE, pa.string()),
+        (OBSERVABLE, pa.bool_()),
     ]
 )
 
@@ -189,7 +183,11 @@ def generate(
         on_file=lambda done, total: report("write", done, total),
     )
 
-    truth = _truth_table(dyn, sim.snapshots, ids, config, start_epoch, report)
+    legacy_era = subs["created"] < legacy_end * 86400.0
+    sent = np.where(legacy_era, subs["legacy"] != None, subs["current"] != None)  # noqa: E711
+    first_seen = np.full(len(ids.sandbox), np.inf)
+    np.minimum.at(first_seen, subs["sub"][sent], subs["created"][sent])
+    truth = _truth_table(dyn, sim.snapshots, ids, first_seen, config, start_epoch, report)
     (out / "truth").mkdir(exist_ok=True)
     pq.write_table(truth, out / "truth" / "churn_truth.parquet")
     pq.write_table(_subscribers_table(pop, ids, start_epoch), out / "truth" / "subscribers.parquet")
@@ -259,7 +257,13 @@ def _prepare(out: Path, overwrite: bool) -> None:
 
 
 def _truth_table(
-    dyn: Dynamics, snapshots: list, ids, config: SyntheticConfig, start_epoch: int, report: Progress
+    dyn: Dynamics,
+    snapshots: list,
+    ids,
+    first_seen: np.ndarray,
+    config: SyntheticConfig,
+    start_epoch: int,
+    report: Progress,
 ) -> pa.Table:
     """One row per (subscriber active at a cut-off): oracle probability and realised outcome."""
     parts = []
@@ -267,13 +271,7 @@ def _truth_table(
     for i, snap in enumerate(snapshots):
         prob = churn_probability(dyn, snap, config.horizon_days)
         observed = snap.day + config.horizon_days <= config.days
-        state = np.array(
-            [STATE_NAMES[(int(p), int(k))] for p, k in zip(snap.phase, snap.kind, strict=True)],
-            object,
-        )
-        state = np.where(
-            (snap.phase == Phase.ENTITLED) & ~snap.auto_renew, state + "_auto_renew_off", state
-        )
+        state = _states(dyn, snap)
         idx = pa.array(snap.idx)
         parts.append(
             pa.table(
@@ -292,12 +290,22 @@ def _truth_table(
                         mask=None if observed else np.ones(len(snap.idx), bool),
                     ),
                     s.STATE: pa.array(state, pa.string()),
+                    OBSERVABLE: pa.array(first_seen[snap.idx] < snap.day * 86400.0),
                 },
                 schema=TRUTH_SCHEMA,
             )
         )
         report("truth", i + 1, len(snapshots))
     return pa.concat_tables(parts) if parts else TRUTH_SCHEMA.empty_table()
+
+
+def _states(dyn: Dynamics, snap) -> np.ndarray:
+    """Readable hidden state at the cut-off: period kind and auto-renew, or the billing stage."""
+    kind = np.array(["trial", "offer", "paid"], object)[snap.kind]
+    state = np.where(snap.auto_renew, kind, kind + "_auto_renew_off")
+    grace = snap.retry_day < dyn.grace_days[snap.idx]
+    trouble = np.where(dyn.pop.platform[snap.idx] == catalog.IOS, "billing_retry", "on_hold")
+    return np.where(snap.phase == Phase.RETRY, np.where(grace, "grace_period", trouble), state)
 
 
 def _subscribers_table(pop, ids, start_epoch: int) -> pa.Table:

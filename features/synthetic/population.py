@@ -63,6 +63,10 @@ def draw_population(
     platform = (rng.random(n) < 0.45).astype(np.int8)  # 55% iOS
     country = rng.choice(len(catalog.COUNTRIES), n, p=[c.share for c in catalog.COUNTRIES])
     network = rng.choice(len(catalog.NETWORKS), n, p=[nw[1] for nw in catalog.NETWORKS])
+    # Apple Search Ads acquires iOS users only; on Android those installs come from Google Ads
+    names = [nw[0] for nw in catalog.NETWORKS]
+    asa_on_android = (network == names.index("Apple Search Ads")) & (platform == catalog.ANDROID)
+    network[asa_on_android] = names.index("Google Ads")
     anonymous = rng.random(n) < ANONYMOUS
     user_num = np.where(anonymous, -1, rng.permutation(n).astype(np.int64) + 1)
     traveler = rng.random(n) < 0.03
@@ -84,9 +88,9 @@ def draw_population(
     price_sensitivity = rng.beta(2.0, 4.0, n)
     country_risk = np.array([c.payment_risk for c in catalog.COUNTRIES])[country]
     pay_logit = rng.normal(-3.4, 0.9, n) + country_risk + 0.35 * (platform == catalog.ANDROID)
-    recovery_rate = rng.beta(1.5, 10.0, n)
+    recovery_rate = rng.beta(0.8, 25.0, n)
     engagement0 = rng.normal(-0.9 + 0.35 * intent, 0.6)
-    engagement_trend = rng.normal(-0.12, 0.25, n)
+    engagement_trend = rng.normal(-0.05, 0.25, n)
 
     # Users who may switch platform get a twin on the other platform, dormant until they switch.
     capable = np.flatnonzero(~anonymous & subscribes & (rng.random(n) < SWITCH_CAPABLE))
@@ -102,7 +106,7 @@ def draw_population(
     return Population(
         platform=extend(platform, twin_platform),
         country=extend(country.astype(np.int16), country[capable]),
-        network=extend(network.astype(np.int16), network[capable]),
+        network=extend(network.astype(np.int16), np.zeros(m)),  # a switch is an organic install
         user_num=extend(user_num, user_num[capable]),
         twin=twin,
         is_twin=np.concatenate([np.zeros(n, bool), np.ones(m, bool)]),
