@@ -121,9 +121,73 @@ COUNTRY: Final = "country"
 SOURCE: Final = "source"
 LINE: Final = "line"
 
+# Columns the event store keeps beyond DESIGN.md's list (all nullable unless noted).
+PURCHASED_AT: Final = "purchased_at"
+EXPIRED_TRANSACTION_ID: Final = "expired_transaction_id"
+EVENT_SUBTYPE: Final = "event_subtype"  # legacy subtype as received; null on current rows
+CONVERSION_FROM: Final = "conversion_from"  # "trial" / "offer" when a legacy row says so
+ADID: Final = "adid"  # same name as the placeholder
+NETWORK: Final = "network"  # acquisition network ({network_name})
+INSTALLED_AT_COL: Final = "installed_at"
+EVENT_KEY: Final = "event_key"  # stable dedup key (not null)
+
+#: ``kind`` values: Adjust's activity kind, with subscription rows recognised by their event type.
+KIND_SUBSCRIPTION: Final = ACTIVITY_SUBSCRIPTION
+KIND_EVENT: Final = ACTIVITY_EVENT
+KIND_SESSION: Final = ACTIVITY_SESSION
+KIND_INSTALL: Final = ACTIVITY_INSTALL
+
+#: The canonical event table, in column order. ``event`` holds the current subscription
+#: vocabulary on subscription rows, the in-app event name on ``event`` rows, and the activity
+#: kind itself on session and install rows. ``platform`` is "ios" / "android"; ``ts`` and every
+#: ``*_at`` column are UTC; ``currency``, ``sales_region`` and ``country`` are upper case.
+EVENT_COLUMNS: Final = {
+    USER_ID: "string",  # not null: customer user id, else the adid (the identity rule)
+    PLATFORM: "string",  # not null
+    TS: "timestamp[us, UTC]",  # not null
+    KIND: "string",  # not null
+    EVENT: "string",  # not null
+    EVENT_RAW: "string",
+    EVENT_SUBTYPE: "string",
+    CONVERSION_FROM: "string",
+    PRODUCT_ID: "string",
+    STORE: "string",
+    ENVIRONMENT: "string",  # "production" / "sandbox"
+    PRICE: "float64",
+    CURRENCY: "string",
+    PURCHASED_AT: "timestamp[us, UTC]",
+    EXPIRES_AT: "timestamp[us, UTC]",
+    CANCELLED_AT: "timestamp[us, UTC]",
+    TRANSACTION_ID: "string",
+    ORIGINAL_TRANSACTION_ID: "string",
+    EXPIRED_TRANSACTION_ID: "string",
+    SALES_REGION: "string",
+    COUNTRY: "string",
+    ADID: "string",
+    NETWORK: "string",
+    INSTALLED_AT_COL: "timestamp[us, UTC]",
+    EVENT_KEY: "string",  # not null
+    SOURCE: "string",  # not null: file (or callback log) the row came from
+    LINE: "int64",  # not null: 1-based line in that file (1 = header)
+}
+
+# --- Quarantine (DESIGN.md "Files"): rejected rows with where they came from and why ------------
+REASON: Final = "reason"
+RAW: Final = "raw"
+QUARANTINE_COLUMNS: Final = {SOURCE: "string", LINE: "int64", REASON: "string", RAW: "string"}
+
+# --- Features, labels and scores -----------------------------------------------------------------
+#: Feature frames are indexed by subscriber: (user_id, platform); snapshots add as_of in front.
+SUBSCRIBER_INDEX: Final = (USER_ID, PLATFORM)
+BUCKET: Final = "bucket"
+REASONS: Final = "reasons"
+
 # --- Ground truth written by the synthetic generator ---------------------------------------------
 AS_OF: Final = "as_of"
 HORIZON_DAYS: Final = "horizon_days"
 CHURN_PROBABILITY: Final = "churn_probability"
 CHURNED: Final = "churned"
 STATE: Final = "state"
+
+#: Snapshot frames (features + label at many cut-offs) are indexed by (as_of, user_id, platform).
+SNAPSHOT_INDEX: Final = (AS_OF, USER_ID, PLATFORM)
