@@ -41,6 +41,7 @@ __all__ = [
     "SettingsError",
     "StoreSettings",
     "SyntheticSettings",
+    "TrainingSettings",
     "resolve_sqlite_url",
 ]
 
@@ -98,6 +99,32 @@ class OptunaSettings(_Section):
     storage: str = Field("sqlite:///optuna.db", min_length=1)
     n_trials: int = Field(30, ge=1)
     timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class TrainingSettings(_Section):
+    """How `lapse train` cuts snapshots, splits them in time, buckets scores and gates the champion."""
+
+    cutoff_every_days: int = Field(7, ge=1, description="Days between snapshot cut-offs.")
+    first_cutoff_days: int = Field(
+        28, ge=0, description="Days of history before the first cut-off (data start + this)."
+    )
+    valid_cutoffs: int = Field(
+        1, ge=1, description="Latest eligible cut-offs used for validation (tuning, calibration)."
+    )
+    seed: int = 42
+    min_churners: int = Field(50, ge=1, description="Churners needed in each split.")
+    min_non_churners: int = Field(50, ge=1, description="Non-churners needed in each split.")
+    bucket_shares: dict[str, float] = Field(
+        default_factory=lambda: {"high": 0.10, "medium": 0.20},
+        description="Bucket name -> share of the validation population, riskiest first.",
+    )
+    bucket_rest: str = Field("low", min_length=1, description="Bucket for everyone else.")
+    gate_metric: str = Field(
+        "holdout_pr_auc", min_length=1, description="Hold-out metric the champion gate compares."
+    )
+    truth_path: Path | None = Field(
+        None, description="Generator ground truth; default <store>/synthetic/truth/… if present."
+    )
 
 
 class LedgerSettings(_Section):
@@ -214,6 +241,7 @@ class Settings(BaseSettings):
     labels: LabelSettings = Field(default_factory=LabelSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     optuna: OptunaSettings = Field(default_factory=OptunaSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     braze: BrazeSettings = Field(default_factory=BrazeSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
@@ -364,6 +392,15 @@ def _anchor(settings: Settings, record: _Load, overrides: Mapping[str, Any]) -> 
             ),
             "ledger": ledger.model_copy(
                 update={"url": resolve_sqlite_url(ledger.url, base("ledger", "url"))}
+            ),
+            "training": settings.training.model_copy(
+                update={
+                    "truth_path": _resolve_path(
+                        settings.training.truth_path, base("training", "truth_path")
+                    )
+                    if settings.training.truth_path is not None
+                    else None
+                }
             ),
         }
     )

@@ -476,7 +476,7 @@ def test_shipped_lapse_toml_equals_the_defaults(tmp_path: Path) -> None:
 
 def test_shipped_lapse_toml_lists_every_key_with_its_default() -> None:
     data = tomllib.loads(REPO_TOML.read_text(encoding="utf-8"))
-    unsettable = {("braze", "api_key"), ("optuna", "timeout_s")}
+    unsettable = {("braze", "api_key"), ("optuna", "timeout_s"), ("training", "truth_path")}
     for section, info in Settings.model_fields.items():
         model = info.annotation
         assert isinstance(model, type)
@@ -485,6 +485,29 @@ def test_shipped_lapse_toml_lists_every_key_with_its_default() -> None:
         got = {k: Path(v) if k == "path" else v for k, v in data[section].items()}
         assert got == expected, section
     assert set(data) == set(Settings.model_fields)
+
+
+def test_training_section_from_file_env_and_anchoring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write(
+        tmp_path / "conf" / "lapse.toml",
+        """
+[training]
+cutoff_every_days = 14
+bucket_shares = { top = 0.05, next = 0.15 }
+truth_path = "synthetic/truth.parquet"
+""",
+    )
+    monkeypatch.setenv("LAPSE_TRAINING__SEED", "3")
+    t = Settings.load(cfg).training
+    assert (t.cutoff_every_days, t.seed, t.valid_cutoffs) == (14, 3, 1)
+    assert list(t.bucket_shares.items()) == [("top", 0.05), ("next", 0.15)]
+    assert t.truth_path == tmp_path / "conf" / "synthetic" / "truth.parquet"
+    assert Settings.load(write(tmp_path / "empty.toml", "")).training.truth_path is None
+    bad = write(tmp_path / "bad.toml", "[training]\nmin_churners = 0\n")
+    with pytest.raises(SettingsError, match=r"\[training\] min_churners"):
+        Settings.load(bad)
 
 
 def test_import_is_cheap() -> None:
