@@ -102,7 +102,7 @@ class OptunaSettings(_Section):
 
 
 class TrainingSettings(_Section):
-    """How `lapse train` cuts snapshots, splits them in time, buckets scores and gates the champion."""
+    """How `lapse train` cuts snapshots, splits them in time, buckets scores, gates the champion."""
 
     cutoff_every_days: int = Field(7, ge=1, description="Days between snapshot cut-offs.")
     first_cutoff_days: int = Field(

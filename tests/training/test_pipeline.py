@@ -1,0 +1,114 @@
+"""training.pipeline: feature typing, the fitted ChurnModel, calibration choice, buckets."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from features import schema
+from tests.training.conftest import AUTO_RENEW_OFF, CONSTANT, COUNTRY, ENGAGEMENT, TENURE
+from training.pipeline import (
+    ChurnModel,
+    FeatureSchemaError,
+    assign_buckets,
+    bucket_thresholds,
+    choose_calibration,
+    feature_types,
+)
+from training.splits import time_split
+
+
+def parts(frame: pd.DataFrame):
+    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=14)
+    out = []
+    for name in ("train", "valid", "holdout"):
+        part = split.part(frame, name)
+        out += [part.drop(columns=schema.CHURNED), part[schema.CHURNED].astype(int)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(snapshots):
+    frame, _ = snapshots
+    X, y, Xv, yv, Xh, yh = parts(frame)
+    model = ChurnModel(params={"num_leaves": 7, "learning_rate": 0.1}, seed=3).fit(
+        X, y, X_valid=Xv, y_valid=yv
+    )
+    return model, (X, y, Xv, yv, Xh, yh)
+
+
+def test_feature_types_from_dtypes_without_registry(snapshots) -> None:
+    frame, _ = snapshots
+    types = feature_types(frame)
+    assert types.numeric == (ENGAGEMENT, TENURE, CONSTANT)
+    assert types.categorical == (COUNTRY,)
+    assert types.boolean == (AUTO_RENEW_OFF,)
+
+
+def test_model_learns_the_planted_signal_and_is_deterministic(fitted) -> None:
+    model, (X, y, Xv, yv, Xh, yh) = fitted
+    p = model.predict_proba(Xh)
+    assert p.shape == (len(Xh), 2)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert roc_auc_score(yh, p[:, 1]) > 0.75
+    assert CONSTANT not in model.pipeline_[-1].feature_name_  # dropped as constant
+    again = ChurnModel(params={"num_leaves": 7, "learning_rate": 0.1}, seed=3).fit(
+        X, y, X_valid=Xv, y_valid=yv
+    )
+    np.testing.assert_array_equal(again.predict_proba(Xh), p)
+
+
+def test_scores_unseen_categories_missing_values_and_column_order(fitted) -> None:
+    model, (*_, Xh, _yh) = fitted
+    rows = Xh.head(4).copy()
+    rows[COUNTRY] = pd.array(["ZZ-never-seen", None, "US", "rare?"], dtype="str")
+    rows[ENGAGEMENT] = [np.nan, 1.0, np.nan, 2.0]
+    rows[AUTO_RENEW_OFF] = pd.array([None, True, False, True], dtype="boolean")
+    shuffled = rows[list(reversed(rows.columns))]
+    p = model.predict_proba(shuffled)[:, 1]
+    assert np.all((p > 0) & (p < 1))
+    np.testing.assert_array_equal(p, model.predict_proba(rows)[:, 1])
+
+
+def test_missing_feature_column_is_named(fitted) -> None:
+    model, (*_, Xh, _yh) = fitted
+    with pytest.raises(FeatureSchemaError, match=r"\['t_tenure'\] missing"):
+        model.predict_proba(Xh.drop(columns=TENURE))
+
+
+def test_contributions_sum_to_the_raw_log_odds(fitted) -> None:
+    model, (*_, Xh, _yh) = fitted
+    contrib = model.contributions(Xh)
+    assert list(contrib.columns)[-1] == "bias"
+    raw = model.predict_raw(Xh)
+    np.testing.assert_allclose(contrib.sum(axis=1), np.log(raw / (1 - raw)), atol=1e-9)
+
+
+def test_bucket_shares_on_validation(fitted) -> None:
+    model, (_X, _y, Xv, *_rest) = fitted
+    buckets = model.buckets(model.predict_proba(Xv)[:, 1])
+    share = pd.Series(buckets).value_counts(normalize=True)
+    # isotonic steps create ties at a threshold, so shares are approximate
+    assert share["high"] == pytest.approx(0.10, abs=0.05)
+    assert share["high"] + share["medium"] == pytest.approx(0.30, abs=0.06)
+
+
+def test_bucket_thresholds_and_assignment_exact() -> None:
+    p = np.arange(100) / 100
+    thresholds = bucket_thresholds(p, (("high", 0.1), ("medium", 0.2)))
+    assert thresholds == (("high", pytest.approx(0.891)), ("medium", pytest.approx(0.693)))
+    buckets = assign_buckets(p, thresholds, "low")
+    assert (buckets == "high").sum() == 10 and (buckets == "medium").sum() == 20
+    assert buckets[0] == "low" and buckets[-1] == "high"
+    with pytest.raises(ValueError, match="add up to at most 1"):
+        bucket_thresholds(p, (("a", 0.7), ("b", 0.5)))
+
+
+def test_calibration_choice_prefers_platt_for_a_logistic_distortion() -> None:
+    rng = np.random.default_rng(1)
+    true = rng.uniform(0.01, 0.6, 4000)
+    y = (rng.random(4000) < true).astype(int)
+    logit = np.log(true / (1 - true))
+    distorted = 1 / (1 + np.exp(-(0.5 * logit - 1)))  # monotone, logistic in the logit
+    method, scores = choose_calibration(distorted, y, seed=0)
+    assert method == "platt" and scores["platt"] <= scores["isotonic"]

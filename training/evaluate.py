@@ -1,0 +1,209 @@
+"""Hold-out evaluation: metrics for a score vector, the baselines, the oracle and the bucket table.
+
+Metric names follow DESIGN.md (``holdout_roc_auc`` …, the same with ``baseline_rule_``,
+``baseline_logreg_`` or ``oracle_`` in place of ``holdout_``, and ``oracle_ratio``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from feature_engine.imputation import AddMissingIndicator, CategoricalImputer, MeanMedianImputer
+from feature_engine.wrappers import SklearnTransformerWrapper
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from features import schema
+from features.registry import FEATURES, Feature
+from training.pipeline import EPS, MISSING_CATEGORY, FeatureTypes, FrameSchema
+
+#: Registry reason groups whose features make the CRM rule's "at risk" flag.
+RULE_REASONS = ("auto_renew_off", "billing_trouble")
+ECE_BINS = 10
+
+
+def expected_calibration_error(y, p, bins: int = ECE_BINS) -> float:
+    """ECE: the row-weighted mean |observed churn rate - mean probability| over equal-width bins."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    gap = np.abs(np.bincount(which, y, bins) - np.bincount(which, p, bins))
+    return float(gap.sum() / len(p))
+
+
+def _ranked(y, p) -> np.ndarray:
+    """Outcomes sorted by descending score; ties share their group's mean outcome (no luck)."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")
+    ys, ps = y[order], p[order]
+    _, start, counts = np.unique(-ps, return_index=True, return_counts=True)
+    means = np.add.reduceat(ys, start) / counts
+    return np.repeat(means, counts)
+
+
+def top_share(y, p, share: float) -> tuple[float, float]:
+    """(lift, recall) when targeting the riskiest ``share`` of users."""
+    ranked = _ranked(y, p)
+    k = max(1, int(np.ceil(share * len(ranked))))
+    caught = ranked[:k].sum()
+    total = ranked.sum()
+    lift = (caught / k) / (total / len(ranked)) if total else float("nan")
+    return float(lift), float(caught / total) if total else float("nan")
+
+
+def lift_quality(y, p) -> float:
+    """Braze's "prediction quality": the average gain over random targeting across all audience
+    sizes, scaled so 0 = random and 1 = perfect (area between the cumulative-gains curve and the
+    diagonal, over the same area for a perfect ranking). Without ties this equals 2 AUC - 1."""
+    ranked = _ranked(y, p)
+    n, total = len(ranked), ranked.sum()
+    if total == 0 or total == n:
+        return float("nan")
+    k = np.arange(1, n + 1)
+    gains = np.cumsum(ranked) / total
+    perfect = np.minimum(k, total) / total
+    return float((gains - k / n).sum() / (perfect - k / n).sum())
+
+
+def score_metrics(y, p, prefix: str) -> dict[str, float]:
+    """Every hold-out metric of probabilities ``p`` against outcomes ``y``, named ``<prefix>_…``."""
+    y = np.asarray(y, dtype=int)
+    p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
+    lift10, recall10 = top_share(y, p, 0.10)
+    lift20, recall20 = top_share(y, p, 0.20)
+    values = {
+        "roc_auc": roc_auc_score(y, p),
+        "pr_auc": average_precision_score(y, p),
+        "log_loss": log_loss(y, p, labels=[0, 1]),
+        "brier": brier_score_loss(y, p),
+        "ece": expected_calibration_error(y, p),
+        "top10_lift": lift10,
+        "top10_recall": recall10,
+        "top20_lift": lift20,
+        "top20_recall": recall20,
+        "lift_quality": lift_quality(y, p),
+    }
+    return {f"{prefix}_{name}": float(value) for name, value in values.items()}
+
+
+def oracle_ratio(model_auc: float, oracle_auc: float) -> float:
+    """(AUC - 0.5) / (AUC_oracle - 0.5): how much of the achievable ranking skill the model has."""
+    return float((model_auc - 0.5) / (oracle_auc - 0.5)) if oracle_auc != 0.5 else float("nan")
+
+
+def bucket_table(y, p, buckets, order: list[str]) -> pd.DataFrame:
+    """Per bucket: users, mean probability, expected churners and non-churners targeted (from the
+    calibrated probabilities) and the realised churners and churn rate."""
+    frame = pd.DataFrame({"y": np.asarray(y, dtype=float), "p": p, "bucket": buckets})
+    grouped = frame.groupby("bucket", sort=False)
+    table = pd.DataFrame(
+        {
+            "users": grouped.size(),
+            "mean_probability": grouped["p"].mean(),
+            "expected_churners": grouped["p"].sum(),
+            "expected_non_churners": grouped["p"].apply(lambda s: float((1 - s).sum())),
+            "realised_churners": grouped["y"].sum(),
+            "realised_churn_rate": grouped["y"].mean(),
+        }
+    )
+    table = table.reindex([b for b in order if b in table.index])
+    table["share"] = table["users"] / len(frame)
+    table.index.name = schema.BUCKET
+    return table
+
+
+# --- baselines -------------------------------------------------------------------------------
+
+
+def rule_columns(
+    columns, registry: Mapping[str, Feature] = FEATURES, reasons=RULE_REASONS
+) -> list[str]:
+    """Feature columns a CRM team would flag on: those the registry files under ``reasons``."""
+    return [c for c in columns if c in registry and registry[c].reason in reasons]
+
+
+class RuleBaseline:
+    """ "At risk" when any rule column is set (cancelled, billing trouble); each group scored with
+    its churn rate on the training rows, so log loss and calibration are comparable."""
+
+    def __init__(self, columns: list[str]):
+        if not columns:
+            raise ValueError(
+                f"no feature in the frame has a reason in {RULE_REASONS}; the rule needs one"
+            )
+        self.columns = columns
+
+    def flag(self, X: pd.DataFrame) -> np.ndarray:
+        values = X[self.columns].apply(pd.to_numeric, errors="coerce").astype("float64")
+        return (values.fillna(0.0) > 0).any(axis=1).to_numpy()
+
+    def fit(self, X: pd.DataFrame, y) -> RuleBaseline:
+        y = np.asarray(y, dtype=float)
+        flag = self.flag(X)
+        base = y.mean()
+        self.rates_ = {
+            key: (y[flag == key].sum() + base) / ((flag == key).sum() + 1) for key in (True, False)
+        }
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        flag = self.flag(X)
+        q = np.where(flag, self.rates_[True], self.rates_[False])
+        return np.column_stack([1 - q, q])
+
+
+def logreg_baseline(types: FeatureTypes, seed: int) -> Pipeline:
+    """Logistic regression on the same features: median-imputed numerics with missing flags,
+    one-hot top categories, standardised."""
+    numeric = [*types.numeric, *types.boolean]
+    cats = list(types.categorical)
+    steps: list[tuple[str, object]] = [
+        ("schema", FrameSchema(types.numeric, types.categorical, types.boolean))
+    ]
+    if numeric:
+        steps += [
+            ("flags", AddMissingIndicator(variables=numeric, missing_only=True)),
+            ("median", MeanMedianImputer(imputation_method="median", variables=numeric)),
+        ]
+    if cats:
+        steps += [
+            ("cat_missing", CategoricalImputer(fill_value=MISSING_CATEGORY, variables=cats)),
+            # sklearn's encoder, wrapped: feature-engine's does a pandas-4-deprecated inplace drop
+            (
+                "onehot",
+                SklearnTransformerWrapper(
+                    OneHotEncoder(
+                        max_categories=10, handle_unknown="infrequent_if_exist", sparse_output=False
+                    ),
+                    variables=cats,
+                ),
+            ),
+        ]
+    steps += [
+        ("scale", StandardScaler().set_output(transform="pandas")),
+        ("model", LogisticRegression(C=1.0, max_iter=2000, random_state=seed)),
+    ]
+    return Pipeline(steps)
+
+
+def join_truth(holdout_index: pd.MultiIndex, truth: pd.DataFrame) -> pd.Series:
+    """The oracle's churn probability for each hold-out row (NaN where the truth has no row)."""
+    keys = list(schema.SNAPSHOT_INDEX)
+    rows = holdout_index.to_frame(index=False)[keys]
+    rows[schema.AS_OF] = pd.to_datetime(rows[schema.AS_OF], utc=True).astype("datetime64[us, UTC]")
+    known = truth[[*keys, schema.CHURN_PROBABILITY]].copy()
+    known[schema.AS_OF] = pd.to_datetime(known[schema.AS_OF], utc=True).astype(
+        "datetime64[us, UTC]"
+    )
+    for key in (schema.USER_ID, schema.PLATFORM):
+        rows[key] = rows[key].astype("str")
+        known[key] = known[key].astype("str")
+    merged = rows.merge(known.drop_duplicates(subset=keys), on=keys, how="left")
+    return pd.Series(
+        merged[schema.CHURN_PROBABILITY].to_numpy(dtype=float), index=holdout_index, name="oracle"
+    )

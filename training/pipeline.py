@@ -1,0 +1,313 @@
+"""The served model: a scikit-learn Pipeline (feature-engine + LightGBM), calibrator and buckets.
+
+``ChurnModel`` is what is evaluated, logged to MLflow and served: ``predict_proba`` returns
+calibrated probabilities, ``buckets`` applies the bucket policy learnt on validation, and
+``contributions`` gives LightGBM's per-feature log-odds contributions for per-user reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from feature_engine.encoding import OrdinalEncoder, RareLabelEncoder
+from feature_engine.imputation import CategoricalImputer
+from feature_engine.selection import DropConstantFeatures
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.pipeline import Pipeline
+
+from features import schema
+from features.registry import FEATURES
+
+MISSING_CATEGORY = "missing"
+RARE_CATEGORY = "rare"
+#: Categories rarer than this share of training rows are pooled into RARE_CATEGORY.
+RARE_TOL = 0.005
+#: Probabilities are kept inside (EPS, 1 - EPS) so log loss stays finite.
+EPS = 1e-6
+
+
+class FeatureSchemaError(ValueError):
+    """A frame to score lacks feature columns the model was trained on."""
+
+
+@dataclass(frozen=True)
+class FeatureTypes:
+    """Feature columns by how the pipeline treats them (in frame order)."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    boolean: tuple[str, ...]
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.numeric + self.boolean + self.categorical
+
+
+def feature_types(frame: pd.DataFrame) -> FeatureTypes:
+    """Classify feature columns: the registry's kind where registered, else by dtype."""
+    numeric, categorical, boolean = [], [], []
+    for column in frame.columns:
+        if column == schema.CHURNED:
+            continue
+        registered = FEATURES.get(column)
+        dtype = frame[column].dtype
+        if registered is not None:
+            kind = registered.kind
+        elif pd.api.types.is_bool_dtype(dtype):
+            kind = "boolean"
+        elif pd.api.types.is_numeric_dtype(dtype):
+            kind = "numeric"
+        else:
+            kind = "categorical"
+        {"numeric": numeric, "categorical": categorical, "boolean": boolean}[kind].append(column)
+    return FeatureTypes(tuple(numeric), tuple(categorical), tuple(boolean))
+
+
+class FrameSchema(TransformerMixin, BaseEstimator):
+    """Select the trained feature columns in order and give them stable dtypes.
+
+    Booleans become 0/1 floats (missing stays NaN), numerics float64, categoricals pandas ``str``;
+    so a request frame built from JSON scores exactly like the training frame.
+    """
+
+    def __init__(self, numeric=(), categorical=(), boolean=()):
+        self.numeric = numeric
+        self.categorical = categorical
+        self.boolean = boolean
+
+    def fit(self, X: pd.DataFrame, y=None) -> FrameSchema:
+        self.transform(X)
+        self.n_features_in_ = len(self.numeric) + len(self.boolean) + len(self.categorical)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        columns = [*self.numeric, *self.boolean, *self.categorical]
+        missing = [c for c in columns if c not in X.columns]
+        if missing:
+            raise FeatureSchemaError(
+                f"feature column(s) {missing} missing from the frame to score "
+                f"(it has {list(X.columns)}); the model was trained on {columns}"
+            )
+        out = {}
+        for c in self.numeric:
+            out[c] = pd.to_numeric(X[c], errors="raise").astype("float64")
+        for c in self.boolean:
+            out[c] = X[c].astype("Float64").astype("float64")
+        for c in self.categorical:
+            out[c] = X[c].astype("str")
+        return pd.DataFrame(out, index=X.index, columns=columns)
+
+
+def preprocessor(types: FeatureTypes) -> Pipeline:
+    """The feature-engine steps shared by training and serving (unfitted).
+
+    Numeric NaNs are left for LightGBM, which learns where missing values go; categoricals get an
+    explicit "missing" level, rare levels pooled, then target-ordered integer codes (unseen = -1).
+    """
+    cats = list(types.categorical)
+    steps: list[tuple[str, object]] = [
+        ("schema", FrameSchema(types.numeric, types.categorical, types.boolean))
+    ]
+    if cats:
+        steps += [
+            ("cat_missing", CategoricalImputer(fill_value=MISSING_CATEGORY, variables=cats)),
+            (
+                "rare",
+                RareLabelEncoder(
+                    tol=RARE_TOL, n_categories=0, replace_with=RARE_CATEGORY, variables=cats
+                ),
+            ),
+            (
+                "encode",
+                OrdinalEncoder(encoding_method="ordered", variables=cats, unseen="encode"),
+            ),
+        ]
+    steps.append(
+        (
+            "drop_constant",
+            # "include" would fillna numerics with a string (a pandas 4 error); a column that is
+            # one value or missing therefore counts as constant
+            DropConstantFeatures(variables=list(types.all), missing_values="ignore"),
+        )
+    )
+    return Pipeline(steps)
+
+
+def classifier(params: dict, seed: int) -> lgb.LGBMClassifier:
+    """LightGBM, deterministic and quiet, with many rounds (early stopping decides)."""
+    fixed = dict(
+        objective="binary",
+        n_estimators=2000,
+        random_state=seed,
+        deterministic=True,
+        force_row_wise=True,
+        subsample_freq=1,
+        verbose=-1,
+    )
+    return lgb.LGBMClassifier(**{**fixed, **params})
+
+
+def fit_classifier(
+    clf: lgb.LGBMClassifier,
+    Xt: pd.DataFrame,
+    y: pd.Series,
+    Xvt: pd.DataFrame,
+    yv: pd.Series,
+    callbacks: list | None = None,
+    early_stopping_rounds: int = 50,
+) -> lgb.LGBMClassifier:
+    """Fit on preprocessed training rows, watching validation AUC (``valid_0``) to stop early."""
+    return clf.fit(
+        Xt,
+        np.asarray(y, dtype=int),
+        eval_X=(Xvt,),
+        eval_y=(np.asarray(yv, dtype=int),),
+        eval_metric="auc",
+        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False), *(callbacks or [])],
+    )
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+def _fit_calibrator(method: str, p: np.ndarray, y: np.ndarray, seed: int):
+    if method == "isotonic":
+        return IsotonicRegression(y_min=EPS, y_max=1 - EPS, out_of_bounds="clip").fit(p, y)
+    return LogisticRegression(C=1e6, random_state=seed).fit(_logit(p)[:, None], y)
+
+
+def _apply_calibrator(method: str, calibrator, p: np.ndarray) -> np.ndarray:
+    if method == "isotonic":
+        q = calibrator.predict(p)
+    else:
+        q = calibrator.predict_proba(_logit(p)[:, None])[:, 1]
+    return np.clip(q, EPS, 1 - EPS)
+
+
+def choose_calibration(p: np.ndarray, y: np.ndarray, seed: int) -> tuple[str, dict[str, float]]:
+    """Pick isotonic or Platt by two-fold cross-fitted log loss on the validation rows.
+
+    Fitting and scoring on the same rows would always favour the more flexible isotonic fit.
+    """
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(p)) % 2
+    scores: dict[str, float] = {}
+    for method in ("isotonic", "platt"):
+        losses = []
+        for k in (0, 1):
+            fit, test = fold != k, fold == k
+            if len(np.unique(y[fit])) < 2 or len(np.unique(y[test])) < 2:
+                continue
+            cal = _fit_calibrator(method, p[fit], y[fit], seed)
+            losses.append(log_loss(y[test], _apply_calibrator(method, cal, p[test]), labels=[0, 1]))
+        scores[method] = float(np.mean(losses)) if losses else float("inf")
+    return min(scores, key=lambda m: (scores[m], m != "platt")), scores
+
+
+class ChurnModel(ClassifierMixin, BaseEstimator):
+    """Pipeline + calibrator + bucket thresholds: the one object evaluated, logged and served."""
+
+    def __init__(
+        self,
+        params: dict | None = None,
+        seed: int = 0,
+        bucket_shares: tuple[tuple[str, float], ...] = (("high", 0.10), ("medium", 0.20)),
+        bucket_rest: str = "low",
+        early_stopping_rounds: int = 50,
+    ):
+        self.params = params
+        self.seed = seed
+        self.bucket_shares = bucket_shares
+        self.bucket_rest = bucket_rest
+        self.early_stopping_rounds = early_stopping_rounds
+
+    def fit(self, X: pd.DataFrame, y, *, X_valid: pd.DataFrame, y_valid) -> ChurnModel:
+        """Fit on training rows; early stopping, calibration and buckets on validation rows."""
+        pre = preprocessor(feature_types(X)).fit(X, np.asarray(y, dtype=int))
+        clf = fit_classifier(
+            classifier(self.params or {}, self.seed),
+            pre.transform(X),
+            y,
+            pre.transform(X_valid),
+            y_valid,
+            early_stopping_rounds=self.early_stopping_rounds,
+        )
+        return self.assemble(pre, clf, X_valid, y_valid)
+
+    def assemble(self, pre: Pipeline, clf, X_valid: pd.DataFrame, y_valid) -> ChurnModel:
+        """Join a fitted preprocessor and classifier, then calibrate and bucket on validation."""
+        self.pipeline_ = Pipeline([*pre.steps, ("model", clf)])
+        self.features_ = (
+            list(pre.named_steps["schema"].numeric)
+            + list(pre.named_steps["schema"].boolean)
+            + list(pre.named_steps["schema"].categorical)
+        )
+        self.n_features_in_ = len(self.features_)
+        self.feature_names_in_ = np.asarray(self.features_, dtype=object)
+        self.classes_ = np.array([0, 1])
+        yv = np.asarray(y_valid, dtype=int)
+        raw = self.pipeline_.predict_proba(X_valid)[:, 1]
+        self.calibration_, self.calibration_scores_ = choose_calibration(raw, yv, self.seed)
+        self.calibrator_ = _fit_calibrator(self.calibration_, raw, yv, self.seed)
+        q = _apply_calibrator(self.calibration_, self.calibrator_, raw)
+        self.thresholds_ = bucket_thresholds(q, self.bucket_shares)
+        return self
+
+    def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
+        """LightGBM's uncalibrated churn probability."""
+        return self.pipeline_.predict_proba(X)[:, 1]
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities, shape (n, 2): column 1 is P(churn within the horizon)."""
+        q = _apply_calibrator(self.calibration_, self.calibrator_, self.predict_raw(X))
+        return np.column_stack([1.0 - q, q])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """1 where the calibrated churn probability is at least one half."""
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def buckets(self, probability: np.ndarray) -> np.ndarray:
+        """Bucket name per probability: the first threshold it reaches, else the rest."""
+        return assign_buckets(np.asarray(probability), self.thresholds_, self.bucket_rest)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature log-odds contributions (LightGBM ``pred_contrib``) plus a ``bias`` column.
+
+        Rows sum to the raw log-odds; features dropped as constant contribute nothing.
+        """
+        contrib = self.pipeline_.predict(X, pred_contrib=True)
+        names = list(self.pipeline_[-1].feature_name_) + ["bias"]
+        return pd.DataFrame(contrib, index=X.index, columns=names)
+
+
+def bucket_thresholds(
+    probability: np.ndarray, shares: tuple[tuple[str, float], ...]
+) -> tuple[tuple[str, float], ...]:
+    """Minimum probability per bucket so that each takes its share of ``probability``, riskiest
+    first (e.g. high = top 10%, medium = next 20%)."""
+    total = 0.0
+    out = []
+    for name, share in shares:
+        total += share
+        if not 0 < total <= 1:
+            raise ValueError(f"bucket shares must be positive and add up to at most 1: {shares}")
+        out.append((name, float(np.quantile(probability, 1.0 - total))))
+    return tuple(out)
+
+
+def assign_buckets(
+    probability: np.ndarray, thresholds: tuple[tuple[str, float], ...], rest: str
+) -> np.ndarray:
+    """Bucket name per probability under ``thresholds`` (ordered riskiest first)."""
+    result = np.full(len(probability), rest, dtype=object)
+    for name, threshold in reversed(thresholds):
+        result[probability >= threshold] = name
+    return result

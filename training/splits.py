@@ -1,0 +1,80 @@
+"""Time-based splits of snapshot frames: train on early cut-offs, validate later, hold out the last.
+
+The hold-out is the latest cut-off whose labels are complete. A training or validation row's label
+window (cut-off + horizon) must end by the hold-out cut-off, so nothing the hold-out measures was
+seen while fitting, tuning, calibrating or bucketing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pandas as pd
+
+from features import schema
+
+
+class DataSufficiencyError(ValueError):
+    """Too little labelled data for an honest train / validation / hold-out split."""
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Which snapshot cut-offs go to training, validation and the hold-out."""
+
+    train: tuple[pd.Timestamp, ...]
+    valid: tuple[pd.Timestamp, ...]
+    holdout: pd.Timestamp
+    horizon_days: int
+
+    def part(self, frame: pd.DataFrame, name: str) -> pd.DataFrame:
+        """Rows of ``frame`` (indexed by SNAPSHOT_INDEX) whose cut-off belongs to ``name``."""
+        cutoffs = {"train": self.train, "valid": self.valid, "holdout": (self.holdout,)}[name]
+        as_of = frame.index.get_level_values(schema.AS_OF)
+        return frame[as_of.isin(list(cutoffs))]
+
+
+def time_split(
+    cutoffs: list[pd.Timestamp] | pd.Index, horizon_days: int, valid_cutoffs: int = 1
+) -> TimeSplit:
+    """Hold out the latest cut-off; validate on the latest ``valid_cutoffs`` whose label window
+    ends by it, train on the earlier ones; later-but-too-close cut-offs are left out."""
+    distinct = sorted(pd.Timestamp(c) for c in set(cutoffs))
+    if not distinct:
+        raise DataSufficiencyError("no labelled snapshot cut-offs; at least 3 are needed")
+    holdout = distinct[-1]
+    horizon = timedelta(days=horizon_days)
+    eligible = [c for c in distinct[:-1] if c + horizon <= holdout]
+    if len(eligible) < valid_cutoffs + 1:
+        found = ", ".join(str(c.date()) for c in distinct)
+        raise DataSufficiencyError(
+            f"found {len(eligible)} labelled cut-off(s) whose {horizon_days}-day label window ends "
+            f"by the hold-out cut-off {holdout.date()}; needed {valid_cutoffs + 1} "
+            f"({valid_cutoffs} for validation, at least 1 for training). Cut-offs found: {found}. "
+            "Use more history, a shorter horizon or closer cut-offs."
+        )
+    return TimeSplit(
+        train=tuple(eligible[:-valid_cutoffs]),
+        valid=tuple(eligible[-valid_cutoffs:]),
+        holdout=holdout,
+        horizon_days=horizon_days,
+    )
+
+
+def check_sufficient(
+    labels: dict[str, pd.Series], min_churners: int, min_non_churners: int
+) -> None:
+    """Raise unless every split has enough churners and non-churners, saying what was found."""
+    short = []
+    for name, y in labels.items():
+        churners = int(y.sum())
+        stayers = int(len(y) - churners)
+        if churners < min_churners or stayers < min_non_churners:
+            short.append(f"{name}: {churners} churners, {stayers} non-churners")
+    if short:
+        raise DataSufficiencyError(
+            f"not enough labelled subscribers for an honest hold-out ({'; '.join(short)}); "
+            f"each split needs at least {min_churners} churners and {min_non_churners} "
+            "non-churners (training.min_churners / training.min_non_churners)"
+        )
