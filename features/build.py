@@ -1,0 +1,88 @@
+"""``build_features``: one row of state, history, engagement and context features per subscriber
+active at ``as_of``, computed only from events strictly before it.
+
+polars does the work (columnar, multi-threaded group-bys over the whole table at once, no
+per-user Python); pandas is the interface.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pandas as pd
+import polars as pl
+
+from features import context as ctx
+from features import engagement as eng
+from features import history as hist
+from features import schema as s
+from features import state as st
+from features.registry import FEATURES as REGISTRY
+from features.timeline import DEFAULT_CONFIG, FeatureConfig, before, event_frame, to_micros
+
+AsOf = date | datetime | str | pd.Timestamp
+
+
+def feature_names(config: FeatureConfig = DEFAULT_CONFIG) -> tuple[str, ...]:
+    """The feature columns ``build_features`` returns for ``config``, in order."""
+    return st.FEATURES + hist.FEATURES + eng.register_features(config) + ctx.FEATURES
+
+
+def active_state(frame: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
+    """State (``state.state_at``) of every subscriber active at ``t``, from events before ``t``."""
+    subs = _ordered(before(frame, t).filter(pl.col(s.KIND) == s.KIND_SUBSCRIPTION))
+    return st.state_at(subs, t, config).filter(pl.col(st.ACTIVE))
+
+
+def features_at(frame: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
+    """The feature frame (key columns first) at ``t`` from a prepared polars event frame."""
+    key = list(s.SUBSCRIBER_INDEX)
+    past = before(frame, t)
+    kind = pl.col(s.KIND)
+    # the few attribution and lifecycle rows, ordered once for every "latest value"
+    lifecycle = _ordered(past.filter(kind.is_in((s.KIND_SUBSCRIPTION, s.KIND_INSTALL))))
+    subs = lifecycle.filter(kind == s.KIND_SUBSCRIPTION)
+    state = st.state_at(subs, t, config).filter(pl.col(st.ACTIVE))
+    keys = state.select(key)
+    history = hist.history(subs.join(keys, on=key, how="semi"), t)
+    context = ctx.context(lifecycle.join(keys, on=key, how="semi"), t)
+    engagement = eng.engagement(
+        past.filter(kind.is_in((s.KIND_SESSION, s.KIND_EVENT))),
+        t,
+        context.select(*key, ctx.FIRST_SEEN),
+        config,
+    )
+    out = (
+        state.select(*key, *st.FEATURES)
+        .join(history, on=key, how="left")
+        .join(engagement, on=key, how="left")
+        .join(context.select(*key, *ctx.FEATURES), on=key, how="left")
+    )
+    return out.select(*key, *feature_names(config)).sort(key)
+
+
+def to_pandas(frame: pl.DataFrame, config: FeatureConfig) -> pd.DataFrame:
+    """The polars feature frame as pandas indexed by SUBSCRIBER_INDEX, registry dtypes applied."""
+    out = frame.to_pandas()
+    for name in feature_names(config):
+        kind = REGISTRY[name].kind
+        out[name] = out[name].astype("str" if kind == "categorical" else "float64")
+    return out.set_index(list(s.SUBSCRIBER_INDEX))
+
+
+def build_features(
+    events: pd.DataFrame, as_of: AsOf, config: FeatureConfig = DEFAULT_CONFIG
+) -> pd.DataFrame:
+    """Features of every subscriber active at ``as_of``, indexed by (user_id, platform).
+
+    ``events`` is the canonical event table (features.schema.EVENT_COLUMNS); only production rows
+    with ``ts < as_of`` are read. A date ``as_of`` means midnight UTC. Columns are described in
+    ``features.registry.FEATURES``: categoricals ``str``, booleans 0/1, the rest float, missing NaN.
+    """
+    frame = event_frame(events, config)
+    return to_pandas(features_at(frame, to_micros(as_of), config), config)
+
+
+def _ordered(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows in timeline order: subscriber, time, then event name and dedup key for ties."""
+    return frame.sort([*s.SUBSCRIBER_INDEX, s.TS, s.EVENT, s.EVENT_KEY], nulls_last=True)

@@ -1,0 +1,162 @@
+"""App engagement before ``as_of``: sessions and in-app events per window, trends, recency.
+
+Engagement is the generator's (and a real app's) strongest early sign of a cancellation, and it
+is seen only through noisy counts, so the level is taken over several windows and the trend as a
+log-rate difference between a recent window and the longest one, and between the longest one
+and the window before it. Rates are per observed day, so a subscriber installed last week is
+not mistaken for an inactive one.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from features import schema as s
+from features.registry import Feature, register
+from features.timeline import MICROS_PER_DAY, FeatureConfig, days
+
+_HALF = 0.5  # added to counts before a log, so a zero count has a finite rate
+
+
+def _feature(name: str, kind: str, description: str, reason: str) -> str:
+    register(Feature(name, "engagement", kind, description, reason))
+    return name
+
+
+def _name_sessions(w: int) -> str:
+    return f"sessions_{w}d"
+
+
+def _name_events(w: int) -> str:
+    return f"in_app_events_{w}d"
+
+
+def _name_trend(w: int, longest: int) -> str:
+    return f"session_trend_{w}d_vs_{longest}d"
+
+
+def register_features(config: FeatureConfig) -> tuple[str, ...]:
+    """Register (once) and return the engagement feature names for ``config``'s windows."""
+    from features.registry import FEATURES
+
+    longest = max(config.windows)
+    specs = []
+    for w in sorted(config.windows):
+        specs.append((_name_sessions(w), f"Sessions in the last {w} days"))
+        specs.append((_name_events(w), f"In-app events in the last {w} days"))
+    for w in sorted(config.windows):
+        if w != longest:
+            specs.append(
+                (
+                    _name_trend(w, longest),
+                    f"Log session rate over the last {w} days minus over the last {longest} days",
+                )
+            )
+    specs += [
+        (
+            f"session_rate_{longest}d",
+            f"Sessions per observed day over the last {longest} days",
+        ),
+        (
+            f"session_trend_{longest}d_vs_prior",
+            f"Log session rate over the last {longest} days minus the {config.trend_days} days "
+            "before (missing if not observed)",
+        ),
+        (f"active_days_{longest}d", f"Days with at least one session in the last {longest} days"),
+        (f"paywall_views_{longest}d", f"Paywall views in the last {longest} days"),
+        (f"support_contacts_{longest}d", f"Support contacts in the last {longest} days"),
+        ("days_since_last_session", "Days since the last session (missing if none)"),
+        ("days_since_last_in_app_event", "Days since the last in-app event (missing if none)"),
+    ]
+    names = []
+    for name, description in specs:
+        if name not in FEATURES:
+            reason = "billing_trouble" if name.startswith("support_") else "falling_engagement"
+            register(Feature(name, "engagement", "numeric", description, reason))
+        names.append(name)
+    return tuple(names)
+
+
+FEATURES = register_features(FeatureConfig())
+
+
+def engagement(
+    frame: pl.DataFrame, t: int, first_seen: pl.DataFrame, config: FeatureConfig
+) -> pl.DataFrame:
+    """The engagement features of ``config`` for each subscriber in ``first_seen``.
+
+    ``frame`` holds events before ``t``; ``first_seen`` (user_id, platform, _first_seen) gives
+    each subscriber's first known time (install or first subscription event), which bounds how
+    many days of each window were observable. No activity means zero counts, missing recency.
+    """
+    key = list(s.SUBSCRIBER_INDEX)
+    longest = max(config.windows)
+    windows = sorted(config.windows)
+    prior_start = t - (longest + config.trend_days) * MICROS_PER_DAY
+    ts = pl.col(s.TS)
+    session = pl.col(s.KIND) == s.KIND_SESSION
+    in_app = pl.col(s.KIND) == s.KIND_EVENT
+
+    def since(w: int) -> pl.Expr:
+        return ts >= t - w * MICROS_PER_DAY
+
+    recent = t - longest * MICROS_PER_DAY
+    activity = frame.filter(session | in_app)
+    aggs = [
+        *((session & since(w)).sum().cast(pl.Float64).alias(_name_sessions(w)) for w in windows),
+        *((in_app & since(w)).sum().cast(pl.Float64).alias(_name_events(w)) for w in windows),
+        (session & (ts < recent) & (ts >= prior_start)).sum().cast(pl.Float64).alias("_prior"),
+        (ts // MICROS_PER_DAY)
+        .filter(session & since(longest))
+        .n_unique()
+        .cast(pl.Float64)
+        .alias(f"active_days_{longest}d"),
+        (in_app & since(longest) & pl.col(s.EVENT).is_in(config.paywall_events))
+        .sum()
+        .cast(pl.Float64)
+        .alias(f"paywall_views_{longest}d"),
+        (in_app & since(longest) & pl.col(s.EVENT).is_in(config.support_events))
+        .sum()
+        .cast(pl.Float64)
+        .alias(f"support_contacts_{longest}d"),
+        ts.filter(session).max().alias("_last_session"),
+        ts.filter(in_app).max().alias("_last_event"),
+        ts.min().alias("_first_activity"),
+    ]
+    counts = [
+        *(_name_sessions(w) for w in windows),
+        *(_name_events(w) for w in windows),
+        "_prior",
+        f"active_days_{longest}d",
+        f"paywall_views_{longest}d",
+        f"support_contacts_{longest}d",
+    ]
+    per_sub = first_seen.join(activity.group_by(key).agg(aggs), on=key, how="left").with_columns(
+        pl.col(counts).fill_null(0.0)
+    )
+    start = pl.min_horizontal(pl.col("_first_activity"), pl.col("_first_seen"))
+
+    def observed(w: int) -> pl.Expr:
+        return days(pl.lit(t) - start).clip(1.0 / 24, float(w))
+
+    def log_rate(count: pl.Expr, obs: pl.Expr) -> pl.Expr:
+        return ((count + _HALF) / obs).log()
+
+    prior_obs = days(pl.lit(recent) - pl.max_horizontal(start, pl.lit(prior_start)))
+    rate_longest = log_rate(pl.col(_name_sessions(longest)), observed(longest))
+    out = per_sub.with_columns(
+        *(
+            (log_rate(pl.col(_name_sessions(w)), observed(w)) - rate_longest).alias(
+                _name_trend(w, longest)
+            )
+            for w in windows
+            if w != longest
+        ),
+        (pl.col(_name_sessions(longest)) / observed(longest)).alias(f"session_rate_{longest}d"),
+        pl.when(prior_obs >= 1.0)
+        .then(rate_longest - log_rate(pl.col("_prior"), prior_obs))
+        .alias(f"session_trend_{longest}d_vs_prior"),
+        days(pl.lit(t) - pl.col("_last_session")).alias("days_since_last_session"),
+        days(pl.lit(t) - pl.col("_last_event")).alias("days_since_last_in_app_event"),
+    )
+    return out.select(*key, *register_features(config))

@@ -1,0 +1,78 @@
+"""The churn label (DESIGN.md): an active subscriber at ``as_of`` churns when not entitled at
+``as_of + horizon``.
+
+Entitlement at the horizon's end is decided by the same state machine as activity at ``as_of``
+(``state.state_at``), on the events before that moment: a renewal, recovery or win-back before
+then counts, a trial that ended without converting is churn, a refund or revocation ends access
+at once, and grace, billing retry and account hold still count as entitled (the subscriber can
+recover). Sandbox rows are left out. A label exists only where the whole horizon is observed:
+the horizon must end by ``observed_until``, which defaults to the latest event time in
+``events`` (pass the store's own end when the events are a slice of it).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import polars as pl
+
+from features import schema as s
+from features import state as st
+from features.build import AsOf, active_state
+from features.timeline import (
+    DEFAULT_CONFIG,
+    MICROS_PER_DAY,
+    FeatureConfig,
+    FeatureInputError,
+    event_frame,
+    to_micros,
+)
+
+
+def observed_end(frame: pl.DataFrame, observed_until: AsOf | None) -> int:
+    """Epoch microseconds up to which the store is complete: the argument, else the last event."""
+    if observed_until is not None:
+        return to_micros(observed_until)
+    last = frame.select(pl.col(s.TS).max()).item()
+    return -(2**62) if last is None else int(last)
+
+
+def labels_at(
+    frame: pl.DataFrame, t: int, horizon_days: int, config: FeatureConfig, observed_until: int
+) -> pl.DataFrame:
+    """(user_id, platform, churned) for subscribers active at ``t``; empty if unobserved."""
+    if horizon_days < 1:
+        raise FeatureInputError(f"horizon_days: expected >= 1, got {horizon_days}")
+    key = list(s.SUBSCRIBER_INDEX)
+    end = t + horizon_days * MICROS_PER_DAY
+    active = active_state(frame, t, config).select(key)
+    if end > observed_until:
+        return active.head(0).with_columns(pl.lit(None, dtype=pl.Boolean).alias(s.CHURNED))
+    later = active_state(frame, end, config).select(*key, st.ENTITLED)
+    return (
+        active.join(later, on=key, how="left")
+        .select(*key, (~pl.col(st.ENTITLED).fill_null(False)).alias(s.CHURNED))
+        .sort(key)
+    )
+
+
+def to_series(frame: pl.DataFrame) -> pd.Series:
+    """The polars label frame as a nullable-boolean Series named CHURNED."""
+    out = frame.to_pandas().set_index(list(s.SUBSCRIBER_INDEX))[s.CHURNED]
+    return out.astype("boolean").rename(s.CHURNED)
+
+
+def churn_labels(
+    events: pd.DataFrame,
+    as_of: AsOf,
+    horizon_days: int = 30,
+    config: FeatureConfig = DEFAULT_CONFIG,
+    observed_until: AsOf | None = None,
+) -> pd.Series:
+    """Churned (True/False) for each subscriber active at ``as_of``, indexed by (user_id, platform).
+
+    Empty when ``as_of + horizon_days`` is after ``observed_until`` (default: the latest event
+    time in ``events``): a label is never guessed from a horizon not yet over.
+    """
+    frame = event_frame(events, config)
+    end = observed_end(frame, observed_until)
+    return to_series(labels_at(frame, to_micros(as_of), horizon_days, config, end))
