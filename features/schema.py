@@ -175,6 +175,9 @@ EVENT_COLUMNS: Final = {
 REASON: Final = "reason"
 RAW: Final = "raw"
 QUARANTINE_COLUMNS: Final = {SOURCE: "string", LINE: "int64", REASON: "string", RAW: "string"}
+DETAIL: Final = "detail"  # what was found, naming the field (e.g. "created_at='yesterday'")
+#: Unknown Adjust columns kept by ingest (``ingest.keep_unknown_columns``): column name -> text.
+EXTRA: Final = "extra"
 
 # --- Features, labels and scores -----------------------------------------------------------------
 #: Feature frames are indexed by subscriber: (user_id, platform); snapshots add as_of in front.

@@ -1,0 +1,683 @@
+"""Read what Adjust sends (raw-export CSV, callback logs) and normalise it into canonical events.
+
+Two steps, so the expensive one runs on many files at once:
+
+* ``read_source(name, data)`` turns one file's bytes into text columns named by placeholder
+  (``{created_at}`` and ``[user_id]`` become ``created_at`` and ``user_id``) with each row's line,
+  or raises ``BadFile`` (not CSV, wrong encoding, truncated gzip, empty, no usable header);
+* ``normalise(rows, user_id_column=...)`` validates and maps a batch of such rows to the canonical
+  event table of ``features.schema.EVENT_COLUMNS``, and returns the rejected rows with one reason
+  each (``REASONS``). Everything is vectorised with pyarrow.compute.
+
+Format rules follow ``../shared/specs/adjust-subscriptions.md`` §d: columns by name in any order,
+missing key == empty value, Unix seconds or ``2016-04-04T23:16UTC`` times, RFC 4180 quoting.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import urllib.parse
+import zlib
+from dataclasses import dataclass, field
+from typing import Final
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+
+from features import schema as s
+
+#: Why a row was quarantined (the ``reason`` column); ``detail`` names the field and value.
+REASONS: Final = {
+    "truncated_row": "the row has a different number of fields than the header",
+    "missing_identity": "neither the customer user id nor the adid is set",
+    "missing_event_time": "created_at is empty",
+    "bad_timestamp": "a time field is neither Unix seconds nor YYYY-MM-DDTHH:MMUTC",
+    "unknown_platform": "no os_name, subscription_store, idfv or gps_adid tells the platform",
+    "missing_activity_kind": "no activity_kind and no subscription_event_type",
+    "missing_event_name": "an in-app event row has neither event_name nor the event token",
+    "unknown_event": "subscription event (and subtype) not in Adjust's current or legacy vocabulary",
+    "bad_number": "revenue_float is not a number",
+    "negative_price": "revenue_float is negative",
+    "expiry_before_purchase": "subscription_expiration_time is before subscription_purchased_at",
+    "invalid_callback": "a callback log line is neither a URL with a query string nor JSON",
+}
+#: Why a whole file was not read (reported in the summary, and in the quarantine at line 0).
+BAD_FILE_REASONS: Final = {
+    "empty_file": "the file has no bytes (after decompression)",
+    "truncated_gzip": "the gzip stream ends early",
+    "corrupt_gzip": "the gzip stream cannot be decompressed",
+    "wrong_encoding": "the text is not UTF-8",
+    "not_adjust_csv": "the header names none of Adjust's columns",
+    "missing_column": "a column every row needs is absent from the header",
+    "duplicate_column": "the header names a column twice",
+    "unreadable_csv": "the CSV parser gave up on the file",
+    "unreadable_file": "the file could not be read from disk",
+}
+BAD_FILE_LINE: Final = 0
+HEADER_LINE: Final = 1
+
+#: Adjust placeholders Lapse maps into the canonical table; any other column is "unknown".
+KNOWN_COLUMNS: Final = frozenset(
+    {
+        s.ACTIVITY_KIND,
+        s.CREATED_AT,
+        s.INSTALLED_AT,
+        s.APP_TOKEN,
+        s.APP_NAME,
+        s.OS_NAME,
+        s.ADID,
+        s.IDFA,
+        s.IDFV,
+        s.GPS_ADID,
+        s.COUNTRY_PH,
+        s.ENVIRONMENT_PH,
+        s.TRACKER_NAME,
+        s.NETWORK_NAME,
+        s.EVENT_TOKEN,
+        s.EVENT_NAME,
+        s.REVENUE_FLOAT,
+        s.CURRENCY_PH,
+        s.SUB_EVENT_TYPE,
+        s.SUB_EVENT_SUBTYPE,
+        s.SUB_PURCHASED_AT,
+        s.SUB_EXPIRATION_TIME,
+        s.SUB_CANCELLED_AT,
+        s.SUB_TRANSACTION_ID,
+        s.SUB_ORIGINAL_TRANSACTION_ID,
+        s.SUB_EXPIRED_TRANSACTION_ID,
+        s.SUB_ENVIRONMENT,
+        s.SUB_PRODUCT_ID,
+        s.SUB_SALES_REGION,
+        s.SUB_STORE,
+    }
+)
+#: Adjust columns whose values say nothing Lapse stores (identifiers kept only for platform).
+_DROPPED: Final = frozenset({s.APP_NAME, s.IDFA, s.TRACKER_NAME})
+#: Internal column of a read batch: which of the batch's sources a row came from.
+SOURCE_INDEX: Final = "__source_index"
+
+_MAX_EPOCH = 4_102_444_800  # 2100-01-01: later "Unix seconds" are garbage
+_TEXT_TIME_FORMATS = ("%Y-%m-%dT%H:%MUTC", "%Y-%m-%dT%H:%M:%SUTC", "%Y-%m-%dT%H:%M:%SZ")
+_NUMBER = r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
+_CALLBACK_SUFFIXES = (".log", ".jsonl", ".ndjson", ".txt")
+
+
+class BadFile(Exception):
+    """A source file that cannot be read as Adjust data at all; ``reason`` is in BAD_FILE_REASONS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in BAD_FILE_REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Source:
+    """One file read into text columns: ``rows`` has a ``line`` column (1-based, header = 1).
+
+    ``rejected`` lists rows refused while reading (line, reason, detail, raw); ``text`` is the
+    decoded file, kept so quarantined rows can carry their raw line.
+    """
+
+    name: str
+    rows: pa.Table
+    rejected: list[tuple[int, str, str, str]] = field(default_factory=list)
+    text: str = ""
+    header_only: bool = False
+
+    def raw_line(self, line: int) -> str:
+        """The text of physical line ``line`` (1-based)."""
+        if not hasattr(self, "_lines"):
+            self._lines = self.text.split("\n")
+        return self._lines[line - 1].rstrip("\r") if 0 < line <= len(self._lines) else ""
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def read_source(name: str, data: bytes) -> Source:
+    """Decompress, decode and parse one file (CSV or callback log) into text columns."""
+    text = _decode(name, _decompress(data))
+    if not text.strip():
+        raise BadFile("empty_file", "no content")
+    first = text.lstrip().split("\n", 1)[0].strip()
+    if _is_callback_log(name, first):
+        return _read_callbacks(name, text)
+    return _read_csv(name, text)
+
+
+def _decompress(data: bytes) -> bytes:
+    if data[:2] != b"\x1f\x8b":
+        return data
+    out = []
+    try:
+        while data[:2] == b"\x1f\x8b":  # concatenated gzip members are one stream
+            unpacker = zlib.decompressobj(31)
+            out.append(unpacker.decompress(data))
+            out.append(unpacker.flush())
+            if not unpacker.eof:
+                raise BadFile("truncated_gzip", f"gzip stream ends early after {len(data)} bytes")
+            data = unpacker.unused_data
+    except zlib.error as exc:
+        raise BadFile("corrupt_gzip", str(exc)) from None
+    return b"".join(out)
+
+
+def _decode(name: str, data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadFile(
+            "wrong_encoding", f"not UTF-8 at byte {exc.start} ({data[exc.start:exc.start + 4]!r})"
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\x00" in text:
+        raise BadFile("wrong_encoding", "NUL bytes: a binary file, not CSV text")
+    return text
+
+
+def _is_callback_log(name: str, first_line: str) -> bool:
+    base = name.lower().removesuffix(".gz")
+    if base.endswith(_CALLBACK_SUFFIXES) or re.match(r'\{\s*["}]', first_line):
+        return True  # a CSV header may start with a {placeholder}, a JSON object with {"
+    return first_line.startswith(("http://", "https://", "/", "?", "GET "))
+
+
+def column_name(token: str) -> str:
+    """A CSV-definition token as a column name: ``{created_at}`` / ``[user_id]`` / ``"x"`` → bare."""
+    return token.strip().strip('"').strip().strip("{}[]").strip()
+
+
+def _read_csv(name: str, text: str) -> Source:
+    header_text = text.split("\n", 1)[0]
+    header = [column_name(t) for t in next(csv.reader([header_text.rstrip("\r")]), [])]
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise BadFile("duplicate_column", f"header names {', '.join(dup)} more than once")
+    known = KNOWN_COLUMNS.intersection(header)
+    if not known:
+        raise BadFile("not_adjust_csv", f"header {header_text[:120]!r} names no Adjust column")
+    if s.CREATED_AT not in header:
+        raise BadFile("missing_column", f"no {s.CREATED_AT} column in the header")
+    invalid: list[tuple[int | None, str, int, int]] = []
+
+    def on_invalid(row) -> str:
+        invalid.append((row.number, row.text, row.expected_columns, row.actual_columns))
+        return "skip"
+
+    data = text.encode()
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(
+                skip_rows=1, column_names=header, use_threads=False, block_size=1 << 24
+            ),
+            parse_options=pacsv.ParseOptions(
+                invalid_row_handler=on_invalid, ignore_empty_lines=False, newlines_in_values=True
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.string() for h in header},
+                strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+    except (pa.ArrowInvalid, ValueError) as exc:
+        raise BadFile("unreadable_csv", str(exc).splitlines()[0]) from None
+    records = table.num_rows + len(invalid)
+    newlines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if newlines == records + 1:  # one physical line per record: lines follow from positions
+        bad = np.array([r[0] for r in invalid], np.int64)
+        lines = np.setdiff1d(np.arange(2, records + 2, dtype=np.int64), bad, assume_unique=True)
+    else:  # quoted newlines inside values: find where each record starts
+        lines, bad = _record_lines(text, len(header))
+    rejected = [
+        (
+            int(line),
+            "truncated_row",
+            f"expected {expected} fields, found {actual}",
+            row_text,
+        )
+        for line, (_, row_text, expected, actual) in zip(bad.tolist(), invalid, strict=True)
+    ]
+    table = table.append_column(s.LINE, pa.array(lines, pa.int64()))
+    # blank lines arrive as all-empty rows: not data, not an error
+    blank = None
+    for col in header:
+        valid = pc.is_valid(table.column(col))
+        blank = pc.invert(valid) if blank is None else pc.and_(blank, pc.invert(valid))
+    if blank is not None and pc.any(blank).as_py():
+        table = table.filter(pc.invert(blank))
+    return Source(name, table, rejected, text, header_only=records == 0)
+
+
+def _record_lines(text: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start lines of well-formed and of malformed records, when a value spans lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader, None)
+    good, bad, start = [], [], 2
+    for record in reader:  # only for the rare file with multi-line values
+        (good if len(record) in (0, width) else bad).append(start)
+        start = reader.line_num + 1
+    return np.array(good, np.int64), np.array(bad, np.int64)
+
+
+def _read_callbacks(name: str, text: str) -> Source:
+    """One callback per line: a URL (query string) or a JSON object; blank lines are skipped."""
+    lines = pa.array(text.split("\n"), pa.string())
+    lines = pc.utf8_trim(lines, "\r \t")
+    number = pa.array(np.arange(1, len(lines) + 1, dtype=np.int64))
+    keep = pc.not_equal(pc.utf8_length(lines), 0)
+    lines, number = lines.filter(keep), number.filter(keep)
+    is_json = pc.starts_with(lines, "{")
+    has_query = pc.match_substring(lines, "=")
+    rejected = []
+    neither = pc.invert(pc.or_(is_json, has_query))
+    for line, raw in zip(
+        number.filter(neither).to_pylist(), lines.filter(neither).to_pylist(), strict=True
+    ):
+        rejected.append((line, "invalid_callback", "neither a query string nor JSON", raw))
+    parts = [
+        _query_rows(lines.filter(pc.and_(has_query, pc.invert(is_json))), number.filter(
+            pc.and_(has_query, pc.invert(is_json)))),
+    ]
+    json_rows, json_rejected = _json_rows(lines.filter(is_json), number.filter(is_json))
+    parts.append(json_rows)
+    rejected += json_rejected
+    parts = [p for p in parts if p.num_rows]
+    rows = pa.concat_tables(parts, promote_options="default") if parts else _no_rows()
+    rows = rows.rename_columns([column_name(c) for c in rows.column_names])
+    if not rows.num_rows and not rejected:
+        raise BadFile("empty_file", "no callbacks")
+    return Source(name, rows, rejected, text)
+
+
+def _no_rows() -> pa.Table:
+    return pa.table({s.LINE: pa.array([], pa.int64())})
+
+
+def _query_rows(lines: pa.Array, number: pa.Array) -> pa.Table:
+    """URL query strings → one text column per key (URL-decoded), vectorised over all lines."""
+    if not len(lines):
+        return pa.table({s.LINE: pa.array([], pa.int64())})
+    query = pc.replace_substring_regex(lines, r"^(GET\s+)?[^?]*\?", "", max_replacements=1)
+    query = pc.replace_substring_regex(query, r"(\s+HTTP/[\d.]+)?#.*$|\s+HTTP/[\d.]+$", "")
+    pairs = pc.split_pattern(query, "&")
+    row = pc.list_parent_indices(pairs).to_numpy()
+    flat = pc.list_flatten(pairs)
+    kv = pc.split_pattern(flat, "=", max_splits=1)
+    key = _url_decode(pc.list_element(kv, 0))
+    has_value = pc.greater(pc.list_value_length(kv), 1)
+    value = _url_decode(
+        pc.if_else(has_value, pc.list_element(pc.if_else(has_value, kv, pa.scalar(["", ""], kv.type)), 1), None)
+    )
+    columns: dict[str, pa.Array] = {}
+    keys = key.to_numpy(zero_copy_only=False)
+    for k in pc.unique(key).to_pylist():
+        if not k:
+            continue
+        at = np.flatnonzero(keys == k)
+        index = np.full(len(lines), -1, np.int64)
+        index[row[at]] = at  # a key given twice: the last one wins
+        taken = value.take(pa.array(index, mask=index < 0))
+        columns[k] = pc.if_else(pc.equal(taken, ""), None, taken)
+    columns[s.LINE] = number
+    return pa.table(columns)
+
+
+def _url_decode(values: pa.Array) -> pa.Array:
+    """Percent- and plus-decoding; only the distinct encoded values go through Python."""
+    encoded = pc.or_(pc.match_substring(values, "%"), pc.match_substring(values, "+"))
+    if not pc.any(encoded).as_py():
+        return values
+    distinct = pc.unique(values.filter(encoded))
+    decoded = pa.array(
+        [urllib.parse.unquote_plus(v) for v in distinct.to_pylist()], pa.string()
+    )
+    return pc.if_else(encoded, decoded.take(pc.index_in(values, distinct)), values)
+
+
+def _json_rows(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, list]:
+    """JSON objects → text columns; parsed by Arrow, line by line only if some line is broken."""
+    empty = pa.table({s.LINE: pa.array([], pa.int64())})
+    if not len(lines):
+        return empty, []
+    try:
+        table = pajson.read_json(pa.py_buffer("\n".join(lines.to_pylist()).encode()))
+        if table.num_rows != len(lines):
+            raise pa.ArrowInvalid("a line holds more or less than one object")
+        records, rejected = None, []
+    except pa.ArrowInvalid:
+        records, rejected = [], []
+        for line, raw in zip(number.to_pylist(), lines.to_pylist(), strict=True):
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                obj, why = None, f"invalid JSON: {exc}"
+            else:
+                why = "" if isinstance(obj, dict) else "JSON value is not an object"
+            if why:
+                rejected.append((line, "invalid_callback", why, raw))
+            else:
+                records.append((line, obj))
+        table = pa.Table.from_pylist(
+            [{k: _text(v) for k, v in obj.items()} for _, obj in records]
+        )
+        number = pa.array([line for line, _ in records], pa.int64())
+    columns = {
+        c: _as_text(table.column(c)) for c in table.column_names if c != s.LINE
+    }
+    columns[s.LINE] = number
+    return pa.table(columns) if table.num_rows else empty, rejected
+
+
+def _text(value) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_string(column.type):
+        return pc.if_else(pc.equal(column, ""), None, column)
+    if pa.types.is_nested(column.type) or pa.types.is_null(column.type):
+        return pa.chunked_array(
+            [pa.array([_text(v) for v in column.to_pylist()], pa.string())]
+        )
+    if pa.types.is_floating(column.type):  # 1767571999.0 → "1767571999"
+        whole = pc.equal(column, pc.floor(column))
+        as_int = pc.cast(pc.if_else(whole, column, None), pa.int64(), safe=False)
+        return pc.coalesce(pc.cast(as_int, pa.string()), pc.cast(column, pa.string()))
+    return pc.cast(column, pa.string())
+
+
+# --- normalising -------------------------------------------------------------------------------
+
+
+@dataclass
+class Normalised:
+    """Canonical events (EVENT_COLUMNS + EXTRA, ``source`` still an index) and rejected rows."""
+
+    events: pa.Table
+    rejected: pa.Table  # SOURCE_INDEX, line, reason, detail
+
+
+def normalise(
+    rows: pa.Table, *, user_id_column: str = s.DEFAULT_USER_ID_PARAM, keep_unknown: bool = True
+) -> Normalised:
+    """Validate and map read rows (text columns + ``line`` + SOURCE_INDEX) to canonical events.
+
+    Pure: the same rows give the same events, rejections and event keys.
+    """
+    n = rows.num_rows
+
+    def col(name: str) -> pa.Array:
+        if name in rows.column_names:
+            return rows.column(name).combine_chunks()
+        return pa.nulls(n, pa.string())
+
+    def lower(name: str) -> pa.Array:
+        return pc.utf8_lower(pc.utf8_trim_whitespace(col(name)))
+
+    problems: list[tuple[str, pa.Array, pa.Array | str]] = []  # (reason, mask, detail)
+
+    # identity
+    adid = col(s.ADID)
+    customer = col(user_id_column)
+    user_id = pc.coalesce(customer, adid)
+    problems.append(("missing_identity", pc.is_null(user_id), "no user_id and no adid"))
+
+    os_name = lower(s.OS_NAME)
+    store = lower(s.SUB_STORE)
+    platform = pc.if_else(pc.is_in(os_name, pa.array([s.OS_IOS, s.OS_ANDROID])), os_name, None)
+    platform = pc.coalesce(
+        platform,
+        pc.if_else(pc.equal(store, s.STORE_APPLE), s.OS_IOS, None),
+        pc.if_else(pc.equal(store, s.STORE_GOOGLE), s.OS_ANDROID, None),
+        pc.if_else(pc.is_valid(col(s.IDFV)), s.OS_IOS, None),
+        pc.if_else(pc.is_valid(col(s.GPS_ADID)), s.OS_ANDROID, None),
+    )
+
+    # time
+    created_text = col(s.CREATED_AT)
+    ts, ts_bad = parse_times(created_text)
+    problems.append(("missing_event_time", pc.is_null(created_text), "created_at is empty"))
+    problems.append(("bad_timestamp", ts_bad, _detail(s.CREATED_AT, created_text)))
+    times = {}
+    for name in (s.SUB_PURCHASED_AT, s.SUB_EXPIRATION_TIME, s.SUB_CANCELLED_AT, s.INSTALLED_AT):
+        times[name], bad = parse_times(col(name))
+        problems.append(("bad_timestamp", bad, _detail(name, col(name))))
+    problems.append(
+        ("unknown_platform", pc.is_null(platform), "no os_name, store, idfv or gps_adid")
+    )
+
+    # kind and event
+    sub_type = lower(s.SUB_EVENT_TYPE)
+    subtype = lower(s.SUB_EVENT_SUBTYPE)
+    activity = lower(s.ACTIVITY_KIND)
+    is_sub = pc.is_valid(sub_type)
+    kind = pc.if_else(is_sub, s.KIND_SUBSCRIPTION, activity)
+    problems.append(
+        ("missing_activity_kind", pc.is_null(kind), "no activity_kind, no subscription event")
+    )
+    sub_event, legacy_known = _map_subscription_event(sub_type, subtype)
+    problems.append(
+        (
+            "unknown_event",
+            pc.and_(is_sub, pc.invert(legacy_known)),
+            _detail(s.SUB_EVENT_TYPE, pc.binary_join_element_wise(
+                sub_type, pc.coalesce(subtype, ""), "/")),
+        )
+    )
+    in_app_name = pc.coalesce(col(s.EVENT_NAME), col(s.EVENT_TOKEN))
+    is_in_app = pc.and_(pc.invert(is_sub), pc.equal(kind, s.KIND_EVENT))
+    problems.append(
+        (
+            "missing_event_name",
+            pc.and_(is_in_app, pc.is_null(in_app_name)),
+            "event row without event_name or event token",
+        )
+    )
+    event = pc.if_else(is_sub, sub_event, pc.if_else(is_in_app, in_app_name, kind))
+    event_raw = pc.if_else(is_sub, col(s.SUB_EVENT_TYPE), pc.if_else(is_in_app, in_app_name, None))
+    legacy = pc.and_(is_sub, pc.or_(
+        pc.is_valid(subtype), pc.is_in(sub_type, pa.array(s.LEGACY_ONLY_EVENTS))))
+    conversion_from = pc.if_else(
+        pc.starts_with(pc.coalesce(subtype, ""), "converted_trial"),
+        "trial",
+        pc.if_else(pc.starts_with(pc.coalesce(subtype, ""), "converted_offer"), "offer", None),
+    )
+    conversion_from = pc.if_else(legacy, conversion_from, None)
+
+    # money and periods
+    revenue = col(s.REVENUE_FLOAT)
+    numeric = pc.match_substring_regex(revenue, _NUMBER)
+    problems.append(
+        ("bad_number", pc.and_(pc.is_valid(revenue), pc.invert(numeric)),
+         _detail(s.REVENUE_FLOAT, revenue))
+    )
+    price = pc.cast(pc.if_else(numeric, pc.utf8_trim_whitespace(revenue), None), pa.float64())
+    problems.append(("negative_price", pc.less(price, 0.0), _detail(s.REVENUE_FLOAT, revenue)))
+    purchased, expires = times[s.SUB_PURCHASED_AT], times[s.SUB_EXPIRATION_TIME]
+    problems.append(
+        (
+            "expiry_before_purchase",
+            pc.less(expires, purchased),
+            pc.binary_join_element_wise(
+                _detail(s.SUB_EXPIRATION_TIME, col(s.SUB_EXPIRATION_TIME)),
+                _detail(s.SUB_PURCHASED_AT, col(s.SUB_PURCHASED_AT)),
+                " < ",
+            ),
+        )
+    )
+    environment = pc.if_else(
+        pc.or_kleene(
+            pc.equal(lower(s.SUB_ENVIRONMENT), s.ENV_SANDBOX),
+            pc.equal(lower(s.ENVIRONMENT_PH), s.ENV_SANDBOX),
+        ).fill_null(False),
+        s.ENV_SANDBOX,
+        s.ENV_PRODUCTION,
+    )
+
+    reason, detail = _first_problem(problems, n)
+    ok = pc.is_null(reason)
+    events = {
+        s.USER_ID: user_id,
+        s.PLATFORM: platform,
+        s.TS: ts,
+        s.KIND: kind,
+        s.EVENT: event,
+        s.EVENT_RAW: event_raw,
+        s.EVENT_SUBTYPE: pc.if_else(legacy, col(s.SUB_EVENT_SUBTYPE), None),
+        s.CONVERSION_FROM: conversion_from,
+        s.PRODUCT_ID: col(s.SUB_PRODUCT_ID),
+        s.STORE: pc.if_else(is_sub, store, None),
+        s.ENVIRONMENT: environment,
+        s.PRICE: price,
+        s.CURRENCY: pc.utf8_upper(col(s.CURRENCY_PH)),
+        s.PURCHASED_AT: purchased,
+        s.EXPIRES_AT: expires,
+        s.CANCELLED_AT: times[s.SUB_CANCELLED_AT],
+        s.TRANSACTION_ID: col(s.SUB_TRANSACTION_ID),
+        s.ORIGINAL_TRANSACTION_ID: col(s.SUB_ORIGINAL_TRANSACTION_ID),
+        s.EXPIRED_TRANSACTION_ID: col(s.SUB_EXPIRED_TRANSACTION_ID),
+        s.SALES_REGION: pc.utf8_upper(col(s.SUB_SALES_REGION)),
+        s.COUNTRY: pc.utf8_upper(col(s.COUNTRY_PH)),
+        s.ADID: adid,
+        s.NETWORK: col(s.NETWORK_NAME),
+        s.INSTALLED_AT_COL: times[s.INSTALLED_AT],
+    }
+    table = pa.table(events).filter(ok)
+    key_source = pa.table(
+        {
+            "who": pc.coalesce(adid, user_id).filter(ok),
+            "platform": table.column(s.PLATFORM),
+            "kind": table.column(s.KIND),
+            "raw": pc.coalesce(event_raw, kind).filter(ok),
+            "subtype": pc.coalesce(subtype, "").filter(ok),
+            "txn": table.column(s.TRANSACTION_ID),
+            "orig": table.column(s.ORIGINAL_TRANSACTION_ID),
+            "ts": pc.cast(pc.cast(table.column(s.TS), pa.int64()), pa.string()),
+        }
+    )
+    table = table.append_column(s.EVENT_KEY, event_keys(key_source))
+    table = table.append_column(s.SOURCE, rows.column(SOURCE_INDEX).filter(ok))
+    table = table.append_column(s.LINE, rows.column(s.LINE).filter(ok))
+    extra_names = [c for c in rows.column_names if _is_unknown(c, user_id_column)]
+    table = table.append_column(
+        s.EXTRA, _extra(rows.filter(ok), extra_names if keep_unknown else [])
+    )
+    bad = pc.invert(ok)
+    rejected = pa.table(
+        {
+            SOURCE_INDEX: rows.column(SOURCE_INDEX).filter(bad),
+            s.LINE: rows.column(s.LINE).filter(bad),
+            s.REASON: reason.filter(bad),
+            s.DETAIL: detail.filter(bad),
+        }
+    )
+    return Normalised(table, rejected)
+
+
+def _is_unknown(name: str, user_id_column: str) -> bool:
+    return (
+        name not in KNOWN_COLUMNS
+        and name not in _DROPPED
+        and name not in (user_id_column, s.LINE, SOURCE_INDEX)
+    )
+
+
+def _detail(field_name: str, values: pa.Array) -> pa.Array:
+    quoted = pc.binary_join_element_wise(f"{field_name}='", pc.coalesce(values, ""), "'", "")
+    return quoted
+
+
+def _first_problem(
+    problems: list[tuple[str, pa.Array, pa.Array | str]], n: int
+) -> tuple[pa.Array, pa.Array]:
+    """Per row, the first problem in list order: its reason and detail (null if none)."""
+    reason = pa.nulls(n, pa.string())
+    detail = pa.nulls(n, pa.string())
+    for name, mask, why in reversed(problems):
+        mask = pc.fill_null(mask, False)
+        if not pc.any(mask).as_py():
+            continue
+        reason = pc.if_else(mask, name, reason)
+        detail = pc.if_else(mask, why, detail)
+    return reason, detail
+
+
+def _legacy_name_only() -> dict[str, str]:
+    """Legacy-only names sent without a subtype, where every subtype maps to the same event."""
+    targets: dict[str, set[str]] = {}
+    for (name, _), current in s.LEGACY_TO_CURRENT.items():
+        targets.setdefault(name, set()).add(current)
+    return {n: t.pop() for n, t in targets.items() if len(t) == 1 and n in s.LEGACY_ONLY_EVENTS}
+
+
+def _map_subscription_event(name: pa.Array, subtype: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Current name for each (name, subtype); the second array says whether it was recognised."""
+    pairs = list(s.LEGACY_TO_CURRENT)
+    pair_keys = pa.array([f"{a}/{b}" for a, b in pairs])
+    pair_values = pa.array([s.LEGACY_TO_CURRENT[p] for p in pairs])
+    name_only = _legacy_name_only()
+    key = pc.binary_join_element_wise(name, subtype, "/")  # null where either is null
+    legacy = pair_values.take(pc.index_in(key, pair_keys))
+    bare = pa.array(list(name_only.values()), pa.string()).take(
+        pc.index_in(name, pa.array(list(name_only), pa.string()))
+    )
+    current = pc.if_else(pc.is_in(name, pa.array(s.CURRENT_EVENTS)), name, None)
+    mapped = pc.if_else(pc.is_valid(subtype), legacy, pc.coalesce(current, bare))
+    return mapped, pc.is_valid(mapped)
+
+
+def parse_times(text: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Unix seconds or ``2016-04-04T23:16UTC`` text → UTC timestamps, and a mask of bad values."""
+    trimmed = pc.utf8_trim_whitespace(text)
+    digits = pc.match_substring_regex(trimmed, r"^\d{1,11}$")
+    seconds = pc.cast(pc.if_else(digits, trimmed, None), pa.int64())
+    seconds = pc.if_else(pc.less_equal(seconds, _MAX_EPOCH), seconds, None)
+    parsed = pc.cast(pc.multiply(seconds, 1_000_000), pa.timestamp("us", tz="UTC"))
+    for fmt in _TEXT_TIME_FORMATS:
+        candidate = pc.strptime(trimmed, format=fmt, unit="us", error_is_null=True)
+        # strptime rolls 2026-02-30 over to March: keep only values that print back the same
+        exact = pc.equal(pc.strftime(candidate, format=fmt), trimmed)
+        candidate = pc.if_else(exact, candidate, None)
+        parsed = pc.coalesce(parsed, pc.cast(candidate, pa.timestamp("us", tz="UTC")))
+    bad = pc.and_(pc.is_valid(text), pc.is_null(parsed))
+    return parsed, bad
+
+
+def event_keys(parts: pa.Table) -> pa.Array:
+    """A stable 128-bit key (MD5, hex) of each row's identifying fields, for deduplication."""
+    fields = ", chr(31), ".join(f"coalesce(\"{c}\", '')" for c in parts.column_names)
+    con = duckdb.connect()
+    try:
+        con.register("parts", parts)
+        keys = con.sql(f"select md5(concat({fields})) as k from parts").to_arrow_table()
+    finally:
+        con.close()
+    return keys.column("k").combine_chunks().cast(pa.string())
+
+
+def _extra(rows: pa.Table, names: list[str]) -> pa.Array:
+    """Unknown columns as one map<string, string> per row (null when there are none)."""
+    n = rows.num_rows
+    kind = pa.map_(pa.string(), pa.string())
+    if not names or not n:
+        return pa.nulls(n, kind)
+    k = len(names)
+    values = pa.concat_arrays([rows.column(c).combine_chunks().cast(pa.string()) for c in names])
+    order = (np.arange(k)[None, :] * n + np.arange(n)[:, None]).ravel()  # row-major interleave
+    items = values.take(pa.array(order))
+    keys = pa.array(np.tile(np.array(names, object), n), pa.string())
+    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+    return pa.MapArray.from_arrays(offsets, keys, items, type=kind)

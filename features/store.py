@@ -1,0 +1,306 @@
+"""The Parquet event store: canonical events and the quarantine, committed atomically.
+
+Layout under the store folder::
+
+    events/month=YYYY-MM/part-<commit>-<id>.parquet   canonical events, by month of ``ts``
+    quarantine/part-<commit>-<id>.parquet             rejected rows and bad files
+    manifest.json                                     ingested sources and the parquet files
+                                                      each commit added
+    .lock                                             held by the one writer
+
+A commit writes its parquet files under new names, fsyncs them, then atomically replaces
+``manifest.json``. Readers read only files the manifest lists, so a crash leaves at most orphan
+files, which the next writer deletes: the store holds a source file wholly or not at all.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from features import schema as s
+
+MANIFEST: Final = "manifest.json"
+EVENTS_DIR: Final = "events"
+QUARANTINE_DIR: Final = "quarantine"
+PARTITION: Final = "month"  # hive partition key: the UTC month of ts, "YYYY-MM"
+FORMAT_VERSION: Final = 1
+ROW_GROUP_ROWS: Final = 128 * 1024
+
+
+class StoreError(ValueError):
+    """The store folder is not a usable Lapse event store (says which file and why)."""
+
+
+def _arrow_type(name: str) -> pa.DataType:
+    if name.startswith("timestamp"):
+        return pa.timestamp("us", tz="UTC")
+    return pa.type_for_alias(name)
+
+
+EVENT_SCHEMA: Final = pa.schema(
+    [pa.field(n, _arrow_type(t)) for n, t in s.EVENT_COLUMNS.items()]
+    + [pa.field(s.EXTRA, pa.map_(pa.string(), pa.string()))]
+)
+QUARANTINE_SCHEMA: Final = pa.schema(
+    [pa.field(n, _arrow_type(t)) for n, t in s.QUARANTINE_COLUMNS.items()]
+    + [pa.field(s.DETAIL, pa.string())]
+)
+
+
+@dataclass
+class Manifest:
+    """What the store holds: ingested sources (by content hash) and each commit's files."""
+
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # sha256 -> record
+    commits: list[dict[str, Any]] = field(default_factory=list)
+
+    def event_files(self) -> list[str]:
+        """Event parquet files, relative to the store folder, in commit order."""
+        return [f for c in self.commits for f in c["events"]]
+
+    def quarantine_files(self) -> list[str]:
+        return [f for c in self.commits for f in c["quarantine"]]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"format": FORMAT_VERSION, "sources": self.sources, "commits": self.commits},
+            indent=1,
+            sort_keys=True,
+        )
+
+
+def read_manifest(store: Path) -> Manifest:
+    """The store's manifest; an empty one if the store does not exist yet."""
+    path = Path(store) / MANIFEST
+    if not path.exists():
+        return Manifest()
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT_VERSION:
+            raise StoreError(
+                f"{path}: store format {data.get('format')!r}, expected {FORMAT_VERSION}"
+            )
+        return Manifest(sources=data["sources"], commits=data["commits"])
+    except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, StoreError):
+            raise
+        raise StoreError(f"{path}: not a Lapse store manifest ({exc})") from None
+
+
+@contextmanager
+def writer_lock(store: Path) -> Iterator[None]:
+    """Hold the store's write lock: two ingests never write one store at once."""
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"{store}: another ingest is writing this store") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_orphans(store: Path, manifest: Manifest) -> int:
+    """Delete parquet files and temp manifests no commit lists (left by a crash); count them."""
+    store = Path(store)
+    listed = set(manifest.event_files()) | set(manifest.quarantine_files())
+    removed = 0
+    for folder in (EVENTS_DIR, QUARANTINE_DIR):
+        for path in (store / folder).rglob("*.parquet"):
+            if path.relative_to(store).as_posix() not in listed:
+                path.unlink()
+                removed += 1
+    for path in store.glob(f".{MANIFEST}.*.tmp"):
+        path.unlink()
+        removed += 1
+    return removed
+
+
+def month_of(ts: pa.Array) -> pa.Array:
+    """The partition value of each timestamp."""
+    return pc.strftime(ts, format="%Y-%m")
+
+
+def commit(
+    store: Path,
+    manifest: Manifest,
+    events: pa.Table,
+    quarantine: pa.Table,
+    sources: Sequence[dict[str, Any]],
+) -> Manifest:
+    """Write events (by month) and quarantine rows, then publish them with ``sources`` at once.
+
+    Returns the new manifest; the store is unchanged if this raises or the process dies.
+    """
+    store = Path(store)
+    number = len(manifest.commits) + 1
+    tag = f"{number:06d}-{uuid.uuid4().hex[:8]}"
+    written_events: list[str] = []
+    touched_dirs: set[Path] = set()
+    if events.num_rows:
+        events = events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
+        months = month_of(events.column(s.TS))
+        for month in sorted(pc.unique(months).to_pylist()):
+            part = events.filter(pc.equal(months, month))
+            part = part.take(pc.sort_indices(part, [(s.TS, "ascending"), (s.USER_ID, "ascending")]))
+            rel = f"{EVENTS_DIR}/{PARTITION}={month}/part-{tag}.parquet"
+            _write(store / rel, part)
+            written_events.append(rel)
+            touched_dirs.add((store / rel).parent)
+    written_quarantine: list[str] = []
+    if quarantine.num_rows:
+        rel = f"{QUARANTINE_DIR}/part-{tag}.parquet"
+        _write(store / rel, quarantine.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA))
+        written_quarantine.append(rel)
+        touched_dirs.add((store / rel).parent)
+    for folder in touched_dirs:
+        _fsync_dir(folder)
+    new = Manifest(
+        sources={**manifest.sources, **{src["sha256"]: dict(src, commit=number) for src in sources}},
+        commits=[
+            *manifest.commits,
+            {"commit": number, "events": written_events, "quarantine": written_quarantine,
+             "sources": [src["sha256"] for src in sources]},
+        ],
+    )
+    _replace_manifest(store, new)
+    return new
+
+
+def _write(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        pq.write_table(table, handle, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_manifest(store: Path, manifest: Manifest) -> None:
+    tmp = store / f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(manifest.to_json())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, store / MANIFEST)
+    _fsync_dir(store)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _events_dataset(store: Path, manifest: Manifest, months: Iterable[str] | None = None):
+    files = manifest.event_files()
+    if months is not None:
+        wanted = {f"{PARTITION}={m}" for m in months}
+        files = [f for f in files if f.split("/")[1] in wanted]
+    return ds.dataset(
+        [str(store / f) for f in files],
+        schema=EVENT_SCHEMA,
+        format="parquet",
+    )
+
+
+def stored_keys(store: Path, manifest: Manifest, months: Iterable[str]) -> pa.Array:
+    """Event keys already stored in the given months (for deduplication)."""
+    data = _events_dataset(Path(store), manifest, months)
+    return data.to_table(columns=[s.EVENT_KEY]).column(s.EVENT_KEY).combine_chunks()
+
+
+def _as_utc(value: datetime | str | pd.Timestamp | None) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+
+
+def read_events_table(
+    store: Path,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    columns: Sequence[str] | None = None,
+    include_sandbox: bool = True,
+) -> pa.Table:
+    """Events with ``start <= ts < end`` as an Arrow table (see ``load_events``)."""
+    store = Path(store)
+    manifest = read_manifest(store)
+    wanted = list(columns) if columns is not None else list(s.EVENT_COLUMNS)
+    unknown = [c for c in wanted if c not in EVENT_SCHEMA.names]
+    if unknown:
+        raise StoreError(
+            f"{store}: unknown event column(s) {', '.join(unknown)}; "
+            f"the store has {', '.join(EVENT_SCHEMA.names)}"
+        )
+    lo, hi = _as_utc(start), _as_utc(end)
+    months = None
+    if lo is not None or hi is not None:
+        present = sorted({f.split("/")[1].split("=", 1)[1] for f in manifest.event_files()})
+        months = [
+            m
+            for m in present
+            if (lo is None or m >= lo.strftime("%Y-%m"))
+            and (hi is None or m <= (hi - pd.Timedelta(microseconds=1)).strftime("%Y-%m"))
+        ]
+    data = _events_dataset(store, manifest, months)
+    condition = None
+    ts = ds.field(s.TS)
+    for clause in (
+        ts >= pa.scalar(lo.to_pydatetime(), pa.timestamp("us", tz="UTC")) if lo is not None else None,
+        ts < pa.scalar(hi.to_pydatetime(), pa.timestamp("us", tz="UTC")) if hi is not None else None,
+        ds.field(s.ENVIRONMENT) != s.ENV_SANDBOX if not include_sandbox else None,
+    ):
+        if clause is not None:
+            condition = clause if condition is None else condition & clause
+    return data.to_table(columns=wanted, filter=condition)
+
+
+def load_events(
+    store: str | os.PathLike[str],
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    columns: Sequence[str] | None = None,
+    include_sandbox: bool = True,
+) -> pd.DataFrame:
+    """Canonical events with ``start <= ts < end`` (UTC; naive times are taken as UTC).
+
+    Only the months the range touches are opened, and row groups outside it are skipped by
+    their statistics. ``columns`` defaults to ``EVENT_COLUMNS`` (``extra`` on request);
+    ``include_sandbox=False`` drops store-sandbox rows. Rows come ordered by ``ts``.
+    """
+    table = read_events_table(Path(store), start, end, columns, include_sandbox)
+    if s.TS in table.column_names:
+        table = table.take(pc.sort_indices(table, [(s.TS, "ascending")]))
+    return table.to_pandas()
+
+
+def load_quarantine(store: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every rejected row and bad file: source, line (0 = whole file), reason, raw, detail."""
+    store = Path(store)
+    files = [str(store / f) for f in read_manifest(store).quarantine_files()]
+    table = ds.dataset(files, schema=QUARANTINE_SCHEMA, format="parquet").to_table()
+    return table.to_pandas()
