@@ -1,8 +1,19 @@
 """features package."""
 
+from features.build import build_features
+from features.distributed import build_features_distributed
+from features.labels import churn_labels
+from features.snapshots import snapshots
 from features.store import load_events, load_quarantine
+from features.timeline import FeatureConfig, FeatureInputError
 
 __all__ = [
+    "FeatureConfig",
+    "FeatureInputError",
+    "build_features",
+    "build_features_distributed",
+    "churn_labels",
     "load_events",
     "load_quarantine",
+    "snapshots",
 ]
