@@ -13,9 +13,17 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -31,6 +39,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
     "BrazeSettings",
+    "BucketSettings",
     "IngestSettings",
     "LabelSettings",
     "LedgerSettings",
@@ -131,6 +140,42 @@ class LedgerSettings(_Section):
     """The sync ledger's database (acknowledged Braze state)."""
 
     url: str = Field("sqlite:///ledger.db", min_length=1)
+    table_prefix: str = Field(
+        "lapse_sync_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Prefix of the tables."
+    )
+    lock_ttl_s: float = Field(
+        600.0, gt=0, description="A run lock without a heartbeat for this long may be taken over."
+    )
+
+
+class BucketSettings(_Section):
+    """How churn probabilities become the bucket values marketers see in Braze."""
+
+    mode: Literal["probability", "share"] = "probability"
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"high": 0.5, "medium": 0.2},
+        description="mode probability: bucket -> lowest churn probability in it, riskiest first.",
+    )
+    shares: dict[str, float] = Field(
+        default_factory=lambda: {"high": 0.10, "medium": 0.20},
+        description="mode share: bucket -> share of the scored users, riskiest first.",
+    )
+    rest: str = Field("low", min_length=1, description="Bucket for everyone else.")
+    hysteresis: float = Field(
+        0.03, ge=0, lt=0.5, description="Probability margin to cross before leaving a bucket."
+    )
+
+    @model_validator(mode="after")
+    def _policy(self) -> "BucketSettings":
+        from serving.buckets import BucketPolicy
+
+        BucketPolicy.of(
+            self.mode,
+            self.thresholds if self.mode == "probability" else self.shares,
+            self.rest,
+            self.hysteresis,
+        )
+        return self
 
 
 class BrazeSettings(_Section):
@@ -142,6 +187,19 @@ class BrazeSettings(_Section):
     max_rps: float = Field(50.0, gt=0, allow_inf_nan=False)
     id_field: str = Field("external_id", min_length=1)
     null_unscored: bool = True
+    update_existing_only: bool = Field(
+        True, description="Send _update_existing_only: scoring never creates Braze profiles."
+    )
+    score_attribute: str | None = Field(
+        None, min_length=1, description="Also send the churn score 0-100 under this name."
+    )
+    reason_attribute: str | None = Field(
+        None, min_length=1, description="Also send the top churn reason under this name."
+    )
+    timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    max_attempts: int = Field(5, ge=1, description="Tries per batch on 5xx, timeouts, drops.")
+    backoff_s: float = Field(0.5, gt=0, description="First retry wait; doubles, with jitter.")
+    backoff_max_s: float = Field(30.0, gt=0)
     api_key: SecretStr | None = None
 
 
@@ -244,6 +302,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     braze: BrazeSettings = Field(default_factory=BrazeSettings)
+    buckets: BucketSettings = Field(default_factory=BucketSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
 

@@ -1,6 +1,7 @@
 """lapse.settings: sources and precedence, error messages, the Braze secret, path anchoring."""
 
 import os
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -476,7 +477,13 @@ def test_shipped_lapse_toml_equals_the_defaults(tmp_path: Path) -> None:
 
 def test_shipped_lapse_toml_lists_every_key_with_its_default() -> None:
     data = tomllib.loads(REPO_TOML.read_text(encoding="utf-8"))
-    unsettable = {("braze", "api_key"), ("optuna", "timeout_s"), ("training", "truth_path")}
+    unsettable = {
+        ("braze", "api_key"),
+        ("braze", "score_attribute"),
+        ("braze", "reason_attribute"),
+        ("optuna", "timeout_s"),
+        ("training", "truth_path"),
+    }
     for section, info in Settings.model_fields.items():
         model = info.annotation
         assert isinstance(model, type)
@@ -522,3 +529,50 @@ def test_import_is_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_sync_settings_buckets_braze_and_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write(
+        tmp_path / "lapse.toml",
+        """
+[buckets]
+mode = "share"
+shares = { danger = 0.05, watch = 0.15 }
+rest = "fine"
+hysteresis = 0.05
+[braze]
+score_attribute = "churn_score"
+update_existing_only = false
+[ledger]
+table_prefix = "acme_"
+""",
+    )
+    monkeypatch.setenv("LAPSE_BRAZE__MAX_ATTEMPTS", "2")
+    s = Settings.load(cfg)
+    assert (s.buckets.mode, s.buckets.rest, s.buckets.hysteresis) == ("share", "fine", 0.05)
+    assert list(s.buckets.shares.items()) == [("danger", 0.05), ("watch", 0.15)]
+    assert (s.braze.score_attribute, s.braze.reason_attribute) == ("churn_score", None)
+    assert (s.braze.update_existing_only, s.braze.max_attempts) == (False, 2)
+    assert (s.ledger.table_prefix, s.ledger.lock_ttl_s) == ("acme_", 600.0)
+
+
+@pytest.mark.parametrize(
+    ("section", "text", "needle"),
+    [
+        ("buckets", "thresholds = { high = 0.2, medium = 0.5 }", "must be above"),
+        ("buckets", 'mode = "share"\nshares = { a = 0.6, b = 0.5 }', "add up to"),
+        ("buckets", "thresholds = { high = 1.5 }", "not in (0, 1]"),
+        ("buckets", 'rest = "high"', "distinct"),
+        ("buckets", "hysteresis = 0.7", "hysteresis"),
+        ("ledger", 'table_prefix = "drop table;"', "table_prefix"),
+    ],
+)
+def test_sync_settings_refuse_bad_bucket_policies(
+    tmp_path: Path, section: str, text: str, needle: str
+) -> None:
+    cfg = write(tmp_path / "lapse.toml", f"[{section}]\n{text}\n")
+    with pytest.raises(SettingsError, match=re.escape(needle)) as exc:
+        Settings.load(cfg)
+    assert str(cfg) in str(exc.value)

@@ -1,0 +1,114 @@
+"""Bucket policy: churn probabilities -> the bucket words marketers see, with hysteresis.
+
+Buckets are ordered riskiest first. Each has a lower bound on the churn probability, either given
+(`mode="probability"`) or taken from this run's population so that each bucket holds a share of
+the users (`mode="share"`); everyone below the last bound gets the `rest` bucket. Hysteresis: a
+user keeps the bucket Braze acknowledged last time until their probability leaves that bucket's
+range by more than `hysteresis`, so a score jittering around a bound does not flip (and bill) daily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from features.schema import BUCKET
+
+__all__ = ["BucketPolicy", "BucketPolicyError", "assign_buckets", "bucket_bounds"]
+
+Mode = Literal["probability", "share"]
+
+
+class BucketPolicyError(ValueError):
+    """A bucket policy that cannot order users (bad bounds, shares or names)."""
+
+
+@dataclass(frozen=True)
+class BucketPolicy:
+    """`cuts` are (bucket, probability lower bound or population share), riskiest first."""
+
+    mode: Mode
+    cuts: tuple[tuple[str, float], ...]
+    rest: str
+    hysteresis: float = 0.0
+
+    @classmethod
+    def of(
+        cls, mode: Mode, cuts: Mapping[str, float], rest: str, hysteresis: float = 0.0
+    ) -> BucketPolicy:
+        """Build and check a policy from a {bucket: value} mapping kept in its written order."""
+        policy = cls(mode, tuple((str(k), float(v)) for k, v in cuts.items()), rest, hysteresis)
+        policy.check()
+        return policy
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every bucket, riskiest first, ending with `rest`."""
+        return (*(name for name, _ in self.cuts), self.rest)
+
+    def check(self) -> None:
+        """Raise BucketPolicyError naming the offending bucket or value."""
+        if self.mode not in ("probability", "share"):
+            raise BucketPolicyError(f"bucket mode {self.mode!r}: expected 'probability' or 'share'")
+        names = self.names
+        if len(set(names)) != len(names) or any(not n.strip() for n in names):
+            raise BucketPolicyError(f"bucket names must be distinct and non-empty: {names}")
+        if not 0 <= self.hysteresis < 0.5:
+            raise BucketPolicyError(f"hysteresis {self.hysteresis}: expected 0 <= value < 0.5")
+        values = [v for _, v in self.cuts]
+        if self.mode == "probability":
+            for (name, v), nxt in zip(self.cuts, [*values[1:], None], strict=True):
+                if not 0 < v <= 1:
+                    raise BucketPolicyError(f"bucket {name!r}: bound {v} is not in (0, 1]")
+                if nxt is not None and not v > nxt:
+                    raise BucketPolicyError(
+                        f"bucket {name!r}: bound {v} must be above the next bucket's {nxt} "
+                        "(riskiest first)"
+                    )
+        else:
+            for name, v in self.cuts:
+                if not 0 < v < 1:
+                    raise BucketPolicyError(f"bucket {name!r}: share {v} is not in (0, 1)")
+            if sum(values) >= 1:
+                raise BucketPolicyError(
+                    f"bucket shares add up to {sum(values):g}; they must leave some users "
+                    f"for {self.rest!r}"
+                )
+
+
+def bucket_bounds(policy: BucketPolicy, probabilities: np.ndarray) -> np.ndarray:
+    """Probability lower bounds of the non-rest buckets, riskiest first, for this population."""
+    values = np.array([v for _, v in policy.cuts], dtype=float)
+    if policy.mode == "probability":
+        return values
+    if len(probabilities) == 0:
+        return np.full(len(values), np.inf)
+    # The top `share` of users: the bound is the (1 - cumulative share) quantile.
+    return np.quantile(probabilities, 1 - np.cumsum(values), method="higher")
+
+
+def assign_buckets(
+    probabilities: pd.Series, policy: BucketPolicy, previous: pd.Series | None = None
+) -> pd.Series:
+    """Each user's bucket; `previous` (same index, None where unknown) enables hysteresis."""
+    p = probabilities.to_numpy(dtype=float)
+    bounds = bucket_bounds(policy, p)
+    names = np.array(policy.names, dtype=object)
+    # index of the first bound p reaches; len(bounds) (= rest) when it reaches none
+    raw = (p[:, None] < bounds[None, :]).sum(axis=1)
+    result = raw.copy()
+    if previous is not None and policy.hysteresis > 0 and len(p):
+        position = {name: i for i, name in enumerate(policy.names)}
+        prev = previous.reindex(probabilities.index).map(position).to_numpy(dtype=float)
+        known = ~np.isnan(prev)
+        upper = np.concatenate([[np.inf], bounds])  # bucket i covers [lower[i], upper[i])
+        lower = np.concatenate([bounds, [-np.inf]])
+        i = np.where(known, prev, 0).astype(int)
+        m = policy.hysteresis
+        keep = known & (p >= lower[i] - m) & (p < upper[i] + m)
+        result = np.where(keep, i, raw)
+    return pd.Series(names[result], index=probabilities.index, dtype=object, name=BUCKET)
