@@ -1,7 +1,6 @@
 """features package."""
 
 from features.build import build_features
-from features.distributed import build_features_distributed
 from features.labels import churn_labels
 from features.snapshots import snapshots
 from features.store import load_events, load_quarantine
@@ -17,3 +16,12 @@ __all__ = [
     "load_quarantine",
     "snapshots",
 ]
+
+
+def __getattr__(name: str):
+    """Import the dask entry point only when asked for (dask takes a second to import)."""
+    if name == "build_features_distributed":
+        from features.distributed import build_features_distributed
+
+        return build_features_distributed
+    raise AttributeError(f"module 'features' has no attribute {name!r}")
