@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -49,6 +49,7 @@ SOURCE_SUFFIXES: Final = (".csv", ".csv.gz", ".log", ".log.gz", ".jsonl", ".json
 BATCH_ROWS: Final = 1_000_000
 BATCH_FILES: Final = 5_000
 READ_THREADS: Final = 2
+READ_AHEAD: Final = 16
 
 
 class IngestError(ValueError):
@@ -61,7 +62,8 @@ class IngestSummary:
 
     store: str
     files: int = 0
-    files_skipped: int = 0
+    files_skipped: int = 0  # already in the store
+    files_repeated: int = 0  # same bytes as another file of this run (e.g. header-only parts)
     header_only_files: int = 0
     rows_read: int = 0
     rows_stored: int = 0
@@ -125,7 +127,6 @@ def _read(path: Path) -> _Read:
 class _Batch:
     reads: list[_Read] = field(default_factory=list)
     rows: int = 0
-    shas: set[str] = field(default_factory=set)
 
 
 def ingest(
@@ -151,15 +152,19 @@ def ingest(
         summary.orphans_removed = remove_orphans(store, manifest)
         keys = _KeyCache(store)
         batch = _Batch()
+        seen: set[str] = set()
         report("files", 0, len(paths))
         report("rows", 0, 0)
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-            for done, read in enumerate(pool.map(_read, paths), start=1):
-                if read.sha256 and (read.sha256 in manifest.sources or read.sha256 in batch.shas):
+            for done, read in enumerate(_read_ahead(pool, paths), start=1):
+                if read.sha256 and read.sha256 in seen:  # same bytes as a file earlier in this run
+                    summary.files_repeated += 1
+                    summary.header_only_files += bool(read.source and read.source.header_only)
+                elif read.sha256 in manifest.sources:
                     summary.files_skipped += 1
                 else:
+                    seen.add(read.sha256)
                     batch.reads.append(read)
-                    batch.shas.add(read.sha256)
                     batch.rows += read.source.rows.num_rows if read.source else 0
                 if batch.rows >= BATCH_ROWS or len(batch.reads) >= BATCH_FILES:
                     manifest = _flush(store, manifest, batch, keys, summary,
@@ -173,6 +178,17 @@ def ingest(
         report("rows", summary.rows_stored, summary.rows_read)
     summary.quarantined = dict(sorted(summary.quarantined.items()))
     return summary
+
+
+def _read_ahead(pool: ThreadPoolExecutor, paths: Sequence[Path]) -> Iterator[_Read]:
+    """``_read`` each path on the pool, in order, with at most READ_AHEAD files in memory."""
+    pending: deque[Future[_Read]] = deque()
+    for path in paths:
+        pending.append(pool.submit(_read, path))
+        if len(pending) >= READ_AHEAD:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 class _KeyCache:

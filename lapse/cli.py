@@ -167,6 +167,52 @@ def demo(
     out.print(f"Raw Adjust export in {folder / 'raw'}; ground truth in {folder / 'truth'}.")
 
 
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    sources: Annotated[
+        list[Path],
+        typer.Argument(help="Adjust CSV exports (.csv / .csv.gz), callback logs, or folders of them."),
+    ],
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="Event store folder (default: store.path).", file_okay=False),
+    ] = None,
+) -> None:
+    """Add Adjust exports to the Parquet event store: validate, deduplicate, quarantine bad rows.
+
+    Files the store already holds are skipped, so running it twice adds nothing the second time.
+    """
+    from features.ingest import ingest as run_ingest
+
+    settings = ctx.obj.settings(store={"path": store})
+    with progress_bars() as report:
+        summary = run_ingest(
+            sources,
+            settings.store.path,
+            user_id_column=settings.ingest.user_id_column,
+            keep_unknown_columns=settings.ingest.keep_unknown_columns,
+            progress=report,
+        )
+    rows = [
+        ("store", summary.store),
+        ("files", summary.files),
+        ("  already in the store (skipped)", summary.files_skipped),
+        ("  same bytes as another file (skipped)", summary.files_repeated),
+        ("  header only", summary.header_only_files),
+        ("  bad files", len(summary.bad_files)),
+        ("rows read", summary.rows_read),
+        ("rows stored", summary.rows_stored),
+        ("duplicates dropped", summary.duplicates),
+        ("rows quarantined", summary.rows_quarantined),
+        *((f"  {reason}", n) for reason, n in summary.quarantined.items()),
+        ("commits", summary.commits),
+    ]
+    out.print(table("Ingested", rows))
+    if summary.bad_files:
+        out.print(table("Bad files (in the quarantine at line 0)", list(summary.bad_files.items())))
+
+
 def _config(settings: Settings, cutoffs: tuple[date, ...] | None):
     """The generator's parameters, from settings (flags already merged in)."""
     from features.synthetic import SyntheticConfig
@@ -219,9 +265,11 @@ def _print_generation(summary) -> None:
 
 #: Errors a user can fix: shown as one line, exit code 1.
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from features.ingest import IngestError
+    from features.store import StoreError
     from features.synthetic import GenerationError
 
-    return (SettingsError, GenerationError, OSError)
+    return (SettingsError, GenerationError, IngestError, StoreError, OSError)
 
 
 def main(argv: list[str] | None = None) -> None:

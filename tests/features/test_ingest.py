@@ -33,11 +33,15 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
         patch.setattr(
             adjust_files,
             "CORRUPTIONS",
-            {kind: (rates.get(kind, 0.01), sub) for kind, (_, sub) in adjust_files.CORRUPTIONS.items()},
+            {
+                kind: (rates.get(kind, 0.01), sub)
+                for kind, (_, sub) in adjust_files.CORRUPTIONS.items()
+            },
         )
         generate(
-            SyntheticConfig(users=300, seed=11, start=date(2026, 1, 5), days=12,
-                            cutoffs=(date(2026, 1, 12),)),
+            SyntheticConfig(
+                users=300, seed=11, start=date(2026, 1, 5), days=12, cutoffs=(date(2026, 1, 12),)
+            ),
             out,
         )
     return out

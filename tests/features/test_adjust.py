@@ -1,0 +1,295 @@
+"""Reading and normalising Adjust files: formats, rejection reasons, vocabulary, identity."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+from features import schema as s
+from features.adjust import (
+    REASONS,
+    SOURCE_INDEX,
+    BadFile,
+    normalise,
+    parse_times,
+    read_source,
+)
+
+HEADER = (
+    "{activity_kind},{created_at},{os_name},{adid},user_id,{subscription_event_type},"
+    "{subscription_event_subtype},{revenue_float},{currency},{subscription_purchased_at},"
+    "{subscription_expiration_time},{subscription_environment},{subscription_store},"
+    "{subscription_transaction_id},{tracker_name}"
+)
+T = 1767571999  # 2026-01-05T00:13:19Z
+
+
+def row(**values: object) -> str:
+    """A CSV row for HEADER; unnamed fields empty, ``kind`` defaults to subscription."""
+    names = [c.strip("{}[]") for c in HEADER.split(",")]
+    values.setdefault("activity_kind", "subscription")
+    values.setdefault("created_at", T)
+    values.setdefault("os_name", "ios")
+    values.setdefault("adid", "a" * 32)
+    return ",".join(str(values.get(n, "")) for n in names)
+
+
+def csv_bytes(*rows: str, header: str = HEADER, newline: str = "\n") -> bytes:
+    return (newline.join([header, *rows]) + newline).encode()
+
+
+def run(data: bytes, name: str = "f.csv", **kwargs):
+    """read_source + normalise: (events as list of dicts, rejected (line, reason) list)."""
+    source = read_source(name, data)
+    rows = source.rows.append_column(SOURCE_INDEX, pa.array([0] * source.rows.num_rows, pa.int32()))
+    result = normalise(rows, **kwargs)
+    rejected = [(line, reason) for line, reason, *_ in source.rejected]
+    rejected += list(
+        zip(
+            result.rejected.column(s.LINE).to_pylist(),
+            result.rejected.column(s.REASON).to_pylist(),
+            strict=True,
+        )
+    )
+    return result.events.to_pylist(), sorted(rejected), result
+
+
+def test_current_subscription_row_is_typed_and_upper_cased() -> None:
+    events, rejected, _ = run(
+        csv_bytes(
+            row(
+                subscription_event_type="renewal",
+                revenue_float="9.99",
+                currency="usd",
+                subscription_purchased_at=T,
+                subscription_expiration_time=T + 86400 * 30,
+                subscription_environment="production",
+                subscription_store="appleappstore",
+                subscription_transaction_id="230000000000001",
+                user_id="u1",
+            )
+        )
+    )
+    assert rejected == []
+    (e,) = events
+    assert e[s.USER_ID] == "u1" and e[s.PLATFORM] == "ios" and e[s.KIND] == "subscription"
+    assert (e[s.EVENT], e[s.EVENT_RAW], e[s.EVENT_SUBTYPE]) == ("renewal", "renewal", None)
+    assert e[s.TS] == datetime.fromtimestamp(T, UTC)
+    assert e[s.EXPIRES_AT] == datetime.fromtimestamp(T + 86400 * 30, UTC)
+    assert (e[s.PRICE], e[s.CURRENCY], e[s.ENVIRONMENT]) == (9.99, "USD", "production")
+    assert e[s.STORE] == "appleappstore" and e[s.LINE] == 2
+    assert e[s.TRANSACTION_ID] == "230000000000001"
+
+
+@pytest.mark.parametrize(
+    ("name", "subtype", "event", "conversion_from"),
+    [
+        ("first_conversion", "converted_trial", "renewal", "trial"),
+        ("first_conversion", "converted_offer", "renewal", "offer"),
+        ("activation", "initial_trial", "trial_started", None),
+        ("cancellation", "failed_subscription", "expiration", None),
+        (
+            "renewal_from_billing_retry",
+            "converted_trial_from_retry",
+            "renewal_from_billing_retry",
+            "trial",
+        ),
+        ("entered_billing_retry", "", "billing_retry", None),
+    ],
+)
+def test_legacy_events_map_to_the_current_vocabulary(name, subtype, event, conversion_from) -> None:
+    events, rejected, _ = run(
+        csv_bytes(row(subscription_event_type=name, subscription_event_subtype=subtype))
+    )
+    assert rejected == []
+    (e,) = events
+    assert (e[s.EVENT], e[s.EVENT_RAW], e[s.CONVERSION_FROM]) == (event, name, conversion_from)
+    assert e[s.EVENT_SUBTYPE] == (subtype or None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"adid": "", "user_id": ""}, "missing_identity"),
+        ({"created_at": ""}, "missing_event_time"),
+        ({"created_at": "yesterday"}, "bad_timestamp"),
+        ({"created_at": "2026-02-30T25:61UTC"}, "bad_timestamp"),
+        ({"subscription_purchased_at": "17O0000000"}, "bad_timestamp"),
+        ({"os_name": "", "subscription_store": ""}, "unknown_platform"),
+        ({"activity_kind": "", "subscription_event_type": ""}, "missing_activity_kind"),
+        ({"activity_kind": "event"}, "missing_event_name"),
+        ({"subscription_event_type": "subscription_wobble"}, "unknown_event"),
+        (
+            {"subscription_event_type": "activation", "subscription_event_subtype": "bogus"},
+            "unknown_event",
+        ),
+        ({"subscription_event_type": "renewal", "revenue_float": "abc"}, "bad_number"),
+        ({"subscription_event_type": "renewal", "revenue_float": "-4.99"}, "negative_price"),
+        (
+            {
+                "subscription_event_type": "renewal",
+                "subscription_purchased_at": T,
+                "subscription_expiration_time": T - 86400,
+            },
+            "expiry_before_purchase",
+        ),
+    ],
+)
+def test_each_rejection_reason(fields: dict, reason: str) -> None:
+    fields = (
+        {"subscription_event_type": "renewal", **fields}
+        if "activity_kind" not in fields
+        else fields
+    )
+    good = row(subscription_event_type="renewal")
+    events, rejected, result = run(csv_bytes(good, row(**fields), good))
+    assert reason in REASONS
+    assert rejected == [(3, reason)]
+    assert [e[s.LINE] for e in events] == [2, 4]
+    assert result.rejected.column(s.DETAIL)[0].as_py()
+
+
+def test_truncated_row_is_rejected_with_its_text_and_line() -> None:
+    source = read_source("f.csv", csv_bytes(row(), "subscription,123,ios", row()))
+    assert [(line, reason) for line, reason, *_ in source.rejected] == [(3, "truncated_row")]
+    assert source.rejected[0][3] == "subscription,123,ios"
+    assert source.rows.column(s.LINE).to_pylist() == [2, 4]
+
+
+def test_bom_crlf_quoted_commas_and_any_column_order() -> None:
+    header = "user_id,{tracker_name},{created_at},{adid},{os_name},{activity_kind}"
+    body = '"u1","Meta::a, b ""quoted""",%d,%s,android,session' % (T, "b" * 32)
+    data = b"\xef\xbb\xbf" + csv_bytes(body, header=header, newline="\r\n")
+    events, rejected, result = run(data)
+    assert rejected == []
+    (e,) = events
+    assert (e[s.USER_ID], e[s.PLATFORM], e[s.KIND], e[s.EVENT]) == (
+        "u1",
+        "android",
+        "session",
+        "session",
+    )
+    assert e[s.TS] == datetime.fromtimestamp(T, UTC)
+
+
+def test_unknown_columns_are_kept_or_dropped_by_setting() -> None:
+    header = '{created_at},{adid},{os_name},{activity_kind},[campaign_code],"export_v1"'
+    data = csv_bytes(f"{T},{'c' * 32},ios,session,spring,export_v1", header=header)
+    events, _, _ = run(data)
+    assert dict(events[0][s.EXTRA]) == {"campaign_code": "spring", "export_v1": "export_v1"}
+    events, _, _ = run(data, keep_unknown=False)
+    assert events[0][s.EXTRA] is None
+
+
+def test_a_missing_optional_column_is_fine_and_a_missing_required_one_is_a_bad_file() -> None:
+    events, rejected, _ = run(
+        csv_bytes(f"{T},{'d' * 32},session", header="{created_at},{adid},{activity_kind}"),
+    )
+    # no os_name: the platform cannot be told
+    assert rejected == [(2, "unknown_platform")]
+    events, rejected, _ = run(
+        csv_bytes(
+            f"{T},{'d' * 32},session,x", header="{created_at},{adid},{activity_kind},{gps_adid}"
+        )
+    )
+    assert rejected == [] and events[0][s.PLATFORM] == "android"
+    with pytest.raises(BadFile, match="created_at") as info:
+        read_source("f.csv", csv_bytes(f"{'d' * 32},session", header="{adid},{activity_kind}"))
+    assert info.value.reason == "missing_column"
+
+
+def test_customer_user_id_column_is_configurable_and_falls_back_to_adid() -> None:
+    header = "{created_at},{adid},{os_name},{activity_kind},[account]"
+    data = csv_bytes(
+        f"{T},{'e' * 32},ios,session,acct-9", f"{T + 1},{'e' * 32},ios,session,", header=header
+    )
+    events, _, _ = run(data, user_id_column="account")
+    assert [e[s.USER_ID] for e in events] == ["acct-9", "e" * 32]
+
+
+def test_sandbox_rows_are_flagged() -> None:
+    events, _, _ = run(
+        csv_bytes(row(subscription_event_type="renewal", subscription_environment="sandbox"))
+    )
+    assert events[0][s.ENVIRONMENT] == "sandbox"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty_file"),
+        (gzip.compress(b""), "empty_file"),
+        (gzip.compress(csv_bytes(row()) * 50)[:-30], "truncated_gzip"),
+        ("created_at,adid\n1,é\n".encode("latin-1"), "wrong_encoding"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "wrong_encoding"),
+        (b"name,age\nbob,3\n", "not_adjust_csv"),
+        (b"{created_at},{adid},{adid}\n1,a,b\n", "duplicate_column"),
+    ],
+)
+def test_bad_files(data: bytes, reason: str) -> None:
+    with pytest.raises(BadFile) as info:
+        read_source("f.csv.gz", data)
+    assert info.value.reason == reason
+
+
+def test_header_only_file_has_no_rows() -> None:
+    source = read_source("f.csv.gz", gzip.compress(csv_bytes()))
+    assert source.header_only and source.rows.num_rows == 0
+
+
+def test_multiline_quoted_value_keeps_line_numbers() -> None:
+    header = "{created_at},{adid},{os_name},{activity_kind},{tracker_name}"
+    data = csv_bytes(
+        f'{T},{"f" * 32},ios,session,"two\nlines"',
+        f"{T},{'f' * 32},ios",
+        f"{T + 5},{'f' * 32},ios,session,x",
+        header=header,
+    )
+    source = read_source("f.csv", data)
+    assert source.rows.column(s.LINE).to_pylist() == [2, 5]
+    assert [(line, reason) for line, reason, *_ in source.rejected] == [(4, "truncated_row")]
+
+
+def test_callback_logs_urls_and_json() -> None:
+    log = (
+        f"https://cb.example.com/adjust?activity_kind=subscription&created_at={T}&adid={'a' * 32}"
+        f"&os_name=ios&subscription_event_type=renewal&revenue_float=9.99&user_id=u%201"
+        f"&tracker_name=Meta%3A%3Aspring\n"
+        "\n"
+        f'{{"activity_kind": "session", "created_at": {T + 60}, "adid": "{"b" * 32}", '
+        f'"os_name": "android"}}\n'
+        "this is not a callback\n"
+    )
+    events, rejected, _ = run(log.encode(), name="callbacks.log")
+    assert rejected == [(4, "invalid_callback")]
+    assert [(e[s.USER_ID], e[s.EVENT], e[s.LINE]) for e in events] == [
+        ("u 1", "renewal", 1),
+        ("b" * 32, "session", 3),
+    ]
+    assert events[0][s.PRICE] == 9.99
+
+
+def test_parse_times_accepts_epochs_and_adjust_text() -> None:
+    ts, bad = parse_times(
+        pa.array(["1404214665", "2016-04-04T23:16UTC", None, "2016-13-01T00:00UTC"])
+    )
+    assert ts.to_pylist()[:3] == [
+        datetime(2014, 7, 1, 11, 37, 45, tzinfo=UTC),
+        datetime(2016, 4, 4, 23, 16, tzinfo=UTC),
+        None,
+    ]
+    assert bad.to_pylist() == [False, False, False, True]
+
+
+def test_event_keys_are_stable() -> None:
+    data = csv_bytes(row(subscription_event_type="renewal", subscription_transaction_id="1"))
+    first, _, _ = run(data)
+    again, _, _ = run(b"\xef\xbb\xbf" + data.replace(b"\n", b"\r\n"))
+    assert first[0][s.EVENT_KEY] == again[0][s.EVENT_KEY]
+    other, _, _ = run(
+        csv_bytes(row(subscription_event_type="renewal", subscription_transaction_id="2"))
+    )
+    assert other[0][s.EVENT_KEY] != first[0][s.EVENT_KEY]

@@ -1,0 +1,194 @@
+"""The event store: time-range reads, sandbox filter, atomic commits, orphans after a crash."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from features import load_events, load_quarantine
+from features import schema as s
+from features.ingest import ingest
+from features.store import (
+    EVENT_SCHEMA,
+    MANIFEST,
+    Manifest,
+    StoreError,
+    commit,
+    read_events_table,
+    read_manifest,
+    remove_orphans,
+    writer_lock,
+)
+
+T0 = pd.Timestamp("2026-01-30T12:00", tz="UTC")
+
+
+def events(*specs: tuple[str, pd.Timestamp, str]) -> pa.Table:
+    """Canonical rows from (user, ts, environment)."""
+    n = len(specs)
+    cols = {
+        name: pa.nulls(n, field.type)
+        for name, field in zip(EVENT_SCHEMA.names, EVENT_SCHEMA, strict=True)
+    }
+    cols[s.USER_ID] = pa.array([u for u, _, _ in specs])
+    cols[s.PLATFORM] = pa.array(["ios"] * n)
+    cols[s.TS] = pa.array([t.to_pydatetime() for _, t, _ in specs], pa.timestamp("us", tz="UTC"))
+    cols[s.KIND] = pa.array(["session"] * n)
+    cols[s.EVENT] = pa.array(["session"] * n)
+    cols[s.ENVIRONMENT] = pa.array([e for _, _, e in specs])
+    cols[s.EVENT_KEY] = pa.array([f"{u}-{t.value}" for u, t, _ in specs])
+    cols[s.SOURCE] = pa.array(["x.csv"] * n)
+    cols[s.LINE] = pa.array(range(2, n + 2), pa.int64())
+    return pa.table(cols, schema=EVENT_SCHEMA)
+
+
+EMPTY_Q = pa.table(
+    {
+        s.SOURCE: pa.array([], pa.string()),
+        s.LINE: pa.array([], pa.int64()),
+        s.REASON: pa.array([], pa.string()),
+        s.RAW: pa.array([], pa.string()),
+        s.DETAIL: pa.array([], pa.string()),
+    }
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    rows = [("a", T0 + pd.Timedelta(days=d), "production") for d in range(0, 40, 4)]
+    rows.append(("qa", T0 + pd.Timedelta(days=3), "sandbox"))
+    with writer_lock(tmp_path):
+        commit(tmp_path, Manifest(), events(*rows), EMPTY_Q, [{"sha256": "x", "path": "x.csv"}])
+    return tmp_path
+
+
+def test_time_range_is_half_open_and_prunes_months(store: Path) -> None:
+    start, end = T0 + pd.Timedelta(days=4), T0 + pd.Timedelta(days=12)
+    got = load_events(store, start, end)
+    assert got[s.TS].tolist() == [T0 + pd.Timedelta(days=d) for d in (4, 8)]
+    assert str(got[s.TS].dt.tz) == "UTC"
+    # naive bounds are UTC; a range inside February opens only the February partition
+    feb = load_events(store, "2026-02-01", "2026-03-01")
+    assert feb[s.TS].min() >= pd.Timestamp("2026-02-01", tz="UTC")
+    assert len(feb) == 8  # 7 production days + the sandbox row on 2026-02-02
+    manifest = read_manifest(store)
+    assert sorted(f.split("/")[1] for f in manifest.event_files()) == [
+        "month=2026-01",
+        "month=2026-02",
+        "month=2026-03",
+    ]
+
+
+def test_sandbox_filter_and_columns(store: Path) -> None:
+    everything = load_events(store)
+    assert (everything[s.ENVIRONMENT] == "sandbox").sum() == 1
+    production = load_events(store, include_sandbox=False, columns=[s.USER_ID, s.TS])
+    assert list(production.columns) == [s.USER_ID, s.TS]
+    assert set(production[s.USER_ID]) == {"a"}
+    with pytest.raises(StoreError, match="unknown event column"):
+        load_events(store, columns=["nope"])
+
+
+def test_predicate_pushdown_reads_fewer_rows(store: Path) -> None:
+    """The ts filter is evaluated by the dataset scanner, not after loading every row."""
+    table = read_events_table(store, T0, T0 + pd.Timedelta(days=1))
+    assert table.num_rows == 1
+
+
+def test_empty_store_reads_as_empty_frames(tmp_path: Path) -> None:
+    assert list(load_events(tmp_path).columns) == list(s.EVENT_COLUMNS)
+    assert len(load_quarantine(tmp_path)) == 0
+
+
+def test_readers_ignore_files_no_commit_lists_and_the_writer_deletes_them(store: Path) -> None:
+    before = load_events(store)
+    orphan = store / "events" / "month=2026-01" / "part-999999-deadbeef.parquet"
+    pq.write_table(events(("ghost", T0, "production")), orphan)
+    (store / f".{MANIFEST}.abc.tmp").write_text("{")
+    pd.testing.assert_frame_equal(load_events(store), before)
+    assert remove_orphans(store, read_manifest(store)) == 2
+    assert not orphan.exists()
+
+
+def test_second_writer_is_refused(tmp_path: Path) -> None:
+    with (
+        writer_lock(tmp_path),
+        pytest.raises(StoreError, match="another ingest"),
+        writer_lock(tmp_path),
+    ):
+        pass
+
+
+def test_a_foreign_manifest_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": 99}))
+    with pytest.raises(StoreError, match="format"):
+        load_events(tmp_path)
+
+
+KILLER = """
+import os, signal, sys
+import features.ingest as ingest_mod
+import features.store as store_mod
+ingest_mod.BATCH_FILES = 40
+calls = 0
+real = store_mod._replace_manifest
+def dying(store, manifest):
+    global calls
+    calls += 1
+    if calls == 3:  # parquet files of commit 3 are written; die before publishing them
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(store, manifest)
+store_mod._replace_manifest = dying
+ingest_mod.ingest([sys.argv[1]], sys.argv[2])
+"""
+
+
+def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(tmp_path: Path, raw_export: Path) -> None:
+    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
+    done = subprocess.run(
+        [sys.executable, "-c", KILLER, str(raw_export), str(crashed)],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+    )
+    assert done.returncode == -9
+    assert len(read_manifest(crashed).commits) == 2
+    listed = set(read_manifest(crashed).event_files())
+    on_disk = {p.relative_to(crashed).as_posix() for p in (crashed / "events").rglob("*.parquet")}
+    assert on_disk - listed  # the dead commit left orphans that readers ignore
+    resumed = ingest([raw_export], crashed)
+    assert resumed.orphans_removed > 0
+    ingest([raw_export], clean)
+
+    def contents(store: Path) -> pd.DataFrame:
+        return load_events(store).sort_values(s.EVENT_KEY, ignore_index=True)
+
+    pd.testing.assert_frame_equal(contents(crashed), contents(clean))
+    q = [
+        load_quarantine(p).sort_values([s.SOURCE, s.LINE], ignore_index=True)
+        for p in (crashed, clean)
+    ]
+    pd.testing.assert_frame_equal(*q)
+    assert set(read_manifest(crashed).sources) == set(read_manifest(clean).sources)
+
+
+@pytest.fixture(scope="module")
+def raw_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from datetime import date
+
+    from features.synthetic import SyntheticConfig, generate
+
+    out = tmp_path_factory.mktemp("gen")
+    generate(
+        SyntheticConfig(
+            users=120, seed=5, start=date(2026, 1, 5), days=8, cutoffs=(date(2026, 1, 10),)
+        ),
+        out,
+    )
+    return out / "raw"
