@@ -1,0 +1,208 @@
+"""serving.emulator over real HTTP: auth, limits, bodies, profiles, billing, rate limits, faults."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from serving.emulator import (
+    MSG_BLOCKLISTED,
+    MSG_ID_REQUIRED,
+    MSG_ID_TOO_LARGE,
+    MSG_NO_VALID,
+    Emulator,
+    EmulatorConfig,
+    EmulatorConfigError,
+    FaultSpec,
+    parse_faults,
+    parse_rate_limit,
+)
+from tests.serving.conftest import KEY, inspect
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+HTTP = httpx.Client(timeout=10)  # one client: building one per request costs ~50 ms
+
+
+def post(emu: Emulator, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+    return HTTP.post(
+        f"{emu.url}/users/track", json=body, headers=AUTH if headers is None else headers
+    )
+
+
+def attrs(n: int, **values: object) -> list[dict[str, object]]:
+    return [{"external_id": f"u{i}", **values} for i in range(n)]
+
+
+def test_success_body_headers_profiles_and_billing(emulator: Emulator) -> None:
+    r = post(emulator, {"attributes": attrs(3, churn_risk="high", score=7)})
+    assert r.status_code == 201
+    assert r.json() == {"message": "success", "attributes_processed": 3}
+    assert r.headers["x-ratelimit-limit"] == "3000"
+    assert r.headers["x-ratelimit-remaining"] == "2999"
+    assert int(r.headers["x-ratelimit-reset"]) >= time.time()
+    assert inspect(emulator, "profiles") == {
+        f"u{i}": {"churn_risk": "high", "score": 7} for i in range(3)
+    }
+    # the same values again: billed again (2 points each), and counted as no-op writes
+    post(emulator, {"attributes": attrs(3, churn_risk="high", score=7)})
+    stats = inspect(emulator, "stats")
+    assert (stats["data_points"], stats["noop_writes"], stats["attribute_writes"]) == (12, 6, 6)
+    assert inspect(emulator, "writes") == {"u0": 2, "u1": 2, "u2": 2}
+
+
+def test_update_existing_only_null_arrays_strings_and_inc(emulator: Emulator) -> None:
+    emulator.add_profiles(["known"])
+    r = post(
+        emulator,
+        {
+            "attributes": [
+                {"external_id": "ghost", "_update_existing_only": True, "churn_risk": "low"},
+                {"external_id": "known", "_update_existing_only": True, "churn_risk": "low"},
+                {"external_id": "known", "tags": ["a", "b", "a"], "n": {"inc": 2}},
+                {"external_id": "known", "long": "x" * 256, "padded": "  hi \n"},
+            ]
+        },
+    )
+    assert r.status_code == 201
+    assert inspect(emulator, "profiles") == {
+        "known": {"churn_risk": "low", "tags": ["a", "b"], "n": 2, "padded": "hi"}
+    }
+    post(emulator, {"attributes": [{"external_id": "known", "churn_risk": None, "n": {"inc": 3}}]})
+    assert inspect(emulator, "profiles")["known"] == {"tags": ["a", "b"], "n": 5, "padded": "hi"}
+    post(emulator, {"attributes": [{"external_id": "new", "churn_risk": "high"}]})  # created
+    assert inspect(emulator, "profiles")["new"] == {"churn_risk": "high"}
+    assert inspect(emulator, "stats")["objects_without_effect"] == 1
+
+
+def test_partial_success_lists_errors_by_array_and_index(emulator: Emulator) -> None:
+    emulator.reconfigure(blocklisted_ids=frozenset({"dummy"}))
+    body = {
+        "attributes": [
+            {"external_id": "ok1", "a": 1},
+            {"a": 2},
+            {"external_id": "dummy", "a": 3},
+            {"external_id": "x" * 988, "a": 4},
+            {"external_id": "ok2", "braze_id": "b", "a": 5},
+        ],
+        "events": [{"external_id": "ok1", "name": "e", "time": "2026-01-01T00:00:00Z"}, {}],
+    }
+    r = post(emulator, body)
+    assert r.status_code == 201
+    reply = r.json()
+    assert (reply["attributes_processed"], reply["events_processed"]) == (1, 1)
+    assert [(e["input_array"], e["index"]) for e in reply["errors"]] == [
+        ("attributes", 1),
+        ("attributes", 2),
+        ("attributes", 3),
+        ("attributes", 4),
+        ("events", 1),
+    ]
+    assert reply["errors"][0]["type"] == MSG_ID_REQUIRED
+    assert reply["errors"][1]["type"] == MSG_BLOCKLISTED
+    assert reply["errors"][2]["type"] == MSG_ID_TOO_LARGE
+    assert set(inspect(emulator, "profiles")) == {"ok1"}
+
+
+def test_fatal_statuses(emulator: Emulator) -> None:
+    assert post(emulator, {"attributes": attrs(1)}, {}).status_code == 401
+    r = post(emulator, {"attributes": attrs(1)}, {"Authorization": "Bearer nope"})
+    assert (r.status_code, r.json()) == (401, {"message": "Invalid API Key"})
+    r = HTTP.post(f"{emulator.url}/users/trak", json={}, headers=AUTH)
+    assert (r.status_code, r.json()) == (404, {"message": "Not Found"})
+    r = HTTP.post(f"{emulator.url}/users/track", content=b"{not json", headers=AUTH)
+    assert (r.status_code, r.json()) == (400, {"message": "Bad Request", "errors": []})
+    r = post(emulator, {"attributes": attrs(76)})
+    assert (r.status_code, r.json()["message"]) == (400, "Max Input Length Exceeded")
+    r = post(emulator, {"attributes": attrs(40), "events": attrs(40)})  # 80 combined
+    assert r.status_code == 400
+    r = post(emulator, {"attributes": [{"a": 1}]})
+    assert (r.status_code, r.json()["message"]) == (400, MSG_NO_VALID)
+    emulator.reconfigure(keys_without_permission=frozenset({KEY}))
+    assert post(emulator, {"attributes": attrs(1)}).status_code == 403
+    emulator.reconfigure(keys_without_permission=frozenset(), max_body_bytes=100)
+    assert post(emulator, {"attributes": attrs(5, pad="x" * 50)}).status_code == 413
+    assert inspect(emulator, "stats")["objects_accepted"] == 0
+
+
+def test_legacy_batch_mode_counts_per_array(emulator: Emulator) -> None:
+    emulator.reconfigure(batch_mode="legacy")
+    events = [{"external_id": "u", "name": "e", "time": "2026-01-01T00:00:00Z"}] * 75
+    assert post(emulator, {"attributes": attrs(75), "events": events}).status_code == 201
+
+
+def test_rate_limit_answers_429_with_headers_until_the_window_resets(emulator: Emulator) -> None:
+    emulator.reconfigure(burst_limit=2, burst_window_s=1.0)
+    _wait_for_fresh_window()
+    statuses = [post(emulator, {"attributes": attrs(1)}) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [201, 201, 429]
+    limited = statuses[2]
+    assert limited.json() == {"message": "Rate Limit Exceeded"}
+    assert limited.headers["x-ratelimit-remaining"] == "0"
+    reset = int(limited.headers["x-ratelimit-reset"])
+    time.sleep(max(reset - time.time(), 0) + 0.01)
+    assert post(emulator, {"attributes": attrs(1)}).status_code == 201
+
+
+def test_seconds_header_mode_sends_retry_after_only_on_429(emulator: Emulator) -> None:
+    emulator.reconfigure(burst_limit=1, burst_window_s=1.0, header_mode="seconds")
+    _wait_for_fresh_window()
+    ok, limited = (post(emulator, {"attributes": attrs(1)}) for _ in range(2))
+    assert ok.status_code == 201 and 0 < int(ok.headers["x-ratelimit-reset"]) <= 1
+    assert limited.status_code == 429
+    assert limited.headers["x-ratelimit-retry-after"] == "1"
+    assert "x-ratelimit-remaining" not in limited.headers
+
+
+def test_forced_faults_and_dropped_connections(emulator: Emulator) -> None:
+    HTTP.post(f"{emulator.url}/_emulator/force", json={"status": 503, "count": 2})
+    HTTP.post(f"{emulator.url}/_emulator/force", json={"status": "drop", "count": 1})
+    assert [post(emulator, {"attributes": attrs(1)}).status_code for _ in range(2)] == [503, 503]
+    with pytest.raises(httpx.RemoteProtocolError):
+        post(emulator, {"attributes": attrs(1)})
+    assert post(emulator, {"attributes": attrs(1)}).status_code == 201
+    stats = inspect(emulator, "stats")
+    assert stats["faults"] == {"503": 2, "drop": 1}
+    assert stats["objects_accepted"] == 1  # nothing applied on a fault
+
+
+def test_seeded_faults_repeat_exactly() -> None:
+    def run() -> list[int]:
+        faults = parse_faults("seed=3,500=0.2,storm=0.1:3")
+        with Emulator(EmulatorConfig(api_keys=frozenset({KEY}), faults=faults)) as emu:
+            return [post(emu, {"attributes": attrs(1)}).status_code for _ in range(40)]
+
+    first = run()
+    assert first == run()
+    assert 500 in first and 429 in first and 201 in first
+    storm = first.index(429)
+    assert first[storm : storm + 3] == [429, 429, 429]
+
+
+def test_parse_faults_and_rate_limit() -> None:
+    f = parse_faults("seed=7,5xx=0.04,503=0.02,slow=0.1:2.5,drop=0.01,storm=0.02:4")
+    assert f == FaultSpec(
+        seed=7,
+        errors={500: 0.01, 502: 0.01, 503: 0.02, 504: 0.01},
+        slow=0.1,
+        slow_s=2.5,
+        drop=0.01,
+        storm=0.02,
+        storm_len=4,
+    )
+    assert parse_faults(None) == FaultSpec()
+    assert parse_rate_limit("3000/3s") == (3000, 3.0)
+    assert parse_rate_limit("50000/1m") == (50000, 60.0)
+    assert parse_rate_limit("10/500ms") == (10, 0.5)
+    for bad in ("drop", "boom=0.1", "drop=1.5", "500=0.6,502=0.6", "slow=0.1:x"):
+        with pytest.raises(EmulatorConfigError, match="--faults"):
+            parse_faults(bad)
+    for bad in ("3000", "0/3s", "3000/0", "a/b"):
+        with pytest.raises(EmulatorConfigError, match="--rate-limit"):
+            parse_rate_limit(bad)
+
+
+def _wait_for_fresh_window() -> None:
+    """Start just after a whole second, so a 1 s window does not roll over mid-test."""
+    time.sleep(1.02 - time.time() % 1)
