@@ -1,0 +1,175 @@
+"""serving.braze_client against the real emulator: statuses, retries, partial errors, pacing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from serving.braze_client import (
+    BrazeAuthError,
+    BrazeClient,
+    BrazeRequestError,
+    BrazeUnavailableError,
+    ClientConfig,
+    billable_keys,
+)
+from serving.emulator import MSG_BLOCKLISTED, MSG_ID_TOO_LARGE, Emulator, parse_faults
+from tests.serving.conftest import HTTP, KEY, inspect
+
+
+def client(emu: Emulator, **overrides: object) -> BrazeClient:
+    config = {"url": emu.url, "max_rps": 1000.0, "backoff_s": 0.01, "backoff_max_s": 0.05}
+    return BrazeClient(ClientConfig(**{**config, **overrides}), KEY)
+
+
+def objects(n: int, start: int = 0, **values: object) -> list[dict[str, object]]:
+    ids = range(start, start + n)
+    return [{"external_id": f"u{i}", "churn_risk": "high", **values} for i in ids]
+
+
+def force(emu: Emulator, status: object, count: int = 1) -> None:
+    HTTP.post(f"{emu.url}/_emulator/force", json={"status": status, "count": count})
+
+
+def test_a_full_batch_is_accepted_and_billed(emulator: Emulator) -> None:
+    with client(emulator) as c:
+        result = c.track(objects(75, _update_existing_only=False))
+    assert (result.status, result.accepted, result.errors) == (201, list(range(75)), {})
+    assert c.stats.data_points == 75 == inspect(emulator, "stats")["data_points"]
+    assert billable_keys({"external_id": "u", "_update_existing_only": True, "a": 1}) == 1
+    assert len(inspect(emulator, "profiles")) == 75
+
+
+def test_batches_over_the_configured_size_are_refused_before_sending(emulator: Emulator) -> None:
+    with client(emulator, batch_size=10) as c, pytest.raises(ValueError, match="batch_size 10"):
+        c.track(objects(11))
+    assert inspect(emulator, "stats")["track_requests"] == 0
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, "drop"])
+def test_retryable_failures_are_retried_with_the_same_batch(emulator: Emulator, status) -> None:
+    force(emulator, status, 2)
+    with client(emulator) as c:
+        result = c.track(objects(5))
+    assert result.accepted == [0, 1, 2, 3, 4]
+    assert (c.stats.retries, c.stats.requests) == (2, 3)
+    assert inspect(emulator, "stats")["objects_accepted"] == 5
+
+
+def test_timeouts_are_retried(emulator: Emulator) -> None:
+    emulator.reconfigure(faults=parse_faults("slow=0:0.6"))
+    force(emulator, "slow", 1)
+    with client(emulator, timeout_s=0.2) as c:
+        result = c.track(objects(2))
+    assert result.accepted == [0, 1] and c.stats.retries == 1
+
+
+def test_retries_are_bounded(emulator: Emulator) -> None:
+    force(emulator, 503, 10)
+    with client(emulator, max_attempts=3) as c, pytest.raises(BrazeUnavailableError) as exc:
+        c.track(objects(5))
+    assert "failed 3 times" in str(exc.value) and "HTTP 503" in str(exc.value)
+    assert c.stats.requests == 3
+
+
+@pytest.mark.parametrize(("status", "words"), [(401, "invalid API key"), (403, "permission")])
+def test_401_and_403_stop_at_once_without_showing_the_key(
+    emulator: Emulator, status: int, words: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    if status == 403:
+        emulator.reconfigure(keys_without_permission=frozenset({KEY}))
+    config = ClientConfig(url=emulator.url, max_rps=1000.0)
+    key = KEY if status == 403 else "wrong-key-abcdef123"
+    with BrazeClient(config, key) as c, pytest.raises(BrazeAuthError) as exc:
+        c.track(objects(5))
+    assert str(status) in str(exc.value) and words in str(exc.value)
+    assert c.stats.requests == 1  # no retry
+    assert key not in str(exc.value) and key not in repr(c)
+    assert all(key not in record.getMessage() for record in caplog.records)
+
+
+def test_no_key_is_an_auth_error() -> None:
+    with pytest.raises(BrazeAuthError, match="BRAZE_API_KEY"):
+        BrazeClient(ClientConfig(url="http://127.0.0.1:9"), "")
+
+
+def test_other_client_errors_are_not_retried(emulator: Emulator) -> None:
+    with (
+        BrazeClient(ClientConfig(url=emulator.url + "/v9"), KEY) as c,
+        pytest.raises(BrazeRequestError, match="404.*check braze.url"),
+    ):
+        c.track(objects(1))
+    assert c.stats.requests == 1
+
+
+def test_oversized_batches_are_split(emulator: Emulator) -> None:
+    emulator.reconfigure(max_objects=10)
+    with client(emulator) as c:
+        result = c.track(objects(25))
+    assert result.accepted == list(range(25))
+    assert c.stats.statuses == {400: 3, 201: 4}  # 25 -> 12 + 13 -> 6 + 6 + 6 + 7
+    emulator.reconfigure(max_objects=75, max_body_bytes=2000)
+    with client(emulator) as c:
+        assert c.track(objects(60)).accepted == list(range(60))
+    assert 413 in c.stats.statuses
+
+
+def test_partial_success_maps_errors_to_objects(emulator: Emulator) -> None:
+    emulator.reconfigure(blocklisted_ids=frozenset({"u3"}))
+    batch = objects(6)
+    batch[1]["external_id"] = "x" * 1000
+    with client(emulator) as c:
+        result = c.track(batch)
+    assert result.accepted == [0, 2, 4, 5]
+    assert result.errors == {1: MSG_ID_TOO_LARGE, 3: MSG_BLOCKLISTED}
+    assert (c.stats.objects_accepted, c.stats.objects_rejected, c.stats.data_points) == (4, 2, 4)
+
+
+def test_all_invalid_batch_reports_each_object(emulator: Emulator) -> None:
+    emulator.reconfigure(blocklisted_ids=frozenset({"u0", "u1"}))
+    with client(emulator) as c:
+        result = c.track(objects(2))
+    assert result.status == 400 and result.accepted == []
+    assert result.errors == {0: MSG_BLOCKLISTED, 1: MSG_BLOCKLISTED}
+
+
+def test_remaining_zero_waits_for_the_reset_so_no_429_is_ever_seen(emulator: Emulator) -> None:
+    emulator.reconfigure(burst_limit=3, burst_window_s=1.0)
+    with client(emulator) as c:
+        for i in range(7):
+            assert c.track(objects(1, start=i)).accepted == [0]
+    log = inspect(emulator, "log")
+    assert [status for _, status in log] == [201] * 7
+    windows = [int(t) for t, _ in log]  # 1 s windows aligned to whole seconds
+    assert max(windows.count(w) for w in set(windows)) <= 3
+    assert c.stats.rate_limited == 0 and c.stats.waited_s > 0
+
+
+@pytest.mark.parametrize("mode", ["epoch", "seconds"])
+def test_429_waits_until_the_reset_never_earlier(emulator: Emulator, mode: str) -> None:
+    emulator.reconfigure(header_mode=mode, burst_window_s=1.0)
+    force(emulator, 429, 2)  # a short 429 storm
+    with client(emulator) as c:
+        assert c.track(objects(3)).accepted == [0, 1, 2]
+    log = inspect(emulator, "log")
+    assert [s for _, s in log] == [429, 429, 201]
+    # epoch mode: the reset is the next whole second; seconds mode: Retry-After is >= 1 s.
+    for (t_limited, _), (t_next, _) in zip(log, log[1:], strict=False):
+        if mode == "epoch":
+            assert t_next >= int(t_limited) + 1
+        else:
+            assert t_next - t_limited >= 1.0
+    assert c.stats.rate_limited == 2 and c.stats.retries == 0
+
+
+def test_max_rps_spaces_request_starts(emulator: Emulator) -> None:
+    with client(emulator, max_rps=20.0) as c:
+        for i in range(6):
+            c.track(objects(1, start=i))
+    times = [t for t, _ in inspect(emulator, "log")]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # starts are 1/20 s apart; answers are logged a little later, with some jitter
+    assert times[-1] - times[0] >= 5 * 0.05 - 0.01
+    assert min(gaps) >= 0.03
