@@ -1,0 +1,421 @@
+"""The sync ledger: what Braze acknowledged per user, each run's outbox, and the run lock.
+
+SQLAlchemy 2 Core on SQLite (default) or PostgreSQL. Tables, all named `<prefix><name>`:
+
+- `state`       (user_id, attribute) -> value Braze acknowledged (JSON text; NULL = acknowledged
+                null), and the run that set it.
+- `rejections`  (user_id, attribute) -> the value Braze rejected and its message, so the same
+                bad value is not re-sent (and re-billed) every run until the data changes.
+- `runs`        one row per sync run: the digest of its input, status, times.
+- `outbox`      per run and user: the batch it goes in, the attributes to send, and the outcome
+                (pending / acked / failed / unknown) with Braze's message.
+- `lock`        one row; a run holds it while it plans and sends.
+
+A batch's outcome and the acknowledged values it implies commit in one transaction after Braze
+answered, so a crash can only lose the answer to the one batch in flight: it is sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from features.schema import USER_ID
+
+__all__ = [
+    "ACKED",
+    "ATTRIBUTE",
+    "VALUE",
+    "FAILED",
+    "PENDING",
+    "UNKNOWN",
+    "Ledger",
+    "LedgerError",
+    "LedgerLockedError",
+    "OutboxRow",
+    "Run",
+]
+
+PENDING, ACKED, FAILED, UNKNOWN = "pending", "acked", "failed", "unknown"
+RUN_OPEN, RUN_DONE, RUN_SUPERSEDED = "open", "done", "superseded"
+_LOCK_NAME = "sync"
+#: Columns of the frames `acknowledged()` and `rejected()` return, besides USER_ID.
+ATTRIBUTE, VALUE = "attribute", "value"
+
+
+class LedgerError(RuntimeError):
+    """The ledger database cannot be used as configured."""
+
+
+class LedgerLockedError(LedgerError):
+    """Another sync run holds the lock."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One sync run as recorded."""
+
+    run_id: int
+    digest: str
+    status: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One user's pending update in a run: the attributes to set (None = remove)."""
+
+    user_id: str
+    payload: dict[str, Any]
+
+
+def _encode(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True)
+
+
+def _decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Ledger:
+    """Acknowledged state, outboxes and the run lock in one database (tables created on open)."""
+
+    def __init__(self, url: str, prefix: str = "lapse_sync_") -> None:
+        self.url = url
+        self.prefix = prefix
+        try:
+            self.engine = _engine(url)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise LedgerError(f"ledger.url {_safe_url(url)!r}: {exc}") from None
+        self.meta = sa.MetaData()
+        t = self.meta
+        self.state = sa.Table(
+            f"{prefix}state",
+            t,
+            sa.Column(USER_ID, sa.String, primary_key=True),
+            sa.Column(ATTRIBUTE, sa.String, primary_key=True),
+            sa.Column(VALUE, sa.Text, nullable=True),
+            sa.Column("run_id", sa.Integer, nullable=False),
+        )
+        self.rejections = sa.Table(
+            f"{prefix}rejections",
+            t,
+            sa.Column(USER_ID, sa.String, primary_key=True),
+            sa.Column(ATTRIBUTE, sa.String, primary_key=True),
+            sa.Column(VALUE, sa.Text, nullable=True),
+            sa.Column("message", sa.Text, nullable=False),
+            sa.Column("run_id", sa.Integer, nullable=False),
+        )
+        self.runs = sa.Table(
+            f"{prefix}runs",
+            t,
+            sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("digest", sa.String(64), nullable=False),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("created_at", sa.Float, nullable=False),
+            sa.Column("finished_at", sa.Float, nullable=True),
+        )
+        self.outbox = sa.Table(
+            f"{prefix}outbox",
+            t,
+            sa.Column("run_id", sa.Integer, primary_key=True),
+            sa.Column(USER_ID, sa.String, primary_key=True),
+            sa.Column("batch", sa.Integer, nullable=False),
+            sa.Column("payload", sa.Text, nullable=False),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("message", sa.Text, nullable=True),
+            sa.Index(f"{prefix}outbox_batch", "run_id", "status", "batch"),
+        )
+        self.lock = sa.Table(
+            f"{prefix}lock",
+            t,
+            sa.Column("name", sa.String(32), primary_key=True),
+            sa.Column("holder", sa.String(64), nullable=True),
+            sa.Column("host", sa.String(255), nullable=True),
+            sa.Column("pid", sa.Integer, nullable=True),
+            sa.Column("heartbeat", sa.Float, nullable=True),
+        )
+        try:
+            self.meta.create_all(self.engine)
+        except sa.exc.OperationalError as exc:
+            raise LedgerError(
+                f"ledger.url {_safe_url(url)!r}: cannot open the database: {exc.orig}"
+            ) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def drop(self) -> None:
+        """Remove this prefix's tables (tests and throwaway ledgers)."""
+        self.meta.drop_all(self.engine)
+        self.engine.dispose()
+
+    # --- the run lock --------------------------------------------------------------------------
+    def acquire(self, ttl_s: float) -> str:
+        """Take the run lock; returns the holder token. A lock whose holder's heartbeat is older
+        than `ttl_s`, or whose process on this host is gone (e.g. SIGKILLed), is taken over."""
+        me, host, pid, now = uuid.uuid4().hex, socket.gethostname(), os.getpid(), time.time()
+        lock = self.lock
+        for _ in range(3):
+            with self.engine.begin() as c:
+                row = c.execute(sa.select(lock).where(lock.c.name == _LOCK_NAME)).one_or_none()
+                values = dict(holder=me, host=host, pid=pid, heartbeat=now)
+                if row is None:
+                    try:
+                        c.execute(sa.insert(lock).values(name=_LOCK_NAME, **values))
+                    except sa.exc.IntegrityError:
+                        continue
+                    return me
+                free = (
+                    row.holder is None
+                    or (row.heartbeat or 0) < now - ttl_s
+                    or (row.host == host and row.pid is not None and not _pid_alive(row.pid))
+                )
+                if not free:
+                    age = now - (row.heartbeat or now)
+                    raise LedgerLockedError(
+                        f"another sync run holds the ledger lock (host {row.host}, pid "
+                        f"{row.pid}, last seen {age:.0f} s ago); wait for it, or for "
+                        f"{ttl_s:g} s without a heartbeat"
+                    )
+                held = (
+                    lock.c.holder.is_(None) if row.holder is None else lock.c.holder == row.holder
+                )
+                taken = c.execute(
+                    sa.update(lock).where(lock.c.name == _LOCK_NAME, held).values(**values)
+                ).rowcount
+                if taken == 1:
+                    return me
+        raise LedgerLockedError("another sync run took the ledger lock at the same moment")
+
+    def heartbeat(self, holder: str) -> None:
+        """Refresh the lock; raises LedgerLockedError if another run took it over."""
+        with self.engine.begin() as c:
+            n = c.execute(
+                sa.update(self.lock)
+                .where(self.lock.c.name == _LOCK_NAME, self.lock.c.holder == holder)
+                .values(heartbeat=time.time())
+            ).rowcount
+        if n != 1:
+            raise LedgerLockedError("the ledger lock was taken over by another run; stopping")
+
+    def release(self, holder: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                sa.update(self.lock)
+                .where(self.lock.c.name == _LOCK_NAME, self.lock.c.holder == holder)
+                .values(holder=None, pid=None, heartbeat=None)
+            )
+
+    # --- acknowledged state ------------------------------------------------------------------
+    def acknowledged(self) -> pd.DataFrame:
+        """user_id, attribute, value (decoded; None = acknowledged null) for every known user."""
+        return self._values(self.state)
+
+    def rejected(self) -> pd.DataFrame:
+        """user_id, attribute, value: values Braze rejected that have not been replaced since."""
+        return self._values(self.rejections)
+
+    def _values(self, table: sa.Table) -> pd.DataFrame:
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(table.c[USER_ID], table.c[ATTRIBUTE], table.c[VALUE])).all()
+        return pd.DataFrame(
+            {
+                USER_ID: pd.Series([r[0] for r in rows], dtype=object),
+                ATTRIBUTE: pd.Series([r[1] for r in rows], dtype=object),
+                VALUE: pd.Series([_decode(r[2]) for r in rows], dtype=object),
+            }
+        )
+
+    # --- runs and outboxes -------------------------------------------------------------------
+    def open_run(self) -> Run | None:
+        """The newest run that did not finish, if any."""
+        runs = self.runs
+        with self.engine.connect() as c:
+            row = c.execute(
+                sa.select(runs).where(runs.c.status == RUN_OPEN).order_by(runs.c.run_id.desc())
+            ).first()
+        return Run(row.run_id, row.digest, row.status, row.created_at) if row else None
+
+    def start_run(self, digest: str, batches: Sequence[Sequence[OutboxRow]]) -> int:
+        """Record a run and its whole outbox atomically; returns the run id."""
+        with self.engine.begin() as c:
+            run_id = c.execute(
+                sa.insert(self.runs).values(digest=digest, status=RUN_OPEN, created_at=time.time())
+            ).inserted_primary_key[0]
+            rows = [
+                {
+                    "run_id": run_id,
+                    USER_ID: row.user_id,
+                    "batch": number,
+                    "payload": json.dumps(row.payload, sort_keys=True),
+                    "status": PENDING,
+                    "message": None,
+                }
+                for number, batch in enumerate(batches)
+                for row in batch
+            ]
+            for start in range(0, len(rows), 10_000):
+                c.execute(sa.insert(self.outbox), rows[start : start + 10_000])
+        return int(run_id)
+
+    def finish_run(self, run_id: int, status: str = RUN_DONE) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                sa.update(self.runs)
+                .where(self.runs.c.run_id == run_id)
+                .values(status=status, finished_at=time.time())
+            )
+
+    def pending_batches(self, run_id: int) -> Iterator[tuple[int, list[OutboxRow]]]:
+        """The run's batches still to send, in order, read one at a time."""
+        ob = self.outbox
+        with self.engine.connect() as c:
+            numbers = c.execute(
+                sa.select(ob.c.batch)
+                .where(ob.c.run_id == run_id, ob.c.status == PENDING)
+                .distinct()
+                .order_by(ob.c.batch)
+            ).scalars()
+            numbers = list(numbers)
+        for number in numbers:
+            with self.engine.connect() as c:
+                rows = c.execute(
+                    sa.select(ob.c[USER_ID], ob.c.payload)
+                    .where(ob.c.run_id == run_id, ob.c.batch == number, ob.c.status == PENDING)
+                    .order_by(ob.c[USER_ID])
+                ).all()
+            yield number, [OutboxRow(r[0], json.loads(r[1])) for r in rows]
+
+    def outbox_counts(self, run_id: int) -> dict[str, int]:
+        """Outbox rows per status for a run."""
+        ob = self.outbox
+        with self.engine.connect() as c:
+            rows = c.execute(
+                sa.select(ob.c.status, sa.func.count())
+                .where(ob.c.run_id == run_id)
+                .group_by(ob.c.status)
+            ).all()
+        return {status: int(n) for status, n in rows}
+
+    def failures(self, run_id: int) -> dict[str, int]:
+        """Braze's messages for this run's rejected updates, with how many users got each."""
+        ob = self.outbox
+        with self.engine.connect() as c:
+            rows = c.execute(
+                sa.select(ob.c.message, sa.func.count())
+                .where(ob.c.run_id == run_id, ob.c.status == FAILED)
+                .group_by(ob.c.message)
+            ).all()
+        return {str(message): int(n) for message, n in rows}
+
+    def record_batch(
+        self,
+        run_id: int,
+        acked: Iterable[OutboxRow],
+        failed: Iterable[tuple[OutboxRow, str]] = (),
+        unknown: Iterable[OutboxRow] = (),
+    ) -> None:
+        """Store Braze's answer to one batch and the acknowledged values, in one transaction."""
+        acked, failed, unknown = list(acked), list(failed), list(unknown)
+        ob = self.outbox
+        state_rows = [
+            {USER_ID: r.user_id, ATTRIBUTE: k, VALUE: _encode(v), "run_id": run_id}
+            for r in acked
+            for k, v in r.payload.items()
+        ]
+        reject_rows = [
+            {USER_ID: r.user_id, ATTRIBUTE: k, VALUE: _encode(v), "message": m, "run_id": run_id}
+            for r, m in failed
+            for k, v in r.payload.items()
+        ]
+        with self.engine.begin() as c:
+            if state_rows:
+                c.execute(self._upsert(self.state, (VALUE, "run_id")), state_rows)
+                c.execute(
+                    sa.delete(self.rejections).where(
+                        sa.tuple_(self.rejections.c[USER_ID], self.rejections.c[ATTRIBUTE]).in_(
+                            [(r[USER_ID], r[ATTRIBUTE]) for r in state_rows]
+                        )
+                    )
+                )
+            if reject_rows:
+                c.execute(
+                    self._upsert(self.rejections, ("value", "message", "run_id")), reject_rows
+                )
+            for rows, status in ((acked, ACKED), (unknown, UNKNOWN)):
+                if rows:
+                    c.execute(
+                        sa.update(ob)
+                        .where(ob.c.run_id == run_id, ob.c[USER_ID].in_([r.user_id for r in rows]))
+                        .values(
+                            status=status,
+                            message="outcome not reported by Braze" if status == UNKNOWN else None,
+                        )
+                    )
+            for row, message in failed:
+                c.execute(
+                    sa.update(ob)
+                    .where(ob.c.run_id == run_id, ob.c[USER_ID] == row.user_id)
+                    .values(status=FAILED, message=message)
+                )
+
+    def _upsert(self, table: sa.Table, update: tuple[str, ...]) -> Any:
+        """INSERT ... ON CONFLICT (primary key) DO UPDATE for SQLite and PostgreSQL."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif self.engine.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            raise LedgerError(
+                f"ledger.url {_safe_url(self.url)!r}: {self.engine.dialect.name} is not supported; "
+                "use SQLite or PostgreSQL"
+            )
+        stmt = insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=[c.name for c in table.primary_key.columns],
+            set_={name: stmt.excluded[name] for name in update},
+        )
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _safe_url(url: str) -> str:
+    """The URL with any password hidden."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
