@@ -19,8 +19,10 @@ from features.build import AsOf, build_features
 from features.timeline import (
     DEFAULT_CONFIG,
     NEEDED_COLUMNS,
+    TIME_COLUMNS,
     FeatureConfig,
     FeatureInputError,
+    micros,
     to_timestamp,
 )
 
@@ -86,13 +88,24 @@ def _shuffle_and_build(
     if missing:
         raise FeatureInputError(f"events: missing subscriber column(s) {missing}")
     columns = [c for c in NEEDED_COLUMNS if c in frame.columns]
-    frame = frame[columns]
+    # times travel as epoch microseconds: the P2P shuffle's Arrow conversion of tz-aware
+    # columns reads the deprecated ``Series.values``, and integers are cheaper to move
+    frame = frame[columns].map_partitions(_times_as_micros)
     frame = frame.assign(
         **{_PART: frame.map_partitions(subscriber_partition, n, meta=(_PART, "int64"))}
     )
     shuffled = frame.shuffle(on=_PART, npartitions=n)
     meta = _empty(config, as_of)
     return shuffled.map_partitions(_build_partition, as_of, config, meta=meta)
+
+
+def _times_as_micros(part: pd.DataFrame) -> pd.DataFrame:
+    """Time columns as int64 epoch microseconds (what ``timeline.event_frame`` reads inside)."""
+    out = part.copy()
+    for name in TIME_COLUMNS:
+        if name in out.columns and not pd.api.types.is_integer_dtype(out[name]):
+            out[name] = micros(out[name])
+    return out
 
 
 def _empty(config: FeatureConfig, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -76,9 +76,12 @@ def to_timestamp(when: date | datetime | str | pd.Timestamp) -> pd.Timestamp:
     """A cut-off as a UTC timestamp: a date means its midnight UTC; a naive time is taken as UTC."""
     if isinstance(when, date) and not isinstance(when, datetime):
         when = datetime(when.year, when.month, when.day, tzinfo=UTC)
-    ts = pd.Timestamp(when)
+    try:
+        ts = pd.Timestamp(when)
+    except (ValueError, TypeError):
+        ts = pd.NaT
     if ts is pd.NaT:
-        raise FeatureInputError(f"as_of: expected a date or time, got {when!r}")
+        raise FeatureInputError(f"as_of: expected a date or time (YYYY-MM-DD), got {when!r}")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
@@ -128,6 +131,14 @@ def event_frame(events: pd.DataFrame | pl.DataFrame, config: FeatureConfig) -> p
     return frame
 
 
+def micros(column: pd.Series) -> pd.Series:
+    """A datetime column (tz-aware, or naive = UTC) as nullable int64 epoch microseconds."""
+    stamps = column.array.as_unit("us")
+    values = pd.array(stamps.asi8, dtype="Int64")
+    values[stamps.isna()] = pd.NA
+    return pd.Series(values, index=column.index, name=column.name)
+
+
 def _arrow(column: pd.Series) -> pa.Array | pa.ChunkedArray:
     """One pandas column as Arrow: zero-copy for ``str``; times as epoch microseconds.
 
@@ -135,8 +146,8 @@ def _arrow(column: pd.Series) -> pa.Array | pa.ChunkedArray:
     time-zone-aware columns.)
     """
     if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(column):
-        micros = column.array.as_unit("us")
-        return pa.array(micros.asi8, mask=micros.isna())
+        stamps = column.array.as_unit("us")
+        return pa.array(stamps.asi8, mask=stamps.isna())
     return pa.array(column.array)
 
 

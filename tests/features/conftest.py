@@ -81,7 +81,13 @@ def history() -> History:
     return History()
 
 
-@pytest.fixture(name="day")
+@pytest.fixture(scope="session")
+def new_history() -> type[History]:
+    """The History class, for tests (hypothesis ones) that build many tables."""
+    return History
+
+
+@pytest.fixture(name="day", scope="session")
 def day_fixture():
     """``day(d)``: day ``d`` after 2026-01-01 00:00 UTC."""
     return day
