@@ -7,6 +7,7 @@ per-user Python); pandas is the interface.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 
 import pandas as pd
@@ -21,6 +22,8 @@ from features.registry import FEATURES as REGISTRY
 from features.timeline import DEFAULT_CONFIG, FeatureConfig, before, event_frame, to_micros
 
 AsOf = date | datetime | str | pd.Timestamp
+#: Called as progress(stage, done, total), e.g. lapse.console.progress_bars()'s report.
+Progress = Callable[[str, int, int], None]
 
 
 def feature_names(config: FeatureConfig = DEFAULT_CONFIG) -> tuple[str, ...]:
@@ -34,8 +37,11 @@ def active_state(frame: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataF
     return st.state_at(subs, t, config).filter(pl.col(st.ACTIVE))
 
 
-def features_at(frame: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
+def features_at(
+    frame: pl.DataFrame, t: int, config: FeatureConfig, progress: Progress | None = None
+) -> pl.DataFrame:
     """The feature frame (key columns first) at ``t`` from a prepared polars event frame."""
+    report = progress or (lambda stage, done, total: None)
     key = list(s.SUBSCRIBER_INDEX)
     past = before(frame, t)
     kind = pl.col(s.KIND)
@@ -44,14 +50,18 @@ def features_at(frame: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFr
     subs = lifecycle.filter(kind == s.KIND_SUBSCRIPTION)
     state = st.state_at(subs, t, config).filter(pl.col(st.ACTIVE))
     keys = state.select(key)
+    report("features", 1, 4)
     history = hist.history(subs.join(keys, on=key, how="semi"), t)
+    report("features", 2, 4)
     context = ctx.context(lifecycle.join(keys, on=key, how="semi"), t)
+    report("features", 3, 4)
     engagement = eng.engagement(
         past.filter(kind.is_in((s.KIND_SESSION, s.KIND_EVENT))),
         t,
         context.select(*key, ctx.FIRST_SEEN),
         config,
     )
+    report("features", 4, 4)
     out = (
         state.select(*key, *st.FEATURES)
         .join(history, on=key, how="left")
@@ -71,16 +81,21 @@ def to_pandas(frame: pl.DataFrame, config: FeatureConfig) -> pd.DataFrame:
 
 
 def build_features(
-    events: pd.DataFrame, as_of: AsOf, config: FeatureConfig = DEFAULT_CONFIG
+    events: pd.DataFrame,
+    as_of: AsOf,
+    config: FeatureConfig = DEFAULT_CONFIG,
+    *,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Features of every subscriber active at ``as_of``, indexed by (user_id, platform).
 
     ``events`` is the canonical event table (features.schema.EVENT_COLUMNS); only production rows
     with ``ts < as_of`` are read. A date ``as_of`` means midnight UTC. Columns are described in
     ``features.registry.FEATURES``: categoricals ``str``, booleans 0/1, the rest float, missing NaN.
+    ``progress(stage, done, total)`` is told as each feature family is done.
     """
     frame = event_frame(events, config)
-    return to_pandas(features_at(frame, to_micros(as_of), config), config)
+    return to_pandas(features_at(frame, to_micros(as_of), config, progress), config)
 
 
 def _ordered(frame: pl.DataFrame) -> pl.DataFrame:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -213,6 +215,69 @@ def ingest(
         out.print(table("Bad files (in the quarantine at line 0)", list(summary.bad_files.items())))
 
 
+@app.command()
+def features(
+    ctx: typer.Context,
+    as_of: Annotated[
+        datetime,
+        typer.Option(
+            "--as-of",
+            formats=["%Y-%m-%d"],
+            metavar="YYYY-MM-DD",
+            help="Cut-off (midnight UTC): only events before it are used.",
+        ),
+    ],
+    out_file: Annotated[
+        Path, typer.Option("--out", "-o", help="Parquet file to write.", dir_okay=False)
+    ],
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="Event store folder (default: store.path).", file_okay=False),
+    ] = None,
+) -> None:
+    """Build the churn features of every subscriber active at --as-of, from the event store.
+
+    One row per subscriber (user_id, platform); the columns are described in the feature
+    registry (features/registry.py).
+    """
+    import time
+
+    from features import FeatureConfig, build_features, load_events
+    from features import state as st
+    from features.store import MANIFEST, StoreError
+    from features.timeline import NEEDED_COLUMNS, to_timestamp
+
+    settings = ctx.obj.settings(store={"path": store})
+    if not (settings.store.path / MANIFEST).is_file():
+        raise StoreError(
+            f"{settings.store.path}: no event store here (no {MANIFEST}); run `lapse ingest` first"
+        )
+    started = time.perf_counter()
+    cut = to_timestamp(as_of.date())
+    with progress_bars() as report:
+        report("load", 0, 1)
+        events = load_events(
+            settings.store.path, end=cut, columns=list(NEEDED_COLUMNS), include_sandbox=False
+        )
+        report("load", 1, 1)
+        frame = build_features(events, cut, FeatureConfig(), progress=report)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out_file)
+    status = frame[st.STATUS].value_counts()
+    rows = [
+        ("store", settings.store.path),
+        ("as of", str(cut)),
+        ("events read", len(events)),
+        ("active subscribers", len(frame)),
+        *((f"  {name}", int(n)) for name, n in status.items()),
+        ("  auto-renew off", int(frame[st.AUTO_RENEW_OFF].sum())),
+        ("features", frame.shape[1]),
+        ("output", out_file),
+        ("seconds", round(time.perf_counter() - started, 1)),
+    ]
+    out.print(table("Features", rows))
+
+
 def _config(settings: Settings, cutoffs: tuple[date, ...] | None):
     """The generator's parameters, from settings (flags already merged in)."""
     from features.synthetic import SyntheticConfig
@@ -263,13 +328,206 @@ def _print_generation(summary) -> None:
     out.print(table("Generated", rows))
 
 
+@app.command("braze-emulator")
+def braze_emulator(
+    ctx: typer.Context,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (default: braze.url's, else 4010)."),
+    ] = None,
+    rate_limit: Annotated[
+        str, typer.Option(help="Requests per window, e.g. 3000/3s (Braze's documented default).")
+    ] = "3000/3s",
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            help="Seeded faults, e.g. seed=7,5xx=0.02,slow=0.01:2,drop=0.01,storm=0.005:5 "
+            "(probability per request; slow=P:SECONDS, storm=P:LENGTH)."
+        ),
+    ] = None,
+    header_mode: Annotated[
+        str,
+        typer.Option(help="X-RateLimit-Reset as an epoch (default) or as seconds (MAU contracts)."),
+    ] = "epoch",
+    profiles: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scores or user file (Parquet/CSV with user_id): these profiles exist already.",
+            dir_okay=False,
+            exists=True,
+        ),
+    ] = None,
+) -> None:
+    """Run a local Braze /users/track emulator (spec-true limits, bodies, headers and faults).
+
+    It accepts the key in BRAZE_API_KEY (or `emulator-key` when that is unset) and serves what
+    landed on GET /_emulator/profiles and /_emulator/stats. Stop it with Ctrl-C.
+    """
+    from urllib.parse import urlsplit
+
+    from serving.emulator import Emulator, EmulatorConfig, parse_faults, parse_rate_limit
+
+    settings = ctx.obj.settings()
+    limit, window = parse_rate_limit(rate_limit)
+    if header_mode not in ("epoch", "seconds"):
+        raise typer.BadParameter("expected 'epoch' or 'seconds'", param_hint="--header-mode")
+    key = settings.braze.api_key.get_secret_value() if settings.braze.api_key else "emulator-key"
+    config = EmulatorConfig(
+        api_keys=frozenset({key}),
+        burst_limit=limit,
+        burst_window_s=window,
+        header_mode=header_mode,
+        faults=parse_faults(faults),
+    )
+    if port is None:
+        configured = urlsplit(settings.braze.url)
+        port = configured.port if configured.hostname in ("127.0.0.1", "localhost") else None
+    emulator = Emulator(config, port=4010 if port is None else port)
+    if profiles is not None:
+        emulator.add_profiles(_user_ids(profiles))
+    out.print(
+        table(
+            "Braze emulator",
+            [
+                ("POST", f"{emulator.url}/users/track"),
+                ("inspect", f"{emulator.url}/_emulator/stats, /_emulator/profiles"),
+                ("API key", "BRAZE_API_KEY" if settings.braze.api_key else "emulator-key"),
+                ("rate limit", f"{limit:,} requests per {window:g} s, reset as {header_mode}"),
+                ("faults", faults or "none"),
+                ("existing profiles", len(emulator.profiles())),
+            ],
+        )
+    )
+    started = time.perf_counter()
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: same as Ctrl-C
+    try:
+        emulator.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stats = emulator.stats()
+        emulator.stop()
+    rows = [
+        (name.replace("_", " "), value)
+        for name, value in stats.items()
+        if name not in ("statuses", "faults")
+    ]
+    rows += [(f"  HTTP {code}", n) for code, n in stats["statuses"].items()]
+    rows += [(f"  injected {fault}", n) for fault, n in stats["faults"].items()]
+    out.print(table("Emulator served", [*rows, ("seconds", round(time.perf_counter() - started))]))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _user_ids(path: Path) -> list[str]:
+    """The user_id column of a Parquet or CSV file."""
+    import pandas as pd
+
+    from features.schema import USER_ID
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        frame = pd.read_parquet(path, columns=[USER_ID])
+    else:
+        frame = pd.read_csv(path, usecols=[USER_ID], dtype={USER_ID: str})
+    return frame[USER_ID].dropna().astype(str).tolist()
+
+
+@app.command()
+def sync(
+    ctx: typer.Context,
+    scores: Annotated[
+        Path,
+        typer.Option(
+            "--scores",
+            help="Scores file: Parquet or CSV with user_id, churn_probability.",
+            dir_okay=False,
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be sent; send and record nothing.")
+    ] = False,
+) -> None:
+    """Push the churn buckets that changed to Braze /users/track, and record what it accepted.
+
+    Only users whose bucket (or extra attribute) differs from what Braze acknowledged are sent;
+    users no longer scored get the attribute set to null once. Safe to re-run after a crash.
+    """
+    import json
+
+    from serving.sync import SyncConfig, read_scores
+    from serving.sync import sync as run_sync
+
+    settings = ctx.obj.settings()
+    config = SyncConfig.from_settings(settings)
+    frame = read_scores(scores)
+    key = settings.braze.api_key.get_secret_value() if settings.braze.api_key else None
+    with progress_bars() as report:
+        result = run_sync(frame, config, key, dry_run=dry_run, progress=report)
+    if dry_run:
+        moves = sorted(result.transitions.items(), key=lambda kv: (-kv[1], kv[0]))
+        out.print(
+            table(
+                f"Would change {config.attribute} (dry run: nothing sent)",
+                [(f"{a} -> {b}", n) for (a, b), n in moves],
+                columns=("from -> to", "users"),
+            )
+        )
+        request = {
+            "method": "POST",
+            "url": f"{config.client.url.rstrip('/')}/users/track",
+            "headers": result.headers,
+            "body": {"attributes": result.sample},
+        }
+        out.print("Sample request (first users of the first batch):")
+        out.print_json(json.dumps(request))
+    failed = sum(result.failed.values())
+    rows = [
+        ("users scored", result.users_scored),
+        ("changed (to send)", result.changed),
+        ("  of which set to null (no longer scored)", result.nulled),
+        ("batches", result.batches),
+        ("sent", result.sent),
+        ("acknowledged", result.acknowledged),
+        ("failed", failed),
+        *((f"  {reason}", n) for reason, n in sorted(result.failed.items())),
+        ("outcome unknown (sent again next run)", result.unknown),
+        ("data points" + (" (would use)" if dry_run else " used"), result.data_points),
+        ("requests", result.requests),
+        ("429s waited", result.rate_limited),
+        ("seconds waiting for rate limits", round(result.waited_s, 1)),
+        ("run", "dry run" if dry_run else f"{result.run_id}" + (" (resumed)" * result.resumed)),
+        ("seconds", round(result.seconds, 1)),
+    ]
+    out.print(table("Braze sync" + (" (dry run)" if dry_run else ""), rows))
+
+
 #: Errors a user can fix: shown as one line, exit code 1.
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from features import FeatureInputError
     from features.ingest import IngestError
     from features.store import StoreError
     from features.synthetic import GenerationError
+    from serving.braze_client import BrazeError
+    from serving.buckets import BucketPolicyError
+    from serving.emulator import EmulatorConfigError
+    from serving.ledger import LedgerError
+    from serving.sync import ScoresFileError
 
-    return (SettingsError, GenerationError, IngestError, StoreError, OSError)
+    return (
+        SettingsError,
+        GenerationError,
+        IngestError,
+        StoreError,
+        FeatureInputError,
+        BrazeError,
+        BucketPolicyError,
+        EmulatorConfigError,
+        LedgerError,
+        ScoresFileError,
+        OSError,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -342,3 +342,39 @@ def test_demo_with_short_period_and_default_horizon(clean_env: Path) -> None:
     assert _lines(stderr) == [_lines(stderr)[0]], stderr
     assert "synthetic.days" in stderr and "labels.horizon_days" in stderr
     assert not (clean_env / "store" / "synthetic").exists()
+
+
+# --- features -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_features_end_to_end(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """generate → ingest → features writes one row per active subscriber and a summary."""
+    import pandas as pd
+
+    from features.registry import FEATURES
+
+    raw, store, out = clean_env / "syn", clean_env / "store", clean_env / "f.parquet"
+    assert invoke(capsys, "generate", "--out", str(raw), *SMALL)[0] == 0
+    assert invoke(capsys, "ingest", str(raw / "raw"), "--store", str(store))[0] == 0
+    code, stdout, _ = invoke(
+        capsys, "features", "--store", str(store), "--as-of", "2026-02-01", "--out", str(out)
+    )
+    assert code == 0
+    frame = pd.read_parquet(out)
+    assert len(frame) > 50 and set(frame.columns) <= set(FEATURES)
+    assert frame.index.names == ["user_id", "platform"]
+    assert re.search(rf"active subscribers\W+{len(frame):,}", stdout)
+
+
+def test_features_without_a_store_is_one_line(
+    clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, stderr = invoke(
+        capsys, "features", "--store", "nowhere", "--as-of", "2026-02-01", "--out", "f.parquet"
+    )
+    assert code == 1
+    assert _lines(stderr) == [
+        f"error: {clean_env / 'nowhere'}: no event store here (no manifest.json); "
+        "run `lapse ingest` first"
+    ]
