@@ -84,3 +84,40 @@ def test_events_after_the_horizon_change_no_label(lives, day):
     pd.testing.assert_series_equal(
         churn_labels(lives, cut, 30), churn_labels(before_end, cut, 30, observed_until=end)
     )
+
+
+@pytest.mark.slow
+def test_labels_match_the_generators_realised_outcomes(tmp_path):
+    """2,000 generated users, ingested: our active set and labels vs truth/churn_truth.parquet.
+
+    Disagreements come only from malformed rows the generator injects (a quarantined renewal
+    makes a subscriber look lapsed), so agreement must be near-total, not perfect.
+    """
+    from datetime import date
+
+    from features import load_events, snapshots
+    from features.ingest import ingest
+    from features.synthetic import SyntheticConfig, generate
+
+    generate(SyntheticConfig(users=2000, seed=11, start=date(2026, 1, 5), days=120), tmp_path)
+    ingest([tmp_path / "raw"], tmp_path / "store")
+    truth = pd.read_parquet(tmp_path / "truth" / "churn_truth.parquet")
+    truth = truth.set_index(list(s.SNAPSHOT_INDEX))
+    cutoffs = sorted(truth.index.get_level_values(s.AS_OF).unique())
+    ours = snapshots(load_events(tmp_path / "store"), cutoffs, 30)
+
+    visible = truth[truth["observable"]]
+    found = visible.index.isin(ours.index)
+    assert found.mean() > 0.98, visible[~found]["state"].value_counts()
+    assert ours.index.isin(truth.index).mean() > 0.995
+    both = ours[[s.CHURNED]].join(
+        truth[[s.CHURNED]].rename(columns={s.CHURNED: s.CHURNED + "_truth"}), how="inner"
+    )
+    labelled_truth = both[s.CHURNED + "_truth"].notna()
+    assert (both[s.CHURNED].notna() == labelled_truth).all()  # same observed horizons
+    labelled = both[labelled_truth]
+    agree = labelled[s.CHURNED].astype(bool) == labelled[s.CHURNED + "_truth"].astype(bool)
+    assert len(labelled) > 3000 and agree.mean() > 0.99
+    assert labelled[s.CHURNED].astype(bool).mean() == pytest.approx(
+        labelled[s.CHURNED + "_truth"].astype(bool).mean(), abs=0.01
+    )
