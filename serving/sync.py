@@ -1,0 +1,428 @@
+"""Push churn buckets to Braze: scores -> buckets -> diff vs the ledger -> outbox -> send -> ack.
+
+`sync(scores, config, api_key)` is the whole job. The desired state of each scored user is their
+bucket (plus the optional 0-100 score and top reason); the ledger holds what Braze acknowledged;
+only the difference is sent, and users no longer scored get their attributes set to null once.
+A run first writes its whole outbox, then sends it batch by batch, committing each batch's answer
+with the values it acknowledges. Killed at any point, the next run with the same scores resumes
+the outbox, so only the batch in flight can be sent twice; a run with the same scores after a
+finished one sends nothing. The ledger's lock keeps two runs from sending at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from features.schema import BUCKET, CHURN_PROBABILITY, REASONS, USER_ID
+from serving.braze_client import BrazeClient, ClientConfig, billable_keys, mask_key
+from serving.buckets import BucketPolicy, assign_buckets
+from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow
+
+if TYPE_CHECKING:
+    from lapse.settings import Settings
+
+__all__ = [
+    "NEW",
+    "REMOVED",
+    "ScoresFileError",
+    "SyncConfig",
+    "SyncReport",
+    "plan_updates",
+    "prepare_scores",
+    "read_scores",
+    "sync",
+]
+
+#: Transition labels for users Braze has no value for yet, and for a value set to null.
+NEW, REMOVED = "(none)", "(null)"
+_SCORE_MAX = 100
+
+Progress = Callable[[str, int, int], None]
+
+
+class ScoresFileError(ValueError):
+    """A scores file (or frame) that breaks the contract; says file, row and column."""
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """What to send and where; build it with `SyncConfig.from_settings(settings)` at the edge."""
+
+    attribute: str
+    policy: BucketPolicy
+    client: ClientConfig
+    ledger_url: str
+    id_field: str = "external_id"
+    null_unscored: bool = True
+    update_existing_only: bool = True
+    score_attribute: str | None = None
+    reason_attribute: str | None = None
+    table_prefix: str = "lapse_sync_"
+    lock_ttl_s: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SyncConfig:
+        """The sync's slice of the one Settings object."""
+        b, k, ledger = settings.braze, settings.buckets, settings.ledger
+        cuts = k.thresholds if k.mode == "probability" else k.shares
+        return cls(
+            attribute=b.attribute,
+            policy=BucketPolicy.of(k.mode, cuts, k.rest, k.hysteresis),
+            client=ClientConfig(
+                url=b.url,
+                batch_size=b.batch_size,
+                max_rps=b.max_rps,
+                timeout_s=b.timeout_s,
+                max_attempts=b.max_attempts,
+                backoff_s=b.backoff_s,
+                backoff_max_s=b.backoff_max_s,
+            ),
+            ledger_url=ledger.url,
+            id_field=b.id_field,
+            null_unscored=b.null_unscored,
+            update_existing_only=b.update_existing_only,
+            score_attribute=b.score_attribute,
+            reason_attribute=b.reason_attribute,
+            table_prefix=ledger.table_prefix,
+            lock_ttl_s=ledger.lock_ttl_s,
+        )
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """Every Braze attribute Lapse writes, the bucket first."""
+        extra = (self.score_attribute, self.reason_attribute)
+        return (self.attribute, *(a for a in extra if a))
+
+
+@dataclass
+class SyncReport:
+    """What one sync did; every count is users (one attributes object per user)."""
+
+    dry_run: bool
+    users_scored: int = 0
+    changed: int = 0
+    nulled: int = 0
+    sent: int = 0
+    acknowledged: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    unknown: int = 0
+    data_points: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    waited_s: float = 0.0
+    seconds: float = 0.0
+    batches: int = 0
+    run_id: int | None = None
+    resumed: bool = False
+    transitions: dict[tuple[str, str], int] = field(default_factory=dict)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# --- the scores file ---------------------------------------------------------------------------
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """Read a Parquet or CSV scores file and check it (see `prepare_scores`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScoresFileError(f"{path}: scores file not found")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+            first_row = 1
+        elif path.suffix.lower() in (".csv", ".gz") or path.name.endswith(".csv.gz"):
+            frame = pd.read_csv(path, dtype={USER_ID: str}, keep_default_na=False, na_values=[""])
+            first_row = 2  # line 1 is the header
+        else:
+            raise ScoresFileError(f"{path}: expected a .parquet or .csv scores file")
+    except (ValueError, OSError) as exc:
+        if isinstance(exc, ScoresFileError):
+            raise
+        raise ScoresFileError(f"{path}: cannot read: {exc}") from None
+    return prepare_scores(frame, source=str(path), first_row=first_row)
+
+
+def prepare_scores(frame: pd.DataFrame, source: str = "scores", first_row: int = 1) -> pd.DataFrame:
+    """Check the scores contract and keep one row per user (the highest probability wins).
+
+    Returns USER_ID (str), CHURN_PROBABILITY (float), and BUCKET / REASONS when present, where
+    REASONS is reduced to the top reason (the first of a list, or of a ';'/'|'-separated text).
+    """
+    where = "line" if first_row == 2 else "row"
+    for column in (USER_ID, CHURN_PROBABILITY):
+        if column not in frame.columns:
+            raise ScoresFileError(
+                f"{source}: no {column!r} column (found {', '.join(map(str, frame.columns))})"
+            )
+    ids = frame[USER_ID]
+    bad = ids.isna() | (ids.astype(str).str.strip() == "")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0]) + first_row
+        raise ScoresFileError(f"{source}: {where} {row}, column {USER_ID!r}: empty user id")
+    prob = pd.to_numeric(frame[CHURN_PROBABILITY], errors="coerce").astype(float)
+    bad = ~((prob >= 0) & (prob <= 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ScoresFileError(
+            f"{source}: {where} {i + first_row}, column {CHURN_PROBABILITY!r}: expected a "
+            f"probability in 0..1, found {frame[CHURN_PROBABILITY].iloc[i]!r}"
+        )
+    out = pd.DataFrame({USER_ID: ids.astype(str).str.strip().to_numpy(), CHURN_PROBABILITY: prob})
+    if BUCKET in frame.columns:
+        buckets = [None if pd.isna(v) else str(v) for v in frame[BUCKET].to_numpy()]
+        out[BUCKET] = pd.Series(buckets, index=out.index, dtype=object)
+    if REASONS in frame.columns:
+        reasons = [_top_reason(v) for v in frame[REASONS].to_numpy()]
+        out[REASONS] = pd.Series(reasons, index=out.index, dtype=object)
+    out = out.sort_values([CHURN_PROBABILITY, USER_ID], ascending=[False, True], kind="stable")
+    return out.drop_duplicates(USER_ID, keep="first").reset_index(drop=True)
+
+
+def _top_reason(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return _top_reason(json.loads(text))
+            except ValueError:
+                pass
+        for sep in (";", "|"):
+            text = text.split(sep)[0]
+        return text.strip() or None
+    items = list(value) if hasattr(value, "__iter__") else [value]
+    return str(items[0]) if items else None
+
+
+# --- desired state and the diff -----------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """Each user's update (changed attributes only), in send order, and the bucket moves."""
+
+    updates: list[OutboxRow]
+    transitions: dict[tuple[str, str], int]
+    nulled: int
+
+
+def plan_updates(
+    scores: pd.DataFrame,
+    acknowledged: pd.DataFrame,
+    rejected: pd.DataFrame,
+    config: SyncConfig,
+) -> Plan:
+    """Diff the desired attributes of the scored users against what Braze acknowledged."""
+    ack = acknowledged.set_index([USER_ID, ATTRIBUTE])[VALUE]
+    prev_bucket = (
+        acknowledged.loc[acknowledged[ATTRIBUTE] == config.attribute]
+        .set_index(USER_ID)[VALUE]
+        .reindex(scores[USER_ID])
+    )
+    prev_bucket.index = scores.index
+    desired = pd.DataFrame({USER_ID: scores[USER_ID]})
+    buckets = assign_buckets(scores[CHURN_PROBABILITY], config.policy, prev_bucket)
+    desired[config.attribute] = buckets
+    if config.score_attribute:
+        desired[config.score_attribute] = (
+            np.rint(scores[CHURN_PROBABILITY].to_numpy() * _SCORE_MAX).astype(int).tolist()
+        )
+    if config.reason_attribute:
+        reasons = scores[REASONS] if REASONS in scores.columns else None
+        desired[config.reason_attribute] = (
+            reasons.to_numpy() if reasons is not None else [None] * len(scores)
+        )
+    long = desired.melt(id_vars=[USER_ID], var_name=ATTRIBUTE, value_name=VALUE)
+    long[VALUE] = long[VALUE].astype(object).where(long[VALUE].notna(), None)
+
+    # Users Braze holds a value for who are not scored any more: set each value to null once.
+    if config.null_unscored and len(acknowledged):
+        gone = acknowledged.loc[
+            ~acknowledged[USER_ID].isin(scores[USER_ID])
+            & acknowledged[ATTRIBUTE].isin(config.attributes)
+            & acknowledged[VALUE].notna()
+        ]
+        long = pd.concat([long, gone.assign(**{VALUE: None})], ignore_index=True)
+
+    key = pd.MultiIndex.from_frame(long[[USER_ID, ATTRIBUTE]])
+    before = ack.reindex(key)
+    held = key.isin(ack.index)
+    new_enc = long[VALUE].map(_enc).to_numpy()
+    old_enc = before.map(_enc).to_numpy()
+    changed = np.where(held, new_enc != old_enc, pd.notna(new_enc))
+    if len(rejected):
+        rej = rejected.set_index([USER_ID, ATTRIBUTE])[VALUE].reindex(key)
+        same_as_rejected = key.isin(rejected.set_index([USER_ID, ATTRIBUTE]).index) & (
+            rej.map(_enc).to_numpy() == new_enc
+        )
+        changed &= ~same_as_rejected
+    todo = long.loc[changed].sort_values([USER_ID, ATTRIBUTE], kind="stable")
+    updates = [
+        OutboxRow(str(user), dict(zip(group[ATTRIBUTE], group[VALUE], strict=True)))
+        for user, group in todo.groupby(USER_ID, sort=True)
+    ]
+    moves = long.loc[changed & (long[ATTRIBUTE] == config.attribute).to_numpy()]
+    old = before.loc[changed & (long[ATTRIBUTE] == config.attribute).to_numpy()]
+    transitions = Counter(
+        zip(
+            [NEW if _enc(v) is None else str(v) for v in old.to_numpy()],
+            [REMOVED if v is None else str(v) for v in moves[VALUE].to_numpy()],
+            strict=True,
+        )
+    )
+    scored = set(scores[USER_ID])
+    nulled = sum(1 for u in updates if u.user_id not in scored)
+    return Plan(updates, dict(transitions), nulled)
+
+
+def _enc(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    return json.dumps(value, sort_keys=True)
+
+
+def _digest(scores: pd.DataFrame, config: SyncConfig) -> str:
+    """Identifies a run's input: the scores and everything in the config that shapes updates."""
+    h = hashlib.sha256()
+    h.update(pd.util.hash_pandas_object(scores, index=False).to_numpy().tobytes())
+    h.update(
+        repr(
+            (
+                config.attributes,
+                config.policy,
+                config.null_unscored,
+                config.update_existing_only,
+                config.id_field,
+                config.client.batch_size,
+            )
+        ).encode()
+    )
+    return h.hexdigest()
+
+
+def _objects(rows: list[OutboxRow], config: SyncConfig) -> list[dict[str, Any]]:
+    flag = {"_update_existing_only": True} if config.update_existing_only else {}
+    return [{config.id_field: r.user_id, **flag, **r.payload} for r in rows]
+
+
+def _batches(rows: list[OutboxRow], size: int) -> list[list[OutboxRow]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def sync(
+    scores: pd.DataFrame,
+    config: SyncConfig,
+    api_key: str | None,
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Send every changed bucket to Braze and record what it acknowledged (see module doc).
+
+    `scores` is a scores frame (USER_ID, CHURN_PROBABILITY, optional REASONS); it is checked and
+    deduplicated here too. `dry_run` reads the ledger, sends and writes nothing, and returns the
+    planned transitions and a sample request. Raises BrazeAuthError (401/403),
+    BrazeUnavailableError, LedgerLockedError; whatever was acknowledged before stays recorded.
+    """
+    started = time.perf_counter()
+    report_progress = progress or (lambda stage, done, total: None)
+    scores = prepare_scores(scores)  # idempotent: a frame from read_scores passes unchanged
+    report = SyncReport(dry_run=dry_run, users_scored=len(scores))
+    ledger = Ledger(config.ledger_url, config.table_prefix)
+    try:
+        if dry_run:
+            plan = plan_updates(scores, ledger.acknowledged(), ledger.rejected(), config)
+            _fill_plan(report, plan)
+            report.batches = len(_batches(plan.updates, config.client.batch_size))
+            report.sample = _objects(plan.updates[: min(3, len(plan.updates))], config)
+            report.headers = {
+                "Authorization": f"Bearer {mask_key(api_key)}",
+                "Content-Type": "application/json",
+            }
+            report.data_points = sum(billable_keys(o) for o in _objects(plan.updates, config))
+            return report
+        holder = ledger.acquire(config.lock_ttl_s)
+        try:
+            _run(scores, config, api_key or "", ledger, holder, report, report_progress)
+        finally:
+            ledger.release(holder)
+    finally:
+        ledger.close()
+        report.seconds = time.perf_counter() - started
+    return report
+
+
+def _fill_plan(report: SyncReport, plan: Plan) -> None:
+    report.changed = len(plan.updates)
+    report.nulled = plan.nulled
+    report.transitions = plan.transitions
+
+
+def _run(
+    scores: pd.DataFrame,
+    config: SyncConfig,
+    api_key: str,
+    ledger: Ledger,
+    holder: str,
+    report: SyncReport,
+    progress: Progress,
+) -> None:
+    digest = _digest(scores, config)
+    run = ledger.open_run()
+    if run is not None and run.digest == digest:
+        run_id, report.resumed = run.run_id, True
+    else:
+        if run is not None:
+            ledger.finish_run(run.run_id, "superseded")  # acks so far stand; re-plan the rest
+        plan = plan_updates(scores, ledger.acknowledged(), ledger.rejected(), config)
+        _fill_plan(report, plan)
+        run_id = ledger.start_run(digest, _batches(plan.updates, config.client.batch_size))
+    report.run_id = run_id
+    pending = list(ledger.pending_batches(run_id))
+    if report.resumed:
+        report.changed = sum(ledger.outbox_counts(run_id).values())
+    report.batches = len(pending)
+    progress("batches", 0, len(pending))
+    if pending:
+        with BrazeClient(config.client, api_key) as client:
+            try:
+                for done, (_number, rows) in enumerate(pending, start=1):
+                    ledger.heartbeat(holder)
+                    objects = _objects(rows, config)
+                    result = client.track(objects)
+                    report.sent += len(objects)
+                    ledger.record_batch(
+                        run_id,
+                        acked=[rows[i] for i in result.accepted],
+                        failed=[(rows[i], msg) for i, msg in result.errors.items()],
+                        unknown=[rows[i] for i in result.unknown],
+                    )
+                    progress("batches", done, len(pending))
+            finally:
+                stats = client.stats
+                report.data_points = stats.data_points
+                report.requests = stats.requests
+                report.rate_limited = stats.rate_limited
+                report.waited_s = stats.waited_s
+    ledger.finish_run(run_id)
+    counts = ledger.outbox_counts(run_id)
+    report.acknowledged = counts.get("acked", 0)
+    report.unknown = counts.get("unknown", 0)
+    report.failed = ledger.failures(run_id)

@@ -1,0 +1,412 @@
+"""serving.sync end to end against the real emulator: diff, null-out, failures, crashes, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.schema import CHURN_PROBABILITY, PLATFORM, REASONS, USER_ID
+from lapse.cli import main
+from serving.braze_client import BrazeAuthError, BrazeUnavailableError, ClientConfig
+from serving.buckets import BucketPolicy, assign_buckets
+from serving.emulator import MSG_BLOCKLISTED, MSG_ID_TOO_LARGE, Emulator
+from serving.ledger import Ledger, LedgerLockedError
+from serving.sync import NEW, REMOVED, ScoresFileError, SyncConfig, read_scores, sync
+from tests.serving.conftest import HTTP, KEY, inspect
+
+LAPSE = [sys.executable, "-c", "from lapse.cli import main; main()"]
+POLICY = BucketPolicy.of("probability", {"high": 0.5, "medium": 0.2}, "low", hysteresis=0.05)
+
+
+def make_config(emu: Emulator, ledger_url: str, **overrides: object) -> SyncConfig:
+    client = ClientConfig(url=emu.url, max_rps=1000.0, backoff_s=0.01, backoff_max_s=0.05)
+    return SyncConfig(
+        **{
+            "attribute": "churn_risk",
+            "policy": POLICY,
+            "client": client,
+            "ledger_url": ledger_url,
+            **overrides,
+        }
+    )
+
+
+def scores(probabilities: dict[str, float], **extra: list) -> pd.DataFrame:
+    return pd.DataFrame(
+        {USER_ID: list(probabilities), CHURN_PROBABILITY: list(probabilities.values()), **extra}
+    )
+
+
+def bucket_profiles(emu: Emulator) -> dict[str, object]:
+    return {user: p.get("churn_risk") for user, p in inspect(emu, "profiles").items()}
+
+
+def track_requests(emu: Emulator) -> int:
+    return inspect(emu, "stats")["track_requests"]
+
+
+@pytest.fixture
+def config(emulator: Emulator, sqlite_url: str) -> SyncConfig:
+    return make_config(emulator, sqlite_url)
+
+
+# --- the scores file ---------------------------------------------------------------------------
+
+
+def test_read_scores_parquet_and_csv_keep_the_riskiest_row_per_user(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            USER_ID: ["a", "a", "b", "c"],
+            PLATFORM: ["ios", "android", "ios", "ios"],
+            CHURN_PROBABILITY: [0.2, 0.7, 0.1, 0.4],
+            REASONS: [["trial_ending"], ["billing_trouble", "price_change"], [], None],
+        }
+    )
+    frame.to_parquet(tmp_path / "s.parquet")
+    got = read_scores(tmp_path / "s.parquet").set_index(USER_ID)
+    assert got[CHURN_PROBABILITY].to_dict() == {"a": 0.7, "c": 0.4, "b": 0.1}
+    assert got[REASONS].to_dict() == {"a": "billing_trouble", "b": None, "c": None}
+    csv = tmp_path / "s.csv"
+    csv.write_text("user_id,churn_probability,reasons\n007,0.3,auto_renew_off;trial_ending\n")
+    got = read_scores(csv)
+    assert got.to_dict("records") == [
+        {USER_ID: "007", CHURN_PROBABILITY: 0.3, REASONS: "auto_renew_off"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("user_id,score\na,0.1\n", "no 'churn_probability' column"),
+        ("user_id,churn_probability\na,0.1\nb,1.2\n", "line 3, column 'churn_probability'"),
+        ("user_id,churn_probability\na,0.1\nb,high\n", "found 'high'"),
+        ("user_id,churn_probability\na,0.1\nb,\n", "line 3, column 'churn_probability'"),
+        ("user_id,churn_probability\n,0.1\n", "line 2, column 'user_id': empty user id"),
+    ],
+)
+def test_bad_scores_files_name_file_row_and_column(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "scores.csv"
+    path.write_text(text)
+    with pytest.raises(ScoresFileError, match=needle) as exc:
+        read_scores(path)
+    assert str(path) in str(exc.value)
+
+
+def test_bad_scores_paths(tmp_path: Path) -> None:
+    with pytest.raises(ScoresFileError, match="not found"):
+        read_scores(tmp_path / "missing.parquet")
+    (tmp_path / "s.json").write_text("{}")
+    with pytest.raises(ScoresFileError, match="expected a .parquet or .csv"):
+        read_scores(tmp_path / "s.json")
+    pd.DataFrame({USER_ID: ["a"], CHURN_PROBABILITY: [-0.1]}).to_parquet(tmp_path / "s.parquet")
+    with pytest.raises(ScoresFileError, match="row 1, column 'churn_probability'"):
+        read_scores(tmp_path / "s.parquet")
+
+
+# --- the sync ----------------------------------------------------------------------------------
+
+
+def test_first_run_sends_every_bucket_in_full_batches(emulator: Emulator, config) -> None:
+    users = {f"u{i:03d}": i / 200 for i in range(200)}
+    emulator.add_profiles(list(users))
+    report = sync(scores(users), config, KEY)
+    expected = assign_buckets(pd.Series(users), POLICY).to_dict()
+    assert bucket_profiles(emulator) == expected
+    assert (report.changed, report.sent, report.acknowledged, report.batches) == (200, 200, 200, 3)
+    assert (
+        report.requests == 3
+        and report.data_points == 200 == inspect(emulator, "stats")["data_points"]
+    )
+    assert report.transitions == {(NEW, "low"): 40, (NEW, "medium"): 60, (NEW, "high"): 100}
+    assert [s for _, s in inspect(emulator, "log")] == [201, 201, 201]
+
+
+def test_a_second_run_with_the_same_scores_sends_nothing(emulator: Emulator, config) -> None:
+    users = {f"u{i}": (i * 37 % 100) / 100 for i in range(100)}
+    emulator.add_profiles(list(users))
+    sync(scores(users), config, KEY)
+    before = track_requests(emulator)
+    again = sync(scores(users), config, KEY)
+    assert (again.changed, again.sent, again.requests) == (0, 0, 0)
+    assert track_requests(emulator) == before
+
+
+def test_only_changed_buckets_are_sent_and_hysteresis_holds_near_bounds(
+    emulator: Emulator, config
+) -> None:
+    day1 = {"a": 0.52, "b": 0.10, "c": 0.30, "d": 0.90}
+    emulator.add_profiles(list(day1))
+    sync(scores(day1), config, KEY)
+    # a: 0.52 -> 0.47 (inside the 0.05 margin: stays high); b: 0.10 -> 0.12 (no change);
+    # c: 0.30 -> 0.60 (medium -> high); d: 0.90 -> 0.10 (high -> low)
+    day2 = {"a": 0.47, "b": 0.12, "c": 0.60, "d": 0.10}
+    report = sync(scores(day2), config, KEY)
+    assert report.changed == 2 and report.data_points == 2
+    assert report.transitions == {("medium", "high"): 1, ("high", "low"): 1}
+    assert bucket_profiles(emulator) == {"a": "high", "b": "low", "c": "high", "d": "low"}
+    day3 = {"a": 0.44, "b": 0.12, "c": 0.60, "d": 0.10}  # a leaves the margin
+    assert sync(scores(day3), config, KEY).transitions == {("high", "medium"): 1}
+
+
+def test_users_no_longer_scored_are_nulled_once(emulator: Emulator, config, sqlite_url) -> None:
+    users = {"a": 0.9, "b": 0.1, "c": 0.3}
+    emulator.add_profiles(list(users))
+    sync(scores(users), config, KEY)
+    report = sync(scores({"a": 0.9}), config, KEY)
+    assert (report.changed, report.nulled) == (2, 2)
+    assert report.transitions == {("low", REMOVED): 1, ("medium", REMOVED): 1}
+    assert inspect(emulator, "profiles") == {"a": {"churn_risk": "high"}, "b": {}, "c": {}}
+    assert sync(scores({"a": 0.9}), config, KEY).sent == 0  # once
+    back = sync(scores({"a": 0.9, "b": 0.6}), config, KEY)  # b is scored again
+    assert back.transitions == {(NEW, "high"): 1}
+    keep = make_config(emulator, sqlite_url, null_unscored=False)
+    assert sync(scores({"a": 0.9}), keep, KEY).sent == 0
+    assert bucket_profiles(emulator)["b"] == "high"
+
+
+def test_update_existing_only_and_extra_attributes(emulator: Emulator, sqlite_url: str) -> None:
+    emulator.add_profiles(["known"])
+    users = scores({"known": 0.456, "stranger": 0.9}, **{REASONS: [["trial_ending"], None]})
+    extra = {"score_attribute": "churn_score", "reason_attribute": "churn_reason"}
+    report = sync(users, make_config(emulator, sqlite_url, **extra), KEY)
+    assert inspect(emulator, "profiles") == {
+        "known": {"churn_risk": "medium", "churn_score": 46, "churn_reason": "trial_ending"}
+    }
+    assert report.acknowledged == 2 and report.data_points == 5  # null reason is not sent
+    other = make_config(emulator, f"{sqlite_url}2", update_existing_only=False)
+    sync(scores({"stranger": 0.9}), other, KEY)
+    assert bucket_profiles(emulator)["stranger"] == "high"
+    # only the score moved: only the score is sent (one data point)
+    moved = scores({"known": 0.47, "stranger": 0.9}, **{REASONS: [["trial_ending"], None]})
+    again = sync(moved, make_config(emulator, sqlite_url, **extra), KEY)
+    assert (again.changed, again.data_points) == (1, 1)
+    assert inspect(emulator, "profiles")["known"]["churn_score"] == 47
+
+
+def test_partial_errors_are_recorded_and_not_resent(emulator: Emulator, config) -> None:
+    emulator.reconfigure(blocklisted_ids=frozenset({"dummy"}))
+    long_id = "x" * 1000
+    users = {"a": 0.9, "dummy": 0.9, long_id: 0.1}
+    emulator.add_profiles(["a"])
+    report = sync(scores(users), config, KEY)
+    assert report.acknowledged == 1
+    assert report.failed == {MSG_BLOCKLISTED: 1, MSG_ID_TOO_LARGE: 1}
+    assert sync(scores(users), config, KEY).sent == 0  # the same bad values are not re-billed
+    changed = sync(scores({**users, "dummy": 0.1}), config, KEY)  # the data changed: try again
+    assert changed.sent == 1 and changed.failed == {MSG_BLOCKLISTED: 1}
+
+
+def test_401_stops_the_run_and_the_next_run_resumes(emulator: Emulator, config) -> None:
+    users = {f"u{i:03d}": 0.9 for i in range(150)}
+    emulator.add_profiles(list(users))
+    with pytest.raises(BrazeAuthError, match="401") as exc:
+        sync(scores(users), config, "wrong-key-0123")
+    assert "wrong-key-0123" not in str(exc.value)
+    assert track_requests(emulator) == 1  # stopped at once
+    report = sync(scores(users), config, KEY)
+    assert report.resumed and (report.sent, report.acknowledged) == (150, 150)
+    assert set(bucket_profiles(emulator).values()) == {"high"}
+
+
+def test_an_outage_stops_the_run_and_nothing_is_lost(emulator: Emulator, sqlite_url) -> None:
+    users = {f"u{i:03d}": i / 150 for i in range(150)}
+    emulator.add_profiles(list(users))
+    client = ClientConfig(url=emulator.url, max_attempts=2, backoff_s=0.01)
+    config = replace(make_config(emulator, sqlite_url), client=client)
+    # the first batch goes through, then the second fails twice in a row
+    with pytest.raises(BrazeUnavailableError, match="failed 2 times"):
+        _send_with_outage_after_first_batch(emulator, scores(users), config)
+    assert inspect(emulator, "stats")["attribute_writes"] == 75
+    report = sync(scores(users), config, KEY)
+    assert report.resumed and report.acknowledged == 150
+    assert bucket_profiles(emulator) == assign_buckets(pd.Series(users), POLICY).to_dict()
+    assert inspect(emulator, "stats")["attribute_writes"] == 150  # nothing sent twice
+
+
+def _send_with_outage_after_first_batch(emu: Emulator, frame: pd.DataFrame, config) -> None:
+    """Run a sync whose second request starts a 503 outage (forced from the progress hook)."""
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if done == 1:
+            HTTP.post(f"{emu.url}/_emulator/force", json={"status": 503, "count": 2})
+
+    sync(frame, config, KEY, progress=progress)
+
+
+def test_dry_run_sends_and_records_nothing(emulator: Emulator, config, sqlite_url) -> None:
+    users = {"a": 0.9, "b": 0.1}
+    emulator.add_profiles(list(users))
+    report = sync(scores(users), config, KEY, dry_run=True)
+    assert report.transitions == {(NEW, "high"): 1, (NEW, "low"): 1}
+    assert report.sample[0] == {
+        "external_id": "a",
+        "_update_existing_only": True,
+        "churn_risk": "high",
+    }
+    assert report.headers["Authorization"] == "Bearer ********"
+    assert KEY not in repr(report)
+    assert track_requests(emulator) == 0
+    assert Ledger(sqlite_url).acknowledged().empty
+
+
+def test_a_held_lock_keeps_a_second_run_from_sending(emulator: Emulator, config, sqlite_url):
+    ledger = Ledger(sqlite_url)
+    holder = ledger.acquire(ttl_s=600)
+    with pytest.raises(LedgerLockedError):
+        sync(scores({"a": 0.9}), config, KEY)
+    assert track_requests(emulator) == 0
+    ledger.release(holder)
+    assert sync(scores({"a": 0.9}), config, KEY).sent == 1
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.upper().startswith("LAPSE_") or name.upper() == "BRAZE_API_KEY":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LAPSE_BRAZE__URL", emulator.url)
+    monkeypatch.setenv("LAPSE_LEDGER__URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    monkeypatch.setenv("BRAZE_API_KEY", KEY)
+    monkeypatch.setenv("NO_COLOR", "1")
+    path = tmp_path / "scores.csv"
+    path.write_text("user_id,churn_probability\na,0.9\nb,0.1\nc,0.3\n")
+    emulator.add_profiles(["a", "b", "c"])
+    return path
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
+def test_cli_dry_run_prints_changes_and_a_masked_sample(cli_env, emulator, capsys) -> None:
+    code, out, err = run_cli(capsys, "sync", "--scores", str(cli_env), "--dry-run")
+    assert code in (0, None)
+    assert "(none) -> high" in out and "Bearer ********" in out and '"churn_risk": "high"' in out
+    assert KEY not in out + err
+    assert track_requests(emulator) == 0
+
+
+def test_cli_sync_then_nothing_to_send(cli_env, emulator, capsys) -> None:
+    code, out, _ = run_cli(capsys, "sync", "--scores", str(cli_env))
+    assert code in (0, None) and "acknowledged" in out
+    assert bucket_profiles(emulator) == {"a": "high", "b": "low", "c": "medium"}
+    code, out, _ = run_cli(capsys, "sync", "--scores", str(cli_env))
+    assert code in (0, None) and track_requests(emulator) == 1
+
+
+def test_cli_errors_are_one_line(cli_env, emulator, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("BRAZE_API_KEY", "not-the-key-987")
+    code, out, err = run_cli(capsys, "sync", "--scores", str(cli_env))
+    assert code == 1 and "401" in err and "not-the-key-987" not in out + err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and err.strip().endswith("the run stopped")  # after the progress bar
+    bad = cli_env.with_name("bad.csv")
+    bad.write_text("user_id,churn_probability\na,2\n")
+    code, _, err = run_cli(capsys, "sync", "--scores", str(bad))
+    assert code == 1 and "bad.csv: line 2, column 'churn_probability'" in err
+
+
+# --- crashes -------------------------------------------------------------------------------------
+
+
+def _days(n_users: int, n_days: int, seed: int) -> list[pd.DataFrame]:
+    """Drifting scores; each day about 5% of users are not scored (and come back later)."""
+    rng = np.random.default_rng(seed)
+    p = rng.beta(1.2, 3.0, n_users)
+    ids = np.array([f"user{i:05d}" for i in range(n_users)])
+    days = []
+    for _ in range(n_days):
+        p = np.clip(p + rng.normal(0, 0.07, n_users), 0, 1)
+        scored = rng.random(n_users) > 0.05
+        days.append(pd.DataFrame({USER_ID: ids[scored], CHURN_PROBABILITY: p[scored]}))
+    return days
+
+
+@pytest.mark.slow
+def test_chaos_twenty_runs_killed_at_random_then_resumed(tmp_path: Path) -> None:
+    """Each day's `lapse sync` is SIGKILLed at a random moment, then resumed; at the end Braze
+    holds exactly what a crash-free sequence of runs gives, and duplicates stay under one batch
+    per kill. The emulator also drops connections and answers 5xx now and then."""
+    from serving.emulator import EmulatorConfig, parse_faults
+
+    n_users, n_days, batch = 2000, 20, 75
+    days = _days(n_users, n_days, seed=5)
+    rng = np.random.default_rng(17)
+    faults = parse_faults("seed=3,5xx=0.03,drop=0.02")
+    chaos = Emulator(EmulatorConfig(api_keys=frozenset({KEY}), faults=faults)).start()
+    clean = Emulator(EmulatorConfig(api_keys=frozenset({KEY}))).start()
+    try:
+        for emu in (chaos, clean):
+            emu.add_profiles([f"user{i:05d}" for i in range(n_users)])
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.upper().startswith("LAPSE_")},
+            "BRAZE_API_KEY": KEY,
+            "LAPSE_BRAZE__URL": chaos.url,
+            "LAPSE_BRAZE__MAX_RPS": "40",
+            "LAPSE_BRAZE__BACKOFF_S": "0.01",
+            "LAPSE_LEDGER__URL": f"sqlite:///{tmp_path / 'chaos.db'}",
+            "LAPSE_BUCKETS__HYSTERESIS": "0.05",
+        }
+        reference = make_config(clean, f"sqlite:///{tmp_path / 'clean.db'}")
+        chaos_config = replace(
+            reference,
+            client=replace(reference.client, url=chaos.url),
+            ledger_url=env["LAPSE_LEDGER__URL"],
+        )
+        interrupted = 0
+        for day, frame in enumerate(days):
+            path = tmp_path / f"day{day:02d}.parquet"
+            frame.to_parquet(path)
+            sync(frame, reference, KEY)
+            before = chaos.stats()["track_requests"]
+            proc = subprocess.Popen(
+                [*LAPSE, "sync", "--scores", str(path)],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if rng.random() < 0.3:  # anywhere: start-up, planning, writing the outbox, sending
+                time.sleep(rng.uniform(0.5, 2.5))
+            else:  # while sending
+                deadline = time.monotonic() + 30
+                while chaos.stats()["track_requests"] == before and proc.poll() is None:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0, 0.15))
+            proc.kill()
+            interrupted += proc.wait() == -9
+            for _ in range(5):  # resume (an outage may stop a run: run again)
+                try:
+                    sync(read_scores(path), chaos_config, KEY)
+                    break
+                except BrazeUnavailableError:
+                    continue
+            assert chaos.profiles() == clean.profiles(), f"day {day}"
+        assert interrupted >= 12
+        duplicates = chaos.stats()["attribute_writes"] - clean.stats()["attribute_writes"]
+        assert 0 <= duplicates <= interrupted * batch
+        final = days[-1].set_index(USER_ID)[CHURN_PROBABILITY]
+        landed = pd.Series({u: p.get("churn_risk") for u, p in chaos.profiles().items()})
+        assert landed[final.index].notna().all()
+        assert landed.drop(final.index).isna().all()  # not scored on the last day: nulled
+        raw = assign_buckets(final, POLICY)
+        assert (landed[final.index] == raw).mean() > 0.9  # hysteresis keeps the rest
+    finally:
+        chaos.stop()
+        clean.stop()
