@@ -28,6 +28,7 @@ test-fast: setup
 
 bench: setup
 	$(RUN) python benchmarks/generate.py
+	$(RUN) python benchmarks/ingest.py
 
 lint: setup
 	$(RUN) ruff check lapse features training serving tests benchmarks

@@ -6,7 +6,8 @@
 
 Ingest runs in a child process (its own peak memory) into a fresh store. The reference, run the
 same way in the same run, reads every file with ``pyarrow.csv.read_csv`` (gunzip, parse, type
-inference, skipping malformed rows) and does nothing else: no validation, no deduplication, no writing. Target: ingest
+inference, skipping malformed rows) and does nothing else: no validation, no deduplication,
+no writing. Target: ingest
 within 3x of the reference's time.
 """
 
@@ -115,7 +116,10 @@ def main() -> None:
         f"({ref_rate:,.0f} rows/s), peak {ref['peak_mb']:,.0f} MB"
     )
     print(f"ratio ingest / reference                        {ratio:.2f}x")
-    print(f"target                 <= {TARGET_RATIO:.0f}x -> {'met' if ratio <= TARGET_RATIO else 'MISSED'}")
+    print(
+        f"target                 <= {TARGET_RATIO:.0f}x -> "
+        f"{'met' if ratio <= TARGET_RATIO else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

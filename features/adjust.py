@@ -16,11 +16,13 @@ missing key == empty value, Unix seconds or ``2016-04-04T23:16UTC`` times, RFC 4
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
 import urllib.parse
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -42,7 +44,7 @@ REASONS: Final = {
     "unknown_platform": "no os_name, subscription_store, idfv or gps_adid tells the platform",
     "missing_activity_kind": "no activity_kind and no subscription_event_type",
     "missing_event_name": "an in-app event row has neither event_name nor the event token",
-    "unknown_event": "subscription event (and subtype) not in Adjust's current or legacy vocabulary",
+    "unknown_event": "subscription event (and subtype) in neither the current nor the legacy list",
     "bad_number": "revenue_float is not a number",
     "negative_price": "revenue_float is negative",
     "expiry_before_purchase": "subscription_expiration_time is before subscription_purchased_at",
@@ -103,6 +105,7 @@ _DROPPED: Final = frozenset({s.APP_NAME, s.IDFA, s.TRACKER_NAME})
 #: Internal column of a read batch: which of the batch's sources a row came from.
 SOURCE_INDEX: Final = "__source_index"
 
+_UTC: Final = pa.timestamp("us", tz="UTC")
 _MAX_EPOCH = 4_102_444_800  # 2100-01-01: later "Unix seconds" are garbage
 _TEXT_TIME_FORMATS = ("%Y-%m-%dT%H:%MUTC", "%Y-%m-%dT%H:%M:%SUTC", "%Y-%m-%dT%H:%M:%SZ")
 _NUMBER = r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
@@ -110,7 +113,7 @@ _CALLBACK_SUFFIXES = (".log", ".jsonl", ".ndjson", ".txt")
 
 
 class BadFile(Exception):
-    """A source file that cannot be read as Adjust data at all; ``reason`` is in BAD_FILE_REASONS."""
+    """A file that cannot be read as Adjust data at all; ``reason`` is in BAD_FILE_REASONS."""
 
     def __init__(self, reason: str, detail: str) -> None:
         assert reason in BAD_FILE_REASONS, reason
@@ -145,13 +148,16 @@ class Source:
 
 def read_source(name: str, data: bytes) -> Source:
     """Decompress, decode and parse one file (CSV or callback log) into text columns."""
-    text = _decode(name, _decompress(data))
+    data = _decompress(data)
+    text = _decode(name, data)
     if not text.strip():
         raise BadFile("empty_file", "no content")
-    first = text.lstrip().split("\n", 1)[0].strip()
+    start = len(text) - len(text.lstrip())
+    end = text.find("\n", start)
+    first = text[start : end if end >= 0 else len(text)].strip()
     if _is_callback_log(name, first):
         return _read_callbacks(name, text)
-    return _read_csv(name, text)
+    return _read_csv(name, text, data.removeprefix(b"\xef\xbb\xbf"))
 
 
 def _decompress(data: bytes) -> bytes:
@@ -176,7 +182,7 @@ def _decode(name: str, data: bytes) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadFile(
-            "wrong_encoding", f"not UTF-8 at byte {exc.start} ({data[exc.start:exc.start + 4]!r})"
+            "wrong_encoding", f"not UTF-8 at byte {exc.start} ({data[exc.start : exc.start + 4]!r})"
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -193,12 +199,14 @@ def _is_callback_log(name: str, first_line: str) -> bool:
 
 
 def column_name(token: str) -> str:
-    """A CSV-definition token as a column name: ``{created_at}`` / ``[user_id]`` / ``"x"`` → bare."""
+    """A CSV-definition token as a column name: ``{created_at}``, ``[user_id]``, ``"x"`` → bare."""
     return token.strip().strip('"').strip().strip("{}[]").strip()
 
 
-def _read_csv(name: str, text: str) -> Source:
-    header_text = text.split("\n", 1)[0]
+def _read_csv(name: str, text: str, data: bytes) -> Source:
+    """``data`` is ``text`` as UTF-8 bytes (no BOM): parsed by Arrow, line-split only if needed."""
+    end = text.find("\n")
+    header_text = text[: end if end >= 0 else len(text)]
     header = [column_name(t) for t in next(csv.reader([header_text.rstrip("\r")]), [])]
     if len(set(header)) != len(header):
         dup = sorted({h for h in header if header.count(h) > 1})
@@ -214,7 +222,6 @@ def _read_csv(name: str, text: str) -> Source:
         invalid.append((row.number, row.text, row.expected_columns, row.actual_columns))
         return "skip"
 
-    data = text.encode()
     try:
         table = pacsv.read_csv(
             pa.py_buffer(data),
@@ -250,11 +257,8 @@ def _read_csv(name: str, text: str) -> Source:
     ]
     table = table.append_column(s.LINE, pa.array(lines, pa.int64()))
     # blank lines arrive as all-empty rows: not data, not an error
-    blank = None
-    for col in header:
-        valid = pc.is_valid(table.column(col))
-        blank = pc.invert(valid) if blank is None else pc.and_(blank, pc.invert(valid))
-    if blank is not None and pc.any(blank).as_py():
+    if b"\n\n" in data or b"\n\r\n" in data:
+        blank = functools.reduce(pc.and_, [pc.is_null(table.column(c)) for c in header])
         table = table.filter(pc.invert(blank))
     return Source(name, table, rejected, text, header_only=records == 0)
 
@@ -278,20 +282,17 @@ def _read_callbacks(name: str, text: str) -> Source:
     keep = pc.not_equal(pc.utf8_length(lines), 0)
     lines, number = lines.filter(keep), number.filter(keep)
     is_json = pc.starts_with(lines, "{")
-    has_query = pc.match_substring(lines, "=")
-    rejected = []
-    neither = pc.invert(pc.or_(is_json, has_query))
-    for line, raw in zip(
-        number.filter(neither).to_pylist(), lines.filter(neither).to_pylist(), strict=True
-    ):
-        rejected.append((line, "invalid_callback", "neither a query string nor JSON", raw))
-    parts = [
-        _query_rows(lines.filter(pc.and_(has_query, pc.invert(is_json))), number.filter(
-            pc.and_(has_query, pc.invert(is_json)))),
+    is_query = pc.and_(pc.match_substring(lines, "="), pc.invert(is_json))
+    neither = pc.invert(pc.or_(is_json, is_query))
+    rejected = [
+        (line, "invalid_callback", "neither a query string nor JSON", raw)
+        for line, raw in zip(
+            number.filter(neither).to_pylist(), lines.filter(neither).to_pylist(), strict=True
+        )
     ]
     json_rows, json_rejected = _json_rows(lines.filter(is_json), number.filter(is_json))
-    parts.append(json_rows)
     rejected += json_rejected
+    parts = [_query_rows(lines.filter(is_query), number.filter(is_query)), json_rows]
     parts = [p for p in parts if p.num_rows]
     rows = pa.concat_tables(parts, promote_options="default") if parts else _no_rows()
     rows = rows.rename_columns([column_name(c) for c in rows.column_names])
@@ -307,17 +308,16 @@ def _no_rows() -> pa.Table:
 def _query_rows(lines: pa.Array, number: pa.Array) -> pa.Table:
     """URL query strings → one text column per key (URL-decoded), vectorised over all lines."""
     if not len(lines):
-        return pa.table({s.LINE: pa.array([], pa.int64())})
+        return _no_rows()
     query = pc.replace_substring_regex(lines, r"^(GET\s+)?[^?]*\?", "", max_replacements=1)
     query = pc.replace_substring_regex(query, r"(\s+HTTP/[\d.]+)?#.*$|\s+HTTP/[\d.]+$", "")
     pairs = pc.split_pattern(query, "&")
     row = pc.list_parent_indices(pairs).to_numpy()
     flat = pc.list_flatten(pairs)
-    kv = pc.split_pattern(flat, "=", max_splits=1)
-    key = _url_decode(pc.list_element(kv, 0))
-    has_value = pc.greater(pc.list_value_length(kv), 1)
+    key = _url_decode(pc.replace_substring_regex(flat, "=.*$", ""))
+    has_value = pc.match_substring(flat, "=")
     value = _url_decode(
-        pc.if_else(has_value, pc.list_element(pc.if_else(has_value, kv, pa.scalar(["", ""], kv.type)), 1), None)
+        pc.if_else(has_value, pc.replace_substring_regex(flat, "^[^=]*=", ""), None)
     )
     columns: dict[str, pa.Array] = {}
     keys = key.to_numpy(zero_copy_only=False)
@@ -339,17 +339,14 @@ def _url_decode(values: pa.Array) -> pa.Array:
     if not pc.any(encoded).as_py():
         return values
     distinct = pc.unique(values.filter(encoded))
-    decoded = pa.array(
-        [urllib.parse.unquote_plus(v) for v in distinct.to_pylist()], pa.string()
-    )
+    decoded = pa.array([urllib.parse.unquote_plus(v) for v in distinct.to_pylist()], pa.string())
     return pc.if_else(encoded, decoded.take(pc.index_in(values, distinct)), values)
 
 
 def _json_rows(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, list]:
     """JSON objects → text columns; parsed by Arrow, line by line only if some line is broken."""
-    empty = pa.table({s.LINE: pa.array([], pa.int64())})
     if not len(lines):
-        return empty, []
+        return _no_rows(), []
     try:
         table = pajson.read_json(pa.py_buffer("\n".join(lines.to_pylist()).encode()))
         if table.num_rows != len(lines):
@@ -368,15 +365,11 @@ def _json_rows(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, list]:
                 rejected.append((line, "invalid_callback", why, raw))
             else:
                 records.append((line, obj))
-        table = pa.Table.from_pylist(
-            [{k: _text(v) for k, v in obj.items()} for _, obj in records]
-        )
+        table = pa.Table.from_pylist([{k: _text(v) for k, v in obj.items()} for _, obj in records])
         number = pa.array([line for line, _ in records], pa.int64())
-    columns = {
-        c: _as_text(table.column(c)) for c in table.column_names if c != s.LINE
-    }
+    columns = {c: _as_text(table.column(c)) for c in table.column_names if c != s.LINE}
     columns[s.LINE] = number
-    return pa.table(columns) if table.num_rows else empty, rejected
+    return pa.table(columns) if table.num_rows else _no_rows(), rejected
 
 
 def _text(value) -> str | None:
@@ -389,9 +382,7 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     if pa.types.is_string(column.type):
         return pc.if_else(pc.equal(column, ""), None, column)
     if pa.types.is_nested(column.type) or pa.types.is_null(column.type):
-        return pa.chunked_array(
-            [pa.array([_text(v) for v in column.to_pylist()], pa.string())]
-        )
+        return pa.chunked_array([pa.array([_text(v) for v in column.to_pylist()], pa.string())])
     if pa.types.is_floating(column.type):  # 1767571999.0 → "1767571999"
         whole = pc.equal(column, pc.floor(column))
         as_int = pc.cast(pc.if_else(whole, column, None), pa.int64(), safe=False)
@@ -427,7 +418,7 @@ def normalise(
     def lower(name: str) -> pa.Array:
         return pc.utf8_lower(pc.utf8_trim_whitespace(col(name)))
 
-    problems: list[tuple[str, pa.Array, pa.Array | str]] = []  # (reason, mask, detail)
+    problems: list[tuple[str, pa.Array, Detail]] = []  # in priority order
 
     # identity
     adid = col(s.ADID)
@@ -473,8 +464,11 @@ def normalise(
         (
             "unknown_event",
             pc.and_(is_sub, pc.invert(legacy_known)),
-            _detail(s.SUB_EVENT_TYPE, pc.binary_join_element_wise(
-                sub_type, pc.coalesce(subtype, ""), "/")),
+            lambda at: pc.binary_join_element_wise(
+                _detail(s.SUB_EVENT_TYPE, col(s.SUB_EVENT_TYPE))(at),
+                _detail(s.SUB_EVENT_SUBTYPE, col(s.SUB_EVENT_SUBTYPE))(at),
+                " ",
+            ),
         )
     )
     in_app_name = pc.coalesce(col(s.EVENT_NAME), col(s.EVENT_TOKEN))
@@ -488,8 +482,9 @@ def normalise(
     )
     event = pc.if_else(is_sub, sub_event, pc.if_else(is_in_app, in_app_name, kind))
     event_raw = pc.if_else(is_sub, col(s.SUB_EVENT_TYPE), pc.if_else(is_in_app, in_app_name, None))
-    legacy = pc.and_(is_sub, pc.or_(
-        pc.is_valid(subtype), pc.is_in(sub_type, pa.array(s.LEGACY_ONLY_EVENTS))))
+    legacy = pc.and_(
+        is_sub, pc.or_(pc.is_valid(subtype), pc.is_in(sub_type, pa.array(s.LEGACY_ONLY_EVENTS)))
+    )
     conversion_from = pc.if_else(
         pc.starts_with(pc.coalesce(subtype, ""), "converted_trial"),
         "trial",
@@ -501,8 +496,11 @@ def normalise(
     revenue = col(s.REVENUE_FLOAT)
     numeric = pc.match_substring_regex(revenue, _NUMBER)
     problems.append(
-        ("bad_number", pc.and_(pc.is_valid(revenue), pc.invert(numeric)),
-         _detail(s.REVENUE_FLOAT, revenue))
+        (
+            "bad_number",
+            pc.and_(pc.is_valid(revenue), pc.invert(numeric)),
+            _detail(s.REVENUE_FLOAT, revenue),
+        )
     )
     price = pc.cast(pc.if_else(numeric, pc.utf8_trim_whitespace(revenue), None), pa.float64())
     problems.append(("negative_price", pc.less(price, 0.0), _detail(s.REVENUE_FLOAT, revenue)))
@@ -511,9 +509,9 @@ def normalise(
         (
             "expiry_before_purchase",
             pc.less(expires, purchased),
-            pc.binary_join_element_wise(
-                _detail(s.SUB_EXPIRATION_TIME, col(s.SUB_EXPIRATION_TIME)),
-                _detail(s.SUB_PURCHASED_AT, col(s.SUB_PURCHASED_AT)),
+            lambda at: pc.binary_join_element_wise(
+                _detail(s.SUB_EXPIRATION_TIME, col(s.SUB_EXPIRATION_TIME))(at),
+                _detail(s.SUB_PURCHASED_AT, col(s.SUB_PURCHASED_AT))(at),
                 " < ",
             ),
         )
@@ -527,8 +525,7 @@ def normalise(
         s.ENV_PRODUCTION,
     )
 
-    reason, detail = _first_problem(problems, n)
-    ok = pc.is_null(reason)
+    ok, bad_rows, reason, detail = _first_problem(problems, n)
     events = {
         s.USER_ID: user_id,
         s.PLATFORM: platform,
@@ -572,16 +569,14 @@ def normalise(
     table = table.append_column(s.SOURCE, rows.column(SOURCE_INDEX).filter(ok))
     table = table.append_column(s.LINE, rows.column(s.LINE).filter(ok))
     extra_names = [c for c in rows.column_names if _is_unknown(c, user_id_column)]
-    table = table.append_column(
-        s.EXTRA, _extra(rows.filter(ok), extra_names if keep_unknown else [])
-    )
-    bad = pc.invert(ok)
+    kept = extra_names if keep_unknown else []
+    table = table.append_column(s.EXTRA, _extra(rows.select(kept).filter(ok), kept))
     rejected = pa.table(
         {
-            SOURCE_INDEX: rows.column(SOURCE_INDEX).filter(bad),
-            s.LINE: rows.column(s.LINE).filter(bad),
-            s.REASON: reason.filter(bad),
-            s.DETAIL: detail.filter(bad),
+            SOURCE_INDEX: rows.column(SOURCE_INDEX).take(bad_rows),
+            s.LINE: rows.column(s.LINE).take(bad_rows),
+            s.REASON: reason,
+            s.DETAIL: detail,
         }
     )
     return Normalised(table, rejected)
@@ -595,24 +590,40 @@ def _is_unknown(name: str, user_id_column: str) -> bool:
     )
 
 
-def _detail(field_name: str, values: pa.Array) -> pa.Array:
-    quoted = pc.binary_join_element_wise(f"{field_name}='", pc.coalesce(values, ""), "'", "")
-    return quoted
+#: A problem's detail: fixed text, or a function of the offending rows' indices (computed only
+#: for rejected rows, which are few).
+Detail = str | Callable[[pa.Array], pa.Array]
+
+
+def _detail(field_name: str, values: pa.Array) -> Callable[[pa.Array], pa.Array]:
+    """``field='value'`` for the given rows."""
+
+    def quote(rows: pa.Array) -> pa.Array:
+        found = pc.coalesce(values.take(rows), "")
+        return pc.binary_join_element_wise(f"{field_name}='", found, "'", "")
+
+    return quote
 
 
 def _first_problem(
-    problems: list[tuple[str, pa.Array, pa.Array | str]], n: int
-) -> tuple[pa.Array, pa.Array]:
-    """Per row, the first problem in list order: its reason and detail (null if none)."""
-    reason = pa.nulls(n, pa.string())
-    detail = pa.nulls(n, pa.string())
-    for name, mask, why in reversed(problems):
-        mask = pc.fill_null(mask, False)
-        if not pc.any(mask).as_py():
-            continue
-        reason = pc.if_else(mask, name, reason)
-        detail = pc.if_else(mask, why, detail)
-    return reason, detail
+    problems: list[tuple[str, pa.Array, Detail]], n: int
+) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
+    """Each row's first problem in list order: (ok mask, rejected row indices, reason, detail)."""
+    code = pa.nulls(n, pa.int16())
+    for k in reversed(range(len(problems))):
+        mask = pc.fill_null(problems[k][1], False)
+        if pc.any(mask).as_py():
+            code = pc.if_else(mask, pa.scalar(k, pa.int16()), code)
+    ok = pc.is_null(code)
+    bad_rows = pa.array(np.flatnonzero(pc.is_valid(code).to_numpy(zero_copy_only=False)))
+    codes = code.take(bad_rows).to_numpy(zero_copy_only=False)
+    reason = pa.array([problems[k][0] for k in codes.tolist()], pa.string())
+    detail = np.empty(len(codes), object)
+    for k in np.unique(codes).tolist():
+        at = np.flatnonzero(codes == k)
+        why = problems[k][2]
+        detail[at] = why if isinstance(why, str) else why(bad_rows.take(pa.array(at))).to_pylist()
+    return ok, bad_rows, reason, pa.array(detail, pa.string())
 
 
 def _legacy_name_only() -> dict[str, str]:
@@ -642,16 +653,24 @@ def _map_subscription_event(name: pa.Array, subtype: pa.Array) -> tuple[pa.Array
 def parse_times(text: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Unix seconds or ``2016-04-04T23:16UTC`` text → UTC timestamps, and a mask of bad values."""
     trimmed = pc.utf8_trim_whitespace(text)
-    digits = pc.match_substring_regex(trimmed, r"^\d{1,11}$")
+    digits = pc.and_(pc.ascii_is_decimal(trimmed), pc.less_equal(pc.binary_length(trimmed), 11))
     seconds = pc.cast(pc.if_else(digits, trimmed, None), pa.int64())
     seconds = pc.if_else(pc.less_equal(seconds, _MAX_EPOCH), seconds, None)
-    parsed = pc.cast(pc.multiply(seconds, 1_000_000), pa.timestamp("us", tz="UTC"))
-    for fmt in _TEXT_TIME_FORMATS:
-        candidate = pc.strptime(trimmed, format=fmt, unit="us", error_is_null=True)
-        # strptime rolls 2026-02-30 over to March: keep only values that print back the same
-        exact = pc.equal(pc.strftime(candidate, format=fmt), trimmed)
-        candidate = pc.if_else(exact, candidate, None)
-        parsed = pc.coalesce(parsed, pc.cast(candidate, pa.timestamp("us", tz="UTC")))
+    parsed = pc.cast(pc.multiply(seconds, 1_000_000), _UTC)
+    textual = pc.fill_null(pc.invert(digits), False)
+    if pc.any(textual).as_py():  # only the few text values go through strptime
+        words = trimmed.filter(textual)
+        found = pa.nulls(len(words), _UTC)
+        for fmt in _TEXT_TIME_FORMATS:
+            candidate = pc.strptime(words, format=fmt, unit="us", error_is_null=True)
+            # strptime rolls 2026-02-30 over to March 2: keep values whose day survived parsing
+            day = pc.cast(
+                pc.if_else(pc.is_valid(candidate), pc.utf8_slice_codeunits(words, 8, 10), None),
+                pa.int64(),
+            )
+            exact = pc.equal(pc.day(candidate), day)
+            found = pc.coalesce(found, pc.cast(pc.if_else(exact, candidate, None), _UTC))
+        parsed = pc.replace_with_mask(parsed, textual, found)
     bad = pc.and_(pc.is_valid(text), pc.is_null(parsed))
     return parsed, bad
 

@@ -43,10 +43,20 @@ from features.store import (
 #: Called as progress(stage, done, total), e.g. lapse.console.progress_bars()'s report.
 Progress = Callable[[str, int, int], None]
 #: File names taken from folders (a file named on the command line is always read).
-SOURCE_SUFFIXES: Final = (".csv", ".csv.gz", ".log", ".log.gz", ".jsonl", ".jsonl.gz",
-                          ".ndjson", ".ndjson.gz", ".txt", ".txt.gz")
+SOURCE_SUFFIXES: Final = (
+    ".csv",
+    ".csv.gz",
+    ".log",
+    ".log.gz",
+    ".jsonl",
+    ".jsonl.gz",
+    ".ndjson",
+    ".ndjson.gz",
+    ".txt",
+    ".txt.gz",
+)
 #: A commit is cut once a batch holds this many rows (or BATCH_FILES files).
-BATCH_ROWS: Final = 1_000_000
+BATCH_ROWS: Final = 500_000
 BATCH_FILES: Final = 5_000
 READ_THREADS: Final = 2
 READ_AHEAD: Final = 16
@@ -79,7 +89,7 @@ class IngestSummary:
 
 
 def find_sources(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files named, plus files with a known suffix under folders (sorted); raises if one is absent."""
+    """Files named, and files with a known suffix under folders (sorted); a missing path raises."""
     found: list[Path] = []
     for given in paths:
         path = Path(given)
@@ -167,14 +177,16 @@ def ingest(
                     batch.reads.append(read)
                     batch.rows += read.source.rows.num_rows if read.source else 0
                 if batch.rows >= BATCH_ROWS or len(batch.reads) >= BATCH_FILES:
-                    manifest = _flush(store, manifest, batch, keys, summary,
-                                      user_id_column, keep_unknown_columns)
+                    manifest = _flush(
+                        store, manifest, batch, keys, summary, user_id_column, keep_unknown_columns
+                    )
                     batch = _Batch()
                 report("files", done, len(paths))
                 report("rows", summary.rows_stored, summary.rows_read + batch.rows)
         if batch.reads:
-            manifest = _flush(store, manifest, batch, keys, summary,
-                              user_id_column, keep_unknown_columns)
+            manifest = _flush(
+                store, manifest, batch, keys, summary, user_id_column, keep_unknown_columns
+            )
         report("rows", summary.rows_stored, summary.rows_read)
     summary.quarantined = dict(sorted(summary.quarantined.items()))
     return summary
@@ -240,15 +252,15 @@ def _flush(
         events, rejected = result.events, result.rejected
     else:
         events = normalise(
-            pa.table({s.LINE: pa.array([], pa.int64()),
-                      SOURCE_INDEX: pa.array([], pa.int32())}),
-            user_id_column=user_id_column, keep_unknown=keep_unknown,
+            pa.table({s.LINE: pa.array([], pa.int64()), SOURCE_INDEX: pa.array([], pa.int32())}),
+            user_id_column=user_id_column,
+            keep_unknown=keep_unknown,
         ).events
         rejected = None
 
     # deduplicate: against the store (months this batch touches) and within the batch
     key = events.column(s.EVENT_KEY).combine_chunks()
-    months = month_of(events.column(s.TS)).combine_chunks()
+    months = month_of(events.column(s.TS))
     touched = sorted(pc.unique(months).to_pylist())
     in_store = pc.is_in(key, value_set=cache.keys(manifest, touched))
     first = pc.equal(pc.index_in(key, value_set=key), pa.array(np.arange(len(key))))
@@ -325,7 +337,9 @@ def _flush(
             summary.bad_files[str(read.path)] = read.bad.reason
     summary.rows_stored += events.num_rows
     summary.duplicates += int(dup_per.sum())
-    row_reasons = Counter(r for r, line in zip(q_reason, q_line, strict=True) if line != BAD_FILE_LINE)
+    row_reasons = Counter(
+        r for r, line in zip(q_reason, q_line, strict=True) if line != BAD_FILE_LINE
+    )
     for reason, count in row_reasons.items():
         summary.quarantined[reason] = summary.quarantined.get(reason, 0) + count
 

@@ -161,7 +161,7 @@ def test_truncated_row_is_rejected_with_its_text_and_line() -> None:
 
 def test_bom_crlf_quoted_commas_and_any_column_order() -> None:
     header = "user_id,{tracker_name},{created_at},{adid},{os_name},{activity_kind}"
-    body = '"u1","Meta::a, b ""quoted""",%d,%s,android,session' % (T, "b" * 32)
+    body = f'"u1","Meta::a, b ""quoted""",{T},{"b" * 32},android,session'
     data = b"\xef\xbb\xbf" + csv_bytes(body, header=header, newline="\r\n")
     events, rejected, result = run(data)
     assert rejected == []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features import load_events, load_quarantine
 from features import schema as s
@@ -97,3 +100,92 @@ def test_rerun_adds_nothing(generated: Path, ingested) -> None:
 def test_missing_source_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="no such file"):
         ingest([tmp_path / "nope"], tmp_path / "store")
+
+
+# --- property: any mix of valid and corrupted rows ---------------------------------------------
+
+PROP_HEADER = (
+    "{activity_kind},{created_at},{os_name},{adid},user_id,{subscription_event_type},"
+    "{revenue_float},{subscription_purchased_at},{subscription_expiration_time}"
+)
+CORRUPT = {
+    "missing_identity": lambda i: f"subscription,{1767571999 + i},ios,,,renewal,1.0,,",
+    "bad_timestamp": lambda i: f"subscription,17O{i},ios,{i:032x},u{i},renewal,1.0,,",
+    "missing_event_time": lambda i: f"subscription,,ios,{i:032x},u{i},renewal,1.0,,",
+    "truncated_row": lambda i: f"subscription,{1767571999 + i},ios",
+    "unknown_event": lambda i: f"subscription,{1767571999 + i},ios,{i:032x},u{i},wobble,,,",
+    "negative_price": lambda i: f"subscription,{1767571999 + i},ios,{i:032x},u{i},renewal,-{i}.5,,",
+    "expiry_before_purchase": lambda i: (
+        f"subscription,{1767571999 + i},ios,{i:032x},u{i},renewal,,1767571999,1767500000"
+    ),
+}
+
+
+def _valid(i: int) -> str:
+    return f"session,{1767571999 + 37 * i},android,{i:032x},u{i},,,,"
+
+
+row_plan = st.lists(
+    st.tuples(st.sampled_from(["valid", "repeat", *CORRUPT]), st.integers(0, 2)),
+    max_size=40,
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(plan=row_plan)
+def test_any_mix_stores_each_valid_row_once_and_quarantines_each_bad_row_once(plan) -> None:
+    files: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    valid_ids, bad = set(), []
+    for i, (what, f) in enumerate(plan):
+        if what == "valid" or (what == "repeat" and not valid_ids):
+            files[f].append(_valid(i))
+            valid_ids.add(i)
+        elif what == "repeat":  # an earlier valid row sent again, maybe in another file
+            files[f].append(_valid(min(valid_ids)))
+        else:
+            files[f].append(CORRUPT[what](i))
+            bad.append((f, len(files[f]) + 1, what))
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw"
+        raw.mkdir()
+        for f, lines in files.items():
+            (raw / f"part{f}.csv").write_text("\n".join([PROP_HEADER, *lines]) + "\n")
+        ingest([raw], Path(tmp) / "store")
+        events = load_events(Path(tmp) / "store")
+        quarantine = load_quarantine(Path(tmp) / "store")
+    stored = sorted(int(a, 16) for a in events[s.ADID])
+    assert stored == sorted(valid_ids)
+    got = sorted(
+        (int(Path(src).stem.removeprefix("part")), line, reason)
+        for src, line, reason in zip(
+            quarantine[s.SOURCE], quarantine[s.LINE], quarantine[s.REASON], strict=True
+        )
+    )
+    assert got == sorted(bad)
+
+
+def test_cli_ingests_reports_bad_files_and_fails_in_one_line(
+    generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lapse.cli import main
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    good = sorted((generated / "raw").glob("*.csv.gz"))[:5]
+    for path in good:
+        (raw / path.name).write_bytes(path.read_bytes())
+    (raw / "cut.csv.gz").write_bytes(good[0].read_bytes()[:-20])
+    store = tmp_path / "store"
+    with pytest.raises(SystemExit) as done:
+        main(["ingest", str(raw), "--store", str(store)])
+    assert done.value.code in (None, 0)
+    out = capsys.readouterr().out
+    assert "rows stored" in out and "truncated_gzip" in out
+    quarantine = load_quarantine(store)
+    bad = quarantine[quarantine[s.LINE] == 0]
+    assert bad[s.REASON].tolist() == ["truncated_gzip"]
+    assert Path(bad[s.SOURCE].iloc[0]).name == "cut.csv.gz"
+    with pytest.raises(SystemExit) as failed:
+        main(["ingest", str(tmp_path / "missing"), "--store", str(store)])
+    assert failed.value.code == 1
+    assert "no such file or folder" in capsys.readouterr().err
