@@ -200,6 +200,9 @@ class BrazeSettings(_Section):
     max_attempts: int = Field(5, ge=1, description="Tries per batch on 5xx, timeouts, drops.")
     backoff_s: float = Field(0.5, gt=0, description="First retry wait; doubles, with jitter.")
     backoff_max_s: float = Field(30.0, gt=0)
+    concurrency: int = Field(
+        1, ge=1, le=16, description="Batches in flight; a crash may re-send up to this many."
+    )
     api_key: SecretStr | None = None
 
 

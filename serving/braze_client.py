@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,25 +128,33 @@ def _header(headers: httpx.Headers, name: str) -> float | None:
 
 
 class _Pacer:
-    """Keeps request starts under max_rps and out of windows Braze said are used up."""
+    """Keeps request starts under max_rps and out of windows Braze said are used up.
+
+    Thread-safe: concurrent senders take consecutive start slots.
+    """
 
     def __init__(self, max_rps: float, clock: Callable[[], float], sleep: Callable[[float], None]):
         self.interval = 1.0 / max_rps
         self.clock, self.sleep = clock, sleep
         self.next_start = 0.0
         self.blocked_until_wall = 0.0  # wall-clock time, because Reset is an epoch
+        self.lock = threading.Lock()
 
     def before_request(self) -> float:
         """Sleep until a request may start; returns seconds spent waiting on Braze's headers."""
         waited = 0.0
-        header_wait = self.blocked_until_wall - time.time()
-        if header_wait > 0:
+        while True:
+            with self.lock:
+                header_wait = self.blocked_until_wall - time.time()
+                if header_wait <= 0:
+                    now = self.clock()
+                    start = max(self.next_start, now)
+                    self.next_start = start + self.interval
+                    break
             self.sleep(header_wait)
-            waited = header_wait
-        now = self.clock()
-        if self.next_start > now:
-            self.sleep(self.next_start - now)
-        self.next_start = max(self.next_start, now) + self.interval
+            waited += header_wait
+        if start > now:
+            self.sleep(start - now)
         return waited
 
     def wait_after(self, headers: httpx.Headers, limited: bool) -> float | None:
@@ -161,11 +170,12 @@ class _Pacer:
         return max(reset - now, 0.0) + _SAFETY_S if reset > _EPOCH else max(reset, 0.0)
 
     def block_for(self, seconds: float) -> None:
-        self.blocked_until_wall = max(self.blocked_until_wall, time.time() + seconds)
+        with self.lock:
+            self.blocked_until_wall = max(self.blocked_until_wall, time.time() + seconds)
 
 
 class BrazeClient:
-    """Sends attribute batches to /users/track; use as a context manager to close connections."""
+    """Sends attribute batches to /users/track (thread-safe); close it, or use it in a with."""
 
     def __init__(
         self,
@@ -178,6 +188,7 @@ class BrazeClient:
             raise BrazeAuthError("no Braze API key: set the BRAZE_API_KEY environment variable")
         self.config = config
         self.stats = ClientStats()
+        self._stats_lock = threading.Lock()
         self._sleep = sleep
         self._pacer = _Pacer(config.max_rps, time.monotonic, sleep)
         self._http = httpx.Client(
@@ -260,9 +271,11 @@ class BrazeClient:
                 result.unknown = [i for i in range(n) if i not in result.errors]
             else:
                 result.accepted = [i for i in range(n) if i not in result.errors]
-        self.stats.objects_accepted += len(result.accepted)
-        self.stats.objects_rejected += len(result.errors)
-        self.stats.data_points += sum(billable_keys(objects[i]) for i in result.accepted)
+        self._count(
+            objects_accepted=len(result.accepted),
+            objects_rejected=len(result.errors),
+            data_points=sum(billable_keys(objects[i]) for i in result.accepted),
+        )
         return result
 
     def _send_with_retries(self, body: bytes) -> httpx.Response:
@@ -285,14 +298,21 @@ class BrazeClient:
                 f"(last: {exc}); nothing is lost, run again later"
             ) from None
 
+    def _count(self, status: int | None = None, **increments: float) -> None:
+        with self._stats_lock:
+            for name, value in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
+            if status is not None:
+                self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
+
     def _count_retry(self, state: RetryCallState) -> None:
-        self.stats.retries += 1
+        self._count(retries=1)
 
     def _send_paced(self, body: bytes) -> httpx.Response:
         """One attempt, paced; 429s wait for the reset and send again (not a failed attempt)."""
         waits = 0
         while True:
-            self.stats.waited_s += self._pacer.before_request()
+            self._count(waited_s=self._pacer.before_request())
             try:
                 response = self._http.post(TRACK_PATH, content=body)
             except httpx.TimeoutException as exc:
@@ -300,9 +320,9 @@ class BrazeClient:
             except httpx.TransportError as exc:
                 raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from exc
             finally:
-                self.stats.requests += 1
+                self._count(requests=1)
             status = response.status_code
-            self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
+            self._count(status=status)
             limited = status == 429
             wait = self._pacer.wait_after(response.headers, limited)
             if not limited:
@@ -311,7 +331,7 @@ class BrazeClient:
                 if status in RETRYABLE:
                     raise _Retryable(f"HTTP {status} {_message(response)!r}")
                 return response
-            self.stats.rate_limited += 1
+            self._count(rate_limited=1)
             waits += 1
             if waits > self.config.max_rate_limit_waits:
                 raise BrazeUnavailableError(

@@ -5,8 +5,9 @@ bucket (plus the optional 0-100 score and top reason); the ledger holds what Bra
 only the difference is sent, and users no longer scored get their attributes set to null once.
 A run first writes its whole outbox, then sends it batch by batch, committing each batch's answer
 with the values it acknowledges. Killed at any point, the next run with the same scores resumes
-the outbox, so only the batch in flight can be sent twice; a run with the same scores after a
-finished one sends nothing. The ledger's lock keeps two runs from sending at once.
+the outbox, so only the batch in flight (`concurrency` batches, if raised) can be sent twice; a
+run with the same scores after a finished one sends nothing. The ledger's lock keeps two runs
+from sending at once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import BUCKET, CHURN_PROBABILITY, REASONS, USER_ID
-from serving.braze_client import BrazeClient, ClientConfig, billable_keys, mask_key
+from serving.braze_client import BatchResult, BrazeClient, ClientConfig, billable_keys, mask_key
 from serving.buckets import BucketPolicy, assign_buckets
 from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow
 
@@ -69,6 +72,7 @@ class SyncConfig:
     reason_attribute: str | None = None
     table_prefix: str = "lapse_sync_"
     lock_ttl_s: float = 600.0
+    concurrency: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SyncConfig:
@@ -95,6 +99,7 @@ class SyncConfig:
             reason_attribute=b.reason_attribute,
             table_prefix=ledger.table_prefix,
             lock_ttl_s=ledger.lock_ttl_s,
+            concurrency=b.concurrency,
         )
 
     @property
@@ -403,18 +408,7 @@ def _run(
     if pending:
         with BrazeClient(config.client, api_key) as client:
             try:
-                for done, (_number, rows) in enumerate(pending, start=1):
-                    ledger.heartbeat(holder)
-                    objects = _objects(rows, config)
-                    result = client.track(objects)
-                    report.sent += len(objects)
-                    ledger.record_batch(
-                        run_id,
-                        acked=[rows[i] for i in result.accepted],
-                        failed=[(rows[i], msg) for i, msg in result.errors.items()],
-                        unknown=[rows[i] for i in result.unknown],
-                    )
-                    progress("batches", done, len(pending))
+                _send(pending, config, client, ledger, run_id, holder, report, progress)
             finally:
                 stats = client.stats
                 report.data_points = stats.data_points
@@ -426,3 +420,58 @@ def _run(
     report.acknowledged = counts.get("acked", 0)
     report.unknown = counts.get("unknown", 0)
     report.failed = ledger.failures(run_id)
+
+
+def _send(
+    pending: list[tuple[int, list[OutboxRow]]],
+    config: SyncConfig,
+    client: BrazeClient,
+    ledger: Ledger,
+    run_id: int,
+    holder: str,
+    report: SyncReport,
+    progress: Progress,
+) -> None:
+    """Send the pending batches, `config.concurrency` at a time, recording each answer.
+
+    Answers are recorded in this thread, one transaction per batch, as they arrive. On an error
+    no new batch starts; those already in flight finish and are recorded, then it is raised.
+    """
+    done = 0
+
+    def send(rows: list[OutboxRow]) -> tuple[list[OutboxRow], BatchResult]:
+        return rows, client.track(_objects(rows, config))
+
+    def record(rows: list[OutboxRow], result: BatchResult) -> None:
+        nonlocal done
+        report.sent += len(rows)
+        ledger.record_batch(
+            run_id,
+            acked=[rows[i] for i in result.accepted],
+            failed=[(rows[i], message) for i, message in result.errors.items()],
+            unknown=[rows[i] for i in result.unknown],
+        )
+        done += 1
+        progress("batches", done, len(pending))
+
+    if config.concurrency == 1:
+        for _number, rows in pending:
+            ledger.heartbeat(holder)
+            record(*send(rows))
+        return
+    queue = iter(pending)
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
+        in_flight = {pool.submit(send, rows) for _, rows in islice(queue, config.concurrency)}
+        while in_flight:
+            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    record(*future.result())
+                except Exception as exc:  # noqa: BLE001 - re-raised once the others landed
+                    error = error or exc
+            if error is None:
+                ledger.heartbeat(holder)
+                in_flight |= {pool.submit(send, rows) for _, rows in islice(queue, len(finished))}
+    if error is not None:
+        raise error

@@ -204,6 +204,20 @@ def test_partial_errors_are_recorded_and_not_resent(emulator: Emulator, config) 
     assert changed.sent == 1 and changed.failed == {MSG_BLOCKLISTED: 1}
 
 
+def test_concurrent_batches_land_once_and_stop_together_on_401(emulator, sqlite_url) -> None:
+    users = {f"u{i:03d}": (i % 100) / 100 for i in range(600)}
+    emulator.add_profiles(list(users))
+    config = make_config(emulator, sqlite_url, concurrency=4)
+    with pytest.raises(BrazeAuthError):
+        sync(scores(users), config, "wrong-key-0123")
+    assert track_requests(emulator) <= 4  # no new batch after the 401
+    report = sync(scores(users), config, KEY)
+    assert (report.sent, report.acknowledged, report.requests) == (600, 600, 8)
+    assert bucket_profiles(emulator) == assign_buckets(pd.Series(users), POLICY).to_dict()
+    assert inspect(emulator, "stats")["attribute_writes"] == 600
+    assert sync(scores(users), config, KEY).sent == 0
+
+
 def test_401_stops_the_run_and_the_next_run_resumes(emulator: Emulator, config) -> None:
     users = {f"u{i:03d}": 0.9 for i in range(150)}
     emulator.add_profiles(list(users))
