@@ -22,7 +22,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,7 @@ class Ledger:
     def __init__(self, url: str, prefix: str = "lapse_sync_") -> None:
         self.url = url
         self.prefix = prefix
+        self._any_rejections: bool | None = None  # cached: only the lock holder writes
         try:
             self.engine = _engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:
@@ -287,25 +288,19 @@ class Ledger:
                 .values(status=status, finished_at=time.time())
             )
 
-    def pending_batches(self, run_id: int) -> Iterator[tuple[int, list[OutboxRow]]]:
-        """The run's batches still to send, in order, read one at a time."""
+    def pending_batches(self, run_id: int) -> list[tuple[int, list[OutboxRow]]]:
+        """The run's batches still to send, in order (one query)."""
         ob = self.outbox
         with self.engine.connect() as c:
-            numbers = c.execute(
-                sa.select(ob.c.batch)
+            rows = c.execute(
+                sa.select(ob.c.batch, ob.c[USER_ID], ob.c.payload)
                 .where(ob.c.run_id == run_id, ob.c.status == PENDING)
-                .distinct()
-                .order_by(ob.c.batch)
-            ).scalars()
-            numbers = list(numbers)
-        for number in numbers:
-            with self.engine.connect() as c:
-                rows = c.execute(
-                    sa.select(ob.c[USER_ID], ob.c.payload)
-                    .where(ob.c.run_id == run_id, ob.c.batch == number, ob.c.status == PENDING)
-                    .order_by(ob.c[USER_ID])
-                ).all()
-            yield number, [OutboxRow(r[0], json.loads(r[1])) for r in rows]
+                .order_by(ob.c.batch, ob.c[USER_ID])
+            ).all()
+        batches: dict[int, list[OutboxRow]] = {}
+        for number, user, payload in rows:
+            batches.setdefault(number, []).append(OutboxRow(user, json.loads(payload)))
+        return list(batches.items())
 
     def outbox_counts(self, run_id: int) -> dict[str, int]:
         """Outbox rows per status for a run."""
@@ -350,8 +345,13 @@ class Ledger:
             for k, v in r.payload.items()
         ]
         with self.engine.begin() as c:
+            if self._any_rejections is None:
+                self._any_rejections = (
+                    c.execute(sa.select(self.rejections).limit(1)).first() is not None
+                )
             if state_rows:
                 c.execute(self._upsert(self.state, (VALUE, "run_id")), state_rows)
+            if state_rows and self._any_rejections:
                 c.execute(
                     sa.delete(self.rejections).where(
                         sa.tuple_(self.rejections.c[USER_ID], self.rejections.c[ATTRIBUTE]).in_(
@@ -360,9 +360,8 @@ class Ledger:
                     )
                 )
             if reject_rows:
-                c.execute(
-                    self._upsert(self.rejections, ("value", "message", "run_id")), reject_rows
-                )
+                c.execute(self._upsert(self.rejections, (VALUE, "message", "run_id")), reject_rows)
+                self._any_rejections = True
             for rows, status in ((acked, ACKED), (unknown, UNKNOWN)):
                 if rows:
                     c.execute(

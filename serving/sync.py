@@ -274,10 +274,12 @@ def plan_updates(
         )
         changed &= ~same_as_rejected
     todo = long.loc[changed].sort_values([USER_ID, ATTRIBUTE], kind="stable")
-    updates = [
-        OutboxRow(str(user), dict(zip(group[ATTRIBUTE], group[VALUE], strict=True)))
-        for user, group in todo.groupby(USER_ID, sort=True)
-    ]
+    payloads: dict[str, dict[str, Any]] = {}
+    for user, name, value in zip(
+        todo[USER_ID].tolist(), todo[ATTRIBUTE].tolist(), todo[VALUE].tolist(), strict=True
+    ):
+        payloads.setdefault(str(user), {})[name] = _plain(value)
+    updates = [OutboxRow(user, payload) for user, payload in payloads.items()]
     moves = long.loc[changed & (long[ATTRIBUTE] == config.attribute).to_numpy()]
     old = before.loc[changed & (long[ATTRIBUTE] == config.attribute).to_numpy()]
     transitions = Counter(
@@ -290,6 +292,11 @@ def plan_updates(
     scored = set(scores[USER_ID])
     nulled = sum(1 for u in updates if u.user_id not in scored)
     return Plan(updates, dict(transitions), nulled)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready Python value (numpy scalars become int/float/str)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _enc(value: Any) -> str | None:
