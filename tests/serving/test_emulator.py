@@ -206,3 +206,47 @@ def test_parse_faults_and_rate_limit() -> None:
 def _wait_for_fresh_window() -> None:
     """Start just after a whole second, so a 1 s window does not roll over mid-test."""
     time.sleep(1.02 - time.time() % 1)
+
+
+def test_the_cli_serves_until_sigterm_then_prints_what_it_served(tmp_path) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LAPSE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from lapse.cli import main; main()", "braze-emulator"]
+        + ["--port", str(port), "--rate-limit", "5/1s", "--faults", "seed=1"],
+        env={**env, "BRAZE_API_KEY": KEY, "NO_COLOR": "1", "COLUMNS": "200"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = HTTP.post(
+                    f"http://127.0.0.1:{port}/users/track",
+                    json={"attributes": attrs(2)},
+                    headers=AUTH,
+                )
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert r.status_code == 201 and r.headers["x-ratelimit-limit"] == "5"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "5 requests per 1 s" in out and "Emulator served" in out
+    assert "objects accepted" in out and KEY not in out + err
