@@ -12,14 +12,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.schema import CHURN_PROBABILITY, PLATFORM, REASONS, USER_ID
 from lapse.cli import main
 from serving.braze_client import BrazeAuthError, BrazeUnavailableError, ClientConfig
 from serving.buckets import BucketPolicy, assign_buckets
 from serving.emulator import MSG_BLOCKLISTED, MSG_ID_TOO_LARGE, Emulator
-from serving.ledger import Ledger, LedgerLockedError
-from serving.sync import NEW, REMOVED, ScoresFileError, SyncConfig, read_scores, sync
+from serving.ledger import ATTRIBUTE, VALUE, Ledger, LedgerLockedError
+from serving.sync import (
+    NEW,
+    REMOVED,
+    ScoresFileError,
+    SyncConfig,
+    plan_updates,
+    prepare_scores,
+    read_scores,
+    sync,
+)
 from tests.serving.conftest import HTTP, KEY, inspect
 
 LAPSE = [sys.executable, "-c", "from lapse.cli import main; main()"]
@@ -424,3 +435,46 @@ def test_chaos_twenty_runs_killed_at_random_then_resumed(tmp_path: Path) -> None
     finally:
         chaos.stop()
         clean.stop()
+
+
+# --- the diff as a property ---------------------------------------------------------------------
+
+_probs = st.floats(0, 1, allow_nan=False)
+_users = st.dictionaries(st.sampled_from([f"u{i}" for i in range(12)]), _probs, max_size=12)
+_acked = st.dictionaries(
+    st.sampled_from([f"u{i}" for i in range(16)]),
+    st.sampled_from(["high", "medium", "low", None]),
+    max_size=16,
+)
+
+
+def _ack_frame(values: dict[str, object]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            USER_ID: pd.Series(list(values), dtype=object),
+            ATTRIBUTE: pd.Series(["churn_risk"] * len(values), dtype=object),
+            VALUE: pd.Series(list(values.values()), dtype=object),
+        }
+    )
+
+
+@settings(deadline=None, max_examples=60)
+@given(_users, _acked, st.booleans())
+def test_applying_a_plan_leaves_nothing_to_send(users, acked, null_unscored) -> None:
+    config = replace(
+        SyncConfig("churn_risk", POLICY, ClientConfig(url="http://unused"), "sqlite://"),
+        null_unscored=null_unscored,
+    )
+    frame = prepare_scores(scores(users)) if users else prepare_scores(scores({}))
+    empty = _ack_frame({})
+    plan = plan_updates(frame, _ack_frame(acked), empty, config)
+    after = dict(acked)
+    for row in plan.updates:
+        after[row.user_id] = row.payload["churn_risk"]
+        assert row.user_id in users or (null_unscored and acked.get(row.user_id) is not None)
+        assert row.payload["churn_risk"] != acked.get(row.user_id) or row.user_id not in acked
+    for user in users:  # every scored user ends with a bucket
+        assert after[user] in POLICY.names
+    if null_unscored:
+        assert all(after[u] is None for u in after if u not in users)
+    assert plan_updates(frame, _ack_frame(after), empty, config).updates == []
