@@ -24,6 +24,8 @@ from datetime import date
 from pathlib import Path
 
 TARGET_RATIO = 3.0
+# benchmarks/features.py would shadow the features package: import from the repository root
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 
 def run_ingest(raw: Path, store: Path) -> dict:
@@ -64,10 +66,11 @@ def child(kind: str, raw: Path, store: Path) -> None:
 def _in_child(kind: str, raw: Path, store: Path) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(raw), "--store", str(store)],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode:
+        sys.exit(f"{kind} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -136,10 +136,12 @@ class Source:
     text: str = ""
     header_only: bool = False
 
+    @functools.cached_property
+    def _lines(self) -> list[str]:
+        return self.text.split("\n")
+
     def raw_line(self, line: int) -> str:
         """The text of physical line ``line`` (1-based)."""
-        if not hasattr(self, "_lines"):
-            self._lines = self.text.split("\n")
         return self._lines[line - 1].rstrip("\r") if 0 < line <= len(self._lines) else ""
 
 

@@ -235,9 +235,55 @@ def _flush(
     user_id_column: str,
     keep_unknown: bool,
 ) -> Manifest:
-    """Normalise, deduplicate and commit one batch of files."""
+    """Normalise, deduplicate and commit one batch of files; add its counts to ``summary``."""
     reads = batch.reads
-    names = [str(r.path) for r in reads]
+    names = pa.array([str(r.path) for r in reads], pa.string())
+    result = normalise(_batch_rows(reads), user_id_column=user_id_column, keep_unknown=keep_unknown)
+    events = result.events
+
+    # deduplicate: against the store (the months this batch touches) and within the batch
+    key = events.column(s.EVENT_KEY).combine_chunks()
+    months = month_of(events.column(s.TS))
+    in_store = pc.is_in(key, value_set=cache.keys(manifest, sorted(pc.unique(months).to_pylist())))
+    first = pc.equal(pc.index_in(key, value_set=key), pa.array(np.arange(len(key))))
+    keep = pc.and_(pc.invert(in_store), first).to_numpy(zero_copy_only=False)
+    source_of = events.column(s.SOURCE).combine_chunks().to_numpy()
+    stored_per = np.bincount(source_of[keep], minlength=len(reads))
+    duplicate_per = np.bincount(source_of[~keep], minlength=len(reads))
+    events = events.filter(pa.array(keep))
+    months = months.filter(pa.array(keep))
+    events = events.set_column(
+        events.schema.get_field_index(s.SOURCE), s.SOURCE, names.take(events.column(s.SOURCE))
+    )
+
+    quarantine = _quarantine(reads, result.rejected)
+    rejected_rows = pc.not_equal(quarantine.column(s.LINE), BAD_FILE_LINE)
+    quarantined_per = np.bincount(
+        quarantine.column(SOURCE_INDEX).filter(rejected_rows).to_numpy(), minlength=len(reads)
+    )
+    records = []
+    for i, read in enumerate(reads):
+        record = _source_record(read, stored_per[i], duplicate_per[i], quarantined_per[i])
+        records.append(record)
+        summary.rows_read += record["rows_read"]
+        summary.header_only_files += record["status"] == "header_only"
+        if read.bad:
+            summary.bad_files[str(read.path)] = read.bad.reason
+    summary.rows_stored += events.num_rows
+    summary.duplicates += int(duplicate_per.sum())
+    reasons = Counter(quarantine.column(s.REASON).filter(rejected_rows).to_pylist())
+    for reason, count in reasons.items():
+        summary.quarantined[reason] = summary.quarantined.get(reason, 0) + count
+
+    quarantine = quarantine.set_column(0, s.SOURCE, names.take(quarantine.column(SOURCE_INDEX)))
+    manifest = commit(store, manifest, events, quarantine, records)
+    summary.commits += 1
+    cache.add(events.column(s.EVENT_KEY).combine_chunks(), months)
+    return manifest
+
+
+def _batch_rows(reads: list[_Read]) -> pa.Table:
+    """The text rows of every readable file, tagged with the file's position in the batch."""
     tables = [
         r.source.rows.append_column(
             SOURCE_INDEX, pa.array(np.full(r.source.rows.num_rows, i, np.int32))
@@ -245,105 +291,49 @@ def _flush(
         for i, r in enumerate(reads)
         if r.source is not None and r.source.rows.num_rows
     ]
-    n_files = len(reads)
-    if tables:
-        rows = pa.concat_tables(tables, promote_options="permissive")
-        result = normalise(rows, user_id_column=user_id_column, keep_unknown=keep_unknown)
-        events, rejected = result.events, result.rejected
-    else:
-        events = normalise(
-            pa.table({s.LINE: pa.array([], pa.int64()), SOURCE_INDEX: pa.array([], pa.int32())}),
-            user_id_column=user_id_column,
-            keep_unknown=keep_unknown,
-        ).events
-        rejected = None
+    if not tables:
+        return pa.table({s.LINE: pa.array([], pa.int64()), SOURCE_INDEX: pa.array([], pa.int32())})
+    return pa.concat_tables(tables, promote_options="permissive")
 
-    # deduplicate: against the store (months this batch touches) and within the batch
-    key = events.column(s.EVENT_KEY).combine_chunks()
-    months = month_of(events.column(s.TS))
-    touched = sorted(pc.unique(months).to_pylist())
-    in_store = pc.is_in(key, value_set=cache.keys(manifest, touched))
-    first = pc.equal(pc.index_in(key, value_set=key), pa.array(np.arange(len(key))))
-    keep = pc.and_(pc.invert(in_store), first)
-    dropped = pc.invert(keep)
-    src_of_event = events.column(s.SOURCE).combine_chunks().to_numpy()
-    stored_per = np.bincount(src_of_event[keep.to_numpy(zero_copy_only=False)], minlength=n_files)
-    dup_per = np.bincount(src_of_event[dropped.to_numpy(zero_copy_only=False)], minlength=n_files)
-    events = events.filter(keep)
-    months = months.filter(keep)
 
-    # quarantine: rows refused while reading, rows refused by validation, bad files
-    q_source, q_line, q_reason, q_detail, q_raw = [], [], [], [], []
-    if rejected is not None and rejected.num_rows:
-        src_idx = rejected.column(SOURCE_INDEX).to_pylist()
-        lines = rejected.column(s.LINE).to_pylist()
-        q_source += src_idx
-        q_line += lines
-        q_reason += rejected.column(s.REASON).to_pylist()
-        q_detail += rejected.column(s.DETAIL).to_pylist()
-        q_raw += [reads[i].source.raw_line(line) for i, line in zip(src_idx, lines, strict=True)]
+def _quarantine(reads: list[_Read], rejected: pa.Table) -> pa.Table:
+    """Rows refused by validation or while reading, and bad files (line 0), with raw text."""
+    at = rejected.column(SOURCE_INDEX).to_pylist()
+    lines = rejected.column(s.LINE).to_pylist()
+    columns: dict[str, list] = {
+        SOURCE_INDEX: at,
+        s.LINE: lines,
+        s.REASON: rejected.column(s.REASON).to_pylist(),
+        s.RAW: [reads[i].source.raw_line(n) for i, n in zip(at, lines, strict=True)],
+        s.DETAIL: rejected.column(s.DETAIL).to_pylist(),
+    }
     for i, read in enumerate(reads):
-        if read.source is not None:
-            for line, reason, detail, raw in read.source.rejected:
-                q_source.append(i)
-                q_line.append(line)
-                q_reason.append(reason)
-                q_detail.append(detail)
-                q_raw.append(raw)
-        elif read.bad is not None:
-            q_source.append(i)
-            q_line.append(BAD_FILE_LINE)
-            q_reason.append(read.bad.reason)
-            q_detail.append(read.bad.detail)
-            q_raw.append("")
-    q_per = np.bincount(np.array(q_source, np.int64), minlength=n_files)
-    quarantine = pa.table(
-        {
-            s.SOURCE: pa.array(names, pa.string()).take(pa.array(q_source, pa.int64())),
-            s.LINE: pa.array(q_line, pa.int64()),
-            s.REASON: pa.array(q_reason, pa.string()),
-            s.RAW: pa.array(q_raw, pa.string()),
-            s.DETAIL: pa.array(q_detail, pa.string()),
-        }
-    )
-    events = events.set_column(
-        events.schema.get_field_index(s.SOURCE),
-        s.SOURCE,
-        pa.array(names, pa.string()).take(events.column(s.SOURCE)),
-    )
-
-    records = []
-    for i, read in enumerate(reads):
-        rows_read = 0
-        if read.source is not None:
-            rows_read = read.source.rows.num_rows + len(read.source.rejected)
-        status = "bad" if read.bad else ("header_only" if read.source.header_only else "ok")
-        records.append(
-            {
-                "path": str(read.path),
-                "size": read.size,
-                "sha256": read.sha256 or f"unreadable:{read.path}",
-                "rows_read": rows_read,
-                "rows_stored": int(stored_per[i]),
-                "rows_duplicate": int(dup_per[i]),
-                "rows_quarantined": int(q_per[i]) if not read.bad else 0,
-                "status": status,
-                **({"reason": read.bad.reason, "detail": read.bad.detail} if read.bad else {}),
-            }
-        )
-        summary.rows_read += rows_read
-        summary.header_only_files += status == "header_only"
+        found = read.source.rejected if read.source else []
         if read.bad:
-            summary.bad_files[str(read.path)] = read.bad.reason
-    summary.rows_stored += events.num_rows
-    summary.duplicates += int(dup_per.sum())
-    row_reasons = Counter(
-        r for r, line in zip(q_reason, q_line, strict=True) if line != BAD_FILE_LINE
-    )
-    for reason, count in row_reasons.items():
-        summary.quarantined[reason] = summary.quarantined.get(reason, 0) + count
+            found = [(BAD_FILE_LINE, read.bad.reason, read.bad.detail, "")]
+        for line, reason, detail, raw in found:
+            for name, value in zip(
+                (SOURCE_INDEX, s.LINE, s.REASON, s.DETAIL, s.RAW),
+                (i, line, reason, detail, raw),
+                strict=True,
+            ):
+                columns[name].append(value)
+    types = {SOURCE_INDEX: pa.int64(), s.LINE: pa.int64()}
+    return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in columns.items()})
 
-    manifest = commit(store, manifest, events, quarantine, records)
-    summary.commits += 1
-    cache.add(events.column(s.EVENT_KEY).combine_chunks(), months)
-    return manifest
+
+def _source_record(read: _Read, stored: int, duplicates: int, quarantined: int) -> dict:
+    """The manifest entry of one source file."""
+    rows_read = read.source.rows.num_rows + len(read.source.rejected) if read.source else 0
+    status = "bad" if read.bad else ("header_only" if read.source.header_only else "ok")
+    return {
+        "path": str(read.path),
+        "size": read.size,
+        "sha256": read.sha256 or f"unreadable:{read.path}",
+        "rows_read": rows_read,
+        "rows_stored": int(stored),
+        "rows_duplicate": int(duplicates),
+        "rows_quarantined": int(quarantined),
+        "status": status,
+        **({"reason": read.bad.reason, "detail": read.bad.detail} if read.bad else {}),
+    }

@@ -293,3 +293,9 @@ def test_event_keys_are_stable() -> None:
         csv_bytes(row(subscription_event_type="renewal", subscription_transaction_id="2"))
     )
     assert other[0][s.EVENT_KEY] != first[0][s.EVENT_KEY]
+
+
+def test_blank_lines_are_skipped_without_shifting_line_numbers() -> None:
+    source = read_source("f.csv", csv_bytes(row(), "", row(created_at=T + 1), ""))
+    assert source.rows.column(s.LINE).to_pylist() == [2, 4]
+    assert source.rejected == []

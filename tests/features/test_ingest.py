@@ -189,3 +189,25 @@ def test_cli_ingests_reports_bad_files_and_fails_in_one_line(
         main(["ingest", str(tmp_path / "missing"), "--store", str(store)])
     assert failed.value.code == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_late_rows_land_in_their_month_and_copies_in_other_files_are_dropped(
+    tmp_path: Path,
+) -> None:
+    header = "{activity_kind},{created_at},{os_name},{adid},user_id"
+    midnight = int(pd.Timestamp("2026-02-01", tz="UTC").timestamp())
+    jan, feb = midnight - 3600, midnight + 60
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a_2026-02-01T000000_h_p1.csv").write_text(
+        f"{header}\nsession,{feb},ios,{'a' * 32},u1\nsession,{jan},ios,{'a' * 32},u1\n"
+    )
+    (raw / "a_2026-02-01T000000_h_p2.csv").write_text(
+        f"{header}\nsession,{jan},ios,{'a' * 32},u1\n"
+    )
+    summary = ingest([raw], tmp_path / "store")
+    assert (summary.rows_stored, summary.duplicates) == (2, 1)
+    january = load_events(tmp_path / "store", end="2026-02-01")
+    assert january[s.TS].tolist() == [pd.Timestamp(jan, unit="s", tz="UTC")]
+    assert Path(january[s.SOURCE].iloc[0]).name == "a_2026-02-01T000000_h_p1.csv"
+    assert len(load_events(tmp_path / "store", start="2026-02-01")) == 1
