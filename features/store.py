@@ -44,9 +44,22 @@ FORMAT_VERSION: Final = 1
 ROW_GROUP_ROWS: Final = 128 * 1024
 #: Near-unique columns: dictionary-encoding them costs time and saves nothing.
 _UNIQUE_COLUMNS: Final = frozenset(
-    {s.EVENT_KEY, s.ADID, s.TRANSACTION_ID, s.ORIGINAL_TRANSACTION_ID, s.EXPIRED_TRANSACTION_ID,
-     s.RAW, s.DETAIL, s.LINE, s.TS, s.PRICE, s.PURCHASED_AT, s.EXPIRES_AT, s.CANCELLED_AT,
-     s.INSTALLED_AT_COL}
+    {
+        s.EVENT_KEY,
+        s.ADID,
+        s.TRANSACTION_ID,
+        s.ORIGINAL_TRANSACTION_ID,
+        s.EXPIRED_TRANSACTION_ID,
+        s.RAW,
+        s.DETAIL,
+        s.LINE,
+        s.TS,
+        s.PRICE,
+        s.PURCHASED_AT,
+        s.EXPIRES_AT,
+        s.CANCELLED_AT,
+        s.INSTALLED_AT_COL,
+    }
 )
 
 
@@ -178,13 +191,13 @@ def commit(
             rel = f"{EVENTS_DIR}/{PARTITION}={month}/part-{tag}.parquet"
             _write(store / rel, part)
             written_events.append(rel)
-            touched_dirs.add((store / rel).parent)
+            touched_dirs.update({(store / rel).parent, store / EVENTS_DIR})  # new month folders
     written_quarantine: list[str] = []
     if quarantine.num_rows:
         rel = f"{QUARANTINE_DIR}/part-{tag}.parquet"
         _write(store / rel, quarantine.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA))
         written_quarantine.append(rel)
-        touched_dirs.add((store / rel).parent)
+        touched_dirs.update({(store / rel).parent, store})
     for folder in touched_dirs:
         _fsync_dir(folder)
     new = Manifest(

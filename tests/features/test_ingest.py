@@ -211,3 +211,27 @@ def test_late_rows_land_in_their_month_and_copies_in_other_files_are_dropped(
     assert january[s.TS].tolist() == [pd.Timestamp(jan, unit="s", tz="UTC")]
     assert Path(january[s.SOURCE].iloc[0]).name == "a_2026-02-01T000000_h_p1.csv"
     assert len(load_events(tmp_path / "store", start="2026-02-01")) == 1
+
+
+def test_a_callback_repeating_an_exported_row_is_a_duplicate(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    fields = {
+        "activity_kind": "subscription",
+        "created_at": "1767571999",
+        "os_name": "ios",
+        "adid": "a" * 32,
+        "user_id": "u1",
+        "subscription_event_type": "renewal",
+        "subscription_transaction_id": "230000000000001",
+        "subscription_original_transaction_id": "230000000000000",
+        "revenue_float": "9.99",
+    }
+    header = ",".join(k if k == "user_id" else "{" + k + "}" for k in fields)
+    (raw / "app_2026-01-05T000000_h.csv").write_text(header + "\n" + ",".join(fields.values()))
+    query = "&".join(f"{k}={v}" for k, v in fields.items())
+    (raw / "callbacks.log").write_text(f"GET /adjust?{query} HTTP/1.1\n" * 2)
+    summary = ingest([raw], tmp_path / "store")
+    assert (summary.rows_read, summary.rows_stored, summary.duplicates) == (3, 1, 2)
+    (event,) = load_events(tmp_path / "store").to_dict("records")
+    assert (event[s.EVENT], event[s.PRICE], event[s.USER_ID]) == ("renewal", 9.99, "u1")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -150,7 +152,16 @@ ingest_mod.ingest([sys.argv[1]], sys.argv[2])
 """
 
 
+SLOW_INGEST = """
+import sys
+import features.ingest as ingest_mod
+ingest_mod.BATCH_FILES = 10
+ingest_mod.ingest([sys.argv[1]], sys.argv[2])
+"""
+
+
 def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(tmp_path: Path, raw_export: Path) -> None:
+    """The process dies between writing a commit's parquet files and publishing them."""
     crashed, clean = tmp_path / "crashed", tmp_path / "clean"
     done = subprocess.run(
         [sys.executable, "-c", KILLER, str(raw_export), str(crashed)],
@@ -165,6 +176,33 @@ def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(tmp_path: Path, raw_ex
     resumed = ingest([raw_export], crashed)
     assert resumed.orphans_removed > 0
     ingest([raw_export], clean)
+    _assert_same_store(crashed, clean)
+
+
+def test_sigkill_from_outside_at_any_moment_then_rerun_equals_a_clean_run(
+    tmp_path: Path, raw_export: Path
+) -> None:
+    """Killed by another process once some commits are in, wherever it happens to be."""
+    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_INGEST, str(raw_export), str(crashed)],
+        cwd=Path(__file__).parents[2],
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        if (crashed / MANIFEST).exists() and len(read_manifest(crashed).commits) >= 3:
+            break
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -9, "the ingest finished before it could be killed"
+    ingest([raw_export], crashed)
+    ingest([raw_export], clean)
+    _assert_same_store(crashed, clean)
+
+
+def _assert_same_store(crashed: Path, clean: Path) -> None:
+    """Same events (source and line included), same quarantine, same ingested files."""
 
     def contents(store: Path) -> pd.DataFrame:
         return load_events(store).sort_values(s.EVENT_KEY, ignore_index=True)
