@@ -209,6 +209,7 @@ def _print_throughput(label: str, t: dict[str, float], allowed: float, top: floa
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines as they come, also into a file
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=30)

@@ -151,7 +151,7 @@ class LedgerSettings(_Section):
 class BucketSettings(_Section):
     """How churn probabilities become the bucket values marketers see in Braze."""
 
-    mode: Literal["probability", "share"] = "probability"
+    mode: Literal["probability", "share", "given"] = "probability"
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"high": 0.5, "medium": 0.2},
         description="mode probability: bucket -> lowest churn probability in it, riskiest first.",

@@ -2,7 +2,8 @@
 
 Buckets are ordered riskiest first. Each has a lower bound on the churn probability, either given
 (`mode="probability"`) or taken from this run's population so that each bucket holds a share of
-the users (`mode="share"`); everyone below the last bound gets the `rest` bucket. Hysteresis: a
+the users (`mode="share"`); everyone below the last bound gets the `rest` bucket. (`mode="given"`
+takes the bucket a scores file already carries; the sync applies it as is.) Hysteresis: a
 user keeps the bucket Braze acknowledged last time until their probability leaves that bucket's
 range by more than `hysteresis`, so a score jittering around a bound does not flip (and bill) daily.
 """
@@ -20,7 +21,7 @@ from features.schema import BUCKET
 
 __all__ = ["BucketPolicy", "BucketPolicyError", "assign_buckets", "bucket_bounds"]
 
-Mode = Literal["probability", "share"]
+Mode = Literal["probability", "share", "given"]
 
 
 class BucketPolicyError(ValueError):
@@ -52,14 +53,18 @@ class BucketPolicy:
 
     def check(self) -> None:
         """Raise BucketPolicyError naming the offending bucket or value."""
-        if self.mode not in ("probability", "share"):
-            raise BucketPolicyError(f"bucket mode {self.mode!r}: expected 'probability' or 'share'")
+        if self.mode not in ("probability", "share", "given"):
+            raise BucketPolicyError(
+                f"bucket mode {self.mode!r}: expected 'probability', 'share' or 'given'"
+            )
         names = self.names
         if len(set(names)) != len(names) or any(not n.strip() for n in names):
             raise BucketPolicyError(f"bucket names must be distinct and non-empty: {names}")
         if not 0 <= self.hysteresis < 0.5:
             raise BucketPolicyError(f"hysteresis {self.hysteresis}: expected 0 <= value < 0.5")
         values = [v for _, v in self.cuts]
+        if self.mode == "given":
+            return
         if self.mode == "probability":
             for (name, v), nxt in zip(self.cuts, [*values[1:], None], strict=True):
                 if not 0 < v <= 1:

@@ -238,8 +238,7 @@ def plan_updates(
     )
     prev_bucket.index = scores.index
     desired = pd.DataFrame({USER_ID: scores[USER_ID]})
-    buckets = assign_buckets(scores[CHURN_PROBABILITY], config.policy, prev_bucket)
-    desired[config.attribute] = buckets
+    desired[config.attribute] = _buckets(scores, config.policy, prev_bucket)
     if config.score_attribute:
         desired[config.score_attribute] = (
             np.rint(scores[CHURN_PROBABILITY].to_numpy() * _SCORE_MAX).astype(int).tolist()
@@ -292,6 +291,19 @@ def plan_updates(
     scored = set(scores[USER_ID])
     nulled = sum(1 for u in updates if u.user_id not in scored)
     return Plan(updates, dict(transitions), nulled)
+
+
+def _buckets(scores: pd.DataFrame, policy: BucketPolicy, previous: pd.Series) -> pd.Series:
+    if policy.mode != "given":
+        return assign_buckets(scores[CHURN_PROBABILITY], policy, previous)
+    given = scores[BUCKET] if BUCKET in scores.columns else None
+    if given is None or given.isna().any():
+        raise ScoresFileError(
+            f"buckets.mode is 'given' but the scores have "
+            f"{'no ' + repr(BUCKET) + ' column' if given is None else 'users without a bucket'}; "
+            "write buckets into the scores file or use mode 'probability' or 'share'"
+        )
+    return given.astype(object)
 
 
 def _plain(value: Any) -> Any:

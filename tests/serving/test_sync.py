@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.schema import CHURN_PROBABILITY, PLATFORM, REASONS, USER_ID
+from features.schema import BUCKET, CHURN_PROBABILITY, PLATFORM, REASONS, USER_ID
 from lapse.cli import main
 from serving.braze_client import BrazeAuthError, BrazeUnavailableError, ClientConfig
 from serving.buckets import BucketPolicy, assign_buckets
@@ -478,3 +478,15 @@ def test_applying_a_plan_leaves_nothing_to_send(users, acked, null_unscored) -> 
     if null_unscored:
         assert all(after[u] is None for u in after if u not in users)
     assert plan_updates(frame, _ack_frame(after), empty, config).updates == []
+
+
+def test_given_buckets_are_sent_as_the_scores_file_says(emulator: Emulator, sqlite_url) -> None:
+    given = BucketPolicy.of("given", {}, "low")
+    config = make_config(emulator, sqlite_url, policy=given)
+    emulator.add_profiles(["a", "b"])
+    sync(scores({"a": 0.9, "b": 0.1}, **{BUCKET: ["watch", "fine"]}), config, KEY)
+    assert bucket_profiles(emulator) == {"a": "watch", "b": "fine"}
+    with pytest.raises(ScoresFileError, match="no 'bucket' column"):
+        sync(scores({"a": 0.9}), config, KEY)
+    with pytest.raises(ScoresFileError, match="users without a bucket"):
+        sync(scores({"a": 0.9, "b": 0.1}, **{BUCKET: ["watch", None]}), config, KEY)
