@@ -150,6 +150,8 @@ class Source:
 
 def read_source(name: str, data: bytes) -> Source:
     """Decompress, decode and parse one file (CSV or callback log) into text columns."""
+    if name.lower().endswith(".gz") and data[:2] != b"\x1f\x8b" and data:
+        raise BadFile("corrupt_gzip", "named .gz but has no gzip header")
     data = _decompress(data)
     text = _decode(name, data)
     if not text.strip():

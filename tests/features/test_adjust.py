@@ -223,6 +223,8 @@ def test_sandbox_rows_are_flagged() -> None:
         (b"", "empty_file"),
         (gzip.compress(b""), "empty_file"),
         (gzip.compress(csv_bytes(row()) * 50)[:-30], "truncated_gzip"),
+        (csv_bytes(row()), "corrupt_gzip"),  # plain CSV named .csv.gz
+        (b"\x1f\x8b\x08\x00garbage-after-a-gzip-magic", "corrupt_gzip"),
         ("created_at,adid\n1,é\n".encode("latin-1"), "wrong_encoding"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "wrong_encoding"),
         (b"name,age\nbob,3\n", "not_adjust_csv"),
@@ -230,8 +232,9 @@ def test_sandbox_rows_are_flagged() -> None:
     ],
 )
 def test_bad_files(data: bytes, reason: str) -> None:
+    gzipped = data[:2] == b"\x1f\x8b" or reason == "corrupt_gzip"
     with pytest.raises(BadFile) as info:
-        read_source("f.csv.gz", data)
+        read_source("f.csv.gz" if gzipped else "f.csv", data)
     assert info.value.reason == reason
 
 
