@@ -1,0 +1,102 @@
+"""training.tune: TPE + pruning on SQLite and PostgreSQL, resuming, nested MLflow runs."""
+
+import uuid
+
+import mlflow
+import optuna
+import psycopg
+import pytest
+
+from features import schema
+from training.pipeline import feature_types, preprocessor
+from training.splits import time_split
+from training.tune import TuneConfig, TuningError, safe_url, storage, tune
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="module")
+def prepared(snapshots):
+    frame, _ = snapshots
+    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=14)
+    train, valid = split.part(frame, "train"), split.part(frame, "valid")
+    X, y = train.drop(columns=schema.CHURNED), train[schema.CHURNED].astype(int)
+    Xv, yv = valid.drop(columns=schema.CHURNED), valid[schema.CHURNED].astype(int)
+    pre = preprocessor(feature_types(X)).fit(X, y)
+    return pre.transform(X), y, pre.transform(Xv), yv
+
+
+def test_sqlite_study_resumes_to_the_trial_budget(prepared, tmp_path) -> None:
+    url = f"sqlite:///{(tmp_path / 'optuna.db').resolve()}"
+    seen = []
+    config = TuneConfig(storage=url, study_name="s", n_trials=3, seed=1, early_stopping_rounds=10)
+    result = tune(*prepared, config, progress=lambda *a: seen.append(a))
+    assert result.finished == 3
+    assert seen[0] == ("tune", 0, 3) and seen[-1] == ("tune", 3, 3)
+    assert 0.6 < result.best_value <= 1.0
+    assert result.best_iteration >= 1 and "num_leaves" in result.best_params
+    more = tune(*prepared, TuneConfig(**{**config.__dict__, "n_trials": 5}))
+    assert more.finished == 5
+    assert more.best_value >= result.best_value
+    assert stored_trials(url, "s") == 5
+
+
+def stored_trials(url: str, name: str) -> int:
+    rdb = storage(url)
+    try:
+        return len(optuna.load_study(study_name=name, storage=rdb).trials)
+    finally:
+        rdb.engine.dispose()
+
+
+def test_trials_are_nested_mlflow_runs(prepared, tmp_path, mlflow_env) -> None:
+    url = f"sqlite:///{(tmp_path / 'optuna.db').resolve()}"
+    _, artifacts = mlflow_env
+    experiment = mlflow.create_experiment("tune-test", artifact_location=artifacts)
+    with mlflow.start_run(experiment_id=experiment) as parent:
+        tune(
+            *prepared, TuneConfig(storage=url, study_name="n", n_trials=2, early_stopping_rounds=5)
+        )
+    runs = mlflow.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(runs["tags.mlflow.runName"]) == ["trial-0", "trial-1"]
+    assert runs["params.num_leaves"].notna().all()
+
+
+def test_postgresql_storage(prepared) -> None:
+    try:
+        with psycopg.connect(POSTGRES.replace("+psycopg", ""), connect_timeout=5):
+            pass
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES}: {exc}")
+    name = f"lapse-test-{uuid.uuid4().hex}"
+    try:
+        study = tune(
+            *prepared,
+            TuneConfig(storage=POSTGRES, study_name=name, n_trials=2, early_stopping_rounds=5),
+        )
+        assert stored_trials(POSTGRES, name) == 2
+        assert study.finished == 2 and study.best_value > 0.6
+    finally:
+        rdb = storage(POSTGRES)
+        optuna.delete_study(study_name=name, storage=rdb)
+        rdb.engine.dispose()
+
+
+def test_no_completed_trial_is_an_error(prepared, tmp_path) -> None:
+    url = f"sqlite:///{(tmp_path / 'optuna.db').resolve()}"
+    config = TuneConfig(storage=url, study_name="pruned-only", n_trials=1)
+    rdb = storage(url)
+    study = optuna.create_study(study_name=config.study_name, storage=rdb, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED))
+    rdb.engine.dispose()
+    with pytest.raises(TuningError, match="'pruned-only' in sqlite:///.* no completed trial"):
+        tune(*prepared, config)
+
+
+def test_safe_url_masks_the_password() -> None:
+    assert (
+        safe_url("postgresql+psycopg://u:secret@db/optuna")
+        == "postgresql+psycopg://u:***@db/optuna"
+    )

@@ -1,0 +1,204 @@
+"""Hyper-parameter search: Optuna TPE over LightGBM, pruned on its per-iteration validation AUC.
+
+The study lives in an RDB storage (SQLite by default, PostgreSQL to share it between workers) and
+is resumable: running again with the same study name continues until ``n_trials`` have finished.
+Each trial is logged as a nested MLflow run when a parent run is active.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mlflow
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+from optuna_integration import LightGBMPruningCallback
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from training.pipeline import classifier, fit_classifier
+
+#: The metric LightGBM reports per iteration and the study maximises (same direction, see stack.md).
+METRIC = "auc"
+VALID_NAME = "valid_0"  # LightGBM's sklearn API names the first eval set so
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Where the study lives and how long to search."""
+
+    storage: str
+    study_name: str
+    n_trials: int
+    timeout_s: float | None = None
+    seed: int = 0
+    early_stopping_rounds: int = 50
+    #: Boosting rounds between reports to the study: each report is a database write.
+    report_interval: int = 10
+
+
+def search_space(trial: optuna.Trial) -> dict:
+    """LightGBM parameters to search; n_estimators is left to early stopping."""
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 10, 400, log=True),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
+    }
+
+
+def storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage for ``url``. SQLite waits for locks instead of failing at once, and runs in
+    WAL mode without a sync per commit: every pruning report is a commit."""
+    if not url.startswith("sqlite"):
+        return optuna.storages.RDBStorage(url)
+    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    rdb.engine.dispose()
+    event.listen(rdb.engine, "connect", _sqlite_pragmas)
+    return rdb
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The best trial of a finished search."""
+
+    study_name: str
+    best_params: dict
+    best_value: float
+    best_iteration: int
+    finished: int
+    pruned: int
+
+
+def open_study(config: TuneConfig, rdb: optuna.storages.RDBStorage) -> optuna.Study:
+    """Create the study, or load it to resume."""
+    return optuna.create_study(
+        study_name=config.study_name,
+        storage=rdb,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
+        load_if_exists=True,
+    )
+
+
+def safe_url(url: str) -> str:
+    """The storage URL with any password masked, for messages and MLflow params."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def tune(
+    Xt: pd.DataFrame,
+    y,
+    Xvt: pd.DataFrame,
+    yv,
+    config: TuneConfig,
+    progress: Progress | None = None,
+) -> TuneResult:
+    """Search on preprocessed training rows, scoring validation AUC; returns the best trial.
+
+    Trials already finished in the storage count toward ``n_trials`` (resume after a stop).
+    """
+    rdb = storage(config.storage)
+    try:
+        return _search(Xt, y, Xvt, yv, config, progress, open_study(config, rdb))
+    finally:
+        rdb.engine.dispose()  # pooled connections would otherwise outlive the search
+
+
+def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -> TuneResult:
+    done = finished_trials(study)
+    if progress:
+        progress("tune", min(done, config.n_trials), config.n_trials)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = search_space(trial)
+        parent = mlflow.active_run()
+        run = (
+            mlflow.start_run(
+                run_name=f"trial-{trial.number}",
+                nested=True,
+                experiment_id=parent.info.experiment_id,
+            )
+            if parent
+            else None
+        )
+        try:
+            if run:
+                mlflow.log_params(params)
+            clf = fit_classifier(
+                classifier(params, config.seed),
+                Xt,
+                y,
+                Xvt,
+                yv,
+                callbacks=[
+                    LightGBMPruningCallback(
+                        trial, METRIC, valid_name=VALID_NAME, report_interval=config.report_interval
+                    )
+                ],
+                early_stopping_rounds=config.early_stopping_rounds,
+            )
+            value = float(clf.best_score_[VALID_NAME][METRIC])
+            trial.set_user_attr("best_iteration", int(clf.best_iteration_))
+            if run:
+                mlflow.log_metrics({"valid_auc": value, "best_iteration": clf.best_iteration_})
+                mlflow.set_tag("state", "complete")
+            return value
+        except optuna.TrialPruned:
+            if run:
+                mlflow.set_tag("state", "pruned")
+            raise
+        finally:
+            if run:
+                mlflow.end_run()
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if progress:
+            progress("tune", min(finished_trials(study), config.n_trials), config.n_trials)
+
+    remaining = config.n_trials - done
+    if remaining > 0:
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=config.timeout_s,
+            callbacks=[report],
+            gc_after_trial=False,
+        )
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise TuningError(
+            f"study {config.study_name!r} in {safe_url(config.storage)} has no completed trial "
+            f"after {finished_trials(study)} finished; raise --trials or --timeout"
+        )
+    best = study.best_trial
+    return TuneResult(
+        study_name=config.study_name,
+        best_params=dict(best.params),
+        best_value=float(best.value),
+        best_iteration=int(best.user_attrs["best_iteration"]),
+        finished=finished_trials(study),
+        pruned=len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+    )
+
+
+class TuningError(RuntimeError):
+    """The search ended without a usable trial."""
