@@ -214,48 +214,57 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--batches", type=int, default=2000, help="throughput run: full batches")
+    parser.add_argument("--part", choices=["all", "data-points", "throughput"], default="all")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lapse-bench-sync-") as tmp:
         scratch = Path(tmp)
-        started = time.perf_counter()
-        days = daily_scores(args.users, args.days, scratch / "gen")
+        if args.part != "throughput":
+            measure_data_points(args.users, args.days, scratch)
+        if args.part != "data-points":
+            measure_throughput(args.batches, scratch)
+
+
+def measure_data_points(users: int, n_days: int, scratch: Path) -> None:
+    started = time.perf_counter()
+    days = daily_scores(users, n_days, scratch / "gen")
+    seconds = time.perf_counter() - started
+    print(f"generated {users:,} users, {len(days)} daily cut-offs in {seconds:.0f} s")
+    print("\n1. Data points over the daily rescorings (emulator's bill)")
+    for hysteresis in (0.03, 0.0):
+        r = data_points(days, hysteresis, scratch)
+        share = r["lapse"] / r["naive"]
+        verdict = "met" if share <= TARGET_SHARE else "MISSED"
         print(
-            f"generated {args.users:,} users, {len(days)} daily cut-offs "
-            f"in {time.perf_counter() - started:.0f} s"
+            f"   hysteresis {hysteresis:<4}  lapse {r['lapse']:>10,.0f}   naive daily push "
+            f"{r['naive']:>10,.0f}   ratio {share:6.1%}   (first day {r['first_day']:,.0f}; "
+            f"then median {r['median_changed']:,.0f} of {r['median_scored']:,.0f} users/day; "
+            f"no-op writes {r['noop']:,.0f})   target <= {TARGET_SHARE:.0%}: "
+            f"{verdict if hysteresis else 'reference'}"
         )
-        print("\n1. Data points over the daily rescorings (emulator's bill)")
-        for hysteresis in (0.03, 0.0):
-            r = data_points(days, hysteresis, scratch)
-            share = r["lapse"] / r["naive"]
-            verdict = "met" if share <= TARGET_SHARE else "MISSED"
-            print(
-                f"   hysteresis {hysteresis:<4}  lapse {r['lapse']:>10,.0f}   naive daily push "
-                f"{r['naive']:>10,.0f}   ratio {share:6.1%}   (first day {r['first_day']:,.0f}; "
-                f"then median {r['median_changed']:,.0f} of {r['median_scored']:,.0f} users/day; "
-                f"no-op writes {r['noop']:,.0f})   target <= {TARGET_SHARE:.0%}: "
-                f"{verdict if hysteresis else 'reference'}"
-            )
-        limit, window = DOCUMENTED_LIMIT
-        allowed = limit / window
-        print(
-            f"\n2. Throughput against the documented limit ({limit:,} per {window:g} s "
-            f"= {allowed:,.0f} requests/s, 75 objects each)"
-        )
-        top = ceiling(min(args.batches, 2000))
-        print(
-            f"   {'machine ceiling (unpaced POST loop, no limit)':<44} {top:6,.0f} req/s"
-            f"           = {top / allowed:6.1%} of the limit"
-        )
-        for concurrency in (1, 4):
-            t = throughput(args.batches, concurrency, DOCUMENTED_LIMIT, scratch)
-            _print_throughput(f"lapse sync, {concurrency} batch(es) in flight", t, allowed, top)
-        # The limiter itself, at a limit this machine can carry: half of Lapse's own unthrottled
-        # rate, measured here against an emulator without a limit.
-        free = throughput(args.batches // 2, 1, (10**9, 1.0), scratch, max_rps=1e9)
-        print(f"   {'lapse sync, no limit at all (1 in flight)':<44} {free['rps']:6,.0f} req/s")
-        carry = max(int(free["rps"] / 2), 1)
-        t = throughput(args.batches // 2, 1, (3 * carry, 3.0), scratch)
-        _print_throughput(f"lapse sync at {3 * carry:,}/3 s (= {carry} req/s)", t, carry, top)
+
+
+def measure_throughput(batches: int, scratch: Path) -> None:
+    limit, window = DOCUMENTED_LIMIT
+    allowed = limit / window
+    print(
+        f"\n2. Throughput against the documented limit ({limit:,} per {window:g} s "
+        f"= {allowed:,.0f} requests/s, 75 objects each)"
+    )
+    top = ceiling(min(batches, 2000))
+    print(
+        f"   {'machine ceiling (unpaced POST loop, no limit)':<44} {top:6,.0f} req/s"
+        f"           = {top / allowed:6.1%} of the limit"
+    )
+    for concurrency in (1, 4):
+        t = throughput(batches, concurrency, DOCUMENTED_LIMIT, scratch)
+        _print_throughput(f"lapse sync, {concurrency} batch(es) in flight", t, allowed, top)
+    # The limiter itself, at a limit this machine can carry: half of Lapse's own unthrottled
+    # rate, measured here against an emulator without a limit.
+    free = throughput(batches // 2, 1, (10**9, 1.0), scratch, max_rps=1e9)
+    print(f"   {'lapse sync, no limit at all (1 in flight)':<44} {free['rps']:6,.0f} req/s")
+    carry = max(int(free["rps"] / 2), 1)
+    t = throughput(batches // 2, 1, (3 * carry, 3.0), scratch)
+    _print_throughput(f"lapse sync at {3 * carry:,}/3 s (= {carry} req/s)", t, carry, top)
 
 
 if __name__ == "__main__":

@@ -128,15 +128,25 @@ def _header(headers: httpx.Headers, name: str) -> float | None:
 
 
 class _Pacer:
-    """Keeps request starts under max_rps and out of windows Braze said are used up.
+    """Keeps request starts at max_rps on average and out of windows Braze said are used up.
 
-    Thread-safe: concurrent senders take consecutive start slots.
+    Start slots are 1/max_rps apart. A sender that fell behind (a slow answer, a busy CPU) may
+    make up at most `catch_up_s` of missed slots back to back, so short stalls do not waste the
+    allowed rate while no second ever carries more than max_rps * (1 + catch_up_s) starts.
+    Thread-safe: concurrent senders take consecutive slots.
     """
 
-    def __init__(self, max_rps: float, clock: Callable[[], float], sleep: Callable[[float], None]):
+    def __init__(
+        self,
+        max_rps: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        catch_up_s: float = 0.25,
+    ):
         self.interval = 1.0 / max_rps
+        self.catch_up_s = catch_up_s
         self.clock, self.sleep = clock, sleep
-        self.next_start = 0.0
+        self.next_start: float | None = None
         self.blocked_until_wall = 0.0  # wall-clock time, because Reset is an epoch
         self.lock = threading.Lock()
 
@@ -148,9 +158,11 @@ class _Pacer:
                 header_wait = self.blocked_until_wall - time.time()
                 if header_wait <= 0:
                     now = self.clock()
-                    start = max(self.next_start, now)
+                    scheduled = now if self.next_start is None else self.next_start
+                    start = max(scheduled, now - self.catch_up_s)
                     self.next_start = start + self.interval
                     break
+                self.next_start = None  # after a pause for Braze's reset: no catching up
             self.sleep(header_wait)
             waited += header_wait
         if start > now:

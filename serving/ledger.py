@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -49,6 +50,7 @@ __all__ = [
 PENDING, ACKED, FAILED, UNKNOWN = "pending", "acked", "failed", "unknown"
 RUN_OPEN, RUN_DONE, RUN_SUPERSEDED = "open", "done", "superseded"
 _LOCK_NAME = "sync"
+_NO_OUTCOME = "outcome not reported by Braze"
 #: Columns of the frames `acknowledged()` and `rejected()` return, besides USER_ID.
 ATTRIBUTE, VALUE = "attribute", "value"
 
@@ -333,7 +335,6 @@ class Ledger:
     ) -> None:
         """Store Braze's answer to one batch and the acknowledged values, in one transaction."""
         acked, failed, unknown = list(acked), list(failed), list(unknown)
-        ob = self.outbox
         state_rows = [
             {USER_ID: r.user_id, ATTRIBUTE: k, VALUE: _encode(v), "run_id": run_id}
             for r in acked
@@ -344,13 +345,25 @@ class Ledger:
             for r, m in failed
             for k, v in r.payload.items()
         ]
+        outcomes = [
+            {"b_run": run_id, "b_user": r.user_id, "b_status": ACKED, "b_message": None}
+            for r in acked
+        ]
+        outcomes += [
+            {"b_run": run_id, "b_user": r.user_id, "b_status": FAILED, "b_message": m}
+            for r, m in failed
+        ]
+        outcomes += [
+            {"b_run": run_id, "b_user": r.user_id, "b_status": UNKNOWN, "b_message": _NO_OUTCOME}
+            for r in unknown
+        ]
         with self.engine.begin() as c:
             if self._any_rejections is None:
                 self._any_rejections = (
                     c.execute(sa.select(self.rejections).limit(1)).first() is not None
                 )
             if state_rows:
-                c.execute(self._upsert(self.state, (VALUE, "run_id")), state_rows)
+                c.execute(self._state_upsert, state_rows)
             if state_rows and self._any_rejections:
                 c.execute(
                     sa.delete(self.rejections).where(
@@ -360,24 +373,27 @@ class Ledger:
                     )
                 )
             if reject_rows:
-                c.execute(self._upsert(self.rejections, (VALUE, "message", "run_id")), reject_rows)
+                c.execute(self._rejection_upsert, reject_rows)
                 self._any_rejections = True
-            for rows, status in ((acked, ACKED), (unknown, UNKNOWN)):
-                if rows:
-                    c.execute(
-                        sa.update(ob)
-                        .where(ob.c.run_id == run_id, ob.c[USER_ID].in_([r.user_id for r in rows]))
-                        .values(
-                            status=status,
-                            message="outcome not reported by Braze" if status == UNKNOWN else None,
-                        )
-                    )
-            for row, message in failed:
-                c.execute(
-                    sa.update(ob)
-                    .where(ob.c.run_id == run_id, ob.c[USER_ID] == row.user_id)
-                    .values(status=FAILED, message=message)
-                )
+            if outcomes:
+                c.execute(self._set_outcome, outcomes)
+
+    @cached_property
+    def _state_upsert(self) -> Any:
+        return self._upsert(self.state, (VALUE, "run_id"))
+
+    @cached_property
+    def _rejection_upsert(self) -> Any:
+        return self._upsert(self.rejections, (VALUE, "message", "run_id"))
+
+    @cached_property
+    def _set_outcome(self) -> Any:
+        ob = self.outbox
+        return (
+            sa.update(ob)
+            .where(ob.c.run_id == sa.bindparam("b_run"), ob.c[USER_ID] == sa.bindparam("b_user"))
+            .values(status=sa.bindparam("b_status"), message=sa.bindparam("b_message"))
+        )
 
     def _upsert(self, table: sa.Table, update: tuple[str, ...]) -> Any:
         """INSERT ... ON CONFLICT (primary key) DO UPDATE for SQLite and PostgreSQL."""

@@ -173,3 +173,17 @@ def test_max_rps_spaces_request_starts(emulator: Emulator) -> None:
     # starts are 1/20 s apart; answers are logged a little later, with some jitter
     assert times[-1] - times[0] >= 5 * 0.05 - 0.01
     assert min(gaps) >= 0.03
+
+
+def test_a_short_stall_is_made_up_but_never_more_than_the_catch_up(emulator: Emulator) -> None:
+    emulator.reconfigure(faults=parse_faults("slow=0:0.5"))
+    with client(emulator, max_rps=20.0) as c:
+        c.track(objects(1))
+        force(emulator, "slow", 1)  # the 2nd answer takes 0.5 s: about 10 slots are missed
+        for i in range(1, 12):
+            c.track(objects(1, start=i))
+    times = [t for t, _ in inspect(emulator, "log")]
+    gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
+    quick = sum(gap < 0.025 for gap in gaps)  # sent back to back, making up missed slots
+    assert 3 <= quick <= 6  # 0.25 s of catch-up at 20/s = 5 slots
+    assert times[-1] - times[0] >= 11 / 20 - 0.25 - 0.05
