@@ -1,0 +1,69 @@
+"""training.registry: the champion gate on the same hold-out rows; the served model's fidelity."""
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from features import schema
+from tests.training.conftest import COUNTRY, TENURE
+from training.evaluate import score_metrics
+from training.pipeline import ChurnModel
+from training.registry import CHAMPION, publish
+from training.splits import time_split
+
+NAME = "lapse-churn"
+METRIC = "holdout_pr_auc"
+
+
+@pytest.fixture(scope="module")
+def models(snapshots):
+    frame, _ = snapshots
+    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=14)
+    X, y, Xv, yv, Xh, yh = [], [], [], [], [], []
+    (train, valid, hold) = (split.part(frame, n) for n in ("train", "valid", "holdout"))
+    X, y = train.drop(columns=schema.CHURNED), train[schema.CHURNED].astype(int)
+    Xv, yv = valid.drop(columns=schema.CHURNED), valid[schema.CHURNED].astype(int)
+    Xh, yh = hold.drop(columns=schema.CHURNED), hold[schema.CHURNED].astype(int)
+    params = {"num_leaves": 7, "learning_rate": 0.1}
+    strong = ChurnModel(params, seed=1).fit(X, y, X_valid=Xv, y_valid=yv)
+    weak_cols = [COUNTRY, TENURE]
+    weak = ChurnModel(params, seed=1).fit(X[weak_cols], y, X_valid=Xv[weak_cols], y_valid=yv)
+    return strong, weak, Xh, yh
+
+
+def test_gate_moves_champion_only_for_a_better_model(models, mlflow_env) -> None:
+    strong, weak, Xh, yh = models
+    _, artifacts = mlflow_env
+    experiment = mlflow.create_experiment("gate", artifact_location=artifacts)
+    score = {m: score_metrics(yh, m.predict_proba(Xh)[:, 1], "holdout")[METRIC] for m in models[:2]}
+    assert score[strong] > score[weak]
+
+    decisions = []
+    for model in (weak, strong, weak):
+        with mlflow.start_run(experiment_id=experiment):
+            decisions.append(publish(model, Xh, yh, NAME, METRIC))
+    first, second, third = decisions
+    assert (first.moved, first.champion, first.reason) == (True, None, "no champion yet")
+    assert second.moved and second.champion_version == "1"
+    assert second.champion == pytest.approx(score[weak])  # the champion scored on these rows
+    assert second.candidate == pytest.approx(score[strong])
+    assert not third.moved and third.champion == pytest.approx(score[strong])
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(NAME, CHAMPION).version) == "2"
+    assert len(client.search_model_versions(f"name='{NAME}'")) == 3
+    run = client.get_run(client.get_model_version(NAME, "3").run_id)
+    assert run.data.tags["gate.moved"] == "false"
+    assert run.data.metrics[f"gate_champion_{METRIC}"] == pytest.approx(score[strong])
+
+    served = mlflow.sklearn.load_model(f"models:/{NAME}@{CHAMPION}")
+    np.testing.assert_array_equal(served.predict_proba(Xh), strong.predict_proba(Xh))
+    np.testing.assert_array_equal(
+        served.buckets(served.predict_proba(Xh)[:, 1]),
+        strong.buckets(strong.predict_proba(Xh)[:, 1]),
+    )
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}")
+    np.testing.assert_allclose(
+        np.asarray(pyfunc.predict(Xh.head(20)))[:, 1], strong.predict_proba(Xh.head(20))[:, 1]
+    )

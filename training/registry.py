@@ -1,0 +1,129 @@
+"""Log the ChurnModel as one MLflow model, register it, and move ``champion`` only if it wins.
+
+The current champion is scored on the new model's hold-out rows, so both are compared on the
+same users with the same metric; both values are logged on the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import version
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+import skops.io
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from training.evaluate import score_metrics
+
+CHAMPION = "champion"
+MODEL_NAME = "model"
+#: What the logged model needs at load time (pinned to what trained it).
+RUNTIME_PACKAGES = (
+    "lightgbm",
+    "feature-engine",
+    "scikit-learn",
+    "pandas",
+    "numpy",
+    "scipy",
+    "skops",
+)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether the new version took the alias, and the numbers behind it."""
+
+    metric: str
+    candidate: float
+    champion: float | None
+    champion_version: str | None
+    version: str
+    moved: bool
+    reason: str
+
+
+def pip_requirements() -> list[str]:
+    return [f"{name}=={version(name)}" for name in RUNTIME_PACKAGES]
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    """The version the alias points to, or None when there is no champion yet."""
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
+            return None
+        raise
+
+
+def score_champion(name: str, X: pd.DataFrame, y, metric: str) -> tuple[float | None, str]:
+    """The champion's ``metric`` on (X, y), or (None, why not)."""
+    try:
+        champion = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
+        p = champion.predict_proba(X)[:, 1]
+    except Exception as exc:  # noqa: BLE001 - an unusable champion must not block a new model
+        return None, f"the champion could not score the hold-out ({type(exc).__name__}: {exc})"
+    value = score_metrics(y, p, "holdout")[metric]
+    return value, "scored on the same hold-out rows"
+
+
+def log_model(model, X: pd.DataFrame, name: str):
+    """Log the ChurnModel (signature, input example, pinned requirements) and register it."""
+    sample = X.head(200)
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    return mlflow.sklearn.log_model(
+        sk_model=model,
+        name=MODEL_NAME,
+        signature=infer_signature(sample, model.predict_proba(sample)),
+        input_example=X.head(3),
+        pyfunc_predict_fn="predict_proba",
+        registered_model_name=name,
+        skops_trusted_types=trusted,
+        pip_requirements=pip_requirements(),
+    )
+
+
+def publish(model, X_holdout: pd.DataFrame, y_holdout, name: str, metric: str) -> GateDecision:
+    """Inside an active run: score the champion, log and register ``model``, gate the alias.
+
+    ``metric`` is a ``holdout_*`` name from ``score_metrics`` where higher is better.
+    """
+    y = np.asarray(y_holdout, dtype=int)
+    candidate = score_metrics(y, model.predict_proba(X_holdout)[:, 1], "holdout")[metric]
+    client = MlflowClient()
+    previous = champion_version(client, name)
+    champion, why = (None, "no champion yet")
+    if previous is not None:
+        champion, why = score_champion(name, X_holdout, y, metric)
+    info = log_model(model, X_holdout, name)
+    new_version = str(info.registered_model_version)
+    moved = champion is None or candidate > champion
+    if moved:
+        client.set_registered_model_alias(name, CHAMPION, new_version)
+    decision = GateDecision(
+        metric=metric,
+        candidate=candidate,
+        champion=champion,
+        champion_version=previous,
+        version=new_version,
+        moved=moved,
+        reason=why,
+    )
+    mlflow.log_metric(f"gate_candidate_{metric}", candidate)
+    if champion is not None:
+        mlflow.log_metric(f"gate_champion_{metric}", champion)
+    mlflow.set_tags(
+        {
+            "gate.metric": metric,
+            "gate.moved": str(moved).lower(),
+            "gate.reason": why,
+            "gate.previous_champion_version": previous or "",
+            "registered_model_version": new_version,
+        }
+    )
+    return decision
