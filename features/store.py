@@ -186,8 +186,10 @@ def commit(
     if events.num_rows:
         events = events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
         months = month_of(events.column(s.TS))
-        for month in sorted(pc.unique(months).to_pylist()):
-            part = events.filter(pc.equal(months, month))  # arrives nearly in time order
+        distinct = sorted(pc.unique(months).to_pylist())
+        for month in distinct:
+            # rows arrive nearly in time order, so row-group statistics on ts stay tight
+            part = events if len(distinct) == 1 else events.filter(pc.equal(months, month))
             rel = f"{EVENTS_DIR}/{PARTITION}={month}/part-{tag}.parquet"
             _write(store / rel, part)
             written_events.append(rel)
