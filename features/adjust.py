@@ -109,7 +109,7 @@ _UTC: Final = pa.timestamp("us", tz="UTC")
 _MAX_EPOCH = 4_102_444_800  # 2100-01-01: later "Unix seconds" are garbage
 _TEXT_TIME_FORMATS = ("%Y-%m-%dT%H:%MUTC", "%Y-%m-%dT%H:%M:%SUTC", "%Y-%m-%dT%H:%M:%SZ")
 _NUMBER = r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
-_CALLBACK_SUFFIXES = (".log", ".jsonl", ".ndjson", ".txt")
+_CALLBACK_SUFFIXES = (".log", ".jsonl", ".ndjson")
 
 
 class BadFile(Exception):
@@ -153,7 +153,7 @@ def read_source(name: str, data: bytes) -> Source:
     if name.lower().endswith(".gz") and data[:2] != b"\x1f\x8b" and data:
         raise BadFile("corrupt_gzip", "named .gz but has no gzip header")
     data = _decompress(data)
-    text = _decode(name, data)
+    text = _decode(data)
     if not text.strip():
         raise BadFile("empty_file", "no content")
     start = len(text) - len(text.lstrip())
@@ -181,7 +181,7 @@ def _decompress(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def _decode(name: str, data: bytes) -> str:
+def _decode(data: bytes) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -414,6 +414,7 @@ def normalise(
     """
     n = rows.num_rows
 
+    @functools.cache
     def col(name: str) -> pa.Array:
         if name in rows.column_names:
             return rows.column(name).combine_chunks()
