@@ -1,8 +1,9 @@
 """``build_features``: one row of state, history, engagement and context features per subscriber
 active at ``as_of``, computed only from events strictly before it.
 
-polars does the work (columnar, multi-threaded group-bys over the whole table at once, no
-per-user Python); pandas is the interface.
+DuckDB aggregates the bulk of the table (sessions, in-app events) in one pass where it lies;
+polars works through the few lifecycle rows; there is no per-user Python. pandas (or Arrow) is
+the interface.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from features import history as hist
 from features import schema as s
 from features import state as st
 from features.registry import FEATURES as REGISTRY
-from features.timeline import DEFAULT_CONFIG, FeatureConfig, before, event_frame, to_micros
+from features.timeline import DEFAULT_CONFIG, Events, EventTable, FeatureConfig, to_micros
 
 AsOf = date | datetime | str | pd.Timestamp
 #: Called as progress(stage, done, total), e.g. lapse.console.progress_bars()'s report.
@@ -31,23 +32,21 @@ def feature_names(config: FeatureConfig = DEFAULT_CONFIG) -> tuple[str, ...]:
     return st.FEATURES + hist.FEATURES + eng.register_features(config) + ctx.FEATURES
 
 
-def active_state(frame: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
+def active_state(table: EventTable, t: int, config: FeatureConfig) -> pl.DataFrame:
     """State (``state.state_at``) of every subscriber active at ``t``, from events before ``t``."""
-    subs = _ordered(before(frame, t).filter(pl.col(s.KIND) == s.KIND_SUBSCRIPTION))
+    subs = table.lifecycle(t).filter(pl.col(s.KIND) == s.KIND_SUBSCRIPTION)
     return st.state_at(subs, t, config).filter(pl.col(st.ACTIVE))
 
 
 def features_at(
-    frame: pl.DataFrame, t: int, config: FeatureConfig, progress: Progress | None = None
+    table: EventTable, t: int, config: FeatureConfig, progress: Progress | None = None
 ) -> pl.DataFrame:
-    """The feature frame (key columns first) at ``t`` from a prepared polars event frame."""
+    """The feature frame (key columns first) at ``t`` from the prepared events."""
     report = progress or (lambda stage, done, total: None)
     key = list(s.SUBSCRIBER_INDEX)
-    past = before(frame, t)
-    kind = pl.col(s.KIND)
     # the few attribution and lifecycle rows, ordered once for every "latest value"
-    lifecycle = _ordered(past.filter(kind.is_in((s.KIND_SUBSCRIPTION, s.KIND_INSTALL))))
-    subs = lifecycle.filter(kind == s.KIND_SUBSCRIPTION)
+    lifecycle = table.lifecycle(t)
+    subs = lifecycle.filter(pl.col(s.KIND) == s.KIND_SUBSCRIPTION)
     state = st.state_at(subs, t, config).filter(pl.col(st.ACTIVE))
     keys = state.select(key)
     report("features", 1, 4)
@@ -55,12 +54,7 @@ def features_at(
     report("features", 2, 4)
     context = ctx.context(lifecycle.join(keys, on=key, how="semi"), t)
     report("features", 3, 4)
-    engagement = eng.engagement(
-        past.filter(kind.is_in((s.KIND_SESSION, s.KIND_EVENT))),
-        t,
-        context.select(*key, ctx.FIRST_SEEN),
-        config,
-    )
+    engagement = eng.engagement(table, t, context.select(*key, ctx.FIRST_SEEN), config)
     report("features", 4, 4)
     out = (
         state.select(*key, *st.FEATURES)
@@ -81,7 +75,7 @@ def to_pandas(frame: pl.DataFrame, config: FeatureConfig) -> pd.DataFrame:
 
 
 def build_features(
-    events: pd.DataFrame,
+    events: Events,
     as_of: AsOf,
     config: FeatureConfig = DEFAULT_CONFIG,
     *,
@@ -89,15 +83,10 @@ def build_features(
 ) -> pd.DataFrame:
     """Features of every subscriber active at ``as_of``, indexed by (user_id, platform).
 
-    ``events`` is the canonical event table (features.schema.EVENT_COLUMNS); only production rows
-    with ``ts < as_of`` are read. A date ``as_of`` means midnight UTC. Columns are described in
-    ``features.registry.FEATURES``: categoricals ``str``, booleans 0/1, the rest float, missing NaN.
+    ``events`` is the canonical event table (features.schema.EVENT_COLUMNS), as a pandas frame
+    or an Arrow table; only production rows with ``ts < as_of`` are read. A date ``as_of``
+    means midnight UTC. Columns are described in ``features.registry.FEATURES``: categoricals ``str``, booleans 0/1, the rest float, missing NaN.
     ``progress(stage, done, total)`` is told as each feature family is done.
     """
-    frame = event_frame(events, config)
-    return to_pandas(features_at(frame, to_micros(as_of), config, progress), config)
-
-
-def _ordered(frame: pl.DataFrame) -> pl.DataFrame:
-    """Rows in timeline order: subscriber, time, then event name and dedup key for ties."""
-    return frame.sort([*s.SUBSCRIBER_INDEX, s.TS, s.EVENT, s.EVENT_KEY], nulls_last=True)
+    table = EventTable(events, config)
+    return to_pandas(features_at(table, to_micros(as_of), config, progress), config)

@@ -100,7 +100,7 @@ def _shuffle_and_build(
 
 
 def _times_as_micros(part: pd.DataFrame) -> pd.DataFrame:
-    """Time columns as int64 epoch microseconds (what ``timeline.event_frame`` reads inside)."""
+    """Time columns as int64 epoch microseconds (``timeline.EventTable`` reads both)."""
     out = part.copy()
     for name in TIME_COLUMNS:
         if name in out.columns and not pd.api.types.is_integer_dtype(out[name]):

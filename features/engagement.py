@@ -13,7 +13,7 @@ import polars as pl
 
 from features import schema as s
 from features.registry import Feature, register
-from features.timeline import MICROS_PER_DAY, FeatureConfig, days
+from features.timeline import MICROS_PER_DAY, EventTable, FeatureConfig, days
 
 _HALF = 0.5  # added to counts before a log, so a zero count has a finite rate
 
@@ -80,49 +80,73 @@ def register_features(config: FeatureConfig) -> tuple[str, ...]:
 FEATURES = register_features(FeatureConfig())
 
 
+def _sql_list(values: tuple[str, ...]) -> str:
+    """Strings as an SQL list literal, quotes escaped (``('a', 'b''s')``); never empty."""
+    quoted = ["'" + v.replace("'", "''") + "'" for v in values]
+    return "(" + ", ".join(quoted or ["NULL"]) + ")"
+
+
+def _active_days(session: str, t: int, w: int) -> str:
+    """Days with a session in the last ``w`` days: a bit per day OR-ed together (one pass)."""
+    start = t - w * MICROS_PER_DAY
+    name = f"active_days_{w}d"
+    if w > 64:  # more days than bits in the mask
+        return (
+            f"count(DISTINCT {s.TS} // {MICROS_PER_DAY}) FILTER (WHERE {session} AND "
+            f"{s.TS} >= {start})::DOUBLE AS {name}"
+        )
+    bit = f"1::UBIGINT << (({s.TS} - {start}) // {MICROS_PER_DAY})::INTEGER"
+    return (
+        f"bit_count(bit_or(CASE WHEN {session} AND {s.TS} >= {start} THEN {bit} "
+        f"ELSE 0::UBIGINT END))::DOUBLE AS {name}"
+    )
+
+
 def engagement(
-    frame: pl.DataFrame, t: int, first_seen: pl.DataFrame, config: FeatureConfig
+    table: EventTable, t: int, first_seen: pl.DataFrame, config: FeatureConfig
 ) -> pl.DataFrame:
     """The engagement features of ``config`` for each subscriber in ``first_seen``.
 
-    ``frame`` holds events before ``t``; ``first_seen`` (user_id, platform, _first_seen) gives
-    each subscriber's first known time (install or first subscription event), which bounds how
-    many days of each window were observable. No activity means zero counts, missing recency.
+    Counts come from ``table``'s events before ``t``; ``first_seen`` (user_id, platform,
+    _first_seen) gives each subscriber's first known time (install or first subscription
+    event), which bounds how many days of each window were observable. No activity means zero
+    counts, missing recency.
     """
     key = list(s.SUBSCRIBER_INDEX)
     longest = max(config.windows)
     windows = sorted(config.windows)
-    prior_start = t - (longest + config.trend_days) * MICROS_PER_DAY
-    ts = pl.col(s.TS)
-    session = pl.col(s.KIND) == s.KIND_SESSION
-    in_app = pl.col(s.KIND) == s.KIND_EVENT
-
-    def since(w: int) -> pl.Expr:
-        return ts >= t - w * MICROS_PER_DAY
-
     recent = t - longest * MICROS_PER_DAY
-    activity = frame.filter(session | in_app)
-    aggs = [
-        *((session & since(w)).sum().cast(pl.Float64).alias(_name_sessions(w)) for w in windows),
-        *((in_app & since(w)).sum().cast(pl.Float64).alias(_name_events(w)) for w in windows),
-        (session & (ts < recent) & (ts >= prior_start)).sum().cast(pl.Float64).alias("_prior"),
-        (ts // MICROS_PER_DAY)
-        .filter(session & since(longest))
-        .n_unique()
-        .cast(pl.Float64)
-        .alias(f"active_days_{longest}d"),
-        (in_app & since(longest) & pl.col(s.EVENT).is_in(config.paywall_events))
-        .sum()
-        .cast(pl.Float64)
-        .alias(f"paywall_views_{longest}d"),
-        (in_app & since(longest) & pl.col(s.EVENT).is_in(config.support_events))
-        .sum()
-        .cast(pl.Float64)
-        .alias(f"support_contacts_{longest}d"),
-        ts.filter(session).max().alias("_last_session"),
-        ts.filter(in_app).max().alias("_last_event"),
-        ts.min().alias("_first_activity"),
+    prior_start = recent - config.trend_days * MICROS_PER_DAY
+    session, in_app = f"{s.KIND} = '{s.KIND_SESSION}'", f"{s.KIND} = '{s.KIND_EVENT}'"
+
+    def since(w: int) -> str:
+        return f"{s.TS} >= {t - w * MICROS_PER_DAY}"
+
+    def count(condition: str, name: str) -> str:
+        return f"count(*) FILTER (WHERE {condition})::DOUBLE AS {name}"
+
+    # one pass over the bulk of the table, in DuckDB, where the events lie
+    columns = [
+        *(count(f"{session} AND {since(w)}", _name_sessions(w)) for w in windows),
+        *(count(f"{in_app} AND {since(w)}", _name_events(w)) for w in windows),
+        count(f"{session} AND {s.TS} < {recent} AND {s.TS} >= {prior_start}", "_prior"),
+        _active_days(session, t, longest),
+        count(
+            f"{in_app} AND {since(longest)} AND {s.EVENT} IN {_sql_list(config.paywall_events)}",
+            f"paywall_views_{longest}d",
+        ),
+        count(
+            f"{in_app} AND {since(longest)} AND {s.EVENT} IN {_sql_list(config.support_events)}",
+            f"support_contacts_{longest}d",
+        ),
+        f"max({s.TS}) FILTER (WHERE {session}) AS _last_session",
+        f"max({s.TS}) FILTER (WHERE {in_app}) AS _last_event",
+        f"min({s.TS}) AS _first_activity",
     ]
+    aggregates = table.query(
+        f"SELECT {s.USER_ID}, {s.PLATFORM}, {', '.join(columns)} FROM events "
+        f"WHERE ({session} OR {in_app}) AND {s.TS} < {t} GROUP BY {s.USER_ID}, {s.PLATFORM}"
+    )
     counts = [
         *(_name_sessions(w) for w in windows),
         *(_name_events(w) for w in windows),
@@ -131,7 +155,7 @@ def engagement(
         f"paywall_views_{longest}d",
         f"support_contacts_{longest}d",
     ]
-    per_sub = first_seen.join(activity.group_by(key).agg(aggs), on=key, how="left").with_columns(
+    per_sub = first_seen.join(aggregates, on=key, how="left").with_columns(
         pl.col(counts).fill_null(0.0)
     )
     start = pl.min_horizontal(pl.col("_first_activity"), pl.col("_first_seen"))

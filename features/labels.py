@@ -21,33 +21,34 @@ from features.build import AsOf, active_state
 from features.timeline import (
     DEFAULT_CONFIG,
     MICROS_PER_DAY,
+    Events,
+    EventTable,
     FeatureConfig,
     FeatureInputError,
-    event_frame,
     to_micros,
 )
 
 
-def observed_end(frame: pl.DataFrame, observed_until: AsOf | None) -> int:
+def observed_end(table: EventTable, observed_until: AsOf | None) -> int:
     """Epoch microseconds up to which the store is complete: the argument, else the last event."""
     if observed_until is not None:
         return to_micros(observed_until)
-    last = frame.select(pl.col(s.TS).max()).item()
+    last = table.last_ts()
     return -(2**62) if last is None else int(last)
 
 
 def labels_at(
-    frame: pl.DataFrame, t: int, horizon_days: int, config: FeatureConfig, observed_until: int
+    table: EventTable, t: int, horizon_days: int, config: FeatureConfig, observed_until: int
 ) -> pl.DataFrame:
     """(user_id, platform, churned) for subscribers active at ``t``; empty if unobserved."""
     if horizon_days < 1:
         raise FeatureInputError(f"horizon_days: expected >= 1, got {horizon_days}")
     key = list(s.SUBSCRIBER_INDEX)
     end = t + horizon_days * MICROS_PER_DAY
-    active = active_state(frame, t, config).select(key)
+    active = active_state(table, t, config).select(key)
     if end > observed_until:
         return active.head(0).with_columns(pl.lit(None, dtype=pl.Boolean).alias(s.CHURNED))
-    later = active_state(frame, end, config).select(*key, st.ENTITLED)
+    later = active_state(table, end, config).select(*key, st.ENTITLED)
     return (
         active.join(later, on=key, how="left")
         .select(*key, (~pl.col(st.ENTITLED).fill_null(False)).alias(s.CHURNED))
@@ -62,7 +63,7 @@ def to_series(frame: pl.DataFrame) -> pd.Series:
 
 
 def churn_labels(
-    events: pd.DataFrame,
+    events: Events,
     as_of: AsOf,
     horizon_days: int = 30,
     config: FeatureConfig = DEFAULT_CONFIG,
@@ -73,6 +74,6 @@ def churn_labels(
     Empty when ``as_of + horizon_days`` is after ``observed_until`` (default: the latest event
     time in ``events``): a label is never guessed from a horizon not yet over.
     """
-    frame = event_frame(events, config)
-    end = observed_end(frame, observed_until)
-    return to_series(labels_at(frame, to_micros(as_of), horizon_days, config, end))
+    table = EventTable(events, config)
+    end = observed_end(table, observed_until)
+    return to_series(labels_at(table, to_micros(as_of), horizon_days, config, end))

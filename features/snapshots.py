@@ -14,11 +14,18 @@ import pandas as pd
 from features import schema as s
 from features.build import AsOf, features_at, to_pandas
 from features.labels import labels_at, observed_end
-from features.timeline import DEFAULT_CONFIG, FeatureConfig, event_frame, to_micros, to_timestamp
+from features.timeline import (
+    DEFAULT_CONFIG,
+    Events,
+    EventTable,
+    FeatureConfig,
+    to_micros,
+    to_timestamp,
+)
 
 
 def snapshots(
-    events: pd.DataFrame,
+    events: Events,
     cutoffs: Iterable[AsOf],
     horizon_days: int = 30,
     config: FeatureConfig = DEFAULT_CONFIG,
@@ -31,21 +38,21 @@ def snapshots(
     ``progress(stage, done, total)`` is called after each cut-off.
     """
     times = sorted({to_timestamp(c) for c in cutoffs})
-    frame = event_frame(events, config)
-    end = observed_end(frame, observed_until)
+    table = EventTable(events, config)
+    end = observed_end(table, observed_until)
     key = list(s.SUBSCRIBER_INDEX)
     parts = []
     for i, when in enumerate(times):
         t = to_micros(when)
-        features = features_at(frame, t, config)
-        labels = labels_at(frame, t, horizon_days, config, end)
+        features = features_at(table, t, config)
+        labels = labels_at(table, t, horizon_days, config, end)
         part = to_pandas(features.join(labels, on=key, how="left"), config)
         part[s.CHURNED] = part[s.CHURNED].astype("boolean")
         parts.append(pd.concat({when: part}, names=[s.AS_OF]))
         if progress is not None:
             progress("snapshots", i + 1, len(times))
     if not parts:
-        empty = to_pandas(features_at(frame.head(0), 0, config), config)
+        empty = to_pandas(features_at(table, -(2**62), config), config)
         empty[s.CHURNED] = pd.Series(dtype="boolean")
         return pd.concat({pd.Timestamp(0, tz="UTC"): empty}, names=[s.AS_OF]).head(0)
     return pd.concat(parts)

@@ -1,8 +1,9 @@
 """The point-in-time cut: canonical events in, the production events strictly before a time out.
 
 Every feature family and the label read events through this module, so "nothing at or after
-``as_of`` influences a feature" and "sandbox rows are left out" hold in exactly one place. Inside,
-events are a polars frame with times as integer microseconds since the epoch (UTC).
+``as_of`` influences a feature" and "sandbox rows are left out" hold in one place. The bulk of
+the table (sessions, in-app events) is aggregated by DuckDB where it lies (a pandas frame or an
+Arrow table, no copy); the few lifecycle rows come out as polars, times as epoch microseconds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features import schema as s
 
@@ -35,6 +37,8 @@ OPTIONAL_COLUMNS = (
 )
 TIME_COLUMNS = (s.TS, s.EXPIRES_AT, s.CANCELLED_AT, s.INSTALLED_AT_COL)
 NEEDED_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+#: Columns read on every row (the rest only on subscription and install rows).
+CORE_COLUMNS = (*REQUIRED_COLUMNS, s.ENVIRONMENT)
 
 
 class FeatureInputError(ValueError):
@@ -90,45 +94,170 @@ def to_micros(when: date | datetime | str | pd.Timestamp) -> int:
     return to_timestamp(when).value // 1000  # .value is nanoseconds
 
 
-def event_frame(events: pd.DataFrame | pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
-    """The columns features need, as polars, times in epoch microseconds, sandbox rows dropped.
+Events = pd.DataFrame | pa.Table
 
-    Optional columns missing from ``events`` are added as nulls, so a hand-built frame with only
-    the required columns works. Raises FeatureInputError naming the missing required columns.
+
+class EventTable:
+    """The caller's events, read in place: the bulk through DuckDB, the lifecycle rows by index.
+
+    ``query`` runs SQL (the engagement family's aggregate) in DuckDB over the view ``events``:
+    the columns every row needs (CORE_COLUMNS) as Arrow, text zero-copy, ``ts`` in epoch µs,
+    production rows only (all rows with ``include_sandbox``). ``lifecycle(t)`` takes the few
+    subscription and install rows before ``t`` with all NEEDED_COLUMNS as an ordered polars
+    frame; the other columns are converted for those rows only. Columns missing from the input
+    read as null, so a hand-built frame with only REQUIRED_COLUMNS works. Raises
+    FeatureInputError on a missing column or a wrong time type.
     """
-    columns = list(events.columns)
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+
+    def __init__(self, events: Events, config: FeatureConfig) -> None:
+        import duckdb
+
+        self._events = events
+        self._names = _checked_names(events)
+        self.core = pa.table({name: self._column(name) for name in CORE_COLUMNS})
+        if self.core[s.TS].null_count:
+            raise FeatureInputError("events: column 'ts' has null values; every event needs a time")
+        # one cheap Arrow pass spares every query a filter when there is nothing to drop
+        self.has_sandbox = not config.include_sandbox and bool(
+            pc.any(pc.equal(self.core[s.ENVIRONMENT], s.ENV_SANDBOX)).as_py()
+        )
+        where = (
+            f"WHERE {s.ENVIRONMENT} IS DISTINCT FROM '{s.ENV_SANDBOX}'" if self.has_sandbox else ""
+        )
+        self._con = duckdb.connect()
+        self._con.register("input", self.core)
+        self._con.execute(f"CREATE VIEW events AS SELECT * FROM input {where}")
+
+    def query(self, sql: str, params: dict | None = None) -> pl.DataFrame:
+        """Run SQL over the view ``events``; the result as polars."""
+        return self._con.sql(sql, params=params or None).pl()
+
+    def lifecycle(self, t: int) -> pl.DataFrame:
+        """Subscription and install rows before ``t``, in timeline order (see ``ordered``)."""
+        core = self.core
+        kind = core[s.KIND]
+        keep = pc.and_(
+            pc.or_(pc.equal(kind, s.KIND_SUBSCRIPTION), pc.equal(kind, s.KIND_INSTALL)),
+            pc.less(core[s.TS], t),
+        )
+        # (a chunked array with no chunks crashes indices_nonzero in pyarrow 25)
+        rows = pc.indices_nonzero(keep.combine_chunks())
+        if self.has_sandbox:
+            production = pc.fill_null(
+                pc.not_equal(core[s.ENVIRONMENT].take(rows), s.ENV_SANDBOX), True
+            )
+            rows = rows.filter(production)
+        table = pa.table({name: _plain(self._column(name, rows)) for name in NEEDED_COLUMNS})
+        return ordered(pl.from_arrow(table))
+
+    def last_ts(self) -> int | None:
+        """The latest event time (epoch µs), or None without events."""
+        return self.query(f"SELECT max({s.TS}) AS last FROM events").item()
+
+    def _column(self, name: str, rows: pa.Array | None = None) -> pa.Array | pa.ChunkedArray:
+        """Column ``name`` (at ``rows``, else whole) as Arrow in its feature type."""
+        events = self._events
+        if name not in self._names:
+            return pa.nulls(len(events) if rows is None else len(rows), _null_type(name))
+        if isinstance(events, pd.DataFrame):
+            column = events[name]
+            if rows is not None:
+                column = column.take(rows.to_numpy())
+            column = _from_pandas(column)
+        else:
+            column = events[name] if rows is None else events[name].take(rows)
+        if name in TIME_COLUMNS:
+            return _as_micros(name, column)
+        if name == s.PRICE:
+            return pc.cast(column, pa.float64())
+        text = (pa.types.is_dictionary, pa.types.is_string, pa.types.is_large_string)
+        return (
+            column
+            if any(is_text(column.type) for is_text in text)
+            else pc.cast(column, pa.string())
+        )
+
+
+def _null_type(name: str) -> pa.DataType:
+    """The Arrow type a column absent from the input is read as."""
+    if name in TIME_COLUMNS:
+        return pa.int64()
+    return pa.float64() if name == s.PRICE else pa.string()
+
+
+def _plain(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Dictionary-encoded text decoded (polars would make it Categorical)."""
+    return (
+        pc.cast(column, column.type.value_type) if pa.types.is_dictionary(column.type) else column
+    )
+
+
+def _checked_names(events: Events) -> set[str]:
+    """The input's column names, after checking the required ones and the time types."""
+    if isinstance(events, pd.DataFrame):
+        types = {str(k): v for k, v in events.dtypes.items()}
+    elif isinstance(events, pa.Table):
+        types = dict(zip(events.column_names, events.schema.types, strict=True))
+    else:
+        raise FeatureInputError(
+            f"events: expected a pandas DataFrame or a pyarrow Table, got {type(events).__name__}"
+        )
+    missing = [c for c in REQUIRED_COLUMNS if c not in types]
     if missing:
         raise FeatureInputError(
-            f"events: missing required column(s) {missing}; expected the canonical event table "
-            f"(features.schema.EVENT_COLUMNS), found {columns}"
+            f"events: missing required column(s) {missing}; expected the canonical event "
+            f"table (features.schema.EVENT_COLUMNS), found {list(types)}"
         )
-    present = [c for c in NEEDED_COLUMNS if c in columns]
-    if isinstance(events, pd.DataFrame):
-        frame = pl.from_arrow(pa.table({name: _arrow(events[name]) for name in present}))
-    else:
-        frame = events.select(present)
-    exprs = []
-    for name in NEEDED_COLUMNS:
-        if name not in columns:
-            dtype = (
-                pl.Int64 if name in TIME_COLUMNS else pl.Float64 if name == s.PRICE else pl.String
-            )
-            exprs.append(pl.lit(None, dtype=dtype).alias(name))
-        elif name in TIME_COLUMNS:
-            exprs.append(_micros(frame, name))
-        elif name == s.PRICE:
-            exprs.append(pl.col(name).cast(pl.Float64))
+    for name in TIME_COLUMNS:
+        kind = types.get(name)
+        if kind is None:
+            continue
+        if isinstance(kind, pa.DataType):
+            ok = pa.types.is_timestamp(kind) or pa.types.is_integer(kind)
         else:
-            exprs.append(pl.col(name).cast(pl.String))
-    frame = frame.select(exprs)
-    if frame.select(pl.col(s.TS).is_null().any()).item():
-        raise FeatureInputError("events: column 'ts' has null values; every event needs a time")
-    if not config.include_sandbox:
-        frame = frame.filter(
-            pl.col(s.ENVIRONMENT).is_null() | (pl.col(s.ENVIRONMENT) != s.ENV_SANDBOX)
-        )
-    return frame
+            ok = (
+                isinstance(kind, pd.DatetimeTZDtype)
+                or pd.api.types.is_datetime64_dtype(kind)
+                or pd.api.types.is_integer_dtype(kind)
+            )
+        if not ok:
+            raise FeatureInputError(
+                f"events: column {name!r} has type {kind}; expected a UTC timestamp "
+                f"({s.EVENT_COLUMNS[name]})"
+            )
+    return set(types)
+
+
+def ordered(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows by subscriber, time, then event name and dedup key: the input order never matters."""
+    return frame.sort([*s.SUBSCRIBER_INDEX, s.TS, s.EVENT, s.EVENT_KEY])
+
+
+def _from_pandas(column: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """One pandas column as Arrow: zero-copy for ``str``; datetimes as timestamp[us] (UTC).
+
+    (pyarrow's own conversion reads ``Series.values``, which pandas 3.1 deprecates for
+    time-zone-aware columns.)
+    """
+    if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(column):
+        stamps = column.array.as_unit("us")
+        return pa.array(stamps.asi8, mask=stamps.isna(), type=pa.timestamp("us", "UTC"))
+    if isinstance(column.dtype, pd.CategoricalDtype) or column.dtype == object:
+        return pa.array(column.astype("str").array)
+    return pa.array(column.array)
+
+
+def _as_micros(name: str, column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    if pa.types.is_timestamp(column.type):
+        if column.type.unit != "us":
+            column = pc.cast(column, pa.timestamp("us", column.type.tz))
+        return column.cast(pa.int64())
+    if pa.types.is_integer(column.type):
+        return pc.cast(column, pa.int64())
+    raise FeatureInputError(
+        f"events: column {name!r} has type {column.type}; expected a UTC timestamp "
+        f"({s.EVENT_COLUMNS[name]})"
+    )
 
 
 def micros(column: pd.Series) -> pd.Series:
@@ -137,38 +266,6 @@ def micros(column: pd.Series) -> pd.Series:
     values = pd.array(stamps.asi8, dtype="Int64")
     values[stamps.isna()] = pd.NA
     return pd.Series(values, index=column.index, name=column.name)
-
-
-def _arrow(column: pd.Series) -> pa.Array | pa.ChunkedArray:
-    """One pandas column as Arrow: zero-copy for ``str``; times as epoch microseconds.
-
-    (pyarrow's own ``from_pandas`` reads ``Series.values``, which pandas 3.1 deprecates for
-    time-zone-aware columns.)
-    """
-    if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(column):
-        stamps = column.array.as_unit("us")
-        return pa.array(stamps.asi8, mask=stamps.isna())
-    return pa.array(column.array)
-
-
-def _micros(frame: pl.DataFrame, name: str) -> pl.Expr:
-    dtype = frame.schema[name]
-    col = pl.col(name)
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is None:
-            col = col.dt.replace_time_zone("UTC")
-        return col.dt.epoch("us").alias(name)
-    if dtype.is_integer():
-        return col.cast(pl.Int64).alias(name)
-    raise FeatureInputError(
-        f"events: column {name!r} has type {dtype}; expected a UTC timestamp "
-        f"({s.EVENT_COLUMNS[name]})"
-    )
-
-
-def before(frame: pl.DataFrame, t: int) -> pl.DataFrame:
-    """Events strictly before ``t`` (epoch microseconds): the only ones a feature at ``t`` sees."""
-    return frame.filter(pl.col(s.TS) < t)
 
 
 def days(expr: pl.Expr) -> pl.Expr:

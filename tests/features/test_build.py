@@ -124,7 +124,7 @@ def test_unusable_input_is_reported(history, day):
     events = history.sub("u", 0, "activation", expires=30).frame()
     with pytest.raises(FeatureInputError, match="missing required column"):
         build_features(events.drop(columns=[s.TS]), day(3))
-    with pytest.raises(FeatureInputError, match="'expires_at' has type String"):
+    with pytest.raises(FeatureInputError, match="'expires_at' has type str; expected a UTC"):
         build_features(events.assign(**{s.EXPIRES_AT: "soon"}), day(3))
     with pytest.raises(FeatureInputError, match="as_of"):
         build_features(events, "not a date")
