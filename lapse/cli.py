@@ -174,7 +174,10 @@ def ingest(
     ctx: typer.Context,
     sources: Annotated[
         list[Path],
-        typer.Argument(help="Adjust CSV exports (.csv / .csv.gz), callback logs, or folders of them."),
+        typer.Argument(
+            metavar="SRC",
+            help="Adjust CSV exports (.csv / .csv.gz), callback logs, or folders of them.",
+        ),
     ],
     store: Annotated[
         Path | None,
