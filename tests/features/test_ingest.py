@@ -235,3 +235,16 @@ def test_a_callback_repeating_an_exported_row_is_a_duplicate(tmp_path: Path) -> 
     assert (summary.rows_read, summary.rows_stored, summary.duplicates) == (3, 1, 2)
     (event,) = load_events(tmp_path / "store").to_dict("records")
     assert (event[s.EVENT], event[s.PRICE], event[s.USER_ID]) == ("renewal", 9.99, "u1")
+
+
+def test_a_file_that_grew_is_read_again_and_only_its_new_rows_are_stored(tmp_path: Path) -> None:
+    header = "{activity_kind},{created_at},{os_name},{adid}"
+    part = tmp_path / "raw" / "app_2026-01-05T000000_h.csv"
+    part.parent.mkdir()
+    part.write_text(f"{header}\nsession,1767571999,ios,{'a' * 32}\n")
+    first = ingest([part.parent], tmp_path / "store")
+    with part.open("a") as handle:
+        handle.write(f"session,1767572999,ios,{'a' * 32}\n")
+    second = ingest([part.parent], tmp_path / "store")
+    assert (first.rows_stored, second.rows_stored, second.duplicates) == (1, 1, 1)
+    assert len(load_events(tmp_path / "store")) == 2
