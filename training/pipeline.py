@@ -7,6 +7,7 @@ calibrated probabilities, ``buckets`` applies the bucket policy learnt on valida
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -22,7 +23,7 @@ from sklearn.metrics import log_loss
 from sklearn.pipeline import Pipeline
 
 from features import schema
-from features.registry import FEATURES
+from features.registry import FEATURES, Feature
 
 MISSING_CATEGORY = "missing"
 RARE_CATEGORY = "rare"
@@ -49,13 +50,13 @@ class FeatureTypes:
         return self.numeric + self.boolean + self.categorical
 
 
-def feature_types(frame: pd.DataFrame) -> FeatureTypes:
+def feature_types(frame: pd.DataFrame, registry: Mapping[str, Feature] = FEATURES) -> FeatureTypes:
     """Classify feature columns: the registry's kind where registered, else by dtype."""
     numeric, categorical, boolean = [], [], []
     for column in frame.columns:
         if column == schema.CHURNED:
             continue
-        registered = FEATURES.get(column)
+        registered = registry.get(column)
         dtype = frame[column].dtype
         if registered is not None:
             kind = registered.kind
@@ -148,6 +149,8 @@ def classifier(params: dict, seed: int) -> lgb.LGBMClassifier:
         deterministic=True,
         force_row_wise=True,
         subsample_freq=1,
+        # one thread: on small data, or cores shared with other work, OpenMP threads mostly spin
+        n_jobs=1,
         verbose=-1,
     )
     return lgb.LGBMClassifier(**{**fixed, **params})

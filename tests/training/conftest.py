@@ -86,17 +86,25 @@ def snapshots() -> tuple[pd.DataFrame, pd.DataFrame]:
     return make_snapshots()
 
 
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory):
+    """One MLflow tracking DB for the session (creating its tables takes seconds)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}", (root / "mlruns").resolve().as_uri()
+
+
 @pytest.fixture
-def mlflow_env(tmp_path, monkeypatch):
-    """MLflow tracking and artifacts in tmp_path (never the repo), telemetry off."""
+def mlflow_env(mlflow_store, tmp_path, monkeypatch):
+    """MLflow tracking and artifacts in a temporary folder (never the repo), telemetry off.
+
+    The tracking DB is shared by the session: tests use their own experiment and model names.
+    """
+    import mlflow
+
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
-    artifacts = (tmp_path / "mlruns").resolve().as_uri()
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    yield uri, artifacts
+    mlflow.set_tracking_uri(mlflow_store[0])
+    yield mlflow_store
     if mlflow.active_run():
         mlflow.end_run()

@@ -13,7 +13,7 @@ from training.pipeline import ChurnModel
 from training.registry import CHAMPION, publish
 from training.splits import time_split
 
-NAME = "lapse-churn"
+NAME = "gate-test"
 METRIC = "holdout_pr_auc"
 
 

@@ -1,0 +1,120 @@
+"""training.train: the whole run on small data, the oracle join, data sufficiency, leakage."""
+
+import uuid
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from features import schema
+from tests.training.conftest import TEST_REGISTRY, make_snapshots
+from training.splits import DataSufficiencyError
+from training.train import TrainConfig, data_cutoffs, fingerprint, train_snapshots
+
+
+def config(tmp_path, mlflow_env, name: str | None = None, **kw) -> TrainConfig:
+    """A fast config in tmp_path; experiment and model named ``name`` (default: unique)."""
+    uri, artifacts = mlflow_env
+    tmp_path.mkdir(exist_ok=True)
+    name = name or f"t-{uuid.uuid4().hex[:8]}"
+    base = dict(
+        experiment=name,
+        registered_model=name,
+        tracking_uri=uri,
+        artifact_location=artifacts,
+        optuna_storage=f"sqlite:///{(tmp_path / 'optuna.db').resolve()}",
+        horizon_days=14,
+        n_trials=2,
+        seed=5,
+        min_churners=20,
+        min_non_churners=20,
+        early_stopping_rounds=10,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_logs_metrics_registers_and_compares_with_the_oracle(
+    snapshots, tmp_path, mlflow_env
+) -> None:
+    frame, truth = snapshots
+    truth = truth.iloc[: len(truth) - 100]  # 100 hold-out rows have no truth
+    seen = []
+    cfg = config(tmp_path, mlflow_env)
+    result = train_snapshots(frame, cfg, truth, lambda *a: seen.append(a), TEST_REGISTRY)
+    m = result.metrics
+    for prefix in ("holdout", "baseline_rule", "baseline_logreg", "oracle"):
+        for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top10_lift"):
+            assert f"{prefix}_{name}" in m, f"{prefix}_{name}"
+    assert result.oracle_rows == 500 and m["oracle_rows"] == 500
+    assert m["oracle_roc_auc"] > m["oracle_matched_model_roc_auc"] > 0.7
+    assert m["oracle_ratio"] == pytest.approx(
+        (m["oracle_matched_model_roc_auc"] - 0.5) / (m["oracle_roc_auc"] - 0.5)
+    )
+    assert m["holdout_roc_auc"] > m["baseline_rule_roc_auc"]
+    assert result.rows == {"train": 1800, "validation": 600, "holdout": 600}
+    assert result.gate.moved and result.gate.version == "1"
+    assert list(result.buckets.index) == ["high", "medium", "low"]
+    assert result.buckets["users"].sum() == 600
+    assert ("tune", 2, 2) in seen and ("evaluate", 3, 3) in seen
+
+    run = MlflowClient().get_run(result.run_id)
+    assert run.data.metrics["holdout_roc_auc"] == pytest.approx(m["holdout_roc_auc"])
+    assert run.data.tags["data_fingerprint"] == result.fingerprint
+    assert run.data.tags["version.lightgbm"] == "4.7.0"
+    assert run.data.params["holdout_cutoff"] == "2026-03-09"
+    artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "plots")}
+    assert "plots/calibration.png" in artifacts and "plots/contributions.png" in artifacts
+    served = mlflow.sklearn.load_model(f"models:/{cfg.registered_model}@champion")
+    hold = frame[frame.index.get_level_values(schema.AS_OF) == result.split.holdout]
+    X = hold.drop(columns=schema.CHURNED)
+    np.testing.assert_array_equal(served.predict_proba(X), result.model.predict_proba(X))
+
+
+def test_same_data_and_seed_give_the_same_model(tmp_path, mlflow_env) -> None:
+    frame, _ = make_snapshots(users=300, seed=3)
+    name = f"same-{uuid.uuid4().hex[:8]}"
+    a = train_snapshots(
+        frame, config(tmp_path / "a", mlflow_env, name, gate_metric="holdout_roc_auc")
+    )
+    b = train_snapshots(
+        frame, config(tmp_path / "b", mlflow_env, name, gate_metric="holdout_roc_auc")
+    )
+    assert a.fingerprint == b.fingerprint
+    assert a.tuning.best_params == b.tuning.best_params
+    X = frame.drop(columns=schema.CHURNED)
+    np.testing.assert_array_equal(a.model.predict_proba(X), b.model.predict_proba(X))
+    assert not b.gate.moved  # equal is not better
+    assert fingerprint(frame.iloc[1:]) != a.fingerprint
+
+
+@pytest.mark.slow
+def test_shuffled_labels_give_a_holdout_auc_of_about_one_half(tmp_path, mlflow_env) -> None:
+    frame, _ = make_snapshots(users=3000, seed=11)
+    rng = np.random.default_rng(0)
+    shuffled = frame.assign(
+        **{schema.CHURNED: frame[schema.CHURNED].to_numpy()[rng.permutation(len(frame))]}
+    )
+    result = train_snapshots(shuffled, config(tmp_path, mlflow_env, n_trials=3))
+    assert abs(result.metrics["holdout_roc_auc"] - 0.5) < 0.05
+    honest = train_snapshots(frame, config(tmp_path, mlflow_env, n_trials=3))
+    assert honest.metrics["holdout_roc_auc"] > 0.75
+
+
+def test_too_few_churners_stops_before_any_run(tmp_path, mlflow_env) -> None:
+    frame, _ = make_snapshots(users=300, seed=2)
+    cfg = config(tmp_path, mlflow_env, min_churners=500)
+    with pytest.raises(
+        DataSufficiencyError, match=r"hold-out: \d+ churners.*at least 500 churners"
+    ):
+        train_snapshots(frame, cfg)
+    assert mlflow.get_experiment_by_name(cfg.experiment) is None  # stopped before any run
+
+
+def test_data_cutoffs_step_from_the_first_event() -> None:
+    cut = data_cutoffs(
+        pd.Timestamp("2026-01-05 13:00", tz="UTC"), pd.Timestamp("2026-03-01", tz="UTC"), 28, 7
+    )
+    assert cut[0] == pd.Timestamp("2026-02-02", tz="UTC")
+    assert cut[-1] == pd.Timestamp("2026-02-23", tz="UTC") and len(cut) == 4

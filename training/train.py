@@ -1,0 +1,394 @@
+"""Orchestration: snapshots -> time split -> Optuna x LightGBM -> calibrate -> evaluate -> register.
+
+``train(settings)`` is what ``lapse train`` runs; ``train_snapshots(frame, config)`` does the same
+on a snapshot frame already in memory (a notebook, a test). Everything lands in one MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from features import schema
+from features.registry import FEATURES, Feature
+from training import plots
+from training.evaluate import (
+    RuleBaseline,
+    bucket_table,
+    join_truth,
+    logreg_baseline,
+    oracle_ratio,
+    rule_columns,
+    score_metrics,
+)
+from training.pipeline import ChurnModel, classifier, feature_types, fit_classifier, preprocessor
+from training.reasons import explain, reason_table
+from training.registry import GateDecision, publish
+from training.splits import TimeSplit, check_sufficient, time_split
+from training.tune import TuneConfig, TuneResult, safe_url, tune
+
+Progress = Callable[[str, int, int], None]
+#: Hold-out rows used for the contribution plot and reason shares (pred_contrib is costly).
+EXPLAIN_ROWS = 20_000
+VERSIONED = ("lightgbm", "optuna", "mlflow", "scikit-learn", "feature-engine", "pandas", "numpy")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs, as plain values (``from_settings`` maps the file)."""
+
+    tracking_uri: str
+    artifact_location: str
+    optuna_storage: str
+    experiment: str = "lapse-churn"
+    registered_model: str = "lapse-churn"
+    horizon_days: int = 30
+    n_trials: int = 30
+    timeout_s: float | None = None
+    seed: int = 42
+    valid_cutoffs: int = 1
+    min_churners: int = 50
+    min_non_churners: int = 50
+    bucket_shares: tuple[tuple[str, float], ...] = (("high", 0.10), ("medium", 0.20))
+    bucket_rest: str = "low"
+    gate_metric: str = "holdout_pr_auc"
+    early_stopping_rounds: int = 50
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> TrainConfig:
+        """From a ``lapse.settings.Settings``; ``overrides`` (None = keep) win."""
+        t = settings.training
+        values = dict(
+            tracking_uri=settings.mlflow.tracking_uri,
+            artifact_location=settings.mlflow.artifact_location,
+            optuna_storage=settings.optuna.storage,
+            experiment=settings.mlflow.experiment,
+            registered_model=settings.mlflow.registered_model,
+            horizon_days=settings.labels.horizon_days,
+            n_trials=settings.optuna.n_trials,
+            timeout_s=settings.optuna.timeout_s,
+            seed=t.seed,
+            valid_cutoffs=t.valid_cutoffs,
+            min_churners=t.min_churners,
+            min_non_churners=t.min_non_churners,
+            bucket_shares=tuple(t.bucket_shares.items()),
+            bucket_rest=t.bucket_rest,
+            gate_metric=t.gate_metric,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the model, its hold-out numbers and the gate's decision."""
+
+    run_id: str
+    model: ChurnModel
+    metrics: dict[str, float]
+    buckets: pd.DataFrame
+    reasons: pd.DataFrame
+    gate: GateDecision
+    split: TimeSplit
+    rows: dict[str, int]
+    tuning: TuneResult
+    fingerprint: str
+    oracle_rows: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """A hash of the labelled snapshot frame (index, columns and values): same data, same hash."""
+    digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def data_cutoffs(
+    first_ts: pd.Timestamp, last_ts: pd.Timestamp, first_cutoff_days: int, every_days: int
+) -> list[pd.Timestamp]:
+    """Cut-offs at midnight UTC from ``first_cutoff_days`` after the first event, every
+    ``every_days``, up to the last event (labels decide later which are complete)."""
+    start = pd.Timestamp(first_ts).tz_convert("UTC").normalize() + timedelta(days=first_cutoff_days)
+    end = pd.Timestamp(last_ts).tz_convert("UTC")
+    out = []
+    when = start
+    while when <= end:
+        out.append(when)
+        when += timedelta(days=every_days)
+    return out
+
+
+def _experiment(config: TrainConfig) -> str:
+    mlflow.set_tracking_uri(config.tracking_uri)
+    found = mlflow.get_experiment_by_name(config.experiment)
+    if found is not None:
+        return found.experiment_id
+    location = config.artifact_location
+    if "://" not in location and not location.startswith("file:"):
+        location = Path(location).resolve().as_uri()
+    return mlflow.create_experiment(config.experiment, artifact_location=location)
+
+
+def _xy(part: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    return part.drop(columns=schema.CHURNED), part[schema.CHURNED].astype(bool).astype(int)
+
+
+def train_snapshots(
+    snapshots: pd.DataFrame,
+    config: TrainConfig,
+    truth: pd.DataFrame | None = None,
+    progress: Progress | None = None,
+    registry: Mapping[str, Feature] = FEATURES,
+) -> TrainResult:
+    """Split, tune, fit, calibrate, evaluate against baselines (and the oracle when ``truth`` is
+    given), log everything to one MLflow run and register the model behind the champion gate.
+
+    ``registry`` describes the feature columns (kinds, reason groups; default: features/).
+    """
+    clock = {"start": time.perf_counter()}
+    labelled = snapshots[snapshots[schema.CHURNED].notna()]
+    split = time_split(
+        labelled.index.get_level_values(schema.AS_OF).unique(),
+        config.horizon_days,
+        config.valid_cutoffs,
+    )
+    (X, y), (Xv, yv), (Xh, yh) = (
+        _xy(split.part(labelled, n)) for n in ("train", "valid", "holdout")
+    )
+    check_sufficient(
+        {"train": y, "validation": yv, "hold-out": yh}, config.min_churners, config.min_non_churners
+    )
+    fp = fingerprint(labelled)
+    rows = {"train": len(y), "validation": len(yv), "holdout": len(yh)}
+    experiment_id = _experiment(config)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{fp[:8]}") as run:
+        _log_inputs(config, split, rows, fp, labelled)
+        pre = preprocessor(feature_types(X, registry)).fit(X, y)
+        Xt, Xvt = pre.transform(X), pre.transform(Xv)
+        tune_config = TuneConfig(
+            storage=config.optuna_storage,
+            study_name=f"lapse-h{config.horizon_days}-s{config.seed}-{fp}",
+            n_trials=config.n_trials,
+            timeout_s=config.timeout_s,
+            seed=config.seed,
+            early_stopping_rounds=config.early_stopping_rounds,
+        )
+        tuning = tune(Xt, y, Xvt, yv, tune_config, progress)
+        clock["tuned"] = time.perf_counter()
+        mlflow.log_params({f"best_{k}": v for k, v in tuning.best_params.items()})
+        mlflow.log_metrics(
+            {
+                "valid_roc_auc": tuning.best_value,
+                "best_iteration": tuning.best_iteration,
+                "trials_finished": tuning.finished,
+                "trials_pruned": tuning.pruned,
+            }
+        )
+        clf = fit_classifier(
+            classifier(tuning.best_params, config.seed),
+            Xt,
+            y,
+            Xvt,
+            yv,
+            early_stopping_rounds=config.early_stopping_rounds,
+        )
+        model = ChurnModel(
+            tuning.best_params,
+            config.seed,
+            config.bucket_shares,
+            config.bucket_rest,
+            config.early_stopping_rounds,
+        ).assemble(pre, clf, Xv, yv)
+        mlflow.log_param("calibration", model.calibration_)
+        mlflow.log_dict(
+            {"thresholds": [list(t) for t in model.thresholds_], "rest": model.bucket_rest},
+            "bucket_policy.json",
+        )
+        if progress:
+            progress("evaluate", 0, 3)
+        metrics, scores, oracle_rows = _evaluate(model, X, y, Xh, yh, truth, config.seed, registry)
+        mlflow.log_metrics(metrics)
+        buckets = bucket_table(
+            yh,
+            scores["model"],
+            model.buckets(scores["model"]),
+            [name for name, _ in model.thresholds_] + [model.bucket_rest],
+        )
+        mlflow.log_text(buckets.to_csv(), "holdout_buckets.csv")
+        if progress:
+            progress("evaluate", 1, 3)
+        sample = Xh.sample(n=min(len(Xh), EXPLAIN_ROWS), random_state=config.seed)
+        top, _ = explain(model, sample, registry=registry)
+        reasons = reason_table(model.features_, registry)
+        shares = top.map(lambda r: r[0] if r else "none").value_counts(normalize=True)
+        mlflow.log_text(reasons.to_csv(index=False), "reason_groups.csv")
+        mlflow.log_text(shares.to_csv(), "holdout_top_reason_shares.csv")
+        for name, figure in plots.all_plots(
+            yh.to_numpy(), scores, model, Xh, model.contributions(sample)
+        ).items():
+            mlflow.log_figure(figure, f"plots/{name}")
+        if progress:
+            progress("evaluate", 2, 3)
+        gate = publish(model, Xh, yh, config.registered_model, config.gate_metric)
+        if progress:
+            progress("evaluate", 3, 3)
+        clock["end"] = time.perf_counter()
+        seconds = {
+            "tuning": clock["tuned"] - clock["start"],
+            "total": clock["end"] - clock["start"],
+        }
+        mlflow.log_metrics({f"seconds_{k}": v for k, v in seconds.items()})
+    return TrainResult(
+        run_id=run.info.run_id,
+        model=model,
+        metrics=metrics,
+        buckets=buckets,
+        reasons=reasons,
+        gate=gate,
+        split=split,
+        rows=rows,
+        tuning=tuning,
+        fingerprint=fp,
+        oracle_rows=oracle_rows,
+        seconds=seconds,
+    )
+
+
+def _log_inputs(config: TrainConfig, split: TimeSplit, rows, fp: str, labelled) -> None:
+    params = {k: v for k, v in asdict(config).items() if k not in ("optuna_storage",)}
+    params["optuna_storage"] = safe_url(config.optuna_storage)
+    params["bucket_shares"] = json.dumps(dict(config.bucket_shares))
+    params.update(
+        {
+            "train_cutoffs": ",".join(str(c.date()) for c in split.train),
+            "valid_cutoffs_used": ",".join(str(c.date()) for c in split.valid),
+            "holdout_cutoff": str(split.holdout.date()),
+            "features": len(labelled.columns) - 1,
+            **{f"rows_{k}": v for k, v in rows.items()},
+        }
+    )
+    mlflow.log_params(params)
+    mlflow.log_metrics(
+        {
+            f"churn_rate_{k}": float(v)
+            for k, v in labelled.groupby(level=schema.AS_OF)[schema.CHURNED]
+            .mean()
+            .rename(lambda t: t.strftime("%Y%m%d"))
+            .items()
+        }
+    )
+    mlflow.set_tags(
+        {
+            "data_fingerprint": fp,
+            "python": platform.python_version(),
+            **{f"version.{name}": version(name) for name in VERSIONED},
+        }
+    )
+
+
+def _evaluate(model, X, y, Xh, yh, truth, seed, registry):
+    """Metrics of the model, both baselines and (on matched rows) the oracle; scores by name."""
+    p = model.predict_proba(Xh)[:, 1]
+    metrics = score_metrics(yh, p, "holdout")
+    scores = {"model": p}
+    rule_cols = rule_columns(X.columns, registry)
+    if rule_cols:
+        rule = RuleBaseline(rule_cols).fit(X, y).predict_proba(Xh)[:, 1]
+        metrics |= score_metrics(yh, rule, "baseline_rule")
+        scores["rule"] = rule
+    logreg = logreg_baseline(feature_types(X, registry), seed).fit(X, y).predict_proba(Xh)[:, 1]
+    metrics |= score_metrics(yh, logreg, "baseline_logreg")
+    scores["logistic regression"] = logreg
+    oracle_rows = 0
+    if truth is not None:
+        oracle = join_truth(Xh.index, truth)
+        matched = oracle.notna().to_numpy()
+        oracle_rows = int(matched.sum())
+        metrics["oracle_rows"] = float(oracle_rows)
+        if oracle_rows and 0 < yh[matched].sum() < oracle_rows:
+            metrics |= score_metrics(yh[matched], oracle[matched], "oracle")
+            model_matched = score_metrics(yh[matched], p[matched], "oracle_matched_model")
+            metrics |= model_matched
+            metrics["oracle_ratio"] = oracle_ratio(
+                model_matched["oracle_matched_model_roc_auc"], metrics["oracle_roc_auc"]
+            )
+    return metrics, scores, oracle_rows
+
+
+def default_truth_path(store: Path) -> Path:
+    return Path(store) / "synthetic" / "truth" / "churn_truth.parquet"
+
+
+def load_truth(path: Path | None, horizon_days: int) -> pd.DataFrame | None:
+    """The generator's ground truth for ``horizon_days`` (None when no file is given)."""
+    if path is None:
+        return None
+    truth = pd.read_parquet(path)
+    missing = {*schema.SNAPSHOT_INDEX, schema.CHURN_PROBABILITY} - set(truth.columns)
+    if missing:
+        raise ValueError(f"{path}: ground truth lacks column(s) {sorted(missing)}")
+    if schema.HORIZON_DAYS in truth.columns:
+        truth = truth[truth[schema.HORIZON_DAYS] == horizon_days]
+        if truth.empty:
+            raise ValueError(f"{path}: no ground truth for a {horizon_days}-day horizon")
+    return truth
+
+
+def train(
+    settings,
+    *,
+    store: Path | None = None,
+    truth_path: Path | None = None,
+    progress: Progress | None = None,
+    **overrides,
+) -> TrainResult:
+    """Load events from the store, build snapshots at the cut-offs, and run ``train_snapshots``.
+
+    ``overrides`` are ``TrainConfig`` fields (e.g. ``n_trials=5``). Cut-offs are the ground
+    truth's when a truth file is used (the oracle exists only there), else every
+    ``training.cutoff_every_days`` from ``training.first_cutoff_days`` after the first event.
+    """
+    import features
+
+    config = TrainConfig.from_settings(settings, **overrides)
+    store = Path(store or settings.store.path)
+    if truth_path is None:
+        truth_path = settings.training.truth_path
+    if truth_path is None and default_truth_path(store).is_file():
+        truth_path = default_truth_path(store)
+    truth = load_truth(truth_path, config.horizon_days)
+    events = features.load_events(store)
+    if events.empty:
+        raise ValueError(f"{store}: the event store has no events; run `lapse ingest` first")
+    if truth is not None:
+        cutoffs = sorted(pd.to_datetime(truth[schema.AS_OF], utc=True).unique())
+    else:
+        t = settings.training
+        ts = events[schema.TS]
+        cutoffs = data_cutoffs(ts.min(), ts.max(), t.first_cutoff_days, t.cutoff_every_days)
+    frame = features.snapshots(events, cutoffs, config.horizon_days, progress=progress)
+    del events
+    return train_snapshots(frame, config, truth, progress)
+
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "data_cutoffs",
+    "default_truth_path",
+    "fingerprint",
+    "load_truth",
+    "train",
+    "train_snapshots",
+]
