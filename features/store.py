@@ -315,7 +315,8 @@ def read_events_table(
     if hi is not None:
         clauses.append(ds.field(s.TS) < pa.scalar(hi.to_pydatetime(), _TS))
     if not include_sandbox:
-        clauses.append(ds.field(s.ENVIRONMENT) != s.ENV_SANDBOX)
+        env = ds.field(s.ENVIRONMENT)
+        clauses.append(env.is_null() | (env != s.ENV_SANDBOX))  # a null never equals 'sandbox'
     condition = functools.reduce(operator.and_, clauses) if clauses else None
     return data.to_table(columns=wanted, filter=condition)
 
