@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,12 +120,15 @@ class _Read:
     bad: BadFile | None = None
 
 
-def _read(path: Path) -> _Read:
+def _read(path: Path, known: Container[str] = ()) -> _Read:
+    """Read and hash ``path``; parse it unless its hash is in ``known`` (already in the store)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         return _Read(path, 0, "", bad=BadFile("unreadable_file", exc.strerror or str(exc)))
     result = _Read(path, len(data), hashlib.sha256(data).hexdigest())
+    if result.sha256 in known:
+        return result
     try:
         result.source = read_source(str(path), data)
     except BadFile as exc:
@@ -166,7 +169,7 @@ def ingest(
         report("files", 0, len(paths))
         report("rows", 0, 0)
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-            for done, read in enumerate(_read_ahead(pool, paths), start=1):
+            for done, read in enumerate(_read_ahead(pool, paths, manifest.sources), start=1):
                 if read.sha256 and read.sha256 in seen:  # same bytes as a file earlier in this run
                     summary.files_repeated += 1
                     summary.header_only_files += bool(read.source and read.source.header_only)
@@ -192,11 +195,13 @@ def ingest(
     return summary
 
 
-def _read_ahead(pool: ThreadPoolExecutor, paths: Sequence[Path]) -> Iterator[_Read]:
+def _read_ahead(
+    pool: ThreadPoolExecutor, paths: Sequence[Path], known: Container[str]
+) -> Iterator[_Read]:
     """``_read`` each path on the pool, in order, with at most READ_AHEAD files in memory."""
     pending: deque[Future[_Read]] = deque()
     for path in paths:
-        pending.append(pool.submit(_read, path))
+        pending.append(pool.submit(_read, path, known))
         if len(pending) >= READ_AHEAD:
             yield pending.popleft().result()
     while pending:
