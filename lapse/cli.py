@@ -281,6 +281,145 @@ def features(
     out.print(table("Features", rows))
 
 
+@app.command()
+def train(
+    ctx: typer.Context,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="Event store folder (default: store.path).", file_okay=False),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option("--trials", min=1, help="Optuna trials (default: optuna.n_trials)."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0.001, help="Tuning budget in seconds (optuna.timeout_s)."),
+    ] = None,
+    horizon: Annotated[
+        int | None,
+        typer.Option("--horizon", min=1, help="Churn horizon in days (labels.horizon_days)."),
+    ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            "--truth",
+            help="Generator ground truth to compare with (default: training.truth_path, else "
+            "<store>/synthetic/truth/churn_truth.parquet if present).",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Tune, fit, calibrate and evaluate the churn model; register it, moving `champion` only
+    if it beats the current champion on the same hold-out.
+
+    Snapshots are cut from the event store; the latest cut-off with complete labels is the
+    hold-out. Everything is logged to MLflow (mlflow.tracking_uri); `mlflow ui` shows the run.
+    """
+    import logging
+    import os
+
+    import optuna
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from training import train as run_training  # imports mlflow, which sets its log levels
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    settings = ctx.obj.settings(
+        store={"path": store},
+        optuna={"n_trials": trials, "timeout_s": timeout},
+        labels={"horizon_days": horizon},
+        training={"truth_path": truth.resolve() if truth else None},
+    )
+    with progress_bars() as report:
+        result = run_training(settings, progress=report)
+    _print_training(settings, result)
+
+
+def _print_training(settings: Settings, result) -> None:
+    from rich.table import Table
+
+    m, gate, split = result.metrics, result.gate, result.split
+    oracle = (
+        f"{result.oracle_rows:,} of {result.rows['holdout']:,} hold-out rows matched"
+        if "oracle_rows" in m
+        else "no ground truth"
+    )
+    out.print(
+        table(
+            "Training",
+            [
+                ("MLflow run", result.run_id),
+                ("train cut-offs", f"{split.train[0].date()} .. {split.train[-1].date()}"),
+                ("validation cut-offs", ", ".join(str(c.date()) for c in split.valid)),
+                ("hold-out cut-off", str(split.holdout.date())),
+                *((f"rows: {k}", v) for k, v in result.rows.items()),
+                ("trials finished (pruned)", f"{result.tuning.finished} ({result.tuning.pruned})"),
+                ("best validation ROC AUC", result.tuning.best_value),
+                ("calibration", result.model.calibration_),
+                ("oracle", oracle),
+                ("oracle_ratio", m.get("oracle_ratio")),
+                ("seconds", round(result.seconds["total"], 1)),
+            ],
+        )
+    )
+    columns = [("model", "holdout"), ("rule", "baseline_rule"), ("logreg", "baseline_logreg")]
+    if "oracle_roc_auc" in m:
+        columns += [("model, matched", "oracle_matched_model"), ("oracle", "oracle")]
+    comparison = Table(title="Hold-out metrics", title_justify="left")
+    comparison.add_column("metric", style="bold")
+    for label, _ in columns:
+        comparison.add_column(label, justify="right")
+    for metric in (
+        "roc_auc",
+        "pr_auc",
+        "log_loss",
+        "brier",
+        "ece",
+        "top10_lift",
+        "top20_recall",
+        "lift_quality",
+    ):
+        values = [m.get(f"{prefix}_{metric}") for _, prefix in columns]
+        comparison.add_row(metric, *("-" if v is None else f"{v:.4f}" for v in values))
+    out.print(comparison)
+    buckets = Table(title="Hold-out buckets", title_justify="left")
+    for column in (
+        "bucket",
+        "users",
+        "share",
+        "expected churners",
+        "expected non-churners",
+        "realised churn rate",
+    ):
+        buckets.add_column(column, justify="left" if column == "bucket" else "right")
+    for name, row in result.buckets.iterrows():
+        buckets.add_row(
+            str(name),
+            f"{int(row['users']):,}",
+            f"{row['share']:.1%}",
+            f"{row['expected_churners']:,.0f}",
+            f"{row['expected_non_churners']:,.0f}",
+            f"{row['realised_churn_rate']:.1%}",
+        )
+    out.print(buckets)
+    name = settings.mlflow.registered_model
+    champion = (
+        f"moved to version {gate.version}"
+        if gate.moved
+        else f"stays on version {gate.champion_version}"
+    )
+    against = f" (was {gate.champion:.4f})" if gate.champion is not None else ""
+    out.print(
+        f"Registered {name} version {gate.version}; {gate.metric} {gate.candidate:.4f}"
+        f"{against}: champion {champion}. {gate.reason.capitalize()}."
+    )
+
+
 def _config(settings: Settings, cutoffs: tuple[date, ...] | None):
     """The generator's parameters, from settings (flags already merged in)."""
     from features.synthetic import SyntheticConfig
@@ -457,14 +596,84 @@ def sync(
     Only users whose bucket (or extra attribute) differs from what Braze acknowledged are sent;
     users no longer scored get the attribute set to null once. Safe to re-run after a crash.
     """
-    import json
-
-    from serving.sync import SyncConfig, read_scores
-    from serving.sync import sync as run_sync
+    from serving.sync import read_scores
 
     settings = ctx.obj.settings()
+    _push(settings, read_scores(scores), dry_run)
+
+
+@app.command()
+def rescore(
+    ctx: typer.Context,
+    store: Annotated[
+        Path | None,
+        typer.Option(help="Event store (default: store.path).", file_okay=False),
+    ] = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            metavar="YYYY-MM-DD",
+            help="Score subscribers active at the start of this day (UTC; default: today).",
+        ),
+    ] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Scores file to write, .parquet or .csv "
+            "(default: <store>/scores/scores-<as-of>.parquet).",
+            dir_okay=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Score and show what would be sent; send nothing.")
+    ] = False,
+) -> None:
+    """Score every active subscriber with the champion model, then push changed buckets to Braze.
+
+    The scores file is written first (user_id, platform, churn_probability, bucket, reasons), so
+    a failed push can be retried with `lapse sync --scores FILE`.
+    """
+    from datetime import UTC
+
+    from features import FeatureConfig
+    from features import schema as s
+    from serving.rescore import load_champion, write_scores
+    from serving.rescore import rescore as run_rescore
+
+    settings = ctx.obj.settings(store={"path": store})
+    when = as_of.date() if as_of else datetime.now(UTC).date()  # the edge is where "now" lives
+    model = load_champion(settings.mlflow.tracking_uri, settings.mlflow.registered_model)
+    result = run_rescore(settings.store.path, when, model, FeatureConfig(include_sandbox=False))
+    path = write_scores(
+        result.scores, out_file or settings.store.path / "scores" / f"scores-{when}.parquet"
+    )
+    counts = result.scores[s.BUCKET].value_counts()
+    out.print(
+        table(
+            "Rescored",
+            [
+                ("as of", f"{result.as_of:%Y-%m-%d %H:%M} UTC"),
+                ("events read", result.events),
+                ("active subscribers scored", len(result.scores)),
+                *((f"  model bucket {name}", int(n)) for name, n in counts.items()),
+                ("mean churn probability", float(result.scores[s.CHURN_PROBABILITY].mean())),
+                ("scores file", path),
+            ],
+        )
+    )
+    _push(settings, result.scores, dry_run)
+
+
+def _push(settings: Settings, frame, dry_run: bool) -> None:
+    """Sync a scores frame to Braze and print what happened (shared by sync and rescore)."""
+    import json
+
+    from serving.sync import SyncConfig
+    from serving.sync import sync as run_sync
+
     config = SyncConfig.from_settings(settings)
-    frame = read_scores(scores)
     key = settings.braze.api_key.get_secret_value() if settings.braze.api_key else None
     with progress_bars() as report:
         result = run_sync(frame, config, key, dry_run=dry_run, progress=report)
@@ -516,7 +725,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from serving.buckets import BucketPolicyError
     from serving.emulator import EmulatorConfigError
     from serving.ledger import LedgerError
+    from serving.rescore import RescoreError
     from serving.sync import ScoresFileError
+    from training.pipeline import FeatureSchemaError
+    from training.splits import DataSufficiencyError
+    from training.train import TrainingInputError
+    from training.tune import TuningError
 
     return (
         SettingsError,
@@ -529,6 +743,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         EmulatorConfigError,
         LedgerError,
         ScoresFileError,
+        RescoreError,
+        DataSufficiencyError,
+        TrainingInputError,
+        TuningError,
+        FeatureSchemaError,
         OSError,
     )
 

@@ -72,20 +72,29 @@ def score_champion(name: str, X: pd.DataFrame, y, metric: str) -> tuple[float | 
     return value, "scored on the same hold-out rows"
 
 
-def log_model(model, X: pd.DataFrame, name: str):
-    """Log the ChurnModel (signature, input example, pinned requirements) and register it."""
+def log_model(model, X: pd.DataFrame, name: str) -> str:
+    """Log the ChurnModel (signature, input example, pinned requirements) on the active run and
+    register it as a new version of ``name``; returns the version."""
     sample = X.head(200)
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    return mlflow.sklearn.log_model(
+    info = mlflow.sklearn.log_model(
         sk_model=model,
         name=MODEL_NAME,
         signature=infer_signature(sample, model.predict_proba(sample)),
         input_example=X.head(3),
         pyfunc_predict_fn="predict_proba",
-        registered_model_name=name,
         skops_trusted_types=trusted,
         pip_requirements=pip_requirements(),
     )
+    client = MlflowClient()  # the client API registers without printing to stderr
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name)
+    created = client.create_model_version(
+        name, source=info.model_uri, run_id=mlflow.active_run().info.run_id, model_id=info.model_id
+    )
+    return str(created.version)
 
 
 def publish(model, X_holdout: pd.DataFrame, y_holdout, name: str, metric: str) -> GateDecision:
@@ -100,8 +109,7 @@ def publish(model, X_holdout: pd.DataFrame, y_holdout, name: str, metric: str) -
     champion, why = (None, "no champion yet")
     if previous is not None:
         champion, why = score_champion(name, X_holdout, y, metric)
-    info = log_model(model, X_holdout, name)
-    new_version = str(info.registered_model_version)
+    new_version = log_model(model, X_holdout, name)
     moved = champion is None or candidate > champion
     if moved:
         client.set_registered_model_alias(name, CHAMPION, new_version)

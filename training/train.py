@@ -43,6 +43,10 @@ EXPLAIN_ROWS = 20_000
 VERSIONED = ("lightgbm", "optuna", "mlflow", "scikit-learn", "feature-engine", "pandas", "numpy")
 
 
+class TrainingInputError(ValueError):
+    """The store or the ground-truth file cannot feed a training run."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs, as plain values (``from_settings`` maps the file)."""
@@ -334,14 +338,20 @@ def load_truth(path: Path | None, horizon_days: int) -> pd.DataFrame | None:
     """The generator's ground truth for ``horizon_days`` (None when no file is given)."""
     if path is None:
         return None
+    if not Path(path).is_file():
+        raise TrainingInputError(f"{path}: ground-truth file not found")
     truth = pd.read_parquet(path)
     missing = {*schema.SNAPSHOT_INDEX, schema.CHURN_PROBABILITY} - set(truth.columns)
     if missing:
-        raise ValueError(f"{path}: ground truth lacks column(s) {sorted(missing)}")
+        raise TrainingInputError(f"{path}: ground truth lacks column(s) {sorted(missing)}")
     if schema.HORIZON_DAYS in truth.columns:
+        horizons = sorted(truth[schema.HORIZON_DAYS].unique().tolist())
         truth = truth[truth[schema.HORIZON_DAYS] == horizon_days]
         if truth.empty:
-            raise ValueError(f"{path}: no ground truth for a {horizon_days}-day horizon")
+            raise TrainingInputError(
+                f"{path}: no ground truth for a {horizon_days}-day horizon (it has {horizons}); "
+                "use --horizon to match or regenerate with --horizon-days"
+            )
     return truth
 
 
@@ -360,17 +370,27 @@ def train(
     ``training.cutoff_every_days`` from ``training.first_cutoff_days`` after the first event.
     """
     import features
+    from features.store import MANIFEST
+    from features.timeline import NEEDED_COLUMNS
 
     config = TrainConfig.from_settings(settings, **overrides)
     store = Path(store or settings.store.path)
+    if not (store / MANIFEST).is_file():
+        raise TrainingInputError(
+            f"{store}: no event store here (no {MANIFEST}); run `lapse ingest` first"
+        )
     if truth_path is None:
         truth_path = settings.training.truth_path
     if truth_path is None and default_truth_path(store).is_file():
         truth_path = default_truth_path(store)
     truth = load_truth(truth_path, config.horizon_days)
-    events = features.load_events(store)
+    if progress:
+        progress("load", 0, 1)
+    events = features.load_events(store, columns=list(NEEDED_COLUMNS), include_sandbox=False)
     if events.empty:
-        raise ValueError(f"{store}: the event store has no events; run `lapse ingest` first")
+        raise TrainingInputError(f"{store}: the event store has no production events")
+    if progress:
+        progress("load", 1, 1)
     if truth is not None:
         cutoffs = sorted(pd.to_datetime(truth[schema.AS_OF], utc=True).unique())
     else:
@@ -385,6 +405,7 @@ def train(
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "TrainingInputError",
     "data_cutoffs",
     "default_truth_path",
     "fingerprint",

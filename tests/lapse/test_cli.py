@@ -378,3 +378,40 @@ def test_features_without_a_store_is_one_line(
         f"error: {clean_env / 'nowhere'}: no event store here (no manifest.json); "
         "run `lapse ingest` first"
     ]
+
+
+# --- train --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_train_end_to_end_with_the_oracle(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """generate → ingest → train registers a champion and compares with the ground truth."""
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("LAPSE_TRAINING__MIN_CHURNERS", "20")
+    store = clean_env / "data"
+    small = ["--users", "1500", "--days", "90", "--horizon-days", "14"]
+    assert invoke(capsys, "generate", "--out", str(store / "synthetic"), *small)[0] == 0
+    assert invoke(capsys, "ingest", str(store / "synthetic" / "raw"), "--store", str(store))[0] == 0
+    args = ["train", "--store", str(store), "--trials", "3", "--horizon", "14"]
+    code, stdout, _ = invoke(capsys, *args)
+    assert code == 0
+    assert re.search(r"oracle\W+[\d,]+ of [\d,]+ hold-out rows matched", stdout)
+    assert re.search(r"roc_auc\W+0\.\d+\W+0\.\d+\W+0\.\d+\W+0\.\d+\W+0\.\d+", stdout)
+    assert "champion moved to version 1" in " ".join(stdout.split())
+    assert (clean_env / "mlflow.db").is_file() and (clean_env / "optuna.db").is_file()
+    code, stdout, _ = invoke(capsys, *args)  # same data, same seed: same model, no move
+    assert code == 0 and "champion stays on version 1" in " ".join(stdout.split())
+
+
+def test_train_without_a_store_is_one_line(
+    clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, stderr = invoke(capsys, "train", "--store", "nowhere", "--trials", "1")
+    assert code == 1
+    assert _lines(stderr) == [
+        f"error: {clean_env / 'nowhere'}: no event store here (no manifest.json); "
+        "run `lapse ingest` first"
+    ]
+    assert not (clean_env / "mlflow.db").exists()
