@@ -596,84 +596,14 @@ def sync(
     Only users whose bucket (or extra attribute) differs from what Braze acknowledged are sent;
     users no longer scored get the attribute set to null once. Safe to re-run after a crash.
     """
-    from serving.sync import read_scores
-
-    settings = ctx.obj.settings()
-    _push(settings, read_scores(scores), dry_run)
-
-
-@app.command()
-def rescore(
-    ctx: typer.Context,
-    store: Annotated[
-        Path | None,
-        typer.Option(help="Event store (default: store.path).", file_okay=False),
-    ] = None,
-    as_of: Annotated[
-        datetime | None,
-        typer.Option(
-            formats=["%Y-%m-%d"],
-            metavar="YYYY-MM-DD",
-            help="Score subscribers active at the start of this day (UTC; default: today).",
-        ),
-    ] = None,
-    out_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            help="Scores file to write, .parquet or .csv "
-            "(default: <store>/scores/scores-<as-of>.parquet).",
-            dir_okay=False,
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Score and show what would be sent; send nothing.")
-    ] = False,
-) -> None:
-    """Score every active subscriber with the champion model, then push changed buckets to Braze.
-
-    The scores file is written first (user_id, platform, churn_probability, bucket, reasons), so
-    a failed push can be retried with `lapse sync --scores FILE`.
-    """
-    from datetime import UTC
-
-    from features import FeatureConfig
-    from features import schema as s
-    from serving.rescore import load_champion, write_scores
-    from serving.rescore import rescore as run_rescore
-
-    settings = ctx.obj.settings(store={"path": store})
-    when = as_of.date() if as_of else datetime.now(UTC).date()  # the edge is where "now" lives
-    model = load_champion(settings.mlflow.tracking_uri, settings.mlflow.registered_model)
-    result = run_rescore(settings.store.path, when, model, FeatureConfig(include_sandbox=False))
-    path = write_scores(
-        result.scores, out_file or settings.store.path / "scores" / f"scores-{when}.parquet"
-    )
-    counts = result.scores[s.BUCKET].value_counts()
-    out.print(
-        table(
-            "Rescored",
-            [
-                ("as of", f"{result.as_of:%Y-%m-%d %H:%M} UTC"),
-                ("events read", result.events),
-                ("active subscribers scored", len(result.scores)),
-                *((f"  model bucket {name}", int(n)) for name, n in counts.items()),
-                ("mean churn probability", float(result.scores[s.CHURN_PROBABILITY].mean())),
-                ("scores file", path),
-            ],
-        )
-    )
-    _push(settings, result.scores, dry_run)
-
-
-def _push(settings: Settings, frame, dry_run: bool) -> None:
-    """Sync a scores frame to Braze and print what happened (shared by sync and rescore)."""
     import json
 
-    from serving.sync import SyncConfig
+    from serving.sync import SyncConfig, read_scores
     from serving.sync import sync as run_sync
 
+    settings = ctx.obj.settings()
     config = SyncConfig.from_settings(settings)
+    frame = read_scores(scores)
     key = settings.braze.api_key.get_secret_value() if settings.braze.api_key else None
     with progress_bars() as report:
         result = run_sync(frame, config, key, dry_run=dry_run, progress=report)
@@ -725,7 +655,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from serving.buckets import BucketPolicyError
     from serving.emulator import EmulatorConfigError
     from serving.ledger import LedgerError
-    from serving.rescore import RescoreError
     from serving.sync import ScoresFileError
     from training.pipeline import FeatureSchemaError
     from training.splits import DataSufficiencyError
@@ -743,7 +672,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         EmulatorConfigError,
         LedgerError,
         ScoresFileError,
-        RescoreError,
         DataSufficiencyError,
         TrainingInputError,
         TuningError,
