@@ -14,10 +14,16 @@ import sqlalchemy as sa
 from serving.emulator import Emulator, EmulatorConfig
 
 KEY = "test-key-5f3a9c1e77"
-HTTP = httpx.Client(timeout=10)
+HTTP = httpx.Client(timeout=10)  # one client for the tests: building one per request costs ~50 ms
 POSTGRES_URL = os.environ.get(
     "LAPSE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_http() -> Iterator[None]:
+    yield
+    HTTP.close()
 
 
 @pytest.fixture

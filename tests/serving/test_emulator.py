@@ -19,10 +19,9 @@ from serving.emulator import (
     parse_faults,
     parse_rate_limit,
 )
-from tests.serving.conftest import KEY, inspect
+from tests.serving.conftest import HTTP, KEY, inspect
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
-HTTP = httpx.Client(timeout=10)  # one client: building one per request costs ~50 ms
 
 
 def post(emu: Emulator, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
