@@ -1,0 +1,73 @@
+"""training.reasons: contributions grouped by the registry's reason groups, top reasons per user."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import schema
+from tests.training.conftest import AUTO_RENEW_OFF, COUNTRY, ENGAGEMENT, TENURE, TEST_REGISTRY
+from training.pipeline import ChurnModel
+from training.reasons import (
+    OTHER,
+    REASON_GROUP,
+    explain,
+    group_contributions,
+    reason_table,
+    top_reasons,
+)
+from training.splits import time_split
+
+
+def test_reason_table_files_unknown_columns_under_other() -> None:
+    table = reason_table([AUTO_RENEW_OFF, "not_registered"], TEST_REGISTRY)
+    assert list(table[REASON_GROUP]) == ["auto_renew_off", OTHER]
+    assert table["description"].iloc[0].startswith("Auto-renew turned off")
+
+
+def test_grouping_sums_features_and_drops_bias() -> None:
+    contrib = pd.DataFrame(
+        {ENGAGEMENT: [0.5, -0.2], TENURE: [0.1, 0.3], AUTO_RENEW_OFF: [-1.0, 2.0], "bias": [9, 9]}
+    )
+    table = reason_table([ENGAGEMENT, TENURE, AUTO_RENEW_OFF], TEST_REGISTRY)
+    grouped = group_contributions(contrib, table)
+    assert grouped.to_dict("list") == {
+        "auto_renew_off": [-1.0, 2.0],
+        "falling_engagement": [0.5, -0.2],
+        "plan_and_tenure": [0.1, 0.3],
+    }
+    assert list(top_reasons(grouped, k=2)) == [
+        ["falling_engagement", "plan_and_tenure"],
+        ["auto_renew_off", "plan_and_tenure"],
+    ]
+    assert list(top_reasons(grouped * -1, k=3)) == [["auto_renew_off"], ["falling_engagement"]]
+
+
+def test_explain_points_at_the_planted_cause(snapshots) -> None:
+    frame, _ = snapshots
+    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=14)
+    train, valid, hold = (split.part(frame, n) for n in ("train", "valid", "holdout"))
+    model = ChurnModel({"num_leaves": 7}, seed=0).fit(
+        train.drop(columns=schema.CHURNED),
+        train[schema.CHURNED].astype(int),
+        X_valid=valid.drop(columns=schema.CHURNED),
+        y_valid=valid[schema.CHURNED].astype(int),
+    )
+    X = hold.drop(columns=schema.CHURNED)
+    top, grouped = explain(model, X, k=3, registry=TEST_REGISTRY)
+    np.testing.assert_allclose(
+        grouped.sum(axis=1) + model.contributions(X)["bias"],
+        np.log(model.predict_raw(X) / (1 - model.predict_raw(X))),
+        atol=1e-9,
+    )
+    off = X[AUTO_RENEW_OFF].to_numpy(dtype=bool)
+    first = top.map(lambda r: r[0] if r else None)
+    assert (first[off] == "auto_renew_off").mean() > 0.8
+    assert set(grouped.columns) <= {
+        "auto_renew_off",
+        "falling_engagement",
+        "context",
+        "plan_and_tenure",
+    }
+    assert COUNTRY in model.features_
+    with pytest.raises(KeyError):
+        grouped["bias"]
