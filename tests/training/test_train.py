@@ -72,6 +72,7 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     np.testing.assert_array_equal(served.predict_proba(X), result.model.predict_proba(X))
 
 
+@pytest.mark.slow
 def test_same_data_and_seed_give_the_same_model(tmp_path, mlflow_env) -> None:
     frame, _ = make_snapshots(users=300, seed=3)
     name = f"same-{uuid.uuid4().hex[:8]}"
