@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -128,14 +128,25 @@ def generate(
 def demo(
     ctx: typer.Context,
     users: Annotated[int | None, typer.Option(min=1, help="App users to simulate.")] = None,
+    trials: Annotated[
+        int, typer.Option(min=1, help="Optuna trials (the demo keeps tuning short).")
+    ] = 10,
 ) -> None:
-    """Run the flow end to end on the embedded defaults.
+    """Run the whole flow on the embedded defaults, in <store.path>/demo (replaced each run).
 
-    So far: generate a synthetic app's Adjust export and check its ground truth against the
-    outcomes it realised. Later stages (ingest, features, train, serve, sync) join as they land.
+    Generate a synthetic app's Adjust export (with its true churn probabilities), ingest it,
+    train and register the model (MLflow: mlflow.tracking_uri), rescore every active subscriber
+    with the champion and push the buckets to a local Braze emulator, then sync once more to
+    show that nothing unchanged is sent twice.
     """
+    import shutil
+
+    from pydantic import SecretStr
+
+    from features import schema as s
     from features.synthetic import GenerationError
     from features.synthetic.calibration import check_truth
+    from serving.emulator import Emulator, EmulatorConfig
 
     settings = ctx.obj.settings(synthetic={"users": users})
     if not _config(settings, None).observed_cutoff_days():
@@ -144,7 +155,11 @@ def demo(
             f"demo needs an outcome inside the data: with synthetic.days = {days} no cut-off's "
             f"{horizon}-day horizon ends in time; raise synthetic.days or lower labels.horizon_days"
         )
-    folder = settings.store.path / "synthetic"
+    root = settings.store.path / "demo"
+    if root.exists():
+        shutil.rmtree(root)
+    folder = root / "synthetic"
+    out.rule("1. generate a synthetic app, as Adjust exports it")
     summary = _generate(settings, folder, None, overwrite=True)
     _print_generation(summary)
 
@@ -166,7 +181,37 @@ def demo(
             ],
         )
     )
-    out.print(f"Raw Adjust export in {folder / 'raw'}; ground truth in {folder / 'truth'}.")
+
+    key = "demo-key"
+    with Emulator(EmulatorConfig(api_keys=frozenset({key}))) as braze:
+        demo_settings = settings.model_copy(
+            update={
+                "store": settings.store.model_copy(update={"path": root}),
+                "ledger": settings.ledger.model_copy(
+                    update={"url": f"sqlite:///{(root / 'ledger.db').resolve()}"}
+                ),
+                "braze": settings.braze.model_copy(
+                    update={"url": braze.url, "api_key": SecretStr(key)}
+                ),
+            }
+        )
+        out.rule("2. ingest the export into the event store")
+        _ingest(demo_settings, [folder / "raw"])
+        out.rule(f"3. train, evaluate against baselines and the oracle, register ({trials} trials)")
+        _train(demo_settings, n_trials=trials)
+        last_day = settings.synthetic.start + timedelta(days=settings.synthetic.days)
+        out.rule(f"4. rescore on {last_day} and push changed buckets to the Braze emulator")
+        braze.add_profiles(truth[s.USER_ID].unique().tolist())  # users Braze already knows
+        scores = _rescore(demo_settings, last_day, None, dry_run=False)
+        out.rule("5. the same scores again: nothing has changed, so nothing is sent")
+        _push(demo_settings, scores, dry_run=False)
+        landed = braze.stats()
+    rows = [(k.replace("_", " "), v) for k, v in landed.items() if not isinstance(v, dict)]
+    out.print(table("What landed in the Braze emulator", rows))
+    out.print(
+        f"Raw export in {folder / 'raw'}, event store in {root}; `mlflow ui --backend-store-uri "
+        f"{settings.mlflow.tracking_uri}` shows the training run."
+    )
 
 
 @app.command()
@@ -188,9 +233,12 @@ def ingest(
 
     Files the store already holds are skipped, so running it twice adds nothing the second time.
     """
+    _ingest(ctx.obj.settings(store={"path": store}), sources)
+
+
+def _ingest(settings: Settings, sources: list[Path]) -> None:
     from features.ingest import ingest as run_ingest
 
-    settings = ctx.obj.settings(store={"path": store})
     with progress_bars() as report:
         summary = run_ingest(
             sources,
@@ -316,6 +364,17 @@ def train(
     Snapshots are cut from the event store; the latest cut-off with complete labels is the
     hold-out. Everything is logged to MLflow (mlflow.tracking_uri); `mlflow ui` shows the run.
     """
+    settings = ctx.obj.settings(
+        store={"path": store},
+        optuna={"n_trials": trials, "timeout_s": timeout},
+        labels={"horizon_days": horizon},
+        training={"truth_path": truth.resolve() if truth else None},
+    )
+    _train(settings)
+
+
+def _train(settings: Settings, **overrides) -> None:
+    """Run training with quiet library logs, then print its summary (`overrides`: TrainConfig)."""
     import logging
     import os
 
@@ -328,15 +387,8 @@ def train(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
-    settings = ctx.obj.settings(
-        store={"path": store},
-        optuna={"n_trials": trials, "timeout_s": timeout},
-        labels={"horizon_days": horizon},
-        training={"truth_path": truth.resolve() if truth else None},
-    )
     with progress_bars() as report:
-        result = run_training(settings, progress=report)
+        result = run_training(settings, progress=report, **overrides)
     _print_training(settings, result)
 
 
@@ -596,14 +648,90 @@ def sync(
     Only users whose bucket (or extra attribute) differs from what Braze acknowledged are sent;
     users no longer scored get the attribute set to null once. Safe to re-run after a crash.
     """
-    import json
-
-    from serving.sync import SyncConfig, read_scores
-    from serving.sync import sync as run_sync
+    from serving.sync import read_scores
 
     settings = ctx.obj.settings()
+    _push(settings, read_scores(scores), dry_run)
+
+
+@app.command()
+def rescore(
+    ctx: typer.Context,
+    store: Annotated[
+        Path | None,
+        typer.Option(help="Event store (default: store.path).", file_okay=False),
+    ] = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            metavar="YYYY-MM-DD",
+            help="Score subscribers active at the start of this day (UTC; default: today).",
+        ),
+    ] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Scores file to write, .parquet or .csv "
+            "(default: <store>/scores/scores-<as-of>.parquet).",
+            dir_okay=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Score and show what would be sent; send nothing.")
+    ] = False,
+) -> None:
+    """Score every active subscriber with the champion model, then push changed buckets to Braze.
+
+    The scores file is written first (user_id, platform, churn_probability, bucket, reasons), so
+    a failed push can be retried with `lapse sync --scores FILE`.
+    """
+    from datetime import UTC
+
+    settings = ctx.obj.settings(store={"path": store})
+    when = as_of.date() if as_of else datetime.now(UTC).date()  # the edge is where "now" lives
+    _rescore(settings, when, out_file, dry_run)
+
+
+def _rescore(settings: Settings, when: date, out_file: Path | None, dry_run: bool):
+    """Score with the champion, write the scores file, sync it; returns the scores frame."""
+    from features import FeatureConfig
+    from features import schema as s
+    from serving.rescore import load_champion, write_scores
+    from serving.rescore import rescore as run_rescore
+
+    model = load_champion(settings.mlflow.tracking_uri, settings.mlflow.registered_model)
+    result = run_rescore(settings.store.path, when, model, FeatureConfig(include_sandbox=False))
+    path = write_scores(
+        result.scores, out_file or settings.store.path / "scores" / f"scores-{when}.parquet"
+    )
+    counts = result.scores[s.BUCKET].value_counts()
+    out.print(
+        table(
+            "Rescored",
+            [
+                ("as of", f"{result.as_of:%Y-%m-%d %H:%M} UTC"),
+                ("events read", result.events),
+                ("active subscribers scored", len(result.scores)),
+                *((f"  model bucket {name}", int(n)) for name, n in counts.items()),
+                ("mean churn probability", float(result.scores[s.CHURN_PROBABILITY].mean())),
+                ("scores file", path),
+            ],
+        )
+    )
+    _push(settings, result.scores, dry_run)
+    return result.scores
+
+
+def _push(settings: Settings, frame, dry_run: bool) -> None:
+    """Sync a scores frame to Braze and print what happened (shared by sync and rescore)."""
+    import json
+
+    from serving.sync import SyncConfig
+    from serving.sync import sync as run_sync
+
     config = SyncConfig.from_settings(settings)
-    frame = read_scores(scores)
     key = settings.braze.api_key.get_secret_value() if settings.braze.api_key else None
     with progress_bars() as report:
         result = run_sync(frame, config, key, dry_run=dry_run, progress=report)
@@ -655,6 +783,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from serving.buckets import BucketPolicyError
     from serving.emulator import EmulatorConfigError
     from serving.ledger import LedgerError
+    from serving.rescore import RescoreError
     from serving.sync import ScoresFileError
     from training.pipeline import FeatureSchemaError
     from training.splits import DataSufficiencyError
@@ -672,6 +801,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         EmulatorConfigError,
         LedgerError,
         ScoresFileError,
+        RescoreError,
         DataSufficiencyError,
         TrainingInputError,
         TuningError,

@@ -1,0 +1,111 @@
+"""The scheduled rescoring job: the champion scores every active subscriber as of a day.
+
+`score(model, features)` is the pure part (a feature frame in, a scores frame out: the DESIGN.md
+scores-file contract plus the platform); `rescore(store, as_of, model)` reads the store around it,
+and `load_champion` fetches the model the training gate promoted. The CLI writes the scores file
+and hands it to `serving.sync`, so `lapse rescore` is exactly `lapse sync` on fresh scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from features import FeatureConfig, build_features, load_events
+from features import schema as s
+from features.timeline import to_timestamp
+
+__all__ = ["RescoreError", "RescoreResult", "load_champion", "rescore", "score", "write_scores"]
+
+#: Reasons kept per user in the scores file (the sync sends the first one, if configured).
+TOP_REASONS = 3
+
+
+class RescoreError(ValueError):
+    """Rescoring cannot run: no champion model, or nothing to score in the store."""
+
+
+@dataclass(frozen=True)
+class RescoreResult:
+    """A scores frame and what it took: events read and the active subscribers found."""
+
+    scores: pd.DataFrame
+    as_of: pd.Timestamp
+    events: int
+
+
+def load_champion(tracking_uri: str, name: str, alias: str = "champion"):
+    """The registered model `name@alias` (a fitted training ChurnModel), or RescoreError."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    uri = f"models:/{name}@{alias}"
+    try:
+        return mlflow.sklearn.load_model(uri)
+    except MlflowException as exc:
+        raise RescoreError(
+            f"{uri}: no model to score with at {tracking_uri} ({exc.message.splitlines()[0]}); "
+            "run `lapse train` first"
+        ) from None
+
+
+def score(model, features: pd.DataFrame, top_reasons: int = TOP_REASONS) -> pd.DataFrame:
+    """Scores for a feature frame indexed by (user_id, platform).
+
+    Columns: user_id, platform, churn_probability (calibrated), bucket (the model's own bounds)
+    and reasons (up to `top_reasons` reason groups raising the risk, strongest first).
+    """
+    from training.reasons import explain
+
+    missing = [c for c in model.features_ if c not in features.columns]
+    if missing:
+        raise RescoreError(
+            f"feature frame lacks {len(missing)} column(s) the model was trained on: "
+            f"{missing[:5]}; the store's features and the champion come from different versions"
+        )
+    X = features[model.features_]
+    probability = model.predict_proba(X)[:, 1]
+    reasons, _ = explain(model, X, k=top_reasons)
+    out = features.index.to_frame(index=False)
+    out[s.CHURN_PROBABILITY] = probability.round(6)
+    out[s.BUCKET] = model.buckets(probability)
+    out[s.REASONS] = reasons.to_numpy()
+    return out
+
+
+def rescore(
+    store: str | Path,
+    as_of: date | datetime | str | pd.Timestamp,
+    model,
+    config: FeatureConfig | None = None,
+) -> RescoreResult:
+    """Score every subscriber active at `as_of` from the events stored before it."""
+    config = config or FeatureConfig()
+    when = to_timestamp(as_of)
+    events = load_events(store, end=when, include_sandbox=config.include_sandbox)
+    features = build_features(events, when, config)
+    if features.empty:
+        raise RescoreError(
+            f"{store}: no subscriber is active at {when:%Y-%m-%d %H:%M} UTC "
+            f"({len(events):,} events before it); is --as-of inside the stored data?"
+        )
+    return RescoreResult(score(model, features), when, len(events))
+
+
+def write_scores(scores: pd.DataFrame, path: str | Path) -> Path:
+    """Write a scores file: Parquet (reasons as a list), or CSV (reasons joined by ';')."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        scores.to_parquet(path, index=False)
+    elif path.name.lower().endswith((".csv", ".csv.gz")):
+        flat = scores.assign(**{s.REASONS: [";".join(r) for r in scores[s.REASONS]]})
+        flat.to_csv(path, index=False)
+    else:
+        raise RescoreError(f"{path}: expected a .parquet or .csv scores file name")
+    return path

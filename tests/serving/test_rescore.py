@@ -1,0 +1,103 @@
+"""Rescoring: a feature frame becomes the scores-file contract; the champion is found or named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import schema as s
+from features.registry import REASON_GROUPS
+from serving.rescore import RescoreError, load_champion, score, write_scores
+from serving.sync import read_scores
+from training.pipeline import ChurnModel
+from training.reasons import OTHER
+
+
+def _features(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Registered feature names with a planted signal: auto-renew off and few sessions churn."""
+    rng = np.random.default_rng(seed)
+    off = (rng.random(n) < 0.25).astype(float)
+    sessions = rng.poisson(6, n).astype(float)
+    logit = -2.0 + 2.5 * off - 0.3 * (sessions - 6)
+    churned = rng.random(n) < 1 / (1 + np.exp(-logit))
+    index = pd.MultiIndex.from_arrays(
+        [
+            pd.Index([f"u{i:05d}" for i in range(n)], dtype="str"),
+            pd.Index(np.where(np.arange(n) % 2 == 0, "ios", "android"), dtype="str"),
+        ],
+        names=list(s.SUBSCRIBER_INDEX),
+    )
+    frame = pd.DataFrame(
+        {
+            "auto_renew_off": off,
+            "sessions_28d": sessions,
+            "country": pd.array(rng.choice(["US", "DE", "BR"], n), dtype="str"),
+        },
+        index=index,
+    )
+    return frame, churned
+
+
+@pytest.fixture(scope="module")
+def model() -> ChurnModel:
+    X, y = _features(3000, 1)
+    Xv, yv = _features(1500, 2)
+    return ChurnModel(params={"num_leaves": 7, "learning_rate": 0.1}, seed=3).fit(
+        X, y, X_valid=Xv, y_valid=yv
+    )
+
+
+def test_score_is_the_scores_contract(model: ChurnModel) -> None:
+    """One row per subscriber: calibrated probability, the model's bucket, rising-risk reasons."""
+    X, _ = _features(400, 7)
+    scores = score(model, X)
+    assert list(scores.columns) == [
+        s.USER_ID,
+        s.PLATFORM,
+        s.CHURN_PROBABILITY,
+        s.BUCKET,
+        s.REASONS,
+    ]
+    assert scores[s.USER_ID].tolist() == X.index.get_level_values(s.USER_ID).tolist()
+    expected = model.predict_proba(X)[:, 1]
+    np.testing.assert_allclose(scores[s.CHURN_PROBABILITY], expected, atol=5e-7)
+    assert scores[s.BUCKET].tolist() == model.buckets(expected).tolist()
+    allowed = set(REASON_GROUPS) | {OTHER}
+    assert all(set(r) <= allowed and len(r) <= 3 for r in scores[s.REASONS])
+    # users with auto-renew off have it among their reasons far more often than the others
+    has_reason = scores[s.REASONS].map(lambda r: "auto_renew_off" in r).to_numpy()
+    off = X["auto_renew_off"].to_numpy() == 1
+    assert has_reason[off].mean() > 0.9 > has_reason[~off].mean()
+
+
+def test_score_names_missing_columns(model: ChurnModel) -> None:
+    X, _ = _features(10, 7)
+    with pytest.raises(RescoreError, match="sessions_28d"):
+        score(model, X.drop(columns="sessions_28d"))
+
+
+@pytest.mark.parametrize("name", ["scores.parquet", "scores.csv"])
+def test_written_scores_read_back_for_sync(model: ChurnModel, tmp_path, name: str) -> None:
+    """What `lapse rescore` writes is what `lapse sync --scores` reads (top reason kept)."""
+    X, _ = _features(50, 9)
+    scores = score(model, X)
+    path = write_scores(scores, tmp_path / "out" / name)
+    back = read_scores(path).set_index(s.USER_ID).loc[scores[s.USER_ID]]
+    np.testing.assert_allclose(back[s.CHURN_PROBABILITY], scores[s.CHURN_PROBABILITY])
+    first = [r[0] if len(r) else None for r in scores[s.REASONS]]
+    assert back[s.REASONS].tolist() == first
+
+
+def test_write_scores_refuses_other_formats(model: ChurnModel, tmp_path) -> None:
+    X, _ = _features(5, 9)
+    with pytest.raises(RescoreError, match="expected a .parquet or .csv"):
+        write_scores(score(model, X), tmp_path / "scores.json")
+
+
+def test_no_champion_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    with pytest.raises(RescoreError, match="lapse train"):
+        load_champion(uri, "no-such-model")
