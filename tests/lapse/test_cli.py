@@ -324,8 +324,8 @@ def test_demo_runs_the_whole_flow(clean_env: Path) -> None:
     config = clean_env / "demo.toml"
     config.write_text(
         f"[store]\npath = {json.dumps(str(clean_env / 'store'))}\n\n"
-        "[mlflow]\ntracking_uri = \"sqlite:///mlflow.db\"\nartifact_location = \"mlruns\"\n\n"
-        "[optuna]\nstorage = \"sqlite:///optuna.db\"\n\n"
+        '[mlflow]\ntracking_uri = "sqlite:///mlflow.db"\nartifact_location = "mlruns"\n\n'
+        '[optuna]\nstorage = "sqlite:///optuna.db"\n\n'
         "[synthetic]\nusers = 1500\n"
     )
     done = run_lapse("--config", str(config), "demo", "--trials", "2", cwd=clean_env, timeout=600)
