@@ -142,7 +142,12 @@ def naive_features(history, as_of):
 
 
 def load(store: Path, scale: int):
-    """Production events before AS_OF with the columns features read, replicated ``scale`` x."""
+    """Production events before AS_OF with the columns features read, replicated ``scale`` x.
+
+    Compact, as a store reader for this size should hand them over: repeated text as pandas
+    categoricals (Arrow dictionaries), and the dedup key (unique per row) only on subscription
+    rows, the one place features read it (to order events with equal times).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -153,11 +158,20 @@ def load(store: Path, scale: int):
     table = read_events_table(
         store, end=to_timestamp(AS_OF), columns=list(NEEDED_COLUMNS), include_sandbox=False
     )
+    subscription = pc.equal(table[s.KIND], s.KIND_SUBSCRIPTION)
+    key = pc.if_else(subscription, table[s.EVENT_KEY], pa.scalar(None, pa.string()))
+    table = table.set_column(table.column_names.index(s.EVENT_KEY), s.EVENT_KEY, key)
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) and field.name != s.EVENT_KEY:
+            table = table.set_column(i, field.name, pc.dictionary_encode(table[field.name]))
+    table = table.combine_chunks()
     if scale > 1:
+        users = table[s.USER_ID].chunk(0)
         copies = []
         for i in range(scale):
-            user = pc.binary_join_element_wise(table[s.USER_ID], pa.scalar(f"_{i}"), "")
-            copies.append(table.set_column(0, s.USER_ID, user))
+            names = pc.binary_join_element_wise(users.dictionary, pa.scalar(f"_{i}"), "")
+            renamed = pa.DictionaryArray.from_arrays(users.indices, names)
+            copies.append(table.set_column(0, s.USER_ID, renamed))
         table = pa.concat_tables(copies)
     return table.to_pandas()
 

@@ -20,7 +20,14 @@ from features import history as hist
 from features import schema as s
 from features import state as st
 from features.registry import FEATURES as REGISTRY
-from features.timeline import DEFAULT_CONFIG, Events, EventTable, FeatureConfig, to_micros
+from features.timeline import (
+    DEFAULT_CONFIG,
+    SUBSCRIBER,
+    Events,
+    EventTable,
+    FeatureConfig,
+    to_micros,
+)
 
 AsOf = date | datetime | str | pd.Timestamp
 #: Called as progress(stage, done, total), e.g. lapse.console.progress_bars()'s report.
@@ -48,19 +55,19 @@ def features_at(
     lifecycle = table.lifecycle(t)
     subs = lifecycle.filter(pl.col(s.KIND) == s.KIND_SUBSCRIPTION)
     state = st.state_at(subs, t, config).filter(pl.col(st.ACTIVE))
-    keys = state.select(key)
+    active = state.select(SUBSCRIBER)
     report("features", 1, 4)
-    history = hist.history(subs.join(keys, on=key, how="semi"), t)
+    history = hist.history(subs.join(active, on=SUBSCRIBER, how="semi"), t)
     report("features", 2, 4)
-    context = ctx.context(lifecycle.join(keys, on=key, how="semi"), t)
+    context = ctx.context(lifecycle.join(active, on=SUBSCRIBER, how="semi"), t)
     report("features", 3, 4)
     engagement = eng.engagement(table, t, context.select(*key, ctx.FIRST_SEEN), config)
     report("features", 4, 4)
     out = (
-        state.select(*key, *st.FEATURES)
-        .join(history, on=key, how="left")
+        state.select(SUBSCRIBER, *key, *st.FEATURES)
+        .join(history, on=SUBSCRIBER, how="left")
+        .join(context.select(SUBSCRIBER, *ctx.FEATURES), on=SUBSCRIBER, how="left")
         .join(engagement, on=key, how="left")
-        .join(context.select(*key, *ctx.FEATURES), on=key, how="left")
     )
     return out.select(*key, *feature_names(config)).sort(key)
 
@@ -85,8 +92,9 @@ def build_features(
 
     ``events`` is the canonical event table (features.schema.EVENT_COLUMNS), as a pandas frame
     or an Arrow table; only production rows with ``ts < as_of`` are read. A date ``as_of``
-    means midnight UTC. Columns are described in ``features.registry.FEATURES``: categoricals ``str``, booleans 0/1, the rest float, missing NaN.
-    ``progress(stage, done, total)`` is told as each feature family is done.
+    means midnight UTC. Columns are described in ``features.registry.FEATURES``: categoricals
+    ``str``, booleans 0/1, the rest float, missing NaN. ``progress(stage, done, total)`` is told
+    as each feature family is done.
     """
     table = EventTable(events, config)
     return to_pandas(features_at(table, to_micros(as_of), config, progress), config)

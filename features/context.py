@@ -10,7 +10,7 @@ import polars as pl
 
 from features import schema as s
 from features.registry import Feature, register
-from features.timeline import days
+from features.timeline import SUBSCRIBER, days
 
 
 def _feature(name: str, kind: str, description: str) -> str:
@@ -33,9 +33,10 @@ def context(rows: pl.DataFrame, t: int) -> pl.DataFrame:
     ``rows`` are the subscriber's install and subscription rows before ``t``, ordered by
     subscriber and time (timeline order), so "latest known value" is deterministic.
     """
-    key = list(s.SUBSCRIBER_INDEX)
     first = pl.min_horizontal(pl.col(s.INSTALLED_AT_COL).min(), pl.col(s.TS).min())
-    return rows.group_by(key).agg(
+    return rows.group_by(SUBSCRIBER).agg(
+        pl.col(s.USER_ID).first(),
+        pl.col(s.PLATFORM).first(),
         pl.col(s.COUNTRY).drop_nulls().str.to_uppercase().last().alias(COUNTRY),
         pl.col(s.PLATFORM).first().alias(APP_PLATFORM),
         pl.col(s.NETWORK).drop_nulls().last().alias(NETWORK),

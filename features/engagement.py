@@ -144,7 +144,8 @@ def engagement(
         f"min({s.TS}) AS _first_activity",
     ]
     aggregates = table.query(
-        f"SELECT {s.USER_ID}, {s.PLATFORM}, {', '.join(columns)} FROM events "
+        f"SELECT {s.USER_ID}::VARCHAR AS {s.USER_ID}, {s.PLATFORM}::VARCHAR AS {s.PLATFORM}, "
+        f"{', '.join(columns)} FROM events "
         f"WHERE ({session} OR {in_app}) AND {s.TS} < {t} GROUP BY {s.USER_ID}, {s.PLATFORM}"
     )
     counts = [

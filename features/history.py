@@ -19,7 +19,7 @@ from features.state import (
     FAILURE_EVENTS,
     PAUSE_EVENTS,
 )
-from features.timeline import days
+from features.timeline import SUBSCRIBER, days
 
 
 def _feature(name: str, kind: str, description: str, reason: str) -> str:
@@ -92,10 +92,11 @@ DAYS_SINCE_CANCELLATION = _feature(
 
 
 def history(subs: pl.DataFrame, t: int) -> pl.DataFrame:
-    """Per subscriber: history features over the ordered subscription rows (all before ``t``)."""
-    key = list(s.SUBSCRIBER_INDEX)
+    """Per subscriber (SUBSCRIBER): history features over the ordered subscription rows (all
+    before ``t``)."""
+    key = SUBSCRIBER
     ev = pl.col(s.EVENT)
-    previous = ev.shift(1).over(key)
+    previous = pl.when(pl.col(key) == pl.col(key).shift(1)).then(ev.shift(1))
     counts = {
         RENEWALS: ev.is_in(("renewal", "renewal_from_billing_retry")),
         FAILED_RENEWALS: ev.is_in(FAILURE_EVENTS)

@@ -14,7 +14,7 @@ import polars as pl
 
 from features import schema as s
 from features.registry import Feature, register
-from features.timeline import FeatureConfig, days
+from features.timeline import SUBSCRIBER, FeatureConfig, days
 
 START_EVENTS = ("activation", "trial_started", "discounted_offer")
 #: Events that open or extend a paid/trial period (and so mean auto-renew is on).
@@ -118,11 +118,12 @@ EXPIRY = "_expiry"
 def state_at(subs: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
     """Per subscriber with any subscription row before ``t``: status, activity and state features.
 
-    ``subs`` are ordered subscription rows (timeline.subscription_rows) all before ``t``.
+    ``subs`` are ordered subscription rows (``timeline.ordered``), all before ``t``; the result
+    is keyed by SUBSCRIBER and carries user_id and platform.
     ``_active`` follows DESIGN.md: in a trial, offer or paid period whose expiry is after ``t``,
     or in grace, billing retry or account hold. ``_entitled`` is the label's test: the same.
     """
-    key = list(s.SUBSCRIBER_INDEX)
+    key = SUBSCRIBER
     ev = pl.col(s.EVENT)
     is_end = ev.is_in(ENDING_EVENTS + PAUSE_EVENTS)
     is_charge = ev.is_in(CHARGE_EVENTS)
@@ -138,6 +139,8 @@ def state_at(subs: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
     running = pl.col("_last_end").is_null() | (pl.col(s.TS) > pl.col("_last_end"))
     charge_ts = pl.when(is_charge).then(pl.col(s.TS))
     per_sub = marked.group_by(key).agg(
+        pl.col(s.USER_ID).first(),
+        pl.col(s.PLATFORM).first(),
         ev.last().alias(LAST_EVENT),
         pl.col(s.TS).last().alias("_last_ts"),
         pl.col(s.EXPIRES_AT).filter(running).max().alias(EXPIRY),

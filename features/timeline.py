@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -114,18 +115,32 @@ class EventTable:
 
         self._events = events
         self._names = _checked_names(events)
-        self.core = pa.table({name: self._column(name) for name in CORE_COLUMNS})
-        if self.core[s.TS].null_count:
-            raise FeatureInputError("events: column 'ts' has null values; every event needs a time")
-        # one cheap Arrow pass spares every query a filter when there is nothing to drop
-        self.has_sandbox = not config.include_sandbox and bool(
-            pc.any(pc.equal(self.core[s.ENVIRONMENT], s.ENV_SANDBOX)).as_py()
-        )
+        self._con = duckdb.connect()
+        if isinstance(events, pd.DataFrame):
+            # DuckDB scans pandas in place (categoricals by code); only ts is converted
+            self._ts = _pandas_micros(events[s.TS])
+            core = pd.DataFrame(
+                {c: events[c] for c in CORE_COLUMNS if c in self._names and c != s.TS}
+            )
+            core[s.TS] = self._ts
+            environment = events[s.ENVIRONMENT] if s.ENVIRONMENT in self._names else None
+            has_sandbox = environment is not None and bool((environment == s.ENV_SANDBOX).any())
+            if environment is None:
+                core[s.ENVIRONMENT] = pd.Series(pd.NA, index=core.index, dtype="str")
+        else:
+            core = pa.table({name: self._column(name) for name in CORE_COLUMNS})
+            self._ts = core[s.TS]
+            if self._ts.null_count:
+                raise FeatureInputError(
+                    "events: column 'ts' has null values; every event needs a time"
+                )
+            has_sandbox = bool(pc.any(pc.equal(core[s.ENVIRONMENT], s.ENV_SANDBOX)).as_py())
+        # knowing there is nothing to drop spares every query the filter
+        self.has_sandbox = has_sandbox and not config.include_sandbox
         where = (
             f"WHERE {s.ENVIRONMENT} IS DISTINCT FROM '{s.ENV_SANDBOX}'" if self.has_sandbox else ""
         )
-        self._con = duckdb.connect()
-        self._con.register("input", self.core)
+        self._con.register("input", core)
         self._con.execute(f"CREATE VIEW events AS SELECT * FROM input {where}")
 
     def query(self, sql: str, params: dict | None = None) -> pl.DataFrame:
@@ -134,19 +149,21 @@ class EventTable:
 
     def lifecycle(self, t: int) -> pl.DataFrame:
         """Subscription and install rows before ``t``, in timeline order (see ``ordered``)."""
-        core = self.core
-        kind = core[s.KIND]
-        keep = pc.and_(
-            pc.or_(pc.equal(kind, s.KIND_SUBSCRIPTION), pc.equal(kind, s.KIND_INSTALL)),
-            pc.less(core[s.TS], t),
-        )
-        # (a chunked array with no chunks crashes indices_nonzero in pyarrow 25)
-        rows = pc.indices_nonzero(keep.combine_chunks())
-        if self.has_sandbox:
-            production = pc.fill_null(
-                pc.not_equal(core[s.ENVIRONMENT].take(rows), s.ENV_SANDBOX), True
-            )
-            rows = rows.filter(production)
+        events = self._events
+        wanted = [s.KIND_SUBSCRIPTION, s.KIND_INSTALL]
+        if isinstance(events, pd.DataFrame):
+            keep = events[s.KIND].isin(wanted).to_numpy(dtype=bool, na_value=False)
+            rows: np.ndarray | pa.Array = np.flatnonzero(keep & (self._ts < t))
+            if self.has_sandbox:
+                environment = events[s.ENVIRONMENT].take(rows)
+                rows = rows[(environment != s.ENV_SANDBOX).to_numpy(dtype=bool, na_value=True)]
+        else:
+            keep = pc.and_(pc.is_in(events[s.KIND], pa.array(wanted)), pc.less(self._ts, t))
+            # (a chunked array with no chunks crashes indices_nonzero in pyarrow 25)
+            rows = pc.indices_nonzero(keep.combine_chunks())
+            if self.has_sandbox:
+                environment = pc.not_equal(events[s.ENVIRONMENT].take(rows), s.ENV_SANDBOX)
+                rows = rows.filter(pc.fill_null(environment, True))
         table = pa.table({name: _plain(self._column(name, rows)) for name in NEEDED_COLUMNS})
         return ordered(pl.from_arrow(table))
 
@@ -154,15 +171,15 @@ class EventTable:
         """The latest event time (epoch µs), or None without events."""
         return self.query(f"SELECT max({s.TS}) AS last FROM events").item()
 
-    def _column(self, name: str, rows: pa.Array | None = None) -> pa.Array | pa.ChunkedArray:
+    def _column(
+        self, name: str, rows: np.ndarray | pa.Array | None = None
+    ) -> pa.Array | pa.ChunkedArray:
         """Column ``name`` (at ``rows``, else whole) as Arrow in its feature type."""
         events = self._events
         if name not in self._names:
             return pa.nulls(len(events) if rows is None else len(rows), _null_type(name))
         if isinstance(events, pd.DataFrame):
-            column = events[name]
-            if rows is not None:
-                column = column.take(rows.to_numpy())
+            column = events[name] if rows is None else events[name].take(rows)
             column = _from_pandas(column)
         else:
             column = events[name] if rows is None else events[name].take(rows)
@@ -176,6 +193,15 @@ class EventTable:
             if any(is_text(column.type) for is_text in text)
             else pc.cast(column, pa.string())
         )
+
+
+def _pandas_micros(column: pd.Series) -> np.ndarray:
+    """The ``ts`` column as int64 epoch microseconds; raises on a missing time."""
+    if column.isna().any():
+        raise FeatureInputError("events: column 'ts' has null values; every event needs a time")
+    if pd.api.types.is_integer_dtype(column):
+        return column.to_numpy(dtype="int64")
+    return column.array.as_unit("us").asi8
 
 
 def _null_type(name: str) -> pa.DataType:
@@ -228,9 +254,17 @@ def _checked_names(events: Events) -> set[str]:
     return set(types)
 
 
+#: Dense integer id of a subscriber within one lifecycle frame (grouping on it is cheap).
+SUBSCRIBER = "_subscriber"
+
+
 def ordered(frame: pl.DataFrame) -> pl.DataFrame:
-    """Rows by subscriber, time, then event name and dedup key: the input order never matters."""
-    return frame.sort([*s.SUBSCRIBER_INDEX, s.TS, s.EVENT, s.EVENT_KEY])
+    """Rows by subscriber, time, then event name and dedup key (the input order never matters),
+    numbered by subscriber in SUBSCRIBER."""
+    frame = frame.sort([*s.SUBSCRIBER_INDEX, s.TS, s.EVENT, s.EVENT_KEY])
+    user, platform = pl.col(s.USER_ID), pl.col(s.PLATFORM)
+    new = (user != user.shift(1)) | (platform != platform.shift(1))
+    return frame.with_columns(new.fill_null(True).cum_sum().cast(pl.Int64).alias(SUBSCRIBER))
 
 
 def _from_pandas(column: pd.Series) -> pa.Array | pa.ChunkedArray:
@@ -242,7 +276,11 @@ def _from_pandas(column: pd.Series) -> pa.Array | pa.ChunkedArray:
     if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(column):
         stamps = column.array.as_unit("us")
         return pa.array(stamps.asi8, mask=stamps.isna(), type=pa.timestamp("us", "UTC"))
-    if isinstance(column.dtype, pd.CategoricalDtype) or column.dtype == object:
+    if isinstance(column.dtype, pd.CategoricalDtype):  # stays compact: codes + categories
+        codes = column.cat.codes.to_numpy()
+        categories = pa.array(column.cat.categories.astype("str").array)
+        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), categories)
+    if column.dtype == object:
         return pa.array(column.astype("str").array)
     return pa.array(column.array)
 

@@ -133,3 +133,24 @@ def test_unusable_input_is_reported(history, day):
 def test_config_is_validated():
     with pytest.raises(ValueError, match="windows"):
         FeatureConfig(windows=(0, 7))
+
+
+def test_categorical_and_arrow_inputs_give_the_same_frame(history, day):
+    import pyarrow as pa
+
+    h = history.install("u", 0, network="Meta", country="US")
+    h.sub("u", 0, "trial_started", expires=7).sub("u", 7, "renewal", expires=37, price=9.99)
+    h.sub("v", 1, "activation", expires=31, platform=s.OS_ANDROID).sessions("u", 0, 10, 2)
+    events = h.frame()
+    expected = build_features(events, day(10))
+    texts = [c for c in events.columns if events[c].dtype == "str"]
+    compact = events.astype({c: "category" for c in texts})
+    pd.testing.assert_frame_equal(build_features(compact, day(10)), expected)
+    columns = {}
+    for name in events.columns:
+        values = events[name].array
+        if isinstance(events[name].dtype, pd.DatetimeTZDtype):
+            columns[name] = pa.array(values.asi8, pa.timestamp("us", "UTC"), mask=values.isna())
+        else:
+            columns[name] = pa.array(values)
+    pd.testing.assert_frame_equal(build_features(pa.table(columns), day(10)), expected)
