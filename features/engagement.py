@@ -141,7 +141,6 @@ def engagement(
         ),
         f"max({s.TS}) FILTER (WHERE {session}) AS _last_session",
         f"max({s.TS}) FILTER (WHERE {in_app}) AS _last_event",
-        f"min({s.TS}) AS _first_activity",
     ]
     aggregates = table.query(
         f"SELECT {s.USER_ID}::VARCHAR AS {s.USER_ID}, {s.PLATFORM}::VARCHAR AS {s.PLATFORM}, "
@@ -159,7 +158,7 @@ def engagement(
     per_sub = first_seen.join(aggregates, on=key, how="left").with_columns(
         pl.col(counts).fill_null(0.0)
     )
-    start = pl.min_horizontal(pl.col("_first_activity"), pl.col("_first_seen"))
+    start = pl.col("_first_seen")
 
     def observed(w: int) -> pl.Expr:
         return days(pl.lit(t) - start).clip(1.0 / 24, float(w))

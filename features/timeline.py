@@ -117,16 +117,13 @@ class EventTable:
         self._names = _checked_names(events)
         self._con = duckdb.connect()
         if isinstance(events, pd.DataFrame):
-            # DuckDB scans pandas in place (categoricals by code); only ts is converted
+            # DuckDB scans the frame in place (only the columns a query names; categoricals by
+            # code); the view turns its times into epoch µs
             self._ts = _pandas_micros(events[s.TS])
-            core = pd.DataFrame(
-                {c: events[c] for c in CORE_COLUMNS if c in self._names and c != s.TS}
-            )
-            core[s.TS] = self._ts
+            self._times = "integer" if pd.api.types.is_integer_dtype(events[s.TS]) else "time"
+            core = events
             environment = events[s.ENVIRONMENT] if s.ENVIRONMENT in self._names else None
             has_sandbox = environment is not None and bool((environment == s.ENV_SANDBOX).any())
-            if environment is None:
-                core[s.ENVIRONMENT] = pd.Series(pd.NA, index=core.index, dtype="str")
         else:
             core = pa.table({name: self._column(name) for name in CORE_COLUMNS})
             self._ts = core[s.TS]
@@ -141,7 +138,15 @@ class EventTable:
             f"WHERE {s.ENVIRONMENT} IS DISTINCT FROM '{s.ENV_SANDBOX}'" if self.has_sandbox else ""
         )
         self._con.register("input", core)
-        self._con.execute(f"CREATE VIEW events AS SELECT * FROM input {where}")
+        columns = [
+            f"epoch_us({name}) AS {name}"
+            if name == s.TS and isinstance(events, pd.DataFrame) and self._times == "time"
+            else name
+            if name in self._names or not isinstance(events, pd.DataFrame)
+            else f"NULL::VARCHAR AS {name}"
+            for name in CORE_COLUMNS
+        ]
+        self._con.execute(f"CREATE VIEW events AS SELECT {', '.join(columns)} FROM input {where}")
 
     def query(self, sql: str, params: dict | None = None) -> pl.DataFrame:
         """Run SQL over the view ``events``; the result as polars."""
