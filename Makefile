@@ -29,6 +29,7 @@ test-fast: setup
 bench: setup
 	$(RUN) python benchmarks/generate.py
 	$(RUN) python benchmarks/ingest.py
+	$(RUN) python benchmarks/features.py
 	$(RUN) python benchmarks/braze_sync.py
 
 lint: setup
