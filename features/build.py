@@ -51,6 +51,8 @@ def features_at(
     """The feature frame (key columns first) at ``t`` from the prepared events."""
     report = progress or (lambda stage, done, total: None)
     key = list(s.SUBSCRIBER_INDEX)
+    # the bulk pass first, so DuckDB's working memory is gone before the lifecycle frames exist
+    activity = eng.activity_counts(table, t, config)
     # the few attribution and lifecycle rows, ordered once for every "latest value"
     lifecycle = table.lifecycle(t)
     subs = lifecycle.filter(pl.col(s.KIND) == s.KIND_SUBSCRIPTION)
@@ -60,8 +62,9 @@ def features_at(
     history = hist.history(subs.join(active, on=SUBSCRIBER, how="semi"), t)
     report("features", 2, 4)
     context = ctx.context(lifecycle.join(active, on=SUBSCRIBER, how="semi"), t)
+    del lifecycle, subs
     report("features", 3, 4)
-    engagement = eng.engagement(table, t, context.select(*key, ctx.FIRST_SEEN), config)
+    engagement = eng.engagement(activity, t, context.select(*key, ctx.FIRST_SEEN), config)
     report("features", 4, 4)
     out = (
         state.select(SUBSCRIBER, *key, *st.FEATURES)

@@ -102,17 +102,9 @@ def _active_days(session: str, t: int, w: int) -> str:
     )
 
 
-def engagement(
-    table: EventTable, t: int, first_seen: pl.DataFrame, config: FeatureConfig
-) -> pl.DataFrame:
-    """The engagement features of ``config`` for each subscriber in ``first_seen``.
-
-    Counts come from ``table``'s events before ``t``; ``first_seen`` (user_id, platform,
-    _first_seen) gives each subscriber's first known time (install or first subscription
-    event), which bounds how many days of each window were observable. No activity means zero
-    counts, missing recency.
-    """
-    key = list(s.SUBSCRIBER_INDEX)
+def activity_counts(table: EventTable, t: int, config: FeatureConfig) -> pl.DataFrame:
+    """Per subscriber with app activity before ``t``: window counts and last times (one DuckDB
+    pass over the bulk of the table, where the events lie)."""
     longest = max(config.windows)
     windows = sorted(config.windows)
     recent = t - longest * MICROS_PER_DAY
@@ -147,6 +139,24 @@ def engagement(
         f"{', '.join(columns)} FROM events "
         f"WHERE ({session} OR {in_app}) AND {s.TS} < {t} GROUP BY {s.USER_ID}, {s.PLATFORM}"
     )
+    return aggregates
+
+
+def engagement(
+    aggregates: pl.DataFrame, t: int, first_seen: pl.DataFrame, config: FeatureConfig
+) -> pl.DataFrame:
+    """The engagement features of ``config`` for each subscriber in ``first_seen``.
+
+    ``aggregates`` come from ``activity_counts`` at ``t``; ``first_seen`` (user_id, platform,
+    _first_seen) gives each subscriber's first known time (install or first subscription
+    event), which bounds how many days of each window were observable. No activity means zero
+    counts, missing recency.
+    """
+    key = list(s.SUBSCRIBER_INDEX)
+    longest = max(config.windows)
+    windows = sorted(config.windows)
+    recent = t - longest * MICROS_PER_DAY
+    prior_start = recent - config.trend_days * MICROS_PER_DAY
     counts = [
         *(_name_sessions(w) for w in windows),
         *(_name_events(w) for w in windows),
