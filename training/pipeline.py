@@ -149,6 +149,9 @@ def classifier(params: dict, seed: int) -> lgb.LGBMClassifier:
         deterministic=True,
         force_row_wise=True,
         subsample_freq=1,
+        # pred_contrib (per-user reasons) grows with depth squared; on the 100k benchmark depth 8
+        # kept the hold-out AUC (0.9069 vs 0.9075 unlimited) at 70% of the contribution time
+        max_depth=8,
         # one thread: on small data, or cores shared with other work, OpenMP threads mostly spin
         n_jobs=1,
         verbose=-1,

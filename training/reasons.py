@@ -41,7 +41,12 @@ def group_contributions(contributions: pd.DataFrame, table: pd.DataFrame) -> pd.
     """Sum per-feature log-odds contributions (not ``bias``) into one column per reason group."""
     groups = table.set_index(FEATURE)[REASON_GROUP]
     features = [c for c in contributions.columns if c in groups.index]
-    return contributions[features].T.groupby(groups[features].to_numpy(), sort=True).sum().T
+    names = sorted(set(groups[features]))
+    member = np.zeros((len(features), len(names)))
+    member[np.arange(len(features)), [names.index(groups[f]) for f in features]] = 1.0
+    return pd.DataFrame(
+        contributions[features].to_numpy() @ member, index=contributions.index, columns=names
+    )
 
 
 def top_reasons(grouped: pd.DataFrame, k: int = 3) -> pd.Series:
