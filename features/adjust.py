@@ -260,11 +260,16 @@ def _read_csv(name: str, text: str, data: bytes) -> Source:
         for line, (_, row_text, expected, actual) in zip(bad.tolist(), invalid, strict=True)
     ]
     table = table.append_column(s.LINE, pa.array(lines, pa.int64()))
-    # blank lines arrive as all-empty rows: not data, not an error
+    source = Source(name, table, rejected, text, header_only=records == 0)
+    # blank lines arrive as all-empty rows: not data, not an error (",,," is a row, though)
     if b"\n\n" in data or b"\n\r\n" in data:
-        blank = functools.reduce(pc.and_, [pc.is_null(table.column(c)) for c in header])
-        table = table.filter(pc.invert(blank))
-    return Source(name, table, rejected, text, header_only=records == 0)
+        empty = functools.reduce(pc.and_, [pc.is_null(table.column(c)) for c in header])
+        at = np.flatnonzero(empty.to_numpy())
+        numbers = table.column(s.LINE).take(at).to_pylist()
+        keep = np.ones(table.num_rows, bool)
+        keep[at[[source.raw_line(n) == "" for n in numbers]]] = False
+        source.rows = table.filter(pa.array(keep))
+    return source
 
 
 def _record_lines(text: str, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -302,3 +302,11 @@ def test_blank_lines_are_skipped_without_shifting_line_numbers() -> None:
     source = read_source("f.csv", csv_bytes(row(), "", row(created_at=T + 1), ""))
     assert source.rows.column(s.LINE).to_pylist() == [2, 4]
     assert source.rejected == []
+
+
+def test_a_row_of_empty_fields_is_quarantined_even_when_the_file_has_blank_lines() -> None:
+    empty_fields = "," * (HEADER.count(","))
+    for rows in [(row(), empty_fields, row()), (row(), empty_fields, "", row())]:
+        events, rejected, _ = run(csv_bytes(*rows))
+        assert rejected == [(3, "missing_identity")], rows
+        assert len(events) == 2
