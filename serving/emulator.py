@@ -9,7 +9,7 @@ inject seeded faults. What landed is served back under ``/_emulator/...``:
     GET  /_emulator/profiles          {external_id: {attribute: value}}
     GET  /_emulator/stats             counters: requests, statuses, data points, no-op writes...
     GET  /_emulator/writes            {external_id: attribute objects applied to that profile}
-    GET  /_emulator/log               the last 10,000 /users/track answers: [time, status]
+    GET  /_emulator/log               the last 10,000 /users/track requests: [arrival, status]
     POST /_emulator/profiles          {"external_ids": [...]} creates empty (existing) profiles
     POST /_emulator/force             {"status": 503, "count": 2} answers the next requests so
                                       ("drop" and "slow" are accepted as status too)
@@ -382,6 +382,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         """Quiet: tests and benchmarks read /_emulator/stats instead of an access log."""
 
+    def parse_request(self) -> bool:
+        # The log's time is the arrival, which precedes the rate-limit decision: a request
+        # logged after a reset was sent after it, whatever the answer's latency.
+        self.arrived = time.time()
+        return super().parse_request()
+
     # --- plumbing ------------------------------------------------------------------------------
     def _body(self) -> bytes | None:
         """Read the whole body (so keep-alive stays in sync); None if it is over the limit."""
@@ -402,7 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.state.lock:
             self.server.state.statuses[status] += 1
             if self.path.split("?", 1)[0] == TRACK_PATH:
-                self.server.state.log.append((time.time(), status))
+                self.server.state.log.append((self.arrived, status))
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         self._body()
