@@ -31,6 +31,7 @@ bench: setup
 	$(RUN) python benchmarks/ingest.py
 	$(RUN) python benchmarks/features.py
 	$(RUN) python benchmarks/braze_sync.py
+	$(RUN) python benchmarks/train.py
 
 lint: setup
 	$(RUN) ruff check lapse features training serving tests benchmarks
