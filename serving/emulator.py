@@ -397,7 +397,10 @@ class _Handler(BaseHTTPRequestHandler):
         return None if length > limit else data
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
+        self._reply(status, json.dumps(body).encode(), headers)
+
+    def _reply(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        """Answer with a JSON body already encoded; count the status (and log /users/track)."""
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -426,16 +429,11 @@ class _Handler(BaseHTTPRequestHandler):
                 body = list(state.log)
             else:
                 body = None
-            payload = json.dumps(body) if body is not None else None
+            payload = json.dumps(body).encode() if body is not None else None  # under the lock
         if payload is None:
             self._send(404, {"message": "Not Found"})
-            return
-        data = payload.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        else:
+            self._reply(200, payload)
 
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
         state = self.server.state
