@@ -1,5 +1,6 @@
 """training.train: the whole run on small data, the oracle join, data sufficiency, leakage."""
 
+import os
 import uuid
 
 import mlflow
@@ -119,3 +120,21 @@ def test_data_cutoffs_step_from_the_first_event() -> None:
     )
     assert cut[0] == pd.Timestamp("2026-02-02", tz="UTC")
     assert cut[-1] == pd.Timestamp("2026-02-23", tz="UTC") and len(cut) == 4
+
+
+def test_config_from_settings_maps_every_section(tmp_path, monkeypatch) -> None:
+    from lapse.settings import Settings
+
+    for name in [n for n in os.environ if n.upper().startswith("LAPSE_")]:
+        monkeypatch.delenv(name)
+    cfg = tmp_path / "lapse.toml"
+    cfg.write_text(
+        "[labels]\nhorizon_days = 21\n[optuna]\nn_trials = 7\n"
+        "[training]\nseed = 9\nbucket_shares = { top = 0.05 }\nbucket_rest = 'rest'\n"
+    )
+    config = TrainConfig.from_settings(Settings.load(cfg), n_trials=3, timeout_s=None)
+    assert (config.horizon_days, config.n_trials, config.seed) == (21, 3, 9)
+    assert config.bucket_shares == (("top", 0.05),) and config.bucket_rest == "rest"
+    assert config.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert config.optuna_storage == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert config.artifact_location == str(tmp_path / "mlruns")
