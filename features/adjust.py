@@ -219,7 +219,10 @@ def _read_csv(name: str, text: str, data: bytes) -> Source:
     if not known:
         raise BadFile("not_adjust_csv", f"header {header_text[:120]!r} names no Adjust column")
     if s.CREATED_AT not in header:
-        raise BadFile("missing_column", f"no {s.CREATED_AT} column in the header")
+        raise BadFile(
+            "missing_column",
+            f"no {s.CREATED_AT} column in the header (found {', '.join(header)})",
+        )
     invalid: list[tuple[int | None, str, int, int]] = []
 
     def on_invalid(row) -> str:

@@ -199,6 +199,7 @@ def test_a_missing_optional_column_is_fine_and_a_missing_required_one_is_a_bad_f
     with pytest.raises(BadFile, match="created_at") as info:
         read_source("f.csv", csv_bytes(f"{'d' * 32},session", header="{adid},{activity_kind}"))
     assert info.value.reason == "missing_column"
+    assert info.value.detail == "no created_at column in the header (found adid, activity_kind)"
 
 
 def test_customer_user_id_column_is_configurable_and_falls_back_to_adid() -> None:
