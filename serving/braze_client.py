@@ -39,6 +39,7 @@ __all__ = [
     "ClientStats",
     "billable_keys",
     "mask_key",
+    "request_headers",
 ]
 
 TRACK_PATH = "/users/track"
@@ -117,6 +118,11 @@ def billable_keys(obj: Mapping[str, Any]) -> int:
 def mask_key(key: str | None) -> str:
     """What may be shown of the API key: nothing but whether one is set."""
     return "********" if key else "(not set)"
+
+
+def request_headers(key: str) -> dict[str, str]:
+    """The headers of every /users/track request (a dry run shows them with the key masked)."""
+    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
 
 def _header(headers: httpx.Headers, name: str) -> float | None:
@@ -205,7 +211,7 @@ class BrazeClient:
         self._pacer = _Pacer(config.max_rps, time.monotonic, sleep)
         self._http = httpx.Client(
             base_url=config.url.rstrip("/"),
-            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            headers=request_headers(api_key),
             timeout=config.timeout_s,
         )
 

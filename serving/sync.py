@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 
 from features.schema import BUCKET, CHURN_PROBABILITY, REASONS, USER_ID
-from serving.braze_client import BatchResult, BrazeClient, ClientConfig, billable_keys, mask_key
+from serving.braze_client import (
+    BatchResult,
+    BrazeClient,
+    ClientConfig,
+    billable_keys,
+    mask_key,
+    request_headers,
+)
 from serving.buckets import BucketPolicy, assign_buckets
 from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow
 
@@ -376,10 +383,7 @@ def sync(
             _fill_plan(report, plan)
             report.batches = len(_batches(plan.updates, config.client.batch_size))
             report.sample = _objects(plan.updates[: min(3, len(plan.updates))], config)
-            report.headers = {
-                "Authorization": f"Bearer {mask_key(api_key)}",
-                "Content-Type": "application/json",
-            }
+            report.headers = request_headers(mask_key(api_key))
             report.data_points = sum(billable_keys(o) for o in _objects(plan.updates, config))
             return report
         holder = ledger.acquire(config.lock_ttl_s)
