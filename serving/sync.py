@@ -84,11 +84,10 @@ class SyncConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> SyncConfig:
         """The sync's slice of the one Settings object."""
-        b, k, ledger = settings.braze, settings.buckets, settings.ledger
-        cuts = k.thresholds if k.mode == "probability" else k.shares
+        b, ledger = settings.braze, settings.ledger
         return cls(
             attribute=b.attribute,
-            policy=BucketPolicy.of(k.mode, cuts, k.rest, k.hysteresis),
+            policy=settings.buckets.policy(),
             client=ClientConfig(
                 url=b.url,
                 batch_size=b.batch_size,
@@ -303,12 +302,17 @@ def plan_updates(
 def _buckets(scores: pd.DataFrame, policy: BucketPolicy, previous: pd.Series) -> pd.Series:
     if policy.mode != "given":
         return assign_buckets(scores[CHURN_PROBABILITY], policy, previous)
-    given = scores[BUCKET] if BUCKET in scores.columns else None
-    if given is None or given.isna().any():
+    fix = "write buckets into the scores file or use mode 'probability' or 'share'"
+    if BUCKET not in scores.columns:
         raise ScoresFileError(
-            f"buckets.mode is 'given' but the scores have "
-            f"{'no ' + repr(BUCKET) + ' column' if given is None else 'users without a bucket'}; "
-            "write buckets into the scores file or use mode 'probability' or 'share'"
+            f"buckets.mode is 'given' but the scores have no {BUCKET!r} column; {fix}"
+        )
+    given = scores[BUCKET]
+    missing = scores.loc[given.isna(), USER_ID]
+    if len(missing):
+        raise ScoresFileError(
+            f"buckets.mode is 'given' but the scores have {len(missing)} user(s) without a "
+            f"{BUCKET!r} (first: user {missing.iloc[0]!r}); {fix}"
         )
     return given.astype(object)
 

@@ -490,5 +490,5 @@ def test_given_buckets_are_sent_as_the_scores_file_says(emulator: Emulator, sqli
     assert bucket_profiles(emulator) == {"a": "watch", "b": "fine"}
     with pytest.raises(ScoresFileError, match="no 'bucket' column"):
         sync(scores({"a": 0.9}), config, KEY)
-    with pytest.raises(ScoresFileError, match="users without a bucket"):
+    with pytest.raises(ScoresFileError, match="1 user.s. without a 'bucket' .first: user 'b'."):
         sync(scores({"a": 0.9, "b": 0.1}, **{BUCKET: ["watch", None]}), config, KEY)
