@@ -3,7 +3,8 @@
 One `httpx.Client` (connection reuse) sends one batch per call. Pacing: requests start at most
 `max_rps` per second, and when Braze's `X-RateLimit-Remaining` reaches zero the client waits
 until `X-RateLimit-Reset`; a 429 waits for the reset (or `X-Ratelimit-Retry-After` /
-`Retry-After`), never less, then sends the same batch again. 5xx, timeouts and dropped
+`Retry-After`), never less, then sends the same batch again (with no usable header, or a reset
+already past by our clock, it backs off exponentially instead). 5xx, timeouts and dropped
 connections are retried with exponential backoff and jitter (tenacity), a bounded number of
 times. 401/403 raise `BrazeAuthError` at once. Per-object errors of a partial success come back
 per index with Braze's message. The API key lives only in the client's headers.
@@ -184,8 +185,12 @@ class _Pacer:
             return max(retry_after, 0.0)
         if reset is None or (not limited and (remaining is None or remaining > 0)):
             return None
-        now = time.time()
-        return max(reset - now, 0.0) + _SAFETY_S if reset > _EPOCH else max(reset, 0.0)
+        if reset <= _EPOCH:
+            return max(reset, 0.0)
+        left = reset - time.time()
+        if limited and left <= 0:
+            return None  # a 429 after its reset by our clock: the clocks differ, back off
+        return max(left, 0.0) + _SAFETY_S
 
     def block_for(self, seconds: float) -> None:
         with self.lock:

@@ -162,6 +162,7 @@ class EmulatorConfig:
     header_mode: str = "epoch"  # "epoch" or "seconds" (MAU contracts), spec §5
     blocklisted_ids: frozenset[str] = frozenset()
     faults: FaultSpec = field(default_factory=FaultSpec)
+    clock_offset_s: float = 0.0  # Braze's clock is not the client's: windows and resets shift
 
 
 class _State:
@@ -532,11 +533,12 @@ class _Handler(BaseHTTPRequestHandler):
         if over:
             self._send(400, {"message": "Max Input Length Exceeded", "errors": []})
             return
+        now = time.time() + cfg.clock_offset_s
         with state.lock:
             if fault == "429":
-                allowed, headers = False, state.headers(time.time(), limited=True)
+                allowed, headers = False, state.headers(now, limited=True)
             else:
-                allowed, headers = state.admit(time.time())
+                allowed, headers = state.admit(now)
         if not allowed:
             self._send(429, {"message": "Rate Limit Exceeded"}, headers)
             return

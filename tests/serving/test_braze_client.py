@@ -163,6 +163,19 @@ def test_429_waits_until_the_reset_never_earlier(emulator: Emulator, mode: str) 
     assert c.stats.rate_limited == 2 and c.stats.retries == 0
 
 
+def test_a_429_whose_reset_has_passed_by_our_clock_backs_off_instead_of_hammering(
+    emulator: Emulator,
+) -> None:
+    emulator.reconfigure(clock_offset_s=-30.0)  # Braze's clock 30 s behind: its resets look past
+    force(emulator, 429, 3)
+    with client(emulator, backoff_s=0.1, backoff_max_s=1.0) as c:
+        assert c.track(objects(1)).accepted == [0]
+    times = [t for t, _ in inspect(emulator, "log")]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(gaps) == 3 and min(gaps) >= 0.1  # exponential backoff, never a 5 ms re-send
+    assert c.stats.rate_limited == 3
+
+
 class FakeTime:
     """A clock that moves only when slept on or stalled: pacing checked without timing."""
 
