@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -720,18 +720,25 @@ def _rescore(settings: Settings, when: date, out_file: Path | None, dry_run: boo
             ],
         )
     )
-    _push(settings, result.scores, dry_run)
+    # Braze gets the buckets the model was evaluated with, kept steady by today's hysteresis.
+    policy = replace(model.bucket_policy_, hysteresis=settings.buckets.hysteresis)
+    _push(settings, result.scores, dry_run, policy)
     return result.scores
 
 
-def _push(settings: Settings, frame, dry_run: bool) -> None:
-    """Sync a scores frame to Braze and print what happened (shared by sync and rescore)."""
+def _push(settings: Settings, frame, dry_run: bool, policy=None) -> None:
+    """Sync a scores frame to Braze and print what happened (shared by sync and rescore).
+
+    `policy` replaces the [buckets] policy (rescore passes the champion's own).
+    """
     import json
 
     from serving.sync import SyncConfig
     from serving.sync import sync as run_sync
 
     config = SyncConfig.from_settings(settings)
+    if policy is not None:
+        config = replace(config, policy=policy)
     key = settings.braze.api_key.get_secret_value() if settings.braze.api_key else None
     with progress_bars() as report:
         result = run_sync(frame, config, key, dry_run=dry_run, progress=report)

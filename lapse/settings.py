@@ -111,7 +111,7 @@ class OptunaSettings(_Section):
 
 
 class TrainingSettings(_Section):
-    """How `lapse train` cuts snapshots, splits them in time, buckets scores, gates the champion."""
+    """How `lapse train` cuts snapshots, splits them in time and gates the champion."""
 
     cutoff_every_days: int = Field(7, ge=1, description="Days between snapshot cut-offs.")
     first_cutoff_days: int = Field(
@@ -123,11 +123,6 @@ class TrainingSettings(_Section):
     seed: int = 42
     min_churners: int = Field(50, ge=1, description="Churners needed in each split.")
     min_non_churners: int = Field(50, ge=1, description="Non-churners needed in each split.")
-    bucket_shares: dict[str, float] = Field(
-        default_factory=lambda: {"high": 0.10, "medium": 0.20},
-        description="Bucket name -> share of the validation population, riskiest first.",
-    )
-    bucket_rest: str = Field("low", min_length=1, description="Bucket for everyone else.")
     gate_metric: str = Field(
         "holdout_pr_auc", min_length=1, description="Hold-out metric the champion gate compares."
     )
@@ -167,15 +162,15 @@ class BucketSettings(_Section):
 
     @model_validator(mode="after")
     def _policy(self) -> "BucketSettings":
+        self.policy()
+        return self
+
+    def policy(self):
+        """The `serving.buckets.BucketPolicy` these settings describe (training and sync use it)."""
         from serving.buckets import BucketPolicy
 
-        BucketPolicy.of(
-            self.mode,
-            self.thresholds if self.mode == "probability" else self.shares,
-            self.rest,
-            self.hysteresis,
-        )
-        return self
+        cuts = self.thresholds if self.mode == "probability" else self.shares
+        return BucketPolicy.of(self.mode, cuts, self.rest, self.hysteresis)
 
 
 class BrazeSettings(_Section):

@@ -19,7 +19,7 @@ import pandas as pd
 
 from features.schema import BUCKET
 
-__all__ = ["BucketPolicy", "BucketPolicyError", "assign_buckets", "bucket_bounds"]
+__all__ = ["DEFAULT_POLICY", "BucketPolicy", "BucketPolicyError", "assign_buckets", "bucket_bounds"]
 
 Mode = Literal["probability", "share", "given"]
 
@@ -83,6 +83,10 @@ class BucketPolicy:
                     f"bucket shares add up to {sum(values):g}; they must leave some users "
                     f"for {self.rest!r}"
                 )
+
+
+#: The default policy, as in lapse.toml's [buckets]: calibrated probability bounds.
+DEFAULT_POLICY = BucketPolicy.of("probability", {"high": 0.5, "medium": 0.2}, "low", 0.03)
 
 
 def bucket_bounds(policy: BucketPolicy, probabilities: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ calibrated probabilities, ``buckets`` applies the bucket policy learnt on valida
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -24,6 +24,13 @@ from sklearn.pipeline import Pipeline
 
 from features import schema
 from features.registry import FEATURES, Feature
+from serving.buckets import (
+    DEFAULT_POLICY,
+    BucketPolicy,
+    BucketPolicyError,
+    assign_buckets,
+    bucket_bounds,
+)
 
 MISSING_CATEGORY = "missing"
 RARE_CATEGORY = "rare"
@@ -219,20 +226,23 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, seed: int) -> tuple[str, di
 
 
 class ChurnModel(ClassifierMixin, BaseEstimator):
-    """Pipeline + calibrator + bucket thresholds: the one object evaluated, logged and served."""
+    """Pipeline + calibrator + bucket policy: the one object evaluated, logged and served.
+
+    ``bucket_policy`` is the one the Braze sync uses (``[buckets]``; default: high >= 0.5,
+    medium >= 0.2); a share policy is turned into probability bounds on validation, so the
+    served model buckets exactly as it was evaluated, whatever population it scores.
+    """
 
     def __init__(
         self,
         params: dict | None = None,
         seed: int = 0,
-        bucket_shares: tuple[tuple[str, float], ...] = (("high", 0.10), ("medium", 0.20)),
-        bucket_rest: str = "low",
+        bucket_policy: BucketPolicy | None = None,
         early_stopping_rounds: int = 50,
     ):
         self.params = params
         self.seed = seed
-        self.bucket_shares = bucket_shares
-        self.bucket_rest = bucket_rest
+        self.bucket_policy = bucket_policy
         self.early_stopping_rounds = early_stopping_rounds
 
     def fit(self, X: pd.DataFrame, y, *, X_valid: pd.DataFrame, y_valid) -> ChurnModel:
@@ -264,7 +274,18 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.calibration_, self.calibration_scores_ = choose_calibration(raw, yv, self.seed)
         self.calibrator_ = _fit_calibrator(self.calibration_, raw, yv, self.seed)
         q = _apply_calibrator(self.calibration_, self.calibrator_, raw)
-        self.thresholds_ = bucket_thresholds(q, self.bucket_shares)
+        policy = self.bucket_policy or DEFAULT_POLICY
+        if policy.mode == "given":
+            raise BucketPolicyError(
+                "buckets.mode 'given' takes buckets from a scores file; a trained model needs "
+                "'probability' or 'share'"
+            )
+        bounds = bucket_bounds(policy, q)
+        self.bucket_policy_ = replace(
+            policy,
+            mode="probability",
+            cuts=tuple(zip([n for n, _ in policy.cuts], bounds.tolist(), strict=True)),
+        )
         return self
 
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
@@ -281,8 +302,9 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
     def buckets(self, probability: np.ndarray) -> np.ndarray:
-        """Bucket name per probability: the first threshold it reaches, else the rest."""
-        return assign_buckets(np.asarray(probability), self.thresholds_, self.bucket_rest)
+        """Bucket name per probability: the first bound it reaches, else the rest (no history,
+        so no hysteresis; the sync adds that against what Braze acknowledged)."""
+        return assign_buckets(pd.Series(np.asarray(probability)), self.bucket_policy_).to_numpy()
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-feature log-odds contributions (LightGBM ``pred_contrib``) plus a ``bias`` column.
@@ -292,28 +314,3 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         contrib = self.pipeline_.predict(X, pred_contrib=True)
         names = list(self.pipeline_[-1].feature_name_) + ["bias"]
         return pd.DataFrame(contrib, index=X.index, columns=names)
-
-
-def bucket_thresholds(
-    probability: np.ndarray, shares: tuple[tuple[str, float], ...]
-) -> tuple[tuple[str, float], ...]:
-    """Minimum probability per bucket so that each takes its share of ``probability``, riskiest
-    first (e.g. high = top 10%, medium = next 20%)."""
-    total = 0.0
-    out = []
-    for name, share in shares:
-        total += share
-        if not 0 < total <= 1:
-            raise ValueError(f"bucket shares must be positive and add up to at most 1: {shares}")
-        out.append((name, float(np.quantile(probability, 1.0 - total))))
-    return tuple(out)
-
-
-def assign_buckets(
-    probability: np.ndarray, thresholds: tuple[tuple[str, float], ...], rest: str
-) -> np.ndarray:
-    """Bucket name per probability under ``thresholds`` (ordered riskiest first)."""
-    result = np.full(len(probability), rest, dtype=object)
-    for name, threshold in reversed(thresholds):
-        result[probability >= threshold] = name
-    return result

@@ -130,7 +130,7 @@ def all_plots(
         "precision_recall.png": precision_recall(y, scores),
         "calibration.png": calibration(y, scores),
         "cumulative_gains.png": cumulative_gains(y, scores),
-        "score_distribution.png": score_distribution(y, main, model.thresholds_),
+        "score_distribution.png": score_distribution(y, main, model.bucket_policy_.cuts),
         "feature_importance.png": feature_importance(model),
         "contributions.png": contribution_summary(contributions, X.loc[contributions.index]),
     }

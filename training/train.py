@@ -21,6 +21,7 @@ import pandas as pd
 
 from features import schema
 from features.registry import FEATURES, Feature
+from serving.buckets import DEFAULT_POLICY, BucketPolicy
 from training import plots
 from training.evaluate import (
     RuleBaseline,
@@ -64,8 +65,7 @@ class TrainConfig:
     valid_cutoffs: int = 1
     min_churners: int = 50
     min_non_churners: int = 50
-    bucket_shares: tuple[tuple[str, float], ...] = (("high", 0.10), ("medium", 0.20))
-    bucket_rest: str = "low"
+    bucket_policy: BucketPolicy = DEFAULT_POLICY
     gate_metric: str = "holdout_pr_auc"
     early_stopping_rounds: int = 50
 
@@ -86,8 +86,7 @@ class TrainConfig:
             valid_cutoffs=t.valid_cutoffs,
             min_churners=t.min_churners,
             min_non_churners=t.min_non_churners,
-            bucket_shares=tuple(t.bucket_shares.items()),
-            bucket_rest=t.bucket_rest,
+            bucket_policy=settings.buckets.policy(),
             gate_metric=t.gate_metric,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -211,14 +210,13 @@ def train_snapshots(
         model = ChurnModel(
             tuning.best_params,
             config.seed,
-            config.bucket_shares,
-            config.bucket_rest,
+            config.bucket_policy,
             config.early_stopping_rounds,
         ).assemble(pre, clf, Xv, yv)
         mlflow.log_param("calibration", model.calibration_)
+        fitted = model.bucket_policy_
         mlflow.log_dict(
-            {"thresholds": [list(t) for t in model.thresholds_], "rest": model.bucket_rest},
-            "bucket_policy.json",
+            {"bounds": [list(c) for c in fitted.cuts], "rest": fitted.rest}, "bucket_policy.json"
         )
         if progress:
             progress("evaluate", 0, 3)
@@ -228,7 +226,7 @@ def train_snapshots(
             yh,
             scores["model"],
             model.buckets(scores["model"]),
-            [name for name, _ in model.thresholds_] + [model.bucket_rest],
+            list(model.bucket_policy_.names),
         )
         mlflow.log_text(buckets.to_csv(), "holdout_buckets.csv")
         if progress:
@@ -274,7 +272,8 @@ def train_snapshots(
 def _log_inputs(config: TrainConfig, split: TimeSplit, rows, fp: str, labelled) -> None:
     params = {k: v for k, v in asdict(config).items() if k not in ("optuna_storage",)}
     params["optuna_storage"] = safe_url(config.optuna_storage)
-    params["bucket_shares"] = json.dumps(dict(config.bucket_shares))
+    policy = config.bucket_policy
+    params["bucket_policy"] = json.dumps({"mode": policy.mode, "cuts": dict(policy.cuts)})
     params.update(
         {
             "train_cutoffs": ",".join(str(c.date()) for c in split.train),

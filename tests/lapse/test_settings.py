@@ -502,14 +502,12 @@ def test_training_section_from_file_env_and_anchoring(
         """
 [training]
 cutoff_every_days = 14
-bucket_shares = { top = 0.05, next = 0.15 }
 truth_path = "synthetic/truth.parquet"
 """,
     )
     monkeypatch.setenv("LAPSE_TRAINING__SEED", "3")
     t = Settings.load(cfg).training
     assert (t.cutoff_every_days, t.seed, t.valid_cutoffs) == (14, 3, 1)
-    assert list(t.bucket_shares.items()) == [("top", 0.05), ("next", 0.15)]
     assert t.truth_path == tmp_path / "conf" / "synthetic" / "truth.parquet"
     assert Settings.load(write(tmp_path / "empty.toml", "")).training.truth_path is None
     bad = write(tmp_path / "bad.toml", "[training]\nmin_churners = 0\n")

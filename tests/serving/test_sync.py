@@ -241,6 +241,16 @@ def test_401_stops_the_run_and_the_next_run_resumes(emulator: Emulator, config) 
     assert set(bucket_profiles(emulator).values()) == {"high"}
 
 
+def test_a_resumed_run_still_reports_the_users_it_nulls(emulator: Emulator, config) -> None:
+    users = {"a": 0.9, "b": 0.1, "c": 0.3}
+    emulator.add_profiles(list(users))
+    sync(scores(users), config, KEY)
+    with pytest.raises(BrazeAuthError):
+        sync(scores({"a": 0.9}), config, "wrong-key-0123")
+    report = sync(scores({"a": 0.9}), config, KEY)
+    assert report.resumed and (report.changed, report.nulled, report.acknowledged) == (2, 2, 2)
+
+
 def test_an_outage_stops_the_run_and_nothing_is_lost(emulator: Emulator, sqlite_url) -> None:
     users = {f"u{i:03d}": i / 150 for i in range(150)}
     emulator.add_profiles(list(users))

@@ -3,15 +3,15 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from features import schema
+from serving.buckets import BucketPolicy, BucketPolicyError
 from tests.training.conftest import AUTO_RENEW_OFF, CONSTANT, COUNTRY, ENGAGEMENT, TENURE
 from training.pipeline import (
     ChurnModel,
     FeatureSchemaError,
-    assign_buckets,
-    bucket_thresholds,
     choose_calibration,
     feature_types,
 )
@@ -84,24 +84,38 @@ def test_contributions_sum_to_the_raw_log_odds(fitted) -> None:
     np.testing.assert_allclose(contrib.sum(axis=1), np.log(raw / (1 - raw)), atol=1e-9)
 
 
-def test_bucket_shares_on_validation(fitted) -> None:
-    model, (_X, _y, Xv, *_rest) = fitted
-    buckets = model.buckets(model.predict_proba(Xv)[:, 1])
+def test_bucket_shares_become_probability_bounds_on_validation(fitted) -> None:
+    """A share policy is fitted on validation: those shares there, fixed bounds afterwards."""
+    model, (X, y, Xv, yv, Xh, _yh) = fitted
+    shares = BucketPolicy.of("share", {"high": 0.10, "medium": 0.20}, "low", 0.02)
+    shared = clone(model).set_params(bucket_policy=shares).fit(X, y, X_valid=Xv, y_valid=yv)
+    policy = shared.bucket_policy_
+    assert (policy.mode, policy.rest, policy.hysteresis) == ("probability", "low", 0.02)
+    assert [name for name, _ in policy.cuts] == ["high", "medium"]
+    buckets = shared.buckets(shared.predict_proba(Xv)[:, 1])
     share = pd.Series(buckets).value_counts(normalize=True)
-    # isotonic steps create ties at a threshold, so shares are approximate
+    # isotonic steps create ties at a bound, so shares are approximate
     assert share["high"] == pytest.approx(0.10, abs=0.05)
     assert share["high"] + share["medium"] == pytest.approx(0.30, abs=0.06)
+    p = shared.predict_proba(Xh)[:, 1]
+    (_, high), (_, medium) = policy.cuts
+    expected = np.where(p >= high, "high", np.where(p >= medium, "medium", "low"))
+    assert shared.buckets(p).tolist() == expected.tolist()
 
 
-def test_bucket_thresholds_and_assignment_exact() -> None:
-    p = np.arange(100) / 100
-    thresholds = bucket_thresholds(p, (("high", 0.1), ("medium", 0.2)))
-    assert thresholds == (("high", pytest.approx(0.891)), ("medium", pytest.approx(0.693)))
-    buckets = assign_buckets(p, thresholds, "low")
-    assert (buckets == "high").sum() == 10 and (buckets == "medium").sum() == 20
-    assert buckets[0] == "low" and buckets[-1] == "high"
-    with pytest.raises(ValueError, match="add up to at most 1"):
-        bucket_thresholds(p, (("a", 0.7), ("b", 0.5)))
+def test_default_buckets_are_the_sync_defaults(fitted) -> None:
+    """Without a policy, the model buckets as lapse.toml's [buckets] does (0.5 / 0.2)."""
+    model, _ = fitted
+    assert model.bucket_policy_.cuts == (("high", 0.5), ("medium", 0.2))
+    p = np.array([0.0, 0.19, 0.2, 0.49, 0.5, 1.0])
+    assert model.buckets(p).tolist() == ["low", "low", "medium", "medium", "high", "high"]
+
+
+def test_given_bucket_mode_cannot_train(fitted) -> None:
+    model, (X, y, Xv, yv, *_rest) = fitted
+    given = BucketPolicy.of("given", {}, "low")
+    with pytest.raises(BucketPolicyError, match="'given'"):
+        clone(model).set_params(bucket_policy=given).fit(X, y, X_valid=Xv, y_valid=yv)
 
 
 def test_calibration_choice_prefers_platt_for_a_logistic_distortion() -> None:

@@ -130,11 +130,13 @@ def test_config_from_settings_maps_every_section(tmp_path, monkeypatch) -> None:
     cfg = tmp_path / "lapse.toml"
     cfg.write_text(
         "[labels]\nhorizon_days = 21\n[optuna]\nn_trials = 7\n"
-        "[training]\nseed = 9\nbucket_shares = { top = 0.05 }\nbucket_rest = 'rest'\n"
+        "[training]\nseed = 9\n[buckets]\nmode = 'share'\nshares = { top = 0.05 }\n"
+        "rest = 'rest'\n"
     )
     config = TrainConfig.from_settings(Settings.load(cfg), n_trials=3, timeout_s=None)
     assert (config.horizon_days, config.n_trials, config.seed) == (21, 3, 9)
-    assert config.bucket_shares == (("top", 0.05),) and config.bucket_rest == "rest"
+    policy = config.bucket_policy
+    assert (policy.mode, policy.cuts, policy.rest) == ("share", (("top", 0.05),), "rest")
     assert config.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert config.optuna_storage == f"sqlite:///{tmp_path / 'optuna.db'}"
     assert config.artifact_location == str(tmp_path / "mlruns")
