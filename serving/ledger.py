@@ -304,6 +304,12 @@ class Ledger:
             batches.setdefault(number, []).append(OutboxRow(user, json.loads(payload)))
         return list(batches.items())
 
+    def outbox_users(self, run_id: int) -> list[str]:
+        """Every user in a run's outbox, whatever the outcome so far."""
+        ob = self.outbox
+        with self.engine.connect() as c:
+            return list(c.execute(sa.select(ob.c[USER_ID]).where(ob.c.run_id == run_id)).scalars())
+
     def outbox_counts(self, run_id: int) -> dict[str, int]:
         """Outbox rows per status for a run."""
         ob = self.outbox

@@ -428,8 +428,10 @@ def _run(
         run_id = ledger.start_run(digest, _batches(plan.updates, config.client.batch_size))
     report.run_id = run_id
     pending = list(ledger.pending_batches(run_id))
-    if report.resumed:
-        report.changed = sum(ledger.outbox_counts(run_id).values())
+    if report.resumed:  # the plan is the outbox; the bucket moves were reported by the first try
+        users = ledger.outbox_users(run_id)
+        report.changed = len(users)
+        report.nulled = len(set(users).difference(scores[USER_ID]))
     report.batches = len(pending)
     progress("batches", 0, len(pending))
     if pending:
