@@ -87,6 +87,24 @@ def snapshots() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 @pytest.fixture(scope="session")
+def fitted_on_snapshots(snapshots):
+    """(model, hold-out X, hold-out y): a small ChurnModel fitted on the time split."""
+    from training.pipeline import ChurnModel
+    from training.splits import time_split
+
+    frame, _ = snapshots
+    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=14)
+    train, valid, hold = (split.part(frame, n) for n in ("train", "valid", "holdout"))
+    model = ChurnModel({"num_leaves": 7}, seed=0).fit(
+        train.drop(columns=schema.CHURNED),
+        train[schema.CHURNED].astype(int),
+        X_valid=valid.drop(columns=schema.CHURNED),
+        y_valid=valid[schema.CHURNED].astype(int),
+    )
+    return model, hold.drop(columns=schema.CHURNED), hold[schema.CHURNED].astype(int).to_numpy()
+
+
+@pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory):
     """One MLflow tracking DB for the session (creating its tables takes seconds)."""
     root = tmp_path_factory.mktemp("mlflow")

@@ -3,31 +3,13 @@
 import io
 
 import numpy as np
-import pytest
 from matplotlib.figure import Figure
 
-from features import schema
-from training.pipeline import ChurnModel
 from training.plots import all_plots
-from training.splits import time_split
 
 
-@pytest.fixture(scope="module")
-def fitted(snapshots):
-    frame, _ = snapshots
-    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=14)
-    train, valid, hold = (split.part(frame, n) for n in ("train", "valid", "holdout"))
-    model = ChurnModel({"num_leaves": 7}, seed=0).fit(
-        train.drop(columns=schema.CHURNED),
-        train[schema.CHURNED].astype(int),
-        X_valid=valid.drop(columns=schema.CHURNED),
-        y_valid=valid[schema.CHURNED].astype(int),
-    )
-    return model, hold.drop(columns=schema.CHURNED), hold[schema.CHURNED].astype(int).to_numpy()
-
-
-def test_all_plots_render(fitted) -> None:
-    model, X, y = fitted
+def test_all_plots_render(fitted_on_snapshots) -> None:
+    model, X, y = fitted_on_snapshots
     p = model.predict_proba(X)[:, 1]
     scores = {"model": p, "random": np.random.default_rng(0).random(len(p))}
     figures = all_plots(y, scores, model, X, model.contributions(X.head(100)))

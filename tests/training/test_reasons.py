@@ -4,9 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import schema
 from tests.training.conftest import AUTO_RENEW_OFF, COUNTRY, ENGAGEMENT, TENURE, TEST_REGISTRY
-from training.pipeline import ChurnModel
 from training.reasons import (
     OTHER,
     REASON_GROUP,
@@ -15,7 +13,6 @@ from training.reasons import (
     reason_table,
     top_reasons,
 )
-from training.splits import time_split
 
 
 def test_reason_table_files_unknown_columns_under_other() -> None:
@@ -42,17 +39,8 @@ def test_grouping_sums_features_and_drops_bias() -> None:
     assert list(top_reasons(grouped * -1, k=3)) == [["auto_renew_off"], ["falling_engagement"]]
 
 
-def test_explain_points_at_the_planted_cause(snapshots) -> None:
-    frame, _ = snapshots
-    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=14)
-    train, valid, hold = (split.part(frame, n) for n in ("train", "valid", "holdout"))
-    model = ChurnModel({"num_leaves": 7}, seed=0).fit(
-        train.drop(columns=schema.CHURNED),
-        train[schema.CHURNED].astype(int),
-        X_valid=valid.drop(columns=schema.CHURNED),
-        y_valid=valid[schema.CHURNED].astype(int),
-    )
-    X = hold.drop(columns=schema.CHURNED)
+def test_explain_points_at_the_planted_cause(fitted_on_snapshots) -> None:
+    model, X, _ = fitted_on_snapshots
     top, grouped = explain(model, X, k=3, registry=TEST_REGISTRY)
     np.testing.assert_allclose(
         grouped.sum(axis=1) + model.contributions(X)["bias"],
