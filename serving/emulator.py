@@ -387,12 +387,19 @@ class _Handler(BaseHTTPRequestHandler):
         # The log's time is the arrival, which precedes the rate-limit decision: a request
         # logged after a reset was sent after it, whatever the answer's latency.
         self.arrived = time.time()
-        return super().parse_request()
+        if not super().parse_request():
+            return False
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit():  # where the body ends is unknown: answer, then hang up
+            self.close_connection = True
+            self._send(400, {"message": "Bad Request", "errors": []})
+            return False
+        return True
 
     # --- plumbing ------------------------------------------------------------------------------
     def _body(self) -> bytes | None:
         """Read the whole body (so keep-alive stays in sync); None if it is over the limit."""
-        length = int(self.headers.get("Content-Length") or 0)
+        length = int(self.headers.get("Content-Length") or 0)  # digits: see parse_request
         limit = self.server.state.config.max_body_bytes
         data = self.rfile.read(length) if length else b""
         return None if length > limit else data

@@ -249,3 +249,22 @@ def test_the_cli_serves_until_sigterm_then_prints_what_it_served(tmp_path) -> No
     assert proc.returncode == 0, err
     assert "5 requests per 1 s" in out and "Emulator served" in out
     assert "objects accepted" in out and KEY not in out + err
+
+
+@pytest.mark.parametrize("length", ["abc", "-5"])
+def test_a_malformed_content_length_is_a_400_not_a_crash_or_a_hang(
+    emulator: Emulator, length: str
+) -> None:
+    import socket
+
+    request = (
+        f"POST /users/track HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Length: {length}\r\n\r\n{{}}"
+    )
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        reply = b""
+        while chunk := sock.recv(4096):  # the emulator hangs up after answering
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400"), reply
+    assert reply.endswith(b'{"message": "Bad Request", "errors": []}')
