@@ -463,33 +463,36 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _inspect_post(self) -> None:
         state = self.server.state
-        raw = self._body() or b"{}"
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            self._send(400, {"message": "Bad Request", "errors": []})
-            return
         path = self.path.split("?", 1)[0][len(INSPECT) :]
+        if path not in ("reset", "profiles", "force"):
+            self._body()
+            self._send(404, {"message": "Not Found"})
+            return
+        try:
+            body = json.loads(self._body() or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError(f"expected a JSON object, found {type(body).__name__}")
+            ids = body.get("external_ids", [])
+            if not isinstance(ids, list):
+                raise ValueError(f"external_ids: expected a list, found {ids!r}")
+            kind, count = str(body.get("status", "")), body.get("count", 1)
+            server_error = kind.isdigit() and kind[0] == "5"
+            if path == "force" and not (kind in {"drop", "slow", "429"} or server_error):
+                raise ValueError(f"expected status 5xx, 429, drop or slow, found {kind!r}")
+            if not isinstance(count, int) or count < 0:
+                raise ValueError(f"count: expected a whole number >= 0, found {count!r}")
+        except ValueError as exc:
+            self._send(400, {"message": f"Bad Request: {exc}", "errors": []})
+            return
         with state.lock:
             if path == "reset":
                 state.reset()
             elif path == "profiles":
-                for ext in body.get("external_ids", []):
+                for ext in ids:
                     state.profiles.setdefault(str(ext), {})
-            elif path == "force":
-                kind = str(body.get("status", ""))
-                if kind not in {"drop", "slow", "429"} and not (kind.isdigit() and kind[0] == "5"):
-                    kind = ""
-                if not kind:
-                    body = None
-                else:
-                    state.forced.extend([kind] * int(body.get("count", 1)))
             else:
-                body = None
-        if body is None:
-            self._send(404, {"message": "Not Found"})
-        else:
-            self._send(200, {"message": "ok"})
+                state.forced.extend([kind] * count)
+        self._send(200, {"message": "ok"})
 
     # --- POST /users/track -----------------------------------------------------------------
     def _track(self) -> None:

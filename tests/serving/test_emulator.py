@@ -268,3 +268,17 @@ def test_a_malformed_content_length_is_a_400_not_a_crash_or_a_hang(
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 400"), reply
     assert reply.endswith(b'{"message": "Bad Request", "errors": []}')
+
+
+def test_bad_inspection_requests_are_400s_that_say_what_was_expected(emulator: Emulator) -> None:
+    url = f"{emulator.url}/_emulator"
+    for path, body, needle in [
+        ("force", [503], "a JSON object"),
+        ("force", {"status": 503, "count": "x"}, "count"),
+        ("force", {"status": 404}, "status 5xx, 429, drop or slow, found '404'"),
+        ("profiles", {"external_ids": "u1"}, "external_ids"),
+    ]:
+        r = HTTP.post(f"{url}/{path}", json=body)
+        assert r.status_code == 400 and needle in r.json()["message"], (path, body, r.text)
+    assert HTTP.post(f"{url}/nothing", json={}).status_code == 404
+    assert inspect(emulator, "profiles") == {} and inspect(emulator, "stats")["faults"] == {}
