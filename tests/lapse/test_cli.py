@@ -178,6 +178,7 @@ def test_days_below_minimum_is_a_usage_error(
     assert not (clean_env / "d").exists()
 
 
+@pytest.mark.slow  # subprocess runs of the generator
 def test_cutoff_outside_period_is_one_line(clean_env: Path) -> None:
     """A cut-off outside the period exits 1 with one line naming the date and no traceback."""
     done = run_lapse("generate", "--out", "d", *SMALL, "--cutoff", "2027-01-01", cwd=clean_env)
@@ -191,6 +192,7 @@ def test_cutoff_outside_period_is_one_line(clean_env: Path) -> None:
     assert not (clean_env / "d" / "raw").exists()
 
 
+@pytest.mark.slow  # subprocess runs of the generator
 def test_cutoff_outside_period_verbose_shows_traceback(clean_env: Path) -> None:
     """With -v the same error prints the traceback on stderr, then the one-line reason."""
     done = run_lapse(
@@ -278,6 +280,7 @@ def test_env_overrides_users_and_flag_beats_env(
     assert re.search(r"^\W*users\W+120\b", stdout, re.MULTILINE), stdout
 
 
+@pytest.mark.slow  # subprocess runs of the generator
 def test_braze_key_never_printed(clean_env: Path) -> None:
     """BRAZE_API_KEY never appears in the output of a generate run or of error runs (even -v)."""
     env = {API_KEY_ENV: SECRET}
