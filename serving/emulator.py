@@ -409,6 +409,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
         """Answer with a JSON body already encoded; count the status (and log /users/track)."""
+        # Counted before the answer leaves: a client that reads its answer and then inspects
+        # the emulator must find its request there (logging after the write raced with it).
+        with self.server.state.lock:
+            self.server.state.statuses[status] += 1
+            if self.path.split("?", 1)[0] == TRACK_PATH:
+                self.server.state.log.append((self.arrived, status))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -416,10 +422,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
-        with self.server.state.lock:
-            self.server.state.statuses[status] += 1
-            if self.path.split("?", 1)[0] == TRACK_PATH:
-                self.server.state.log.append((self.arrived, status))
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         self._body()
