@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--horizon", type=int, default=30)
+    parser.add_argument(
+        "--valid-cutoffs", type=int, default=1, help="cut-offs for validation and calibration"
+    )
     parser.add_argument("--store", type=Path, help="an ingested store with synthetic/truth inside")
     parser.add_argument(
         "--work", type=Path, help="folder for data, MLflow and Optuna (default: tmp)"
@@ -93,11 +96,14 @@ def main() -> None:
         registered_model="bench-train",
         horizon_days=args.horizon,
         n_trials=args.trials,
+        valid_cutoffs=args.valid_cutoffs,
     )
     result = timed("train", train_snapshots, frame, config, truth)
 
     labelled = frame[frame[schema.CHURNED].notna()]
-    split = time_split(labelled.index.get_level_values(schema.AS_OF).unique(), args.horizon)
+    split = time_split(
+        labelled.index.get_level_values(schema.AS_OF).unique(), args.horizon, args.valid_cutoffs
+    )
     train, valid = split.part(labelled, "train"), split.part(labelled, "valid")
     xy = [
         (p.drop(columns=schema.CHURNED), p[schema.CHURNED].astype(bool).astype(int))

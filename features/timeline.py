@@ -102,8 +102,9 @@ class EventTable:
     """The caller's events, read in place: the bulk through DuckDB, the lifecycle rows by index.
 
     ``query`` runs SQL (the engagement family's aggregate) in DuckDB over the view ``events``:
-    the columns every row needs (CORE_COLUMNS) as Arrow, text zero-copy, ``ts`` in epoch µs,
-    production rows only (all rows with ``include_sandbox``). ``lifecycle(t)`` takes the few
+    the columns every row needs (CORE_COLUMNS) as Arrow over the input's own buffers (text and
+    categorical codes zero-copy, ``ts`` in epoch µs), production rows only (all rows with
+    ``include_sandbox``). ``lifecycle(t)`` takes the few
     subscription and install rows before ``t`` with all NEEDED_COLUMNS as an ordered polars
     frame; the other columns are converted for those rows only. Columns missing from the input
     read as null, so a hand-built frame with only REQUIRED_COLUMNS works. Raises
@@ -117,15 +118,21 @@ class EventTable:
         self._names = _checked_names(events)
         self._con = duckdb.connect()
         if isinstance(events, pd.DataFrame):
-            # DuckDB scans the frame in place (only the columns a query names; categoricals by
-            # code); the view turns its times into epoch µs
             self._ts = _pandas_micros(events[s.TS])
-            self._times = "integer" if pd.api.types.is_integer_dtype(events[s.TS]) else "time"
-            core = events
             environment = events[s.ENVIRONMENT] if s.ENVIRONMENT in self._names else None
             has_sandbox = environment is not None and bool((environment == s.ENV_SANDBOX).any())
-        else:
-            core = pa.table({name: self._column(name) for name in CORE_COLUMNS})
+        # DuckDB reads the core columns as Arrow (categoricals as dictionaries, times as µs):
+        # handed a pandas frame, it iterates every categorical's categories in Python at each
+        # query's bind, which cost more than the aggregate itself
+        core = pa.table(
+            {
+                name: pa.array(self._ts)  # the µs already computed, shared with lifecycle
+                if name == s.TS and isinstance(events, pd.DataFrame)
+                else self._column(name)
+                for name in CORE_COLUMNS
+            }
+        )
+        if not isinstance(events, pd.DataFrame):
             self._ts = core[s.TS]
             if self._ts.null_count:
                 raise FeatureInputError(
@@ -138,15 +145,7 @@ class EventTable:
             f"WHERE {s.ENVIRONMENT} IS DISTINCT FROM '{s.ENV_SANDBOX}'" if self.has_sandbox else ""
         )
         self._con.register("input", core)
-        columns = [
-            f"epoch_us({name}) AS {name}"
-            if name == s.TS and isinstance(events, pd.DataFrame) and self._times == "time"
-            else name
-            if name in self._names or not isinstance(events, pd.DataFrame)
-            else f"NULL::VARCHAR AS {name}"
-            for name in CORE_COLUMNS
-        ]
-        self._con.execute(f"CREATE VIEW events AS SELECT {', '.join(columns)} FROM input {where}")
+        self._con.execute(f"CREATE VIEW events AS SELECT * FROM input {where}")
 
     def query(self, sql: str, params: dict | None = None) -> pl.DataFrame:
         """Run SQL over the view ``events``; the result as polars."""
@@ -157,7 +156,7 @@ class EventTable:
         events = self._events
         wanted = [s.KIND_SUBSCRIPTION, s.KIND_INSTALL]
         if isinstance(events, pd.DataFrame):
-            keep = events[s.KIND].isin(wanted).to_numpy(dtype=bool, na_value=False)
+            keep = _isin(events[s.KIND], wanted)
             rows: np.ndarray | pa.Array = np.flatnonzero(keep & (self._ts < t))
             if self.has_sandbox:
                 environment = events[s.ENVIRONMENT].take(rows)
@@ -184,8 +183,7 @@ class EventTable:
         if name not in self._names:
             return pa.nulls(len(events) if rows is None else len(rows), _null_type(name))
         if isinstance(events, pd.DataFrame):
-            column = events[name] if rows is None else events[name].take(rows)
-            column = _from_pandas(column)
+            column = _from_pandas(events[name], rows)
         else:
             column = events[name] if rows is None else events[name].take(rows)
         if name in TIME_COLUMNS:
@@ -207,6 +205,14 @@ def _pandas_micros(column: pd.Series) -> np.ndarray:
     if pd.api.types.is_integer_dtype(column):
         return column.to_numpy(dtype="int64")
     return column.array.as_unit("us").asi8
+
+
+def _isin(column: pd.Series, values: list[str]) -> np.ndarray:
+    """Rows of ``column`` holding one of ``values``; a categorical is matched by its codes."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        wanted = column.cat.categories.get_indexer(values)
+        return np.isin(column.array.codes, wanted[wanted >= 0])
+    return column.isin(values).to_numpy(dtype=bool, na_value=False)
 
 
 def _null_type(name: str) -> pa.DataType:
@@ -272,22 +278,29 @@ def ordered(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(new.fill_null(True).cum_sum().cast(pl.Int64).alias(SUBSCRIBER))
 
 
-def _from_pandas(column: pd.Series) -> pa.Array | pa.ChunkedArray:
-    """One pandas column as Arrow: zero-copy for ``str``; datetimes as timestamp[us] (UTC).
+def _from_pandas(column: pd.Series, rows: np.ndarray | None = None) -> pa.Array:
+    """One pandas column (at ``rows``, else whole) as Arrow: zero-copy for ``str``; datetimes
+    as timestamp[us] (UTC); categoricals as dictionaries. Rows are taken from the bare array,
+    never through a Series (which would take its index too).
 
     (pyarrow's own conversion reads ``Series.values``, which pandas 3.1 deprecates for
     time-zone-aware columns.)
     """
-    if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(column):
-        stamps = column.array.as_unit("us")
-        return pa.array(stamps.asi8, mask=stamps.isna(), type=pa.timestamp("us", "UTC"))
     if isinstance(column.dtype, pd.CategoricalDtype):  # stays compact: codes + categories
-        codes = column.cat.codes.to_numpy()
+        codes = column.array.codes
+        if rows is not None:
+            codes = codes[rows]
+        missing = codes < 0
+        indices = pa.array(codes, mask=missing) if missing.any() else pa.array(codes)
         categories = pa.array(column.cat.categories.astype("str").array)
-        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), categories)
+        return pa.DictionaryArray.from_arrays(indices, categories)
+    values = column.array if rows is None else column.array.take(rows)
+    if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(column):
+        stamps = values.as_unit("us")
+        return pa.array(stamps.asi8, mask=stamps.isna(), type=pa.timestamp("us", "UTC"))
     if column.dtype == object:
-        return pa.array(column.astype("str").array)
-    return pa.array(column.array)
+        return pa.array(pd.Series(values, copy=False).astype("str").array)
+    return pa.array(values)
 
 
 def _as_micros(name: str, column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
