@@ -243,7 +243,7 @@ def test_bad_config_message_names_the_section(
 def test_missing_config_file_fails(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A --config path that does not exist exits non-zero with one line naming it."""
     code, _, stderr = invoke(capsys, "--config", "nope.toml", "generate", "--out", "d")
-    assert code != 0
+    assert code == 1
     lines = _lines(stderr)
     assert len(lines) == 1, stderr
     assert "nope.toml" in lines[0]

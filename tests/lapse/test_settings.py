@@ -322,8 +322,10 @@ def test_bad_override(overrides: dict, message: str) -> None:
         Settings.load(**overrides)
 
 
-def test_settings_error_is_a_value_error() -> None:
-    assert issubclass(SettingsError, ValueError)
+def test_settings_error_is_caught_as_a_value_error() -> None:
+    """Callers that handle ValueError (typer, notebooks) get the message, not a crash."""
+    with pytest.raises(ValueError, match="users"):
+        Settings.load(synthetic={"users": -1})
 
 
 # --- the Braze API key ------------------------------------------------------------------------

@@ -59,11 +59,12 @@ def test_retryable_failures_are_retried_with_the_same_batch(emulator: Emulator, 
 
 
 def test_timeouts_are_retried(emulator: Emulator) -> None:
-    emulator.reconfigure(faults=parse_faults("slow=0:0.6"))
+    emulator.reconfigure(faults=parse_faults("slow=0:3"))
     force(emulator, "slow", 1)
-    with client(emulator, timeout_s=0.2) as c:
+    with client(emulator, timeout_s=1.0) as c:  # generous: the retry must not time out too
         result = c.track(objects(2))
     assert result.accepted == [0, 1] and c.stats.retries == 1
+    assert inspect(emulator, "stats")["faults"] == {"slow": 1}
 
 
 def test_retries_are_bounded(emulator: Emulator) -> None:

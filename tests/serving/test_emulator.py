@@ -40,7 +40,9 @@ def test_success_body_headers_profiles_and_billing(emulator: Emulator) -> None:
     assert r.json() == {"message": "success", "attributes_processed": 3}
     assert r.headers["x-ratelimit-limit"] == "3000"
     assert r.headers["x-ratelimit-remaining"] == "2999"
-    assert int(r.headers["x-ratelimit-reset"]) >= time.time()
+    # the reset is the end of the 3 s window the request arrived in, by the emulator's clock
+    arrived = inspect(emulator, "log")[-1][0]
+    assert int(r.headers["x-ratelimit-reset"]) - 3 <= arrived < int(r.headers["x-ratelimit-reset"])
     assert inspect(emulator, "profiles") == {
         f"u{i}": {"churn_risk": "high", "score": 7} for i in range(3)
     }
@@ -132,25 +134,25 @@ def test_legacy_batch_mode_counts_per_array(emulator: Emulator) -> None:
 
 
 def test_rate_limit_answers_429_with_headers_until_the_window_resets(emulator: Emulator) -> None:
-    emulator.reconfigure(burst_limit=2, burst_window_s=1.0)
-    _wait_for_fresh_window()
+    offset = _fresh_window(emulator, burst_limit=2)
     statuses = [post(emulator, {"attributes": attrs(1)}) for _ in range(3)]
     assert [r.status_code for r in statuses] == [201, 201, 429]
     limited = statuses[2]
     assert limited.json() == {"message": "Rate Limit Exceeded"}
     assert limited.headers["x-ratelimit-remaining"] == "0"
     reset = int(limited.headers["x-ratelimit-reset"])
-    time.sleep(max(reset - time.time(), 0) + 0.01)
+    assert reset == _window_end(offset)
+    emulator.reconfigure(clock_offset_s=offset + WINDOW_S)  # the emulator's clock passes the reset
     assert post(emulator, {"attributes": attrs(1)}).status_code == 201
 
 
 def test_seconds_header_mode_sends_retry_after_only_on_429(emulator: Emulator) -> None:
-    emulator.reconfigure(burst_limit=1, burst_window_s=1.0, header_mode="seconds")
-    _wait_for_fresh_window()
+    _fresh_window(emulator, burst_limit=1, header_mode="seconds")
     ok, limited = (post(emulator, {"attributes": attrs(1)}) for _ in range(2))
-    assert ok.status_code == 201 and 0 < int(ok.headers["x-ratelimit-reset"]) <= 1
+    # one second into the window: the reset is 3,599 s away (3,598 if the test took > 1 s)
+    assert ok.status_code == 201 and int(ok.headers["x-ratelimit-reset"]) in (3598, 3599)
     assert limited.status_code == 429
-    assert limited.headers["x-ratelimit-retry-after"] == "1"
+    assert limited.headers["x-ratelimit-retry-after"] in ("3598", "3599")
     assert "x-ratelimit-remaining" not in limited.headers
 
 
@@ -202,9 +204,20 @@ def test_parse_faults_and_rate_limit() -> None:
             parse_rate_limit(bad)
 
 
-def _wait_for_fresh_window() -> None:
-    """Start just after a whole second, so a 1 s window does not roll over mid-test."""
-    time.sleep(1.02 - time.time() % 1)
+WINDOW_S = 3600.0
+
+
+def _fresh_window(emulator: Emulator, **config: object) -> float:
+    """Set the emulator's clock one second into a fresh hour-long rate-limit window, so no
+    window rolls over mid-test however slow the machine; returns the clock offset."""
+    offset = WINDOW_S - time.time() % WINDOW_S + 1.0
+    emulator.reconfigure(burst_window_s=WINDOW_S, clock_offset_s=offset, **config)
+    return offset
+
+
+def _window_end(offset: float) -> int:
+    """The epoch second the current window ends, by the emulator's clock."""
+    return int((time.time() + offset) // WINDOW_S + 1) * int(WINDOW_S)
 
 
 def test_the_cli_serves_until_sigterm_then_prints_what_it_served(tmp_path) -> None:

@@ -90,11 +90,24 @@ def test_top_share_lift_and_recall() -> None:
 def test_score_metric_names_follow_design(snapshots) -> None:
     y = np.array([0, 1, 0, 1, 1, 0, 0, 0])
     m = score_metrics(y, np.array([0.1, 0.8, 0.3, 0.6, 0.2, 0.1, 0.4, 0.05]), "holdout")
-    for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top10_lift"):
-        assert f"holdout_{name}" in m
-    assert m["holdout_roc_auc"] == pytest.approx(
-        roc_auc_score(y, [0.1, 0.8, 0.3, 0.6, 0.2, 0.1, 0.4, 0.05])
-    )
+    # by hand: churners score 0.8, 0.6, 0.2; the rest 0.4, 0.3, 0.1, 0.1, 0.05
+    log_loss = -(
+        math.log(0.8) + math.log(0.6) + math.log(0.2)
+        + math.log(0.6) + math.log(0.7) + math.log(0.9) * 2 + math.log(0.95)
+    ) / 8  # fmt: skip
+    expected = {
+        "roc_auc": 13 / 15,  # 0.8 and 0.6 beat all 5 stayers, 0.2 beats 3
+        "pr_auc": (1 + 1 + 3 / 5) / 3,  # precision at the churners' ranks 1, 2, 5
+        "log_loss": log_loss,
+        "brier": (0.04 + 0.16 + 0.64 + 0.16 + 0.09 + 0.01 * 2 + 0.0025) / 8,
+        "ece": (0.05 + 0.2 + 0.8 + 0.3 + 0.4 + 0.4 + 0.2) / 8,  # one bin per distinct score
+        "top10_lift": 8 / 3,  # top 1 of 8: a churner, base rate 3/8
+        "top10_recall": 1 / 3,
+        "top20_lift": 8 / 3,  # top 2 of 8: both churners
+        "top20_recall": 2 / 3,
+        "lift_quality": 2 * 13 / 15 - 1,  # no churner ties a stayer
+    }
+    assert m == pytest.approx({f"holdout_{k}": v for k, v in expected.items()})
     assert oracle_ratio(0.8, 0.9) == pytest.approx(0.75)
 
 
