@@ -177,6 +177,15 @@ def test_a_429_whose_reset_has_passed_by_our_clock_backs_off_instead_of_hammerin
     assert c.stats.rate_limited == 3
 
 
+def test_an_endless_429_storm_gives_up_after_the_configured_waits(emulator: Emulator) -> None:
+    emulator.reconfigure(clock_offset_s=-30.0)  # resets look past: backoff, not header waits
+    force(emulator, 429, 10)
+    storm = pytest.raises(BrazeUnavailableError, match="429 \\(3 times in a row\\)")
+    with client(emulator, backoff_s=0.01, backoff_max_s=0.02, max_rate_limit_waits=2) as c, storm:
+        c.track(objects(1))
+    assert c.stats.rate_limited == 3 and inspect(emulator, "stats")["objects_accepted"] == 0
+
+
 class FakeTime:
     """A clock that moves only when slept on or stalled: pacing checked without timing."""
 

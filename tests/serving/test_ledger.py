@@ -130,3 +130,10 @@ def test_unusable_urls_say_which_setting(tmp_path) -> None:
         Ledger("nosuchdb://x")
     with pytest.raises(LedgerError, match="cannot open"):
         Ledger(f"sqlite:///{tmp_path}/missing/dir/ledger.db")
+
+
+def test_a_database_password_never_appears_in_errors() -> None:
+    url = "postgresql+psycopg://lapse:s3cret-pw@127.0.0.1:1/ledger"  # port 1: refused at once
+    with pytest.raises(LedgerError, match="ledger.url .*cannot open the database") as exc:
+        Ledger(url)
+    assert "s3cret-pw" not in str(exc.value) and "***" in str(exc.value)

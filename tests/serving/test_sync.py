@@ -280,6 +280,40 @@ def _send_with_outage_after_first_batch(emu: Emulator, frame: pd.DataFrame, conf
     sync(frame, config, KEY, progress=progress)
 
 
+def test_new_scores_supersede_an_unfinished_run_instead_of_resuming_it(
+    emulator: Emulator, config, sqlite_url
+) -> None:
+    """A run stopped by a 401 leaves its outbox open; different scores next time re-plan from
+    what Braze acknowledged rather than replaying the old plan."""
+    users = {f"u{i:03d}": 0.1 for i in range(150)}
+    emulator.add_profiles(list(users))
+    with pytest.raises(BrazeAuthError):
+        sync(scores(users), config, "wrong-key-0123")
+    assert Ledger(sqlite_url).open_run() is not None
+    newer = {u: 0.9 for u in users}
+    report = sync(scores(newer), config, KEY)
+    assert not report.resumed and (report.changed, report.acknowledged) == (150, 150)
+    assert set(bucket_profiles(emulator).values()) == {"high"}
+    assert inspect(emulator, "stats")["attribute_writes"] == 150  # the old plan never went out
+    assert Ledger(sqlite_url).open_run() is None
+
+
+def test_a_run_whose_lock_is_taken_over_stops_sending(emulator: Emulator, config, sqlite_url):
+    """Another run that takes the lock over (ours looked dead) wins: ours stops at its next
+    heartbeat, and what it had sent stays acknowledged."""
+    users = {f"u{i:03d}": 0.9 for i in range(300)}
+    emulator.add_profiles(list(users))
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "batches" and done == 1:
+            Ledger(sqlite_url).acquire(ttl_s=-1)  # stale at once: taken over
+
+    with pytest.raises(LedgerLockedError):
+        sync(scores(users), config, KEY, progress=progress)
+    assert track_requests(emulator) == 1  # nothing after the heartbeat that lost the lock
+    assert len(Ledger(sqlite_url).acknowledged()) == 75
+
+
 def test_dry_run_sends_and_records_nothing(emulator: Emulator, config, sqlite_url) -> None:
     users = {"a": 0.9, "b": 0.1}
     emulator.add_profiles(list(users))

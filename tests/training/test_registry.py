@@ -67,3 +67,33 @@ def test_gate_moves_champion_only_for_a_better_model(models, mlflow_env) -> None
     np.testing.assert_allclose(
         np.asarray(pyfunc.predict(Xh.head(20)))[:, 1], strong.predict_proba(Xh.head(20))[:, 1]
     )
+
+
+def test_a_champion_that_cannot_score_the_new_hold_out_is_replaced_with_the_reason(
+    models, snapshots, mlflow_env
+) -> None:
+    """A champion trained on a column the data no longer has (the features changed) cannot be
+    compared; the new model takes the alias and the decision says why."""
+    strong, _, Xh, yh = models
+    frame, _ = snapshots
+    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=14)
+    train, valid = split.part(frame, "train"), split.part(frame, "valid")
+    extra = {"retired_feature": 1.0}
+    old = ChurnModel({"num_leaves": 7, "learning_rate": 0.1}, seed=1).fit(
+        train.drop(columns=schema.CHURNED).assign(**extra),
+        train[schema.CHURNED].astype(int),
+        X_valid=valid.drop(columns=schema.CHURNED).assign(**extra),
+        y_valid=valid[schema.CHURNED].astype(int),
+    )
+    _, artifacts = mlflow_env
+    experiment = mlflow.create_experiment("gate-changed", artifact_location=artifacts)
+    name = "gate-changed-features"
+    with mlflow.start_run(experiment_id=experiment):
+        assert publish(old, Xh.assign(**extra), yh, name, METRIC).moved
+    with mlflow.start_run(experiment_id=experiment):
+        decision = publish(strong, Xh, yh, name, METRIC)
+    assert decision.moved and decision.champion is None and decision.champion_version == "1"
+    assert decision.reason.startswith("the champion could not score the hold-out")
+    assert "retired_feature" in decision.reason
+    alias = MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    assert str(alias.version) == "2"

@@ -13,7 +13,14 @@ from mlflow.tracking import MlflowClient
 from features import schema
 from tests.training.conftest import TEST_REGISTRY, make_snapshots
 from training.splits import DataSufficiencyError
-from training.train import TrainConfig, data_cutoffs, fingerprint, train_snapshots
+from training.train import (
+    TrainConfig,
+    TrainingInputError,
+    data_cutoffs,
+    fingerprint,
+    load_truth,
+    train_snapshots,
+)
 
 
 def config(tmp_path, mlflow_env, name: str | None = None, **kw) -> TrainConfig:
@@ -141,3 +148,25 @@ def test_config_from_settings_maps_every_section(tmp_path, monkeypatch) -> None:
     assert config.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert config.optuna_storage == f"sqlite:///{tmp_path / 'optuna.db'}"
     assert config.artifact_location == str(tmp_path / "mlruns")
+
+
+def test_ground_truth_files_are_checked_with_the_reason(tmp_path) -> None:
+    assert load_truth(None, 30) is None
+    with pytest.raises(TrainingInputError, match="ground-truth file not found"):
+        load_truth(tmp_path / "nope.parquet", 30)
+    truth = pd.DataFrame(
+        {
+            schema.AS_OF: pd.to_datetime(["2026-03-01"] * 2, utc=True),
+            schema.USER_ID: ["a", "b"],
+            schema.PLATFORM: ["ios", "ios"],
+            schema.CHURN_PROBABILITY: [0.2, 0.7],
+            schema.HORIZON_DAYS: [30, 14],
+        }
+    )
+    truth.drop(columns=schema.CHURN_PROBABILITY).to_parquet(tmp_path / "lacking.parquet")
+    with pytest.raises(TrainingInputError, match=r"lacks column\(s\) \['churn_probability'\]"):
+        load_truth(tmp_path / "lacking.parquet", 30)
+    truth.to_parquet(tmp_path / "truth.parquet")
+    assert load_truth(tmp_path / "truth.parquet", 14)[schema.USER_ID].tolist() == ["b"]
+    with pytest.raises(TrainingInputError, match=r"7-day horizon \(it has \[14, 30\]\)"):
+        load_truth(tmp_path / "truth.parquet", 7)
