@@ -12,7 +12,8 @@ inject seeded faults. What landed is served back under ``/_emulator/...``:
     GET  /_emulator/log               the last 10,000 /users/track requests: [arrival, status]
     POST /_emulator/profiles          {"external_ids": [...]} creates empty (existing) profiles
     POST /_emulator/force             {"status": 503, "count": 2} answers the next requests so
-                                      ("drop" and "slow" are accepted as status too)
+                                      ("drop", "slow" and "garbled", a 201 whose error names
+                                      no object, are accepted as status too)
     POST /_emulator/reset             forget profiles, counters and forced faults
 """
 
@@ -40,6 +41,8 @@ __all__ = [
 
 TRACK_PATH = "/users/track"
 INSPECT = "/_emulator/"
+#: Faults a POST /_emulator/force can ask for, besides the 5xx statuses.
+FORCEABLE = frozenset({"drop", "slow", "429", "garbled"})
 ARRAYS = ("attributes", "events", "purchases")
 PRIMARY_IDS = ("external_id", "user_alias", "braze_id")
 SECONDARY_IDS = ("email", "phone")
@@ -479,8 +482,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ValueError(f"external_ids: expected a list, found {ids!r}")
             kind, count = str(body.get("status", "")), body.get("count", 1)
             server_error = kind.isdigit() and kind[0] == "5"
-            if path == "force" and not (kind in {"drop", "slow", "429"} or server_error):
-                raise ValueError(f"expected status 5xx, 429, drop or slow, found {kind!r}")
+            if path == "force" and not (kind in FORCEABLE or server_error):
+                raise ValueError(f"expected status 5xx, 429, drop, slow or garbled, found {kind!r}")
             if not isinstance(count, int) or count < 0:
                 raise ValueError(f"count: expected a whole number >= 0, found {count!r}")
         except ValueError as exc:
@@ -521,7 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == "slow":
             time.sleep(cfg.faults.slow_s)
-        elif fault and fault != "429":
+        elif fault and fault not in ("429", "garbled"):
             self._send(int(fault), {"message": "Internal Server Error"})
             return
         if raw is None:
@@ -554,9 +557,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not allowed:
             self._send(429, {"message": "Rate Limit Exceeded"}, headers)
             return
-        self._process(body, headers)
+        self._process(body, headers, garbled=fault == "garbled")
 
-    def _process(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+    def _process(self, body: dict[str, Any], headers: dict[str, str], garbled: bool) -> None:
+        """Apply the valid objects; ``garbled`` answers with an error no object can be matched to
+        (no index), as a proxy or a Braze bug might: the client cannot know what landed."""
         state = self.server.state
         errors: list[dict[str, Any]] = []
         accepted: dict[str, list[dict[str, Any]]] = {}
@@ -585,6 +590,8 @@ class _Handler(BaseHTTPRequestHandler):
                 reply[f"{name}_processed"] = len(accepted.get(name, []))
         if errors:
             reply["errors"] = errors
+        if garbled:
+            reply["errors"] = [{"type": "Internal error", "input_array": "attributes"}]
         self._send(201, reply, headers)
 
 

@@ -288,7 +288,7 @@ def test_bad_inspection_requests_are_400s_that_say_what_was_expected(emulator: E
     for path, body, needle in [
         ("force", [503], "a JSON object"),
         ("force", {"status": 503, "count": "x"}, "count"),
-        ("force", {"status": 404}, "status 5xx, 429, drop or slow, found '404'"),
+        ("force", {"status": 404}, "status 5xx, 429, drop, slow or garbled, found '404'"),
         ("profiles", {"external_ids": "u1"}, "external_ids"),
     ]:
         r = HTTP.post(f"{url}/{path}", json=body)

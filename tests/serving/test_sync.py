@@ -314,6 +314,20 @@ def test_a_run_whose_lock_is_taken_over_stops_sending(emulator: Emulator, config
     assert len(Ledger(sqlite_url).acknowledged()) == 75
 
 
+def test_an_answer_that_names_no_object_is_unknown_and_sent_again(emulator, config) -> None:
+    """A 201 whose error cannot be matched to an object: nobody is marked acknowledged or
+    failed; the next run sends those users again."""
+    users = {f"u{i:02d}": 0.9 for i in range(10)}
+    emulator.add_profiles(list(users))
+    HTTP.post(f"{emulator.url}/_emulator/force", json={"status": "garbled", "count": 1})
+    first = sync(scores(users), config, KEY)
+    assert (first.sent, first.acknowledged, first.unknown, first.failed) == (10, 0, 10, {})
+    again = sync(scores(users), config, KEY)
+    assert (again.sent, again.acknowledged, again.unknown) == (10, 10, 0)
+    assert sync(scores(users), config, KEY).sent == 0
+    assert set(bucket_profiles(emulator).values()) == {"high"}
+
+
 def test_dry_run_sends_and_records_nothing(emulator: Emulator, config, sqlite_url) -> None:
     users = {"a": 0.9, "b": 0.1}
     emulator.add_profiles(list(users))
