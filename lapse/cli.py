@@ -648,10 +648,17 @@ def sync(
     Only users whose bucket (or extra attribute) differs from what Braze acknowledged are sent;
     users no longer scored get the attribute set to null once. Safe to re-run after a crash.
     """
-    from serving.sync import read_scores
+    from serving.sync import read_scores, read_scores_policy
 
     settings = ctx.obj.settings()
-    _push(settings, read_scores(scores), dry_run)
+    frame = read_scores(scores)
+    # a file from `lapse rescore` carries the model's bounds: a retry sends the same buckets
+    policy = read_scores_policy(scores)
+    if policy is not None:
+        policy = replace(policy, hysteresis=settings.buckets.hysteresis)
+        bounds = ", ".join(f"{name} >= {bound:.4g}" for name, bound in policy.cuts)
+        out.print(f"Buckets: the model's bounds recorded in {scores.name} ({bounds})")
+    _push(settings, frame, dry_run, policy)
 
 
 @app.command()
@@ -704,7 +711,9 @@ def _rescore(settings: Settings, when: date, out_file: Path | None, dry_run: boo
     model = load_champion(settings.mlflow.tracking_uri, settings.mlflow.registered_model)
     result = run_rescore(settings.store.path, when, model, FeatureConfig(include_sandbox=False))
     path = write_scores(
-        result.scores, out_file or settings.store.path / "scores" / f"scores-{when}.parquet"
+        result.scores,
+        out_file or settings.store.path / "scores" / f"scores-{when}.parquet",
+        model.bucket_policy_,
     )
     counts = result.scores[s.BUCKET].value_counts()
     out.print(

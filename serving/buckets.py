@@ -10,6 +10,7 @@ range by more than `hysteresis`, so a score jittering around a bound does not fl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -43,6 +44,24 @@ class BucketPolicy:
     ) -> BucketPolicy:
         """Build and check a policy from a {bucket: value} mapping kept in its written order."""
         policy = cls(mode, tuple((str(k), float(v)) for k, v in cuts.items()), rest, hysteresis)
+        policy.check()
+        return policy
+
+    def to_json(self) -> str:
+        """The policy as JSON, e.g. to travel with a scores file (see `from_json`)."""
+        return json.dumps(
+            {"mode": self.mode, "cuts": self.cuts, "rest": self.rest, "hysteresis": self.hysteresis}
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> BucketPolicy:
+        """The policy `to_json` wrote; raises BucketPolicyError if it is not one."""
+        try:
+            d = json.loads(text)
+            cuts = tuple((str(name), float(value)) for name, value in d["cuts"])
+            policy = cls(d["mode"], cuts, d["rest"], float(d.get("hysteresis", 0.0)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BucketPolicyError(f"not a bucket policy ({exc}): {text!r:.200}") from None
         policy.check()
         return policy
 
@@ -94,10 +113,21 @@ def bucket_bounds(policy: BucketPolicy, probabilities: np.ndarray) -> np.ndarray
     values = np.array([v for _, v in policy.cuts], dtype=float)
     if policy.mode == "probability":
         return values
-    if len(probabilities) == 0:
-        return np.full(len(values), np.inf)
-    # The top `share` of users: the bound is the (1 - cumulative share) quantile.
-    return np.quantile(probabilities, 1 - np.cumsum(values), method="higher")
+    p = np.sort(np.asarray(probabilities, dtype=float))[::-1]  # riskiest first
+    n = len(p)
+    bounds = []
+    for share in np.cumsum(values):
+        # at most `share` of the users at or above the bound: the k-th highest score, or just
+        # above it when users tied with it would push the bucket past its share (a flat model
+        # puts nobody in the top bucket rather than everybody)
+        k = int(np.floor(share * n + 1e-9))
+        if k == 0:
+            bounds.append(np.inf)
+        elif k < n and p[k] == p[k - 1]:
+            bounds.append(np.nextafter(p[k - 1], np.inf))
+        else:
+            bounds.append(p[k - 1])
+    return np.array(bounds, dtype=float)
 
 
 def assign_buckets(

@@ -13,10 +13,14 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features import FeatureConfig, build_features, load_events
 from features import schema as s
 from features.timeline import to_timestamp
+from serving.buckets import BucketPolicy
+from serving.sync import POLICY_METADATA
 
 __all__ = ["RescoreError", "RescoreResult", "load_champion", "rescore", "score", "write_scores"]
 
@@ -97,12 +101,22 @@ def rescore(
     return RescoreResult(score(model, features), when, len(events))
 
 
-def write_scores(scores: pd.DataFrame, path: str | Path) -> Path:
-    """Write a scores file: Parquet (reasons as a list), or CSV (reasons joined by ';')."""
+def write_scores(
+    scores: pd.DataFrame, path: str | Path, policy: BucketPolicy | None = None
+) -> Path:
+    """Write a scores file: Parquet (reasons as a list), or CSV (reasons joined by ';').
+
+    A Parquet file also records ``policy`` (the model's bucket bounds), so that ``lapse sync``
+    on it later (a retry) sends exactly the buckets ``lapse rescore`` would have sent.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".parquet", ".pq"):
-        scores.to_parquet(path, index=False)
+        table = pa.Table.from_pandas(scores, preserve_index=False)
+        if policy is not None:
+            metadata = {**(table.schema.metadata or {}), POLICY_METADATA: policy.to_json()}
+            table = table.replace_schema_metadata(metadata)
+        pq.write_table(table, path)
     elif path.name.lower().endswith((".csv", ".csv.gz")):
         flat = scores.assign(**{s.REASONS: [";".join(r) for r in scores[s.REASONS]]})
         flat.to_csv(path, index=False)

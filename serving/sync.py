@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from features.schema import BUCKET, CHURN_PROBABILITY, REASONS, USER_ID
 from serving.braze_client import (
@@ -35,7 +36,7 @@ from serving.braze_client import (
     mask_key,
     request_headers,
 )
-from serving.buckets import BucketPolicy, assign_buckets
+from serving.buckets import BucketPolicy, BucketPolicyError, assign_buckets
 from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow
 
 if TYPE_CHECKING:
@@ -141,6 +142,28 @@ class SyncReport:
 
 
 # --- the scores file ---------------------------------------------------------------------------
+
+
+#: Parquet metadata key of the bucket policy a scores file was bucketed with (by `lapse rescore`).
+POLICY_METADATA = "lapse.bucket_policy"
+
+
+def read_scores_policy(path: str | Path) -> BucketPolicy | None:
+    """The bucket policy recorded in a Parquet scores file, or None (a CSV, or none recorded)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".parquet", ".pq") or not path.is_file():
+        return None
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError) as exc:
+        raise ScoresFileError(f"{path}: cannot read: {exc}") from None
+    text = metadata.get(POLICY_METADATA.encode())
+    if text is None:
+        return None
+    try:
+        return BucketPolicy.from_json(text)
+    except BucketPolicyError as exc:
+        raise ScoresFileError(f"{path}: metadata {POLICY_METADATA!r}: {exc}") from None
 
 
 def read_scores(path: str | Path) -> pd.DataFrame:

@@ -33,6 +33,26 @@ def test_share_bounds_put_the_riskiest_share_in_each_bucket() -> None:
     assert bucket_bounds(policy, p.to_numpy()).tolist() == pytest.approx([0.9, 0.7])
 
 
+def test_tied_scores_never_push_a_bucket_past_its_share() -> None:
+    """Ties at a bound go to the lower bucket: a flat model puts nobody in `high`, not all."""
+    policy = BucketPolicy.of("share", {"high": 0.1, "medium": 0.2}, "low")
+    flat = pd.Series(np.full(50, 0.15))
+    assert set(assign_buckets(flat, policy)) == {"low"}
+    # 5 distinct top scores, then 20 users tied at 0.5 (they would make `high` 25 users, over
+    # its 10; together with high they fit the 30 of high + medium), then 75 tied at 0
+    p = pd.Series(np.concatenate([np.linspace(0.95, 0.91, 5), np.full(20, 0.5), np.zeros(75)]))
+    counts = assign_buckets(p, policy).value_counts()
+    assert (counts["high"], counts["medium"], counts["low"]) == (5, 20, 75)
+
+
+def test_a_policy_survives_its_json() -> None:
+    policy = BucketPolicy.of("probability", {"high": 0.41, "medium": 0.17}, "low", 0.03)
+    assert BucketPolicy.from_json(policy.to_json()) == policy
+    for bad in ("{}", "[1]", '{"mode": "probability", "cuts": [["high", 2.0]], "rest": "low"}'):
+        with pytest.raises(BucketPolicyError):
+            BucketPolicy.from_json(bad)
+
+
 def test_hysteresis_keeps_the_acknowledged_bucket_near_a_bound() -> None:
     p = pd.Series([0.47, 0.44, 0.23, 0.16, 0.14, 0.53, 0.30])
     prev = pd.Series(["high", "high", "low", "medium", "medium", "medium", None])

@@ -29,6 +29,7 @@ from serving.sync import (
     plan_updates,
     prepare_scores,
     read_scores,
+    read_scores_policy,
     sync,
 )
 from tests.serving.conftest import HTTP, KEY, inspect
@@ -408,6 +409,23 @@ def test_cli_errors_are_one_line(cli_env, emulator, capsys, monkeypatch) -> None
     bad.write_text("user_id,churn_probability\na,2\n")
     code, _, err = run_cli(capsys, "sync", "--scores", str(bad))
     assert code == 1 and "bad.csv: line 2, column 'churn_probability'" in err
+
+
+def test_cli_sync_of_a_rescore_file_uses_the_model_bounds_it_records(
+    cli_env, emulator, capsys
+) -> None:
+    """The documented retry after a failed push: `lapse sync` on rescore's file sends the
+    buckets rescore would have sent (the model's bounds), not [buckets]' defaults."""
+    from serving.rescore import write_scores
+
+    model_policy = BucketPolicy.of("probability", {"high": 0.8, "medium": 0.6}, "low")
+    path = write_scores(scores({"a": 0.9, "b": 0.1, "c": 0.7}), cli_env.with_suffix(".parquet"),
+                        model_policy)  # fmt: skip
+    code, out, _ = run_cli(capsys, "sync", "--scores", str(path))
+    assert code in (0, None) and "high >= 0.8, medium >= 0.6" in " ".join(out.split())
+    assert bucket_profiles(emulator) == {"a": "high", "b": "low", "c": "medium"}
+    plain = write_scores(scores({"c": 0.7}), cli_env.with_name("plain.parquet"))
+    assert read_scores_policy(plain) is None and read_scores_policy(cli_env) is None
 
 
 # --- crashes -------------------------------------------------------------------------------------
