@@ -419,8 +419,8 @@ def test_cli_sync_of_a_rescore_file_uses_the_model_bounds_it_records(
     from serving.rescore import write_scores
 
     model_policy = BucketPolicy.of("probability", {"high": 0.8, "medium": 0.6}, "low")
-    path = write_scores(scores({"a": 0.9, "b": 0.1, "c": 0.7}), cli_env.with_suffix(".parquet"),
-                        model_policy)  # fmt: skip
+    frame = scores({"a": 0.9, "b": 0.1, "c": 0.7})
+    path = write_scores(frame, cli_env.with_suffix(".parquet"), model_policy)
     code, out, _ = run_cli(capsys, "sync", "--scores", str(path))
     assert code in (0, None) and "high >= 0.8, medium >= 0.6" in " ".join(out.split())
     assert bucket_profiles(emulator) == {"a": "high", "b": "low", "c": "medium"}
