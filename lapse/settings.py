@@ -198,6 +198,13 @@ class BrazeSettings(_Section):
     concurrency: int = Field(
         1, ge=1, le=16, description="Batches in flight; a crash may re-send up to this many."
     )
+    max_null_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Refuse a sync that would null more than this share of the users Braze "
+        "holds a bucket for (a truncated scores file); 1 = never refuse.",
+    )
     api_key: SecretStr | None = None
 
 

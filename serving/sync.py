@@ -81,6 +81,7 @@ class SyncConfig:
     table_prefix: str = "lapse_sync_"
     lock_ttl_s: float = 600.0
     concurrency: int = 1
+    max_null_share: float = 0.5
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SyncConfig:
@@ -107,6 +108,7 @@ class SyncConfig:
             table_prefix=ledger.table_prefix,
             lock_ttl_s=ledger.lock_ttl_s,
             concurrency=b.concurrency,
+            max_null_share=b.max_null_share,
         )
 
     @property
@@ -194,6 +196,11 @@ def prepare_scores(frame: pd.DataFrame, source: str = "scores", first_row: int =
     REASONS is reduced to the top reason (the first of a list, or of a ';'/'|'-separated text).
     """
     where = "line" if first_row == 2 else "row"
+    if frame.empty:
+        raise ScoresFileError(
+            f"{source}: no scored users; refusing to treat every user Braze holds a bucket for "
+            "as no longer scored"
+        )
     for column in (USER_ID, CHURN_PROBABILITY):
         if column not in frame.columns:
             raise ScoresFileError(
@@ -406,7 +413,9 @@ def sync(
     ledger = Ledger(config.ledger_url, config.table_prefix)
     try:
         if dry_run:
-            plan = plan_updates(scores, ledger.acknowledged(), ledger.rejected(), config)
+            acknowledged = ledger.acknowledged()
+            plan = plan_updates(scores, acknowledged, ledger.rejected(), config)
+            check_nulls(plan, acknowledged, config)
             _fill_plan(report, plan)
             report.batches = len(_batches(plan.updates, config.client.batch_size))
             report.sample = _objects(plan.updates[: min(3, len(plan.updates))], config)
@@ -422,6 +431,21 @@ def sync(
         ledger.close()
         report.seconds = time.perf_counter() - started
     return report
+
+
+def check_nulls(plan: Plan, acknowledged: pd.DataFrame, config: SyncConfig) -> None:
+    """Refuse a plan that would null more than `max_null_share` of the users Braze holds a
+    bucket for: a truncated or wrong scores file, not a day's churn."""
+    held = acknowledged.loc[
+        (acknowledged[ATTRIBUTE] == config.attribute) & acknowledged[VALUE].notna(), USER_ID
+    ].nunique()
+    if held and plan.nulled > config.max_null_share * held:
+        raise ScoresFileError(
+            f"scores: {plan.nulled:,} of the {held:,} users Braze holds a {config.attribute!r} "
+            f"for are not in this scores file, and would be set to null "
+            f"({plan.nulled / held:.0%}, over braze.max_null_share = {config.max_null_share:g}); "
+            "is the file complete? Raise braze.max_null_share to allow it"
+        )
 
 
 def _fill_plan(report: SyncReport, plan: Plan) -> None:
@@ -444,9 +468,11 @@ def _run(
     if run is not None and run.digest == digest:
         run_id, report.resumed = run.run_id, True
     else:
+        acknowledged = ledger.acknowledged()
+        plan = plan_updates(scores, acknowledged, ledger.rejected(), config)
+        check_nulls(plan, acknowledged, config)
         if run is not None:
             ledger.finish_run(run.run_id, "superseded")  # acks so far stand; re-plan the rest
-        plan = plan_updates(scores, ledger.acknowledged(), ledger.rejected(), config)
         _fill_plan(report, plan)
         run_id = ledger.start_run(digest, _batches(plan.updates, config.client.batch_size))
     report.run_id = run_id

@@ -173,6 +173,7 @@ def test_only_changed_buckets_are_sent_and_hysteresis_holds_near_bounds(
 
 
 def test_users_no_longer_scored_are_nulled_once(emulator: Emulator, config, sqlite_url) -> None:
+    config = replace(config, max_null_share=1.0)  # 2 of 3 leave: over the default guard
     users = {"a": 0.9, "b": 0.1, "c": 0.3}
     emulator.add_profiles(list(users))
     sync(scores(users), config, KEY)
@@ -186,6 +187,27 @@ def test_users_no_longer_scored_are_nulled_once(emulator: Emulator, config, sqli
     keep = make_config(emulator, sqlite_url, null_unscored=False)
     assert sync(scores({"a": 0.9}), keep, KEY).sent == 0
     assert bucket_profiles(emulator)["b"] == "high"
+
+
+def test_a_scores_file_missing_most_users_is_refused_before_anything_is_sent(
+    emulator: Emulator, config, sqlite_url, tmp_path
+) -> None:
+    """An empty or truncated file would null the bucket of everyone Braze holds: refused, in a
+    dry run too; an ordinary day's leavers pass; max_null_share = 1 allows it."""
+    users = {f"u{i:02d}": 0.9 for i in range(20)}
+    emulator.add_profiles(list(users))
+    sync(scores(users), config, KEY)
+    truncated = scores(dict(list(users.items())[:5]))
+    for dry_run in (True, False):
+        with pytest.raises(ScoresFileError, match=r"15 of the 20 users .* \(75%, over braze"):
+            sync(truncated, config, KEY, dry_run=dry_run)
+    assert track_requests(emulator) == 1 and Ledger(sqlite_url).open_run() is None
+    (tmp_path / "empty.csv").write_text("user_id,churn_probability\n")
+    with pytest.raises(ScoresFileError, match="empty.csv: no scored users"):
+        read_scores(tmp_path / "empty.csv")
+    leavers = scores(dict(list(users.items())[:15]))  # 5 of 20 leave: an ordinary day
+    assert sync(leavers, config, KEY).nulled == 5
+    assert sync(truncated, replace(config, max_null_share=1.0), KEY).nulled == 10
 
 
 def test_update_existing_only_and_extra_attributes(emulator: Emulator, sqlite_url: str) -> None:
@@ -247,6 +269,7 @@ def test_401_stops_the_run_and_the_next_run_resumes(emulator: Emulator, config) 
 
 
 def test_a_resumed_run_still_reports_the_users_it_nulls(emulator: Emulator, config) -> None:
+    config = replace(config, max_null_share=1.0)
     users = {"a": 0.9, "b": 0.1, "c": 0.3}
     emulator.add_profiles(list(users))
     sync(scores(users), config, KEY)
@@ -550,7 +573,8 @@ def test_applying_a_plan_leaves_nothing_to_send(users, acked, null_unscored) -> 
         SyncConfig("churn_risk", POLICY, ClientConfig(url="http://unused"), "sqlite://"),
         null_unscored=null_unscored,
     )
-    frame = prepare_scores(scores(users)) if users else prepare_scores(scores({}))
+    # (an empty scores file is refused by prepare_scores; the plan itself must still hold)
+    frame = prepare_scores(scores(users)) if users else scores({}).astype({USER_ID: str})
     empty = _ack_frame({})
     plan = plan_updates(frame, _ack_frame(acked), empty, config)
     after = dict(acked)
