@@ -135,7 +135,7 @@ def demo(
     """Run the whole flow on the embedded defaults, in <store.path>/demo (replaced each run).
 
     Generate a synthetic app's Adjust export (with its true churn probabilities), ingest it,
-    train and register the model (MLflow: mlflow.tracking_uri), rescore every active subscriber
+    train and register the model (in the demo folder's own MLflow), rescore every active subscriber
     with the champion and push the buckets to a local Braze emulator, then sync once more to
     show that nothing unchanged is sent twice.
     """
@@ -190,6 +190,16 @@ def demo(
                 "ledger": settings.ledger.model_copy(
                     update={"url": f"sqlite:///{(root / 'ledger.db').resolve()}"}
                 ),
+                # its own registry: a demo model must never become a real deployment's champion
+                "mlflow": settings.mlflow.model_copy(
+                    update={
+                        "tracking_uri": f"sqlite:///{(root / 'mlflow.db').resolve()}",
+                        "artifact_location": str((root / "mlruns").resolve()),
+                    }
+                ),
+                "optuna": settings.optuna.model_copy(
+                    update={"storage": f"sqlite:///{(root / 'optuna.db').resolve()}"}
+                ),
                 "braze": settings.braze.model_copy(
                     update={"url": braze.url, "api_key": SecretStr(key)}
                 ),
@@ -210,7 +220,8 @@ def demo(
     out.print(table("What landed in the Braze emulator", rows))
     out.print(
         f"Raw export in {folder / 'raw'}, event store in {root}; `mlflow ui --backend-store-uri "
-        f"{settings.mlflow.tracking_uri}` shows the training run."
+        f"{demo_settings.mlflow.tracking_uri}` shows the training run (the demo keeps its own "
+        "MLflow registry: your mlflow.tracking_uri and its champion are untouched)."
     )
 
 

@@ -339,7 +339,8 @@ def test_demo_runs_the_whole_flow(clean_env: Path) -> None:
         assert title in stdout
     root = clean_env / "store" / "demo"
     assert _manifest(root / "synthetic")["users"] == 1500
-    assert (clean_env / "mlflow.db").is_file()  # the config's folder, never the repo
+    # the demo's own registry in its folder: the configured one (a real champion) is untouched
+    assert (root / "mlflow.db").is_file() and not (clean_env / "mlflow.db").exists()
     scores = list((root / "scores").glob("scores-*.parquet"))
     assert len(scores) == 1
     scored = len(pd.read_parquet(scores[0]))
