@@ -158,6 +158,14 @@ class Ledger:
             sa.Column("pid", sa.Integer, nullable=True),
             sa.Column("heartbeat", sa.Float, nullable=True),
         )
+        self.target = sa.Table(
+            f"{prefix}target",
+            t,
+            sa.Column("name", sa.String(32), primary_key=True),
+            sa.Column("endpoint", sa.Text, nullable=False),
+            sa.Column("id_field", sa.String(64), nullable=False),
+            sa.Column("created_at", sa.Float, nullable=False),
+        )
         try:
             self.meta.create_all(self.engine)
         except sa.exc.OperationalError as exc:
@@ -172,6 +180,33 @@ class Ledger:
         """Remove this prefix's tables (tests and throwaway ledgers)."""
         self.meta.drop_all(self.engine)
         self.engine.dispose()
+
+    # --- the Braze instance this ledger speaks for ----------------------------------------------
+    def bind_target(self, endpoint: str, id_field: str, *, record: bool = True) -> None:
+        """Check that this ledger records what ``endpoint`` acknowledged (users by ``id_field``);
+        the first run records them (``record``). Raises LedgerError on another instance: its
+        acknowledged state says nothing about this one, and diffing against it would send
+        nothing. Call under the run lock when recording."""
+        endpoint = endpoint.rstrip("/")
+        with self.engine.begin() as c:
+            row = c.execute(sa.select(self.target)).first()
+            if row is None:
+                if record:
+                    c.execute(
+                        sa.insert(self.target).values(
+                            name="braze",
+                            endpoint=endpoint,
+                            id_field=id_field,
+                            created_at=time.time(),
+                        )
+                    )
+                return
+        if (row.endpoint, row.id_field) != (endpoint, id_field):
+            raise LedgerError(
+                f"ledger.url {_safe_url(self.url)!r} records what {row.endpoint} acknowledged "
+                f"(users by {row.id_field}), but braze.url is {endpoint} (users by {id_field}); "
+                "keep one ledger per Braze instance: point ledger.url at a new database"
+            )
 
     # --- the run lock --------------------------------------------------------------------------
     def acquire(self, ttl_s: float) -> str:

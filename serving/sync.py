@@ -412,7 +412,9 @@ def sync(
     report = SyncReport(dry_run=dry_run, users_scored=len(scores))
     ledger = Ledger(config.ledger_url, config.table_prefix)
     try:
+        target = (config.client.url, config.id_field)
         if dry_run:
+            ledger.bind_target(*target, record=False)
             acknowledged = ledger.acknowledged()
             plan = plan_updates(scores, acknowledged, ledger.rejected(), config)
             check_nulls(plan, acknowledged, config)
@@ -424,6 +426,7 @@ def sync(
             return report
         holder = ledger.acquire(config.lock_ttl_s)
         try:
+            ledger.bind_target(*target)
             _run(scores, config, api_key or "", ledger, holder, report, report_progress)
         finally:
             ledger.release(holder)

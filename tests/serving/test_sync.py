@@ -19,8 +19,8 @@ from features.schema import BUCKET, CHURN_PROBABILITY, PLATFORM, REASONS, USER_I
 from lapse.cli import main
 from serving.braze_client import BrazeAuthError, BrazeUnavailableError, ClientConfig
 from serving.buckets import BucketPolicy
-from serving.emulator import MSG_BLOCKLISTED, MSG_ID_TOO_LARGE, Emulator
-from serving.ledger import ATTRIBUTE, VALUE, Ledger, LedgerLockedError
+from serving.emulator import MSG_BLOCKLISTED, MSG_ID_TOO_LARGE, Emulator, EmulatorConfig
+from serving.ledger import ATTRIBUTE, VALUE, Ledger, LedgerError, LedgerLockedError
 from serving.sync import (
     NEW,
     REMOVED,
@@ -208,6 +208,26 @@ def test_a_scores_file_missing_most_users_is_refused_before_anything_is_sent(
     leavers = scores(dict(list(users.items())[:15]))  # 5 of 20 leave: an ordinary day
     assert sync(leavers, config, KEY).nulled == 5
     assert sync(truncated, replace(config, max_null_share=1.0), KEY).nulled == 10
+
+
+def test_a_ledger_speaks_for_one_braze_instance(emulator: Emulator, config, sqlite_url) -> None:
+    """Pointed at another Braze (the emulator first, production next) with the same ledger, the
+    sync refuses instead of sending nothing because the other instance 'already has' it all."""
+    users = {"a": 0.9, "b": 0.1}
+    emulator.add_profiles(list(users))
+    sync(scores(users), config, KEY)
+    with Emulator(EmulatorConfig(api_keys=frozenset({KEY}))) as other:
+        other.add_profiles(list(users))
+        elsewhere = replace(config, client=replace(config.client, url=other.url + "/"))
+        for dry_run in (True, False):
+            with pytest.raises(LedgerError, match=f"records what {emulator.url} acknowledged"):
+                sync(scores(users), elsewhere, KEY, dry_run=dry_run)
+        assert other.stats()["track_requests"] == 0
+        fresh = replace(elsewhere, ledger_url=f"{sqlite_url}-other")
+        assert sync(scores(users), fresh, KEY).acknowledged == 2
+    by_braze_id = replace(config, id_field="braze_id")
+    with pytest.raises(LedgerError, match="users by external_id"):
+        sync(scores(users), by_braze_id, KEY)
 
 
 def test_update_existing_only_and_extra_attributes(emulator: Emulator, sqlite_url: str) -> None:
@@ -472,7 +492,7 @@ def test_chaos_twenty_runs_killed_at_random_then_resumed(tmp_path: Path) -> None
     """Each day's `lapse sync` is SIGKILLed at a random moment, then resumed; at the end Braze
     holds exactly what a crash-free sequence of runs gives, and duplicates stay under one batch
     per kill. The emulator also drops connections and answers 5xx now and then."""
-    from serving.emulator import EmulatorConfig, parse_faults
+    from serving.emulator import parse_faults
 
     n_users, n_days, batch = 2000, 20, 75
     days = _days(n_users, n_days, seed=5)
