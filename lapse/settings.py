@@ -250,6 +250,7 @@ class _EnvSource(EnvSettingsSource):
         self._record = record
 
     def __call__(self) -> dict[str, Any]:
+        _check_env_sections(self.settings_cls)
         data = super().__call__()
         braze = data.get("braze")
         if isinstance(braze, Mapping) and "api_key" in braze:
@@ -487,6 +488,28 @@ def _lookup(data: Any, loc: tuple[str, ...]) -> Any:
         else:
             return _MISSING
     return data
+
+
+def _check_env_sections(settings_cls: type[BaseModel]) -> None:
+    """Refuse a LAPSE_* variable that names no section: pydantic-settings would ignore it, and
+    a misspelt override (LAPSE_BRAZE_URL for LAPSE_BRAZE__URL) would silently not apply."""
+    sections = list(settings_cls.model_fields)
+    for name in os.environ:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if section in sections:
+            continue
+        near = [sec for sec in sections if section.startswith(sec + "_")]
+        if near:
+            key = name[len(ENV_PREFIX) + len(near[0]) + 1 :]
+            hint = f" (did you mean {ENV_PREFIX}{near[0].upper()}__{key}?)"
+        else:
+            hint = _suggest(section, settings_cls)
+        raise SettingsError(
+            f"{name}: unknown section {section!r}{hint}; expected "
+            f"{ENV_PREFIX}<SECTION>__<KEY> with a section of lapse.toml ({', '.join(sections)})"
+        )
 
 
 def _has(data: Mapping[str, Any], loc: tuple[str, ...]) -> bool:

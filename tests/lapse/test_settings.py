@@ -288,6 +288,23 @@ def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
         Settings.load()
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("LAPSE_BRAZE_URL", r"LAPSE_BRAZE_URL: unknown section .*did you mean LAPSE_BRAZE__URL\?"),
+        ("LAPSE_BRAZEE__BATCH_SIZE", r"unknown section 'brazee' \(did you mean 'braze'\?\)"),
+        ("LAPSE_NOTHING", r"LAPSE_NOTHING: unknown section 'nothing'; expected"),
+    ],
+)
+def test_a_misspelt_env_section_is_an_error_not_ignored(
+    name: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydantic-settings would silently ignore it, and the override would not apply."""
+    monkeypatch.setenv(name, "10")
+    with pytest.raises(SettingsError, match=message):
+        Settings.load()
+
+
 def test_env_beats_a_bad_file_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = write(tmp_path / "lapse.toml", "[serving]\nport = 'abc'\n")
     monkeypatch.setenv("LAPSE_SERVING__PORT", "99999")
