@@ -248,6 +248,7 @@ def ingest(
 
 
 def _ingest(settings: Settings, sources: list[Path]) -> None:
+    from features.ingest import IngestError
     from features.ingest import ingest as run_ingest
 
     with progress_bars() as report:
@@ -275,6 +276,11 @@ def _ingest(settings: Settings, sources: list[Path]) -> None:
     out.print(table("Ingested", rows))
     if summary.bad_files:
         out.print(table("Bad files (in the quarantine at line 0)", list(summary.bad_files.items())))
+        # everything readable is stored; the exit status tells cron that something was not
+        raise IngestError(
+            f"{len(summary.bad_files)} of {summary.files} file(s) could not be read (listed "
+            "above); everything else was stored"
+        )
 
 
 @app.command()
@@ -841,6 +847,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors, tracebacks only with -v/--verbose."""
     args = sys.argv[1:] if argv is None else list(argv)
     verbose = "-v" in args or "--verbose" in args
+    if verbose:  # accepted anywhere, as the error hint suggests: `lapse sync ... -v` too
+        args = ["--verbose", *(a for a in args if a not in ("-v", "--verbose"))]
     try:
         app(args=args, prog_name="lapse")  # usage errors and ^C exit here, the typer way
     except Exception as exc:  # noqa: BLE001 - the edge where every failure becomes one line

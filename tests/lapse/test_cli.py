@@ -195,8 +195,9 @@ def test_cutoff_outside_period_is_one_line(clean_env: Path) -> None:
 @pytest.mark.slow  # subprocess runs of the generator
 def test_cutoff_outside_period_verbose_shows_traceback(clean_env: Path) -> None:
     """With -v the same error prints the traceback on stderr, then the one-line reason."""
+    # -v after the command works too, as the error hint invites
     done = run_lapse(
-        "-v", "generate", "--out", "d", *SMALL, "--cutoff", "2027-01-01", cwd=clean_env
+        "generate", "--out", "d", *SMALL, "--cutoff", "2027-01-01", "-v", cwd=clean_env
     )
     assert done.returncode == 1
     stderr = _plain(done.stderr)
