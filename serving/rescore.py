@@ -26,6 +26,8 @@ __all__ = ["RescoreError", "RescoreResult", "load_champion", "rescore", "score",
 
 #: Reasons kept per user in the scores file (the sync sends the first one, if configured).
 TOP_REASONS = 3
+#: Days the newest stored event may lag `as_of` before rescoring refuses (a stalled ingest).
+MAX_STALE_DAYS = 7.0
 
 
 class RescoreError(ValueError):
@@ -87,11 +89,22 @@ def rescore(
     as_of: date | datetime | str | pd.Timestamp,
     model,
     config: FeatureConfig | None = None,
+    max_stale_days: float = MAX_STALE_DAYS,
 ) -> RescoreResult:
-    """Score every subscriber active at `as_of` from the events stored before it."""
+    """Score every subscriber active at `as_of` from the events stored before it; refuse when
+    the newest of them is more than `max_stale_days` older (the store was not fed)."""
     config = config or FeatureConfig()
     when = to_timestamp(as_of)
     events = load_events(store, end=when, include_sandbox=config.include_sandbox)
+    if len(events):
+        newest = events[s.TS].max()
+        if when - newest > pd.Timedelta(days=max_stale_days):
+            raise RescoreError(
+                f"{store}: the newest event before {when:%Y-%m-%d} is from {newest:%Y-%m-%d %H:%M} "
+                f"UTC, {(when - newest).days} days earlier (more than {max_stale_days:g}); "
+                "scores from stale data would null or mis-bucket real users. Ingest the latest "
+                "export first, or pass --as-of inside the stored data"
+            )
     features = build_features(events, when, config)
     if features.empty:
         raise RescoreError(

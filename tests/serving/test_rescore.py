@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features import load_events
 from features import schema as s
 from features.registry import REASON_GROUPS
-from serving.rescore import RescoreError, load_champion, score, write_scores
+from serving.rescore import RescoreError, load_champion, rescore, score, write_scores
 from serving.sync import read_scores
 from training.pipeline import ChurnModel
 from training.reasons import OTHER
@@ -106,3 +107,49 @@ def test_no_champion_is_a_clear_error(tmp_path, monkeypatch) -> None:
     uri = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
     with pytest.raises(RescoreError, match="lapse train"):
         load_champion(uri, "no-such-model")
+
+
+@pytest.fixture
+def small_store(tmp_path):
+    """One monthly subscriber active from 2026-01-01 to 2026-01-31, with sessions, as a store."""
+    import pyarrow as pa
+
+    from features.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Manifest, commit, writer_lock
+    from tests.features.conftest import History
+
+    h = History().install("u1", 0).sub("u1", 0.1, "activation", expires=31).sessions("u1", 0, 20, 2)
+    frame = h.frame()
+
+    def column(field: pa.Field) -> pa.Array:
+        if field.name not in frame:
+            return pa.nulls(len(frame), field.type)
+        values = frame[field.name].array
+        if pa.types.is_timestamp(field.type):  # as µs: pyarrow's own path warns on pandas 3.1
+            stamps = values.as_unit("us")
+            return pa.array(stamps.asi8, field.type, mask=stamps.isna())
+        return pa.array(values, field.type)
+
+    events = pa.table([column(f) for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
+    with writer_lock(tmp_path):
+        commit(
+            tmp_path,
+            Manifest(),
+            events,
+            QUARANTINE_SCHEMA.empty_table(),
+            [{"sha256": "x", "path": "t.csv"}],
+        )
+    return tmp_path
+
+
+def test_rescore_refuses_stale_data_and_an_empty_day(small_store, model: ChurnModel) -> None:
+    """A stalled ingest must not turn into a day of nulls and wrong buckets in Braze."""
+    with pytest.raises(
+        RescoreError, match=r"newest event .* 2026-01-20 18:00 UTC, 10 days earlier"
+    ):
+        rescore(small_store, "2026-01-31", model)
+    with pytest.raises(RescoreError, match="no subscriber is active at 2026-03-01"):
+        rescore(small_store, "2026-03-01", model, max_stale_days=60)
+    fresh = rescore(small_store, "2026-01-21", model)  # the day after the last session
+    assert fresh.scores[s.USER_ID].tolist() == ["u1"] and fresh.events == len(
+        load_events(small_store)
+    )
