@@ -477,15 +477,16 @@ def _print_training(settings: Settings, result) -> None:
         )
     out.print(buckets)
     name = settings.mlflow.registered_model
-    champion = (
-        f"moved to version {gate.version}"
-        if gate.moved
-        else f"stays on version {gate.champion_version}"
-    )
-    against = f" (was {gate.champion:.4f})" if gate.champion is not None else ""
+    if gate.moved:
+        champion = f"moved to version {gate.version}"
+    elif gate.champion_version is None:
+        champion = "not set"
+    else:
+        champion = f"stays on version {gate.champion_version}"
+    against = f" (champion: {gate.champion:.4f})" if gate.champion is not None else ""
     out.print(
         f"Registered {name} version {gate.version}; {gate.metric} {gate.candidate:.4f}"
-        f"{against}: champion {champion}. {gate.reason.capitalize()}."
+        f"{against}. {gate.reason[:1].upper()}{gate.reason[1:]}: champion {champion}."
     )
 
 

@@ -97,10 +97,20 @@ def log_model(model, X: pd.DataFrame, name: str) -> str:
     return str(created.version)
 
 
-def publish(model, X_holdout: pd.DataFrame, y_holdout, name: str, metric: str) -> GateDecision:
+def publish(
+    model,
+    X_holdout: pd.DataFrame,
+    y_holdout,
+    name: str,
+    metric: str,
+    floor: float | None = None,
+    floor_name: str = "the CRM rule",
+) -> GateDecision:
     """Inside an active run: score the champion, log and register ``model``, gate the alias.
 
-    ``metric`` is a ``holdout_*`` name from ``score_metrics`` where higher is better.
+    ``metric`` is a ``holdout_*`` name from ``score_metrics`` where higher is better. ``floor``
+    is the same metric of a baseline on the same rows: a model that does not beat it is
+    registered but never made champion (a flat or broken model must not be served).
     """
     y = np.asarray(y_holdout, dtype=int)
     candidate = score_metrics(y, model.predict_proba(X_holdout)[:, 1], "holdout")[metric]
@@ -110,7 +120,13 @@ def publish(model, X_holdout: pd.DataFrame, y_holdout, name: str, metric: str) -
     if previous is not None:
         champion, why = score_champion(name, X_holdout, y, metric)
     new_version = log_model(model, X_holdout, name)
-    moved = champion is None or candidate > champion
+    beats_floor = floor is None or not np.isfinite(floor) or candidate > floor
+    moved = beats_floor and (champion is None or candidate > champion)
+    if not beats_floor:
+        why = (
+            f"it does not beat {floor_name} on the same hold-out ({metric} {candidate:.4f} vs "
+            f"{floor:.4f}), so it is not served"
+        )
     if moved:
         client.set_registered_model_alias(name, CHAMPION, new_version)
     decision = GateDecision(

@@ -244,7 +244,8 @@ def train_snapshots(
             mlflow.log_figure(figure, f"plots/{name}")
         if progress:
             progress("evaluate", 2, 3)
-        gate = publish(model, Xh, yh, config.registered_model, config.gate_metric)
+        rule = metrics.get(config.gate_metric.replace("holdout_", "baseline_rule_", 1))
+        gate = publish(model, Xh, yh, config.registered_model, config.gate_metric, floor=rule)
         if progress:
             progress("evaluate", 3, 3)
         clock["end"] = time.perf_counter()

@@ -4,6 +4,7 @@ import mlflow
 import mlflow.sklearn
 import numpy as np
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from features import schema
@@ -97,3 +98,21 @@ def test_a_champion_that_cannot_score_the_new_hold_out_is_replaced_with_the_reas
     assert "retired_feature" in decision.reason
     alias = MlflowClient().get_model_version_by_alias(name, CHAMPION)
     assert str(alias.version) == "2"
+
+
+def test_a_model_that_does_not_beat_the_rule_is_registered_but_never_served(
+    models, mlflow_env
+) -> None:
+    strong, weak, Xh, yh = models
+    _, artifacts = mlflow_env
+    experiment = mlflow.create_experiment("gate-floor", artifact_location=artifacts)
+    name = "gate-floor"
+    strong_score = score_metrics(yh, strong.predict_proba(Xh)[:, 1], "holdout")[METRIC]
+    with mlflow.start_run(experiment_id=experiment):
+        decision = publish(weak, Xh, yh, name, METRIC, floor=strong_score)
+    assert not decision.moved and decision.version == "1" and decision.champion_version is None
+    assert decision.reason.startswith("it does not beat the CRM rule on the same hold-out")
+    with pytest.raises(MlflowException):
+        MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    with mlflow.start_run(experiment_id=experiment):  # one that beats the floor is served
+        assert publish(strong, Xh, yh, name, METRIC, floor=strong_score - 0.01).moved
