@@ -577,7 +577,13 @@ def braze_emulator(
     """
     from urllib.parse import urlsplit
 
-    from serving.emulator import Emulator, EmulatorConfig, parse_faults, parse_rate_limit
+    from serving.emulator import (
+        Emulator,
+        EmulatorConfig,
+        EmulatorConfigError,
+        parse_faults,
+        parse_rate_limit,
+    )
 
     settings = ctx.obj.settings()
     limit, window = parse_rate_limit(rate_limit)
@@ -594,9 +600,16 @@ def braze_emulator(
     if port is None:
         configured = urlsplit(settings.braze.url)
         port = configured.port if configured.hostname in ("127.0.0.1", "localhost") else None
-    emulator = Emulator(config, port=4010 if port is None else port)
-    if profiles is not None:
-        emulator.add_profiles(_user_ids(profiles))
+    port = 4010 if port is None else port
+    users = _user_ids(profiles) if profiles is not None else []
+    try:
+        emulator = Emulator(config, port=port)
+    except OSError as exc:
+        raise EmulatorConfigError(
+            f"--port {port}: cannot listen on 127.0.0.1 ({exc.strerror or exc}); "
+            "pick another port (0 = any free one)"
+        ) from None
+    emulator.add_profiles(users)
     out.print(
         table(
             "Braze emulator",
@@ -638,11 +651,18 @@ def _user_ids(path: Path) -> list[str]:
     import pandas as pd
 
     from features.schema import USER_ID
+    from serving.emulator import EmulatorConfigError
 
-    if path.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(path, columns=[USER_ID])
-    else:
-        frame = pd.read_csv(path, usecols=[USER_ID], dtype={USER_ID: str})
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype={USER_ID: str})
+    except (OSError, ValueError) as exc:
+        raise EmulatorConfigError(f"--profiles {path}: cannot read: {exc}") from None
+    if USER_ID not in frame.columns:
+        found = ", ".join(map(str, frame.columns)) or "no columns"
+        raise EmulatorConfigError(f"--profiles {path}: no {USER_ID!r} column (found {found})")
     return frame[USER_ID].dropna().astype(str).tolist()
 
 

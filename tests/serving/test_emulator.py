@@ -295,3 +295,26 @@ def test_bad_inspection_requests_are_400s_that_say_what_was_expected(emulator: E
         assert r.status_code == 400 and needle in r.json()["message"], (path, body, r.text)
     assert HTTP.post(f"{url}/nothing", json={}).status_code == 404
     assert inspect(emulator, "profiles") == {} and inspect(emulator, "stats")["faults"] == {}
+
+
+def test_the_cli_names_a_bad_profiles_file_and_a_busy_port(tmp_path, capsys, monkeypatch) -> None:
+    import socket
+
+    from lapse.cli import main
+
+    monkeypatch.delenv("BRAZE_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    users = tmp_path / "users.csv"
+    users.write_text("id,score\n1,2\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["braze-emulator", "--port", "0", "--profiles", str(users)])
+    assert exited.value.code == 1
+    assert "users.csv: no 'user_id' column (found id, score)" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as exited:
+            main(["braze-emulator", "--port", str(port)])
+    assert exited.value.code == 1
+    assert f"--port {port}: cannot listen on 127.0.0.1" in capsys.readouterr().err
