@@ -431,7 +431,7 @@ def _print_training(settings: Settings, result) -> None:
                 ("best validation ROC AUC", result.tuning.best_value),
                 ("calibration", result.model.calibration_),
                 ("oracle", oracle),
-                ("oracle_ratio", m.get("oracle_ratio")),
+                ("oracle_ratio", m.get("oracle_ratio", "no ground truth")),
                 ("seconds", round(result.seconds["total"], 1)),
             ],
         )
@@ -748,11 +748,16 @@ def _rescore(settings: Settings, when: date, out_file: Path | None, dry_run: boo
 
     model = load_champion(settings.mlflow.tracking_uri, settings.mlflow.registered_model)
     result = run_rescore(settings.store.path, when, model, FeatureConfig(include_sandbox=False))
-    path = write_scores(
-        result.scores,
-        out_file or settings.store.path / "scores" / f"scores-{when}.parquet",
-        model.bucket_policy_,
-    )
+    # a dry run writes the scores file only where asked (--out): the day's file may be a real
+    # run's, still waiting for a `lapse sync` retry
+    if dry_run and out_file is None:
+        path = "(not written: dry run; --out FILE writes one)"
+    else:
+        path = write_scores(
+            result.scores,
+            out_file or settings.store.path / "scores" / f"scores-{when}.parquet",
+            model.bucket_policy_,
+        )
     counts = result.scores[s.BUCKET].value_counts()
     out.print(
         table(

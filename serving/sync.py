@@ -217,7 +217,7 @@ def prepare_scores(frame: pd.DataFrame, source: str = "scores", first_row: int =
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise ScoresFileError(
             f"{source}: {where} {i + first_row}, column {CHURN_PROBABILITY!r}: expected a "
-            f"probability in 0..1, found {frame[CHURN_PROBABILITY].iloc[i]!r}"
+            f"probability in 0..1, found {_plain(frame[CHURN_PROBABILITY].iloc[i])!r}"
         )
     out = pd.DataFrame({USER_ID: ids.astype(str).str.strip().to_numpy(), CHURN_PROBABILITY: prob})
     if BUCKET in frame.columns:
@@ -228,6 +228,11 @@ def prepare_scores(frame: pd.DataFrame, source: str = "scores", first_row: int =
         out[REASONS] = pd.Series(reasons, index=out.index, dtype=object)
     out = out.sort_values([CHURN_PROBABILITY, USER_ID], ascending=[False, True], kind="stable")
     return out.drop_duplicates(USER_ID, keep="first").reset_index(drop=True)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (its repr reads `1.5`, not `np.float64(1.5)`)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _top_reason(value: Any) -> str | None:

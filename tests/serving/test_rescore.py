@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,7 @@ from features import load_events
 from features import schema as s
 from features.registry import REASON_GROUPS
 from serving.rescore import RescoreError, load_champion, rescore, score, write_scores
-from serving.sync import read_scores
+from serving.sync import read_scores, read_scores_policy
 from training.pipeline import ChurnModel
 from training.reasons import OTHER
 
@@ -153,3 +155,40 @@ def test_rescore_refuses_stale_data_and_an_empty_day(small_store, model: ChurnMo
     assert fresh.scores[s.USER_ID].tolist() == ["u1"] and fresh.events == len(
         load_events(small_store)
     )
+
+
+def test_cli_rescore_dry_run_leaves_the_scores_file_alone(
+    small_store, model: ChurnModel, tmp_path, monkeypatch, capsys
+) -> None:
+    """`lapse rescore --dry-run` scores with the champion and shows the plan; it writes a
+    scores file only where --out asks (the day's file may await a real `lapse sync` retry)."""
+    import mlflow
+
+    from lapse.cli import main
+    from training.registry import publish
+
+    for name in [n for n in os.environ if n.startswith("LAPSE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("rescore", (work / "mlruns").resolve().as_uri())
+    X, y = _features(300, 11)
+    with mlflow.start_run(experiment_id=experiment):
+        assert publish(model, X, y, "lapse-churn", "holdout_pr_auc").moved
+    monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", uri)
+    monkeypatch.setenv("LAPSE_LEDGER__URL", f"sqlite:///{(work / 'ledger.db').resolve()}")
+    args = ["rescore", "--store", str(small_store), "--as-of", "2026-01-21", "--dry-run"]
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    out = " ".join(capsys.readouterr().out.split())
+    assert exited.value.code in (0, None) and "(not written: dry run" in out
+    assert "(none) -> " in out and not (small_store / "scores").exists()
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--out", str(work / "s.parquet")])
+    assert exited.value.code in (0, None)
+    assert read_scores(work / "s.parquet")[s.USER_ID].tolist() == ["u1"]
+    assert read_scores_policy(work / "s.parquet") == model.bucket_policy_
