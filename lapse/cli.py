@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -311,6 +312,7 @@ def features(
     import time
 
     from features import FeatureConfig, build_features, load_events
+    from features import schema as s
     from features import state as st
     from features.store import MANIFEST, StoreError
     from features.timeline import NEEDED_COLUMNS, to_timestamp
@@ -322,6 +324,9 @@ def features(
         )
     started = time.perf_counter()
     cut = to_timestamp(as_of.date())
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out_file.parent, os.W_OK):  # say so before the work, not after it
+        raise StoreError(f"--out {out_file}: cannot write in {out_file.parent}")
     with progress_bars() as report:
         report("load", 0, 1)
         events = load_events(
@@ -329,7 +334,17 @@ def features(
         )
         report("load", 1, 1)
         frame = build_features(events, cut, FeatureConfig(), progress=report)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
+    if frame.empty:
+        span = (
+            f"its events before then span {events[s.TS].min():%Y-%m-%d} .. "
+            f"{events[s.TS].max():%Y-%m-%d}"
+            if len(events)
+            else "it holds no events before then"
+        )
+        raise StoreError(
+            f"{settings.store.path}: no subscriber is active at {cut:%Y-%m-%d} ({span}); "
+            "choose an --as-of inside the stored data"
+        )
     frame.to_parquet(out_file)
     status = frame[st.STATUS].value_counts()
     rows = [

@@ -382,6 +382,13 @@ def test_features_end_to_end(clean_env: Path, capsys: pytest.CaptureFixture[str]
     assert len(frame) > 50 and set(frame.columns) <= set(FEATURES)
     assert frame.index.names == ["user_id", "platform"]
     assert re.search(rf"active subscribers\W+{len(frame):,}", stdout)
+    # a cut-off before the data: nobody is active, and that is an error, not an empty file
+    early = clean_env / "early.parquet"
+    code, _, stderr = invoke(
+        capsys, "features", "--store", str(store), "--as-of", "2020-01-01", "--out", str(early)
+    )
+    assert code == 1 and "no subscriber is active at 2020-01-01" in stderr
+    assert "it holds no events before then" in stderr and not early.exists()
 
 
 def test_features_without_a_store_is_one_line(
