@@ -302,6 +302,25 @@ def test_a_resumed_run_still_reports_the_users_it_nulls(emulator: Emulator, conf
     assert report.resumed and (report.changed, report.nulled, report.acknowledged) == (2, 2, 2)
 
 
+def test_a_failed_batch_among_concurrent_ones_is_all_that_is_sent_again(
+    emulator: Emulator, sqlite_url
+) -> None:
+    """With 4 batches in flight, one that fails for good stops the run after the others land;
+    the next run sends exactly that batch."""
+    users = {f"u{i:03d}": 0.9 for i in range(300)}
+    emulator.add_profiles(list(users))
+    config = make_config(emulator, sqlite_url, concurrency=4)
+    config = replace(config, client=replace(config.client, max_attempts=1))
+    HTTP.post(f"{emulator.url}/_emulator/force", json={"status": 503, "count": 1})
+    with pytest.raises(BrazeUnavailableError):
+        sync(scores(users), config, KEY)
+    assert len(Ledger(sqlite_url).acknowledged()) == 225
+    report = sync(scores(users), config, KEY)
+    # acknowledged counts the whole run (its outbox), sent only this attempt
+    assert report.resumed and (report.sent, report.acknowledged, report.requests) == (75, 300, 1)
+    assert inspect(emulator, "stats")["attribute_writes"] == 300  # nothing twice
+
+
 def test_an_outage_stops_the_run_and_nothing_is_lost(emulator: Emulator, sqlite_url) -> None:
     users = {f"u{i:03d}": i / 150 for i in range(150)}
     emulator.add_profiles(list(users))
