@@ -49,8 +49,15 @@ def load_champion(tracking_uri: str, name: str, alias: str = "champion"):
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(tracking_uri)
     uri = f"models:/{name}@{alias}"
+    if tracking_uri.startswith("sqlite:///"):  # MLflow would create an empty database there
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not database.is_file():
+            raise RescoreError(
+                f"{uri}: no MLflow database at {database} (mlflow.tracking_uri); "
+                "run `lapse train` first"
+            )
+    mlflow.set_tracking_uri(tracking_uri)
     try:
         return mlflow.sklearn.load_model(uri)
     except MlflowException as exc:

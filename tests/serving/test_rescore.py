@@ -106,8 +106,17 @@ def test_write_scores_refuses_other_formats(model: ChurnModel, tmp_path) -> None
 def test_no_champion_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
-    with pytest.raises(RescoreError, match="lapse train"):
+    database = (tmp_path / "mlflow.db").resolve()
+    uri = f"sqlite:///{database}"
+    with pytest.raises(RescoreError, match=f"no MLflow database at {database}.*lapse train"):
+        load_champion(uri, "no-such-model")
+    assert not database.exists()  # asking created nothing
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    MlflowClient().search_experiments()  # an MLflow database without that model
+    with pytest.raises(RescoreError, match="models:/no-such-model@champion: no model to score"):
         load_champion(uri, "no-such-model")
 
 
