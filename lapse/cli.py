@@ -837,7 +837,10 @@ def _push(settings: Settings, frame, dry_run: bool, policy=None) -> None:
         ("failed", failed),
         *((f"  {reason}", n) for reason, n in sorted(result.failed.items())),
         ("outcome unknown (sent again next run)", result.unknown),
-        ("data points" + (" (would use)" if dry_run else " used"), result.data_points),
+        (  # Braze bills no write to a profile it does not have, and does not say so
+            "data points, at most" + (" (would use)" if dry_run else ""),
+            result.data_points,
+        ),
         ("requests", result.requests),
         ("429s waited", result.rate_limited),
         ("seconds waiting for rate limits", round(result.waited_s, 1)),
