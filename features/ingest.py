@@ -185,12 +185,13 @@ def ingest(
                     )
                     batch = _Batch()
                 report("files", done, len(paths))
-                report("rows", summary.rows_stored, summary.rows_read + batch.rows)
+                # rows validated and committed (stored, dropped or quarantined) of rows read
+                report("rows", summary.rows_read, summary.rows_read + batch.rows)
         if batch.reads:
             manifest = _flush(
                 store, manifest, batch, keys, summary, user_id_column, keep_unknown_columns
             )
-        report("rows", summary.rows_stored, summary.rows_read)
+        report("rows", summary.rows_read, summary.rows_read)
     summary.quarantined = dict(sorted(summary.quarantined.items()))
     return summary
 
