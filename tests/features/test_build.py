@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -128,6 +129,14 @@ def test_unusable_input_is_reported(history, day):
         build_features(events.assign(**{s.EXPIRES_AT: "soon"}), day(3))
     with pytest.raises(FeatureInputError, match="as_of"):
         build_features(events, "not a date")
+    no_time = events.assign(**{s.TS: pd.Series([pd.NaT] * len(events), dtype=events[s.TS].dtype)})
+    with pytest.raises(FeatureInputError, match="column 'ts' has null values"):
+        build_features(no_time, day(3))
+    with pytest.raises(FeatureInputError, match="column 'ts' has null values"):  # Arrow too
+        required = {s.USER_ID: ["u"], s.PLATFORM: ["ios"], s.KIND: ["session"], s.EVENT: ["x"]}
+        build_features(pa.table({**required, s.TS: pa.nulls(1, pa.timestamp("us", "UTC"))}), day(3))
+    with pytest.raises(FeatureInputError, match="expected a pandas DataFrame or a pyarrow Table"):
+        build_features(events.to_dict("records"), day(3))
 
 
 def test_config_is_validated():
