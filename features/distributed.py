@@ -56,21 +56,23 @@ def build_features_distributed(
     address (``tcp://host:8786``). ``partitions`` defaults to twice the cluster's worker threads.
     """
     as_of = to_timestamp(as_of)
+    frame = (
+        events_or_store
+        if isinstance(events_or_store, pd.DataFrame | dd.DataFrame)
+        else dd.read_parquet(events_or_store)
+    )
+    missing = [c for c in s.SUBSCRIBER_INDEX if c not in frame.columns]
+    if missing:  # before any work is shipped to the cluster
+        raise FeatureInputError(f"events: missing subscriber column(s) {missing}")
     owned = isinstance(client, str)
     with Client(client) if owned else nullcontext(client) as cl:
         n = partitions or max(2, 2 * sum(cl.nthreads().values()))
-        if isinstance(events_or_store, pd.DataFrame):
-            parts = _split(events_or_store, n)
+        if isinstance(frame, pd.DataFrame):
+            parts = _split(frame, n)
             futures = cl.map(_build_partition, cl.scatter(parts), as_of=as_of, config=config)
             built = cl.gather(futures)
         else:
-            frame = (
-                events_or_store
-                if isinstance(events_or_store, dd.DataFrame)
-                else dd.read_parquet(events_or_store)
-            )
-            built = _shuffle_and_build(frame, as_of, config, n).compute()
-            built = [built]
+            built = [_shuffle_and_build(frame, as_of, config, n).compute()]
     out = pd.concat(built, ignore_index=True) if built else _empty(config, as_of)
     return out.set_index(list(s.SUBSCRIBER_INDEX)).sort_index()
 
@@ -84,9 +86,6 @@ def _split(events: pd.DataFrame, n: int) -> list[pd.DataFrame]:
 def _shuffle_and_build(
     frame: dd.DataFrame, as_of: pd.Timestamp, config: FeatureConfig, n: int
 ) -> dd.DataFrame:
-    missing = [c for c in s.SUBSCRIBER_INDEX if c not in frame.columns]
-    if missing:
-        raise FeatureInputError(f"events: missing subscriber column(s) {missing}")
     columns = [c for c in NEEDED_COLUMNS if c in frame.columns]
     # times travel as epoch microseconds: the P2P shuffle's Arrow conversion of tz-aware
     # columns reads the deprecated ``Series.values``, and integers are cheaper to move

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
 
-from features import build_features, build_features_distributed
+from features import FeatureInputError, build_features, build_features_distributed
 from features import schema as s
 from features.distributed import subscriber_partition
 
@@ -74,3 +74,15 @@ def test_partitions_keep_each_subscriber_whole(events):
     part = subscriber_partition(events, 7)
     per_subscriber = part.groupby([events[s.USER_ID], events[s.PLATFORM]]).nunique()
     assert (per_subscriber == 1).all() and part.between(0, 6).all()
+
+
+def test_missing_subscriber_columns_are_named_before_any_work(client, events, day, tmp_path):
+    import dask.dataframe as dd
+
+    no_platform = events.drop(columns=[s.PLATFORM])
+    no_platform.to_parquet(tmp_path / "part-0.parquet")
+    for given in (no_platform, dd.from_pandas(no_platform, npartitions=2), tmp_path):
+        with pytest.raises(
+            FeatureInputError, match=r"missing subscriber column\(s\) \['platform'\]"
+        ):
+            build_features_distributed(given, day(45), client)
