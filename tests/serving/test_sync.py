@@ -120,6 +120,32 @@ def test_bad_scores_files_name_file_row_and_column(tmp_path: Path, text: str, ne
     assert str(path) in str(exc.value)
 
 
+def test_reasons_in_any_written_form_reduce_to_the_top_one(tmp_path: Path) -> None:
+    path = tmp_path / "scores.csv"
+    path.write_text(
+        "user_id,churn_probability,reasons\n"
+        'a,0.1,"[""trial_ending"", ""context""]"\n'
+        "b,0.2,billing_trouble;context\n"
+        "c,0.3,auto_renew_off|price_change\n"
+        "d,0.4,\n"
+        "e,0.5,[not json\n"
+    )
+    got = read_scores(path).set_index(USER_ID)[REASONS].to_dict()
+    assert got == {
+        "a": "trial_ending",
+        "b": "billing_trouble",
+        "c": "auto_renew_off",
+        "d": None,
+        "e": "[not json",
+    }
+
+
+def test_a_corrupt_scores_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "s.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ScoresFileError, match=r"s.parquet: cannot read"):
+        read_scores(tmp_path / "s.parquet")
+
+
 def test_bad_scores_paths(tmp_path: Path) -> None:
     with pytest.raises(ScoresFileError, match="not found"):
         read_scores(tmp_path / "missing.parquet")
