@@ -257,7 +257,7 @@ def test_a_file_that_grew_is_read_again_and_only_its_new_rows_are_stored(tmp_pat
 def test_a_source_with_no_export_files_is_an_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "notes.txt").write_text("not an export")
+    (empty / "README.md").write_text("not an export")
     with pytest.raises(IngestError, match=r"nothing to ingest in .*empty: no files ending in"):
         ingest([empty], tmp_path / "store")
     assert not (tmp_path / "store" / "manifest.json").exists()
