@@ -221,7 +221,7 @@ class SyntheticSettings(_Section):
     users: int = Field(5000, ge=1)
     seed: int = 7
     start: date = date(2026, 1, 5)
-    days: int = Field(120, ge=1)
+    days: int = Field(120, ge=8, description="Days of generated data (a week at least).")
     legacy_share: float = Field(
         0.25,
         ge=0,
