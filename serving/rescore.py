@@ -20,7 +20,7 @@ from features import FeatureConfig, build_features, load_events
 from features import schema as s
 from features.timeline import to_timestamp
 from serving.buckets import BucketPolicy
-from serving.sync import POLICY_METADATA
+from serving.sync import POLICY_METADATA, policy_sidecar
 
 __all__ = ["RescoreError", "RescoreResult", "load_champion", "rescore", "score", "write_scores"]
 
@@ -108,7 +108,8 @@ def rescore(
         if when - newest > pd.Timedelta(days=max_stale_days):
             raise RescoreError(
                 f"{store}: the newest event before {when:%Y-%m-%d} is from {newest:%Y-%m-%d %H:%M} "
-                f"UTC, {(when - newest).days} days earlier (more than {max_stale_days:g}); "
+                f"UTC, {(when - newest) / pd.Timedelta(days=1):.1f} days earlier (more than "
+                f"{max_stale_days:g}); "
                 "scores from stale data would null or mis-bucket real users. Ingest the latest "
                 "export first, or pass --as-of inside the stored data"
             )
@@ -126,8 +127,9 @@ def write_scores(
 ) -> Path:
     """Write a scores file: Parquet (reasons as a list), or CSV (reasons joined by ';').
 
-    A Parquet file also records ``policy`` (the model's bucket bounds), so that ``lapse sync``
-    on it later (a retry) sends exactly the buckets ``lapse rescore`` would have sent.
+    ``policy`` (the model's bucket bounds) is recorded in a Parquet file's metadata, or beside a
+    CSV file (``policy_sidecar``), so that ``lapse sync`` on it later (a retry) sends exactly
+    the buckets ``lapse rescore`` would have sent.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +142,11 @@ def write_scores(
     elif path.name.lower().endswith((".csv", ".csv.gz")):
         flat = scores.assign(**{s.REASONS: [";".join(r) for r in scores[s.REASONS]]})
         flat.to_csv(path, index=False)
+        sidecar = policy_sidecar(path)
+        if policy is not None:  # CSV has no metadata: the bounds travel beside it
+            sidecar.write_text(policy.to_json() + "\n")
+        else:
+            sidecar.unlink(missing_ok=True)
     else:
         raise RescoreError(f"{path}: expected a .parquet or .csv scores file name")
     return path

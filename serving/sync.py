@@ -150,22 +150,33 @@ class SyncReport:
 POLICY_METADATA = "lapse.bucket_policy"
 
 
-def read_scores_policy(path: str | Path) -> BucketPolicy | None:
-    """The bucket policy recorded in a Parquet scores file, or None (a CSV, or none recorded)."""
+def policy_sidecar(path: str | Path) -> Path:
+    """Where the bucket policy of a CSV scores file is kept (CSV has no metadata)."""
     path = Path(path)
-    if path.suffix.lower() not in (".parquet", ".pq") or not path.is_file():
+    return path.with_name(path.name + ".bucket_policy.json")
+
+
+def read_scores_policy(path: str | Path) -> BucketPolicy | None:
+    """The bucket policy a scores file was bucketed with (Parquet metadata, or a CSV file's
+    sidecar), or None when none was recorded."""
+    path = Path(path)
+    if not path.is_file():
         return None
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-    except (OSError, ValueError) as exc:
-        raise ScoresFileError(f"{path}: cannot read: {exc}") from None
-    text = metadata.get(POLICY_METADATA.encode())
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            metadata = pq.read_schema(path).metadata or {}
+        except (OSError, ValueError) as exc:
+            raise ScoresFileError(f"{path}: cannot read: {exc}") from None
+        text, where = metadata.get(POLICY_METADATA.encode()), f"metadata {POLICY_METADATA!r}"
+    else:
+        sidecar = policy_sidecar(path)
+        text, where = (sidecar.read_text() if sidecar.is_file() else None), str(sidecar)
     if text is None:
         return None
     try:
         return BucketPolicy.from_json(text)
     except BucketPolicyError as exc:
-        raise ScoresFileError(f"{path}: metadata {POLICY_METADATA!r}: {exc}") from None
+        raise ScoresFileError(f"{path}: {where}: {exc}") from None
 
 
 def read_scores(path: str | Path) -> pd.DataFrame:

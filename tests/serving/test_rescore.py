@@ -155,7 +155,7 @@ def small_store(tmp_path):
 def test_rescore_refuses_stale_data_and_an_empty_day(small_store, model: ChurnModel) -> None:
     """A stalled ingest must not turn into a day of nulls and wrong buckets in Braze."""
     with pytest.raises(
-        RescoreError, match=r"newest event .* 2026-01-20 18:00 UTC, 10 days earlier"
+        RescoreError, match=r"newest event .* 2026-01-20 18:00 UTC, 10.2 days earlier"
     ):
         rescore(small_store, "2026-01-31", model)
     with pytest.raises(RescoreError, match="no subscriber is active at 2026-03-01"):

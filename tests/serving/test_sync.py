@@ -517,6 +517,11 @@ def test_cli_sync_of_a_rescore_file_uses_the_model_bounds_it_records(
     assert bucket_profiles(emulator) == {"a": "high", "b": "low", "c": "medium"}
     plain = write_scores(scores({"c": 0.7}), cli_env.with_name("plain.parquet"))
     assert read_scores_policy(plain) is None and read_scores_policy(cli_env) is None
+    # a CSV scores file keeps the bounds beside it; rewritten without a policy, they go
+    as_csv = write_scores(frame.assign(reasons=[[]] * 3), cli_env.with_name("s.csv"), model_policy)
+    assert read_scores_policy(as_csv) == model_policy
+    write_scores(frame.assign(reasons=[[]] * 3), as_csv)
+    assert read_scores_policy(as_csv) is None
 
 
 # --- crashes -------------------------------------------------------------------------------------
