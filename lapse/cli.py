@@ -824,8 +824,11 @@ def _push(settings: Settings, frame, dry_run: bool, policy=None) -> None:
             "headers": result.headers,
             "body": {"attributes": result.sample},
         }
-        out.print("Sample request (first users of the first batch):")
-        out.print_json(json.dumps(request))
+        if result.sample:
+            out.print("Sample request (first users of the first batch):")
+            out.print_json(json.dumps(request))
+        else:
+            out.print("Nothing would be sent: Braze already holds every value.")
     failed = sum(result.failed.values())
     rows = [
         ("users scored", result.users_scored),

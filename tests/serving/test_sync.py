@@ -486,6 +486,8 @@ def test_cli_sync_then_nothing_to_send(cli_env, emulator, capsys) -> None:
     assert bucket_profiles(emulator) == {"a": "high", "b": "low", "c": "medium"}
     code, out, _ = run_cli(capsys, "sync", "--scores", str(cli_env))
     assert code in (0, None) and track_requests(emulator) == 1
+    code, out, _ = run_cli(capsys, "sync", "--scores", str(cli_env), "--dry-run")
+    assert "Nothing would be sent" in out and "Sample request" not in out
     for path in cli_env.parent.glob("ledger.db*"):  # the key is never stored
         assert KEY.encode() not in path.read_bytes()
 
