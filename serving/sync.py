@@ -426,7 +426,10 @@ def sync(
     report_progress = progress or (lambda stage, done, total: None)
     scores = prepare_scores(scores)  # idempotent: a frame from read_scores passes unchanged
     report = SyncReport(dry_run=dry_run, users_scored=len(scores))
-    ledger = Ledger(config.ledger_url, config.table_prefix)
+    url = config.ledger_url
+    if dry_run and url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        url = "sqlite://"  # nothing acknowledged yet: plan against an empty ledger, create no file
+    ledger = Ledger(url, config.table_prefix)
     try:
         target = (config.client.url, config.id_field)
         if dry_run:
