@@ -20,6 +20,7 @@ from features import FeatureConfig, build_features, load_events
 from features import schema as s
 from features.timeline import to_timestamp
 from serving.buckets import BucketPolicy
+from serving.ledger import sqlite_file
 from serving.sync import POLICY_METADATA, policy_sidecar
 
 __all__ = ["RescoreError", "RescoreResult", "load_champion", "rescore", "score", "write_scores"]
@@ -50,13 +51,12 @@ def load_champion(tracking_uri: str, name: str, alias: str = "champion"):
     from mlflow.exceptions import MlflowException
 
     uri = f"models:/{name}@{alias}"
-    if tracking_uri.startswith("sqlite:///"):  # MLflow would create an empty database there
-        database = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not database.is_file():
-            raise RescoreError(
-                f"{uri}: no MLflow database at {database} (mlflow.tracking_uri); "
-                "run `lapse train` first"
-            )
+    database = sqlite_file(tracking_uri)
+    if database is not None and not database.is_file():  # MLflow would create an empty one
+        raise RescoreError(
+            f"{uri}: no MLflow database at {database} (mlflow.tracking_uri); "
+            "run `lapse train` first"
+        )
     mlflow.set_tracking_uri(tracking_uri)
     try:
         return mlflow.sklearn.load_model(uri)

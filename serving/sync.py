@@ -37,7 +37,7 @@ from serving.braze_client import (
     request_headers,
 )
 from serving.buckets import BucketPolicy, BucketPolicyError, assign_buckets
-from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow
+from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow, sqlite_file
 
 if TYPE_CHECKING:
     from lapse.settings import Settings
@@ -427,7 +427,7 @@ def sync(
     scores = prepare_scores(scores)  # idempotent: a frame from read_scores passes unchanged
     report = SyncReport(dry_run=dry_run, users_scored=len(scores))
     url = config.ledger_url
-    if dry_run and url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+    if dry_run and (file := sqlite_file(url)) is not None and not file.exists():
         url = "sqlite://"  # nothing acknowledged yet: plan against an empty ledger, create no file
     ledger = Ledger(url, config.table_prefix)
     try:
