@@ -434,9 +434,7 @@ def sync(
         target = (config.client.url, config.id_field)
         if dry_run:
             ledger.bind_target(*target, record=False)
-            acknowledged = ledger.acknowledged()
-            plan = plan_updates(scores, acknowledged, ledger.rejected(), config)
-            check_nulls(plan, acknowledged, config)
+            plan = _checked_plan(scores, ledger, config)
             _fill_plan(report, plan)
             report.batches = len(_batches(plan.updates, config.client.batch_size))
             report.sample = _objects(plan.updates[: min(3, len(plan.updates))], config)
@@ -453,6 +451,14 @@ def sync(
         ledger.close()
         report.seconds = time.perf_counter() - started
     return report
+
+
+def _checked_plan(scores: pd.DataFrame, ledger: Ledger, config: SyncConfig) -> Plan:
+    """The plan against what the ledger says Braze holds, refused if it nulls too many."""
+    acknowledged = ledger.acknowledged()
+    plan = plan_updates(scores, acknowledged, ledger.rejected(), config)
+    check_nulls(plan, acknowledged, config)
+    return plan
 
 
 def check_nulls(plan: Plan, acknowledged: pd.DataFrame, config: SyncConfig) -> None:
@@ -490,9 +496,7 @@ def _run(
     if run is not None and run.digest == digest:
         run_id, report.resumed = run.run_id, True
     else:
-        acknowledged = ledger.acknowledged()
-        plan = plan_updates(scores, acknowledged, ledger.rejected(), config)
-        check_nulls(plan, acknowledged, config)
+        plan = _checked_plan(scores, ledger, config)
         if run is not None:
             ledger.finish_run(run.run_id, "superseded")  # acks so far stand; re-plan the rest
         _fill_plan(report, plan)

@@ -104,12 +104,11 @@ def publish(
     name: str,
     metric: str,
     floor: float | None = None,
-    floor_name: str = "the CRM rule",
 ) -> GateDecision:
     """Inside an active run: score the champion, log and register ``model``, gate the alias.
 
     ``metric`` is a ``holdout_*`` name from ``score_metrics`` where higher is better. ``floor``
-    is the same metric of a baseline on the same rows: a model that does not beat it is
+    is the same metric of the CRM rule on the same rows: a model that does not beat it is
     registered but never made champion (a flat or broken model must not be served).
     """
     y = np.asarray(y_holdout, dtype=int)
@@ -124,7 +123,7 @@ def publish(
     moved = beats_floor and (champion is None or candidate > champion)
     if not beats_floor:
         why = (
-            f"it does not beat {floor_name} on the same hold-out ({metric} {candidate:.4f} vs "
+            f"it does not beat the CRM rule on the same hold-out ({metric} {candidate:.4f} vs "
             f"{floor:.4f}), so it is not served"
         )
     if moved:

@@ -33,6 +33,7 @@ from serving.sync import (
     sync,
 )
 from tests.serving.conftest import HTTP, KEY, inspect
+from tests.serving.test_buckets import reference_bucket
 
 LAPSE = [sys.executable, "-c", "from lapse.cli import main; main()"]
 POLICY = BucketPolicy.of("probability", {"high": 0.5, "medium": 0.2}, "low", hysteresis=0.05)
@@ -62,8 +63,8 @@ def bucket_profiles(emu: Emulator) -> dict[str, object]:
 
 
 def first_buckets(users: dict[str, float]) -> dict[str, str]:
-    """POLICY written out for users Braze holds nothing for yet (no hysteresis without one)."""
-    return {u: "high" if p >= 0.5 else "medium" if p >= 0.2 else "low" for u, p in users.items()}
+    """POLICY by the slow obvious rule, for users Braze holds nothing for yet (no hysteresis)."""
+    return {u: reference_bucket(p, [0.5, 0.2], ["high", "medium", "low"]) for u, p in users.items()}
 
 
 def track_requests(emu: Emulator) -> int:
