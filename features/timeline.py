@@ -124,14 +124,7 @@ class EventTable:
         # DuckDB reads the core columns as Arrow (categoricals as dictionaries, times as µs):
         # handed a pandas frame, it iterates every categorical's categories in Python at each
         # query's bind, which cost more than the aggregate itself
-        core = pa.table(
-            {
-                name: pa.array(self._ts)  # the µs already computed, shared with lifecycle
-                if name == s.TS and isinstance(events, pd.DataFrame)
-                else self._column(name)
-                for name in CORE_COLUMNS
-            }
-        )
+        core = pa.table({name: self._column(name) for name in CORE_COLUMNS})
         if not isinstance(events, pd.DataFrame):
             self._ts = core[s.TS]
             if self._ts.null_count:
@@ -183,6 +176,8 @@ class EventTable:
         if name not in self._names:
             return pa.nulls(len(events) if rows is None else len(rows), _null_type(name))
         if isinstance(events, pd.DataFrame):
+            if name == s.TS:  # its µs are computed once, in __init__
+                return pa.array(self._ts if rows is None else self._ts[rows])
             column = _from_pandas(events[name], rows)
         else:
             column = events[name] if rows is None else events[name].take(rows)
