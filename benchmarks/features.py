@@ -153,7 +153,7 @@ def load(store: Path, scale: int):
     import pyarrow.compute as pc
 
     from features import schema as s
-    from features.store import read_events_table
+    from features.ingest.store import read_events_table
     from features.timeline import NEEDED_COLUMNS, to_timestamp
 
     table = read_events_table(

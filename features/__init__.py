@@ -3,7 +3,7 @@
 from features.build import build_features
 from features.labels import churn_labels
 from features.snapshots import snapshots
-from features.store import load_events, load_quarantine
+from features.ingest.store import load_events, load_quarantine
 from features.timeline import FeatureConfig, FeatureInputError
 
 __all__ = [

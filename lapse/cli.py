@@ -314,7 +314,7 @@ def features(
     from features import FeatureConfig, build_features, load_events
     from features import schema as s
     from features import state as st
-    from features.store import MANIFEST, StoreError
+    from features.ingest.store import MANIFEST, StoreError
     from features.timeline import NEEDED_COLUMNS, to_timestamp
 
     settings = ctx.obj.settings(store={"path": store})
@@ -857,7 +857,7 @@ def _push(settings: Settings, frame, dry_run: bool, policy=None) -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from features import FeatureInputError
     from features.ingest import IngestError
-    from features.store import StoreError
+    from features.ingest.store import StoreError
     from features.synthetic import GenerationError
     from serving.braze_client import BrazeError
     from serving.buckets import BucketPolicyError

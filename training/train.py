@@ -372,7 +372,7 @@ def train(
     ``training.cutoff_every_days`` from ``training.first_cutoff_days`` after the first event.
     """
     import features
-    from features.store import MANIFEST
+    from features.ingest.store import MANIFEST
     from features.timeline import NEEDED_COLUMNS
 
     config = TrainConfig.from_settings(settings, **overrides)

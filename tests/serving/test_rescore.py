@@ -125,7 +125,7 @@ def small_store(tmp_path):
     """One monthly subscriber active from 2026-01-01 to 2026-01-31, with sessions, as a store."""
     import pyarrow as pa
 
-    from features.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Manifest, commit, writer_lock
+    from features.ingest.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Manifest, commit, writer_lock
     from tests.features.conftest import History
 
     h = History().install("u1", 0).sub("u1", 0.1, "activation", expires=31).sessions("u1", 0, 20, 2)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features import schema as s
-from features.adjust import (
+from features.ingest.adjust import (
     BAD_FILE_LINE,
     SOURCE_INDEX,
     BadFile,
@@ -30,7 +30,7 @@ from features.adjust import (
     normalise,
     read_source,
 )
-from features.store import (
+from features.ingest.store import (
     Manifest,
     commit,
     month_of,

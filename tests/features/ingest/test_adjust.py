@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from features import schema as s
-from features.adjust import (
+from features.ingest.adjust import (
     REASONS,
     SOURCE_INDEX,
     BadFile,

@@ -17,7 +17,7 @@ import pytest
 from features import load_events, load_quarantine
 from features import schema as s
 from features.ingest import ingest
-from features.store import (
+from features.ingest.store import (
     EVENT_SCHEMA,
     MANIFEST,
     Manifest,
@@ -141,8 +141,8 @@ def test_a_foreign_manifest_is_an_error(tmp_path: Path) -> None:
 
 KILLER = """
 import os, signal, sys
-import features.ingest as ingest_mod
-import features.store as store_mod
+import features.ingest.run as ingest_mod
+import features.ingest.store as store_mod
 ingest_mod.BATCH_FILES = 40
 calls = 0
 real = store_mod._replace_manifest
@@ -159,7 +159,7 @@ ingest_mod.ingest([sys.argv[1]], sys.argv[2])
 
 SLOW_INGEST = """
 import sys
-import features.ingest as ingest_mod
+import features.ingest.run as ingest_mod
 ingest_mod.BATCH_FILES = 10
 ingest_mod.ingest([sys.argv[1]], sys.argv[2])
 """
@@ -170,7 +170,7 @@ def test_sigkill_mid_ingest_then_rerun_equals_a_clean_run(tmp_path: Path, raw_ex
     crashed, clean = tmp_path / "crashed", tmp_path / "clean"
     done = subprocess.run(
         [sys.executable, "-c", KILLER, str(raw_export), str(crashed)],
-        cwd=Path(__file__).parents[2],
+        cwd=Path(__file__).parents[3],
         capture_output=True,
     )
     assert done.returncode == -9
@@ -191,7 +191,7 @@ def test_sigkill_from_outside_at_any_moment_then_rerun_equals_a_clean_run(
     crashed, clean = tmp_path / "crashed", tmp_path / "clean"
     child = subprocess.Popen(
         [sys.executable, "-c", SLOW_INGEST, str(raw_export), str(crashed)],
-        cwd=Path(__file__).parents[2],
+        cwd=Path(__file__).parents[3],
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and child.poll() is None:
