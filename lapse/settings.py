@@ -34,6 +34,8 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as _SourceError
 
+from features.settings import IngestSettings, LabelSettings, StoreSettings
+
 __all__ = [
     "API_KEY_ENV",
     "DEFAULT_CONFIG",
@@ -68,29 +70,6 @@ class SettingsError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StoreSettings(_Section):
-    """Where the Parquet event store (and its quarantine) lives."""
-
-    path: Path = Path("data")
-
-
-class IngestSettings(_Section):
-    """How Adjust exports are read into canonical events."""
-
-    keep_unknown_columns: bool = True
-    user_id_column: str = Field(
-        "user_id",
-        description="Adjust callback parameter carrying the app's customer user id; rows where it "
-        "is empty fall back to the Adjust device id (adid).",
-    )
-
-
-class LabelSettings(_Section):
-    """The churn label's horizon."""
-
-    horizon_days: int = Field(30, ge=1)
 
 
 class MlflowSettings(_Section):

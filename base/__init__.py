@@ -1,0 +1,96 @@
+"""What every Lapse package stands on, importing nothing of ours.
+
+The base of every error a user can fix (``LapseError``), the base of every settings section
+(``Section``), and the database URLs the ledger, Optuna and MLflow share: parsing, masking the
+password, and the SQLite pragmas that let several writers wait instead of fail.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "LapseError",
+    "Section",
+    "resolve_sqlite_url",
+    "safe_url",
+    "sqlite_file",
+    "sqlite_pragmas",
+]
+
+_SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?):///(.*)$", re.IGNORECASE)
+
+
+class LapseError(Exception):
+    """An error the user can fix; its message says what was found, what was expected, and where.
+
+    Every package's own errors derive from it, so a caller (the CLI, the service) tells a user's
+    mistake from a bug by this one class.
+    """
+
+
+class Section(BaseModel):
+    """A section of the settings (``[store]``, ``[braze]``, ...): typed, immutable, no unknown keys.
+
+    Each package defines the sections it reads, with their defaults; ``lapse.settings.Settings``
+    composes them, so every default is written once.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (SQLAlchemy's parsing), or None for other databases
+    and in-memory SQLite."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages, logs and MLflow params."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+def resolve_sqlite_url(url: str, base: Path) -> str:
+    """Turn a relative ``sqlite:///name.db`` into ``sqlite:////<base>/name.db``; leave other URLs.
+
+    Three slashes mean a path relative to the process's cwd, so URLs read from a file are pinned.
+    """
+    match = _SQLITE_URL.match(url)
+    if match is None:
+        return url
+    scheme, rest = match.groups()
+    db, sep, query = rest.partition("?")
+    if not db or db.startswith("/") or db == ":memory:" or db.startswith("file:"):
+        return url
+    path = Path(db).expanduser()
+    path = path if path.is_absolute() else (Path(base) / path).resolve()
+    return f"{scheme}:///{path}{sep}{query}"
+
+
+def sqlite_pragmas(engine: sa.Engine) -> sa.Engine:
+    """Run every new connection of a SQLite ``engine`` in WAL mode without a sync per commit, so
+    readers never block the writer and frequent small commits stay cheap; other engines pass."""
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _pragmas)
+    return engine
+
+
+def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
