@@ -11,8 +11,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # SQLAlchemy is imported where a URL is parsed: settings stay cheap to load
+    import sqlalchemy as sa
 
 __all__ = [
     "LapseError",
@@ -47,6 +51,8 @@ class Section(BaseModel):
 def sqlite_file(url: str) -> Path | None:
     """The database file of a SQLite URL (SQLAlchemy's parsing), or None for other databases
     and in-memory SQLite."""
+    import sqlalchemy as sa
+
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
@@ -58,6 +64,8 @@ def sqlite_file(url: str) -> Path | None:
 
 def safe_url(url: str) -> str:
     """The URL with any password masked, for messages, logs and MLflow params."""
+    import sqlalchemy as sa
+
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except (sa.exc.ArgumentError, ValueError):
@@ -84,6 +92,8 @@ def resolve_sqlite_url(url: str, base: Path) -> str:
 def sqlite_pragmas(engine: sa.Engine) -> sa.Engine:
     """Run every new connection of a SQLite ``engine`` in WAL mode without a sync per commit, so
     readers never block the writer and frequent small commits stay cheap; other engines pass."""
+    import sqlalchemy as sa
+
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _pragmas)
     return engine

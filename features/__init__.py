@@ -1,27 +1,37 @@
-"""features package."""
+"""Lifecycle features and churn labels from the canonical event store, at any cut-off.
 
-from features.build import build_features
-from features.labels import churn_labels
-from features.snapshots import snapshots
-from features.ingest.store import load_events, load_quarantine
-from features.timeline import FeatureConfig, FeatureInputError
+``from features import build_features, churn_labels, snapshots, load_events, ...``: the names
+are imported on first use, so ``import features.settings`` (the CLI's start) stays cheap.
+"""
 
-__all__ = [
-    "FeatureConfig",
-    "FeatureInputError",
-    "build_features",
-    "build_features_distributed",
-    "churn_labels",
-    "load_events",
-    "load_quarantine",
-    "snapshots",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from features.build import build_features
+    from features.distributed import build_features_distributed
+    from features.ingest.store import load_events, load_quarantine
+    from features.labels import churn_labels
+    from features.snapshots import snapshots
+    from features.timeline import FeatureConfig, FeatureInputError
+
+_HOMES = {
+    "FeatureConfig": "features.timeline",
+    "FeatureInputError": "features.timeline",
+    "build_features": "features.build",
+    "build_features_distributed": "features.distributed",
+    "churn_labels": "features.labels",
+    "load_events": "features.ingest.store",
+    "load_quarantine": "features.ingest.store",
+    "snapshots": "features.snapshots",
+}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):
-    """Import the dask entry point only when asked for (dask takes a second to import)."""
-    if name == "build_features_distributed":
-        from features.distributed import build_features_distributed
-
-        return build_features_distributed
-    raise AttributeError(f"module 'features' has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'features' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
