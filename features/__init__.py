@@ -27,7 +27,16 @@ _HOMES = {
     "load_quarantine": "features.ingest.store",
     "snapshots": "features.snapshots",
 }
-__all__ = sorted(_HOMES)
+__all__ = [
+    "FeatureConfig",
+    "FeatureInputError",
+    "build_features",
+    "build_features_distributed",
+    "churn_labels",
+    "load_events",
+    "load_quarantine",
+    "snapshots",
+]
 
 
 def __getattr__(name: str):
