@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from base import LapseError
 from features import schema as s
 from features.synthetic import catalog
 from features.synthetic.adjust_files import write_export
@@ -54,7 +55,7 @@ TRUTH_SCHEMA = pa.schema(
 )
 
 
-class GenerationError(ValueError):
+class GenerationError(LapseError, ValueError):
     """The requested synthetic data cannot be generated as asked."""
 
 
