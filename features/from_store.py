@@ -69,6 +69,7 @@ def store_features(
     StaleStoreError, before any feature work, when ``max_stale_days`` is given and the newest
     of those events is older than that (features of a stalled store would mislead)."""
     when = to_timestamp(as_of)
+    check_store(store)
     report = progress or (lambda stage, done, total: None)
     report("load", 0, 1)
     events = read_events(store, config, end=when)

@@ -505,7 +505,7 @@ def test_cli_sync_of_a_rescore_file_uses_the_model_bounds_it_records(
 ) -> None:
     """The documented retry after a failed push: `lapse sync` on rescore's file sends the
     buckets rescore would have sent (the model's bounds), not [buckets]' defaults."""
-    from serving.rescore import write_scores
+    from serving.scores import write_scores
 
     model_policy = BucketPolicy.of("probability", {"high": 0.8, "medium": 0.6}, "low")
     frame = scores({"a": 0.9, "b": 0.1, "c": 0.7})
