@@ -43,12 +43,12 @@ class AppEvent(Section):
 
 #: A social app's events: most fall with engagement ahead of churn, two rise.
 SOCIAL_EVENTS: Final[dict[str, dict[str, float]]] = {
-    "like": {"rate": 1.2, "drive": 1.0},
-    "message": {"rate": 0.6, "drive": 0.7},
-    "comment": {"rate": 0.4, "drive": 0.9},
-    "post": {"rate": 0.25, "drive": 1.3},
-    "unfriend": {"rate": 0.05, "drive": -1.0},
-    "block": {"rate": 0.02, "drive": -1.5},
+    "like": {"rate": 0.6, "drive": 1.0},
+    "message": {"rate": 0.35, "drive": 0.7},
+    "comment": {"rate": 0.25, "drive": 0.9},
+    "post": {"rate": 0.12, "drive": 1.3},
+    "unfriend": {"rate": 0.04, "drive": -1.0},
+    "block": {"rate": 0.015, "drive": -1.5},
 }
 
 #: Named presets of the shape options; "default" is today's app, byte for byte.
