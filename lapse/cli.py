@@ -109,10 +109,18 @@ def generate(
     overwrite: Annotated[
         bool, typer.Option(help="Replace data generated earlier in --out.")
     ] = False,
+    shape: Annotated[
+        str | None,
+        typer.Option(
+            help="Shape of the app: default, no-trials, monthly, annual, late-renewals, social, "
+            "foreign (synthetic.shape; see docs/synthetic-data.md)."
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic app's Adjust raw export, with the true churn probability per subscriber."""
     settings = ctx.obj.settings(
         synthetic={
+            "shape": shape,
             "users": users,
             "seed": seed,
             "start": start.date() if start else None,

@@ -67,14 +67,9 @@ def _quiet(progress: Progress | None) -> Progress:
 
 def synthetic_config(settings: Settings, cutoffs: Sequence[date] | None = None) -> SyntheticConfig:
     """The generator's parameters: ``[synthetic]`` and the label horizon of ``[labels]``."""
-    syn = settings.synthetic
     return SyntheticConfig(
-        users=syn.users,
-        seed=syn.seed,
-        start=syn.start,
-        days=syn.days,
+        **settings.synthetic.model_dump(),
         horizon_days=settings.labels.horizon_days,
-        legacy_share=syn.legacy_share,
         cutoffs=tuple(cutoffs) if cutoffs else None,
     )
 

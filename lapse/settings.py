@@ -33,6 +33,7 @@ from pydantic_settings import SettingsError as _SourceError
 
 from base import LapseError, Section, resolve_sqlite_url
 from features.settings import FeatureConfig, IngestSettings, LabelSettings, StoreSettings
+from features.synthetic.settings import SyntheticSettings
 from serving.settings import BrazeSettings, LedgerSettings, ServingSettings
 from training.settings import BucketSettings, MlflowSettings, OptunaSettings, TrainingSettings
 
@@ -65,21 +66,6 @@ _SCALARS = (str, int, float, bool, date)
 
 class SettingsError(LapseError, ValueError):
     """Unusable configuration; the message names the file or variable, the key and the reason."""
-
-
-class SyntheticSettings(Section):
-    """The synthetic Adjust data generator."""
-
-    users: int = Field(5000, ge=1)
-    seed: int = 7
-    start: date = date(2026, 1, 5)
-    days: int = Field(120, ge=8, description="Days of generated data (a week at least).")
-    legacy_share: float = Field(
-        0.25,
-        ge=0,
-        le=1,
-        description="Share of days, from the start, in Adjust's legacy subscription vocabulary.",
-    )
 
 
 @dataclass
