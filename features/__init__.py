@@ -13,9 +13,9 @@ if TYPE_CHECKING:
     from features.build import build_features
     from features.distributed import build_features_distributed
     from features.ingest.store import load_events, load_quarantine
+    from features.labelled import snapshots
     from features.labels import churn_labels
     from features.settings import FeatureConfig
-    from features.labelled import snapshots
     from features.timeline import FeatureInputError
 
 _HOMES = {

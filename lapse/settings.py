@@ -31,7 +31,7 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as _SourceError
 
-from base import LapseError, Section, resolve_sqlite_url
+from base import LapseError, resolve_sqlite_url
 from features.settings import FeatureConfig, IngestSettings, LabelSettings, StoreSettings
 from features.synthetic.settings import SyntheticSettings
 from serving.settings import BrazeSettings, LedgerSettings, ServingSettings

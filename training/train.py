@@ -24,8 +24,8 @@ from base import LapseError, safe_url
 from features import schema
 from features.build import feature_registry
 from features.from_store import check_store, read_events
-from features.registry import Feature
 from features.labelled import snapshots
+from features.registry import Feature
 from training import plots
 from training.evaluate import (
     RuleBaseline,

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from features import FeatureConfig, FeatureInputError, build_features
 from features import schema as s
-from features.build import feature_names
-from features.build import feature_registry
+from features.build import feature_names, feature_registry
 from features.registry import REASON_GROUPS
 
 FEATURES = feature_registry()

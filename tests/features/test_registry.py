@@ -9,7 +9,11 @@ from features.build import feature_names, feature_registry
 from features.registry import REASON_GROUPS, Feature
 from features.settings import FeatureConfig
 
-CONFIGS = [FeatureConfig(), FeatureConfig(windows=(3, 10), trend_days=10), FeatureConfig(windows=(90,))]
+CONFIGS = [
+    FeatureConfig(),
+    FeatureConfig(windows=(3, 10), trend_days=10),
+    FeatureConfig(windows=(90,)),
+]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: str(c.windows))

@@ -14,8 +14,8 @@ from serving.braze_client import (
     _Pacer,
     billable_keys,
 )
-from serving.settings import BrazeSettings
 from serving.emulator import MSG_BLOCKLISTED, MSG_ID_TOO_LARGE, Emulator, parse_faults
+from serving.settings import BrazeSettings
 from tests.serving.conftest import HTTP, KEY, inspect
 
 

@@ -10,14 +10,14 @@ import pytest
 
 from features import load_events
 from features import schema as s
-from features.registry import REASON_GROUPS
 from features.from_store import StaleStoreError
 from features.ingest import StoreError
+from features.registry import REASON_GROUPS
 from serving.rescore import RescoreError, rescore, score
 from serving.scores import ScoresFileError, read_scores, read_scores_policy, write_scores
 from training.pipeline import ChurnModel
-from training.registry import ModelNotFoundError, champion_uri, load_model
 from training.reasons import OTHER
+from training.registry import ModelNotFoundError, champion_uri, load_model
 
 
 def _features(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:

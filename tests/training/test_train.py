@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from features import schema
 from tests.training.conftest import TEST_REGISTRY, make_snapshots
-from training.splits import DataSufficiencyError
 from training.settings import TrainConfig
+from training.splits import DataSufficiencyError
 from training.train import (
     TrainingInputError,
     data_cutoffs,

@@ -7,11 +7,11 @@ import optuna
 import psycopg
 import pytest
 
+from base import safe_url
 from features import schema
 from training.pipeline import feature_types, preprocessor
-from training.splits import time_split
-from base import safe_url
 from training.settings import OptunaSettings, TrainingSettings
+from training.splits import time_split
 from training.tune import TuneConfig, TuningError, storage, tune
 
 
