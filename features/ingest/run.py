@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from base import LapseError
 from features import schema as s
 from features.ingest.adjust import (
     BAD_FILE_LINE,
@@ -62,7 +63,7 @@ READ_THREADS: Final = 2
 READ_AHEAD: Final = 16
 
 
-class IngestError(ValueError):
+class IngestError(LapseError, ValueError):
     """Ingest cannot start: a source path that does not exist, or nothing to read."""
 
 

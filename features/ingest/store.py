@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from base import LapseError
 from features import schema as s
 
 MANIFEST: Final = "manifest.json"
@@ -63,7 +64,7 @@ _UNIQUE_COLUMNS: Final = frozenset(
 )
 
 
-class StoreError(ValueError):
+class StoreError(LapseError, ValueError):
     """The store folder is not a usable Lapse event store (says which file and why)."""
 
 
