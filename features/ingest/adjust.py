@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import io
 import json
 import re
 import urllib.parse
@@ -49,6 +48,14 @@ REASONS: Final = {
     "negative_price": "revenue_float is negative",
     "expiry_before_purchase": "subscription_expiration_time is before subscription_purchased_at",
     "invalid_callback": "a callback log line is neither a URL with a query string nor JSON",
+    "wrong_encoding": "the line holds bytes that are not UTF-8 text (or a NUL)",
+    "too_large": "a value (or callback line) is over MAX_FIELD_CHARS, Adjust's 1 MB callback limit",
+    "unbalanced_quote": "a quoted value is never closed, or swallowed the line ends of later rows",
+    "malformed_row": "the CSV parser refused the record (e.g. a bare CR in an unquoted value)",
+    "truncated_gzip": "the last line of a truncated gzip stream, cut off",
+    "corrupt_gzip": "the last line decompressed before a corrupt gzip block, cut off",
+    "implausible_time": "a time outside the plausible window (ingest.earliest .. now + "
+    "ingest.max_future_days; any time after 2100)",
 }
 #: Why a whole file was not read (reported in the summary, and in the quarantine at line 0).
 BAD_FILE_REASONS: Final = {
@@ -61,6 +68,8 @@ BAD_FILE_REASONS: Final = {
     "duplicate_column": "the header names a column twice",
     "unreadable_csv": "the CSV parser gave up on the file",
     "unreadable_file": "the file could not be read from disk",
+    "broken_link": "a symbolic link whose target does not exist",
+    "not_a_regular_file": "a named pipe, socket or device: reading it could block for ever",
 }
 BAD_FILE_LINE: Final = 0
 HEADER_LINE: Final = 1
@@ -105,6 +114,13 @@ _DROPPED: Final = frozenset({s.APP_NAME, s.IDFA, s.TRACKER_NAME})
 #: Internal column of a read batch: which of the batch's sources a row came from.
 SOURCE_INDEX: Final = "__source_index"
 
+#: Names a read batch uses for itself: an input column so named is renamed ``raw_<name>``.
+RESERVED_COLUMNS: Final = frozenset({s.LINE, s.SOURCE, SOURCE_INDEX})
+#: The longest value kept (characters): Adjust sends callbacks of at most 1 MB.
+MAX_FIELD_CHARS: Final = 1 << 20
+_CSV_FIELD_LIMIT = (1 << 31) - 1  # Python's csv refuses fields over 128 KB by default
+_TIME_LIKE = re.compile(r"^\s*(\d{1,11}|\d{4}-\d\d-\d\d[T ]\d\d:\d\d\S*)\s*$")
+
 _UTC: Final = pa.timestamp("us", tz="UTC")
 _MAX_EPOCH = 4_102_444_800  # 2100-01-01: later "Unix seconds" are garbage
 _TEXT_TIME_FORMATS = ("%Y-%m-%dT%H:%MUTC", "%Y-%m-%dT%H:%M:%SUTC", "%Y-%m-%dT%H:%M:%SZ")
@@ -127,7 +143,10 @@ class Source:
     """One file read into text columns: ``rows`` has a ``line`` column (1-based, header = 1).
 
     ``rejected`` lists rows refused while reading (line, reason, detail, raw); ``text`` is the
-    decoded file, kept so quarantined rows can carry their raw line.
+    decoded file, kept so quarantined rows can carry their raw record. ``header`` is a CSV's
+    header line (None for callback logs), ``spans`` maps the first line of each record that
+    spans lines to its last, ``notes`` says what was read differently than asked (a renamed
+    column, CR line ends), and ``damage`` is a file-level fault whose intact rows were kept.
     """
 
     name: str
@@ -135,64 +154,123 @@ class Source:
     rejected: list[tuple[int, str, str, str]] = field(default_factory=list)
     text: str = ""
     header_only: bool = False
+    header: str | None = None
+    spans: dict[int, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    damage: BadFile | None = None
 
     @functools.cached_property
     def _lines(self) -> list[str]:
         return self.text.split("\n")
 
     def raw_line(self, line: int) -> str:
-        """The text of physical line ``line`` (1-based)."""
-        return self._lines[line - 1].rstrip("\r") if 0 < line <= len(self._lines) else ""
+        """The text of the record starting at physical line ``line`` (1-based)."""
+        if not 0 < line <= len(self._lines):
+            return ""
+        end = self.spans.get(line, line)
+        return "\n".join(text.rstrip("\r") for text in self._lines[line - 1 : end])
 
 
 # --- reading ------------------------------------------------------------------------------------
 
 
 def read_source(name: str, data: bytes) -> Source:
-    """Decompress, decode and parse one file (CSV or callback log) into text columns."""
-    if name.lower().endswith(".gz") and data[:2] != b"\x1f\x8b" and data:
-        raise BadFile("corrupt_gzip", "named .gz but has no gzip header")
-    data = _decompress(data)
-    text = _decode(data)
+    """Decompress, decode and parse one file (CSV or callback log) into text columns.
+
+    Damage is confined to what it touches: rows with bytes that are not UTF-8, values over
+    MAX_FIELD_CHARS and the cut tail of a truncated gzip are rejected, the rest is kept.
+    """
+    notes: list[str] = []
+    damage = None
+    if data[:2] == b"\x1f\x8b":
+        data, damage = _decompress(data)
+    elif name.lower().endswith(".gz") and data:
+        notes.append("named .gz but not gzip-compressed: read as plain text")
+    data, rejected = _utf8_lines(data.removeprefix(b"\xef\xbb\xbf"))
+    text = data.decode("utf-8")
+    if "\n" not in text and "\r" in text:  # old-Mac line ends
+        text = text.replace("\r", "\n")
+        data = text.encode("utf-8")
+        notes.append("CR-only line ends read as line breaks")
+    if damage is not None and not text.endswith("\n"):  # the cut-off last line is not a row
+        cut = text.rfind("\n") + 1
+        if not cut:  # not even the header line is whole
+            raise damage
+        line = text.count("\n") + 1
+        rejected.append((line, damage.reason, damage.detail, text[cut:].rstrip("\r")))
+        text, data = text[:cut], text[:cut].encode("utf-8")
     if not text.strip():
+        if damage is not None:
+            raise damage
         raise BadFile("empty_file", "no content")
     start = len(text) - len(text.lstrip())
     end = text.find("\n", start)
     first = text[start : end if end >= 0 else len(text)].strip()
     if _is_callback_log(name, first):
-        return _read_callbacks(name, text)
-    return _read_csv(name, text, data.removeprefix(b"\xef\xbb\xbf"))
+        source = _read_callbacks(name, text)
+    else:
+        source = _read_csv(name, text, data)
+    source.rejected = sorted(rejected + source.rejected)
+    source.header_only = source.header_only and not source.rejected
+    source.notes = notes + source.notes
+    source.damage = damage
+    return source
 
 
-def _decompress(data: bytes) -> bytes:
-    if data[:2] != b"\x1f\x8b":
-        return data
-    out = []
-    try:
-        while data[:2] == b"\x1f\x8b":  # concatenated gzip members are one stream
-            unpacker = zlib.decompressobj(31)
-            out.append(unpacker.decompress(data))
+def _decompress(data: bytes) -> tuple[bytes, BadFile | None]:
+    """Gzip members (concatenated ones are one stream) → bytes, and the damage found, if any:
+    what came out before a truncation or a corrupt block is kept."""
+    out: list[bytes] = []
+    damage = None
+    while data[:2] == b"\x1f\x8b":
+        unpacker = zlib.decompressobj(31)
+        try:
+            for at in range(0, len(data), 1 << 20):  # in chunks: output before a bad block survives
+                out.append(unpacker.decompress(data[at : at + (1 << 20)]))
+                if unpacker.eof:
+                    break
             out.append(unpacker.flush())
-            if not unpacker.eof:
-                raise BadFile("truncated_gzip", f"gzip stream ends early after {len(data)} bytes")
-            data = unpacker.unused_data
-    except zlib.error as exc:
-        raise BadFile("corrupt_gzip", str(exc)) from None
-    return b"".join(out)
+        except zlib.error as exc:
+            damage = BadFile("corrupt_gzip", f"{exc} after {sum(map(len, out))} bytes of output")
+            break
+        if not unpacker.eof:
+            damage = BadFile(
+                "truncated_gzip",
+                f"gzip stream ends early after {len(data)} bytes; the complete rows were kept",
+            )
+            break
+        data = unpacker.unused_data
+    result = b"".join(out)
+    if damage is not None and not result.strip():
+        raise damage
+    return result, damage
 
 
-def _decode(data: bytes) -> str:
+def _utf8_lines(data: bytes) -> tuple[bytes, list[tuple[int, str, str, str]]]:
+    """``data`` with every line that is not UTF-8 text (or holds a NUL) blanked, and those lines
+    as rejections; a bad first line (the header, or a binary file) makes the file bad."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadFile(
-            "wrong_encoding", f"not UTF-8 at byte {exc.start} ({data[exc.start : exc.start + 4]!r})"
-        ) from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if "\x00" in text:
-        raise BadFile("wrong_encoding", "NUL bytes: a binary file, not CSV text")
-    return text
+        data.decode("utf-8")
+        if b"\x00" not in data:
+            return data, []
+    except UnicodeDecodeError:
+        pass
+    lines = data.split(b"\n")
+    rejected = []
+    for number, line in enumerate(lines, start=1):
+        why = "a NUL byte: binary, not text" if b"\x00" in line else ""
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            why = f"not UTF-8 at byte {exc.start} of the line ({line[exc.start : exc.start + 4]!r})"
+        if not why:
+            continue
+        if number == 1:
+            raise BadFile("wrong_encoding", f"line 1: {why}")
+        raw = line.decode("utf-8", "backslashreplace").rstrip("\r").replace("\x00", "\\x00")
+        rejected.append((number, "wrong_encoding", why, raw))
+        lines[number - 1] = b""
+    return b"\n".join(lines), rejected
 
 
 def _is_callback_log(name: str, first_line: str) -> bool:
@@ -207,11 +285,32 @@ def column_name(token: str) -> str:
     return token.strip().strip('"').strip().strip("{}[]").strip()
 
 
+def own_names(names: list[str]) -> tuple[list[str], list[str]]:
+    """Column names with those that collide with Lapse's own (RESERVED_COLUMNS, or a name given
+    twice) prefixed ``raw_`` until unique, and a note for each renamed one."""
+    taken: set[str] = set()
+    out, notes = [], []
+    for name in names:
+        new = name
+        while new in RESERVED_COLUMNS or new in taken:
+            new = f"raw_{new}"
+        if new != name:
+            notes.append(f"column {name!r} is one of Lapse's own names: kept as {new!r}")
+        taken.add(new)
+        out.append(new)
+    return out, notes
+
+
 def _read_csv(name: str, text: str, data: bytes) -> Source:
-    """``data`` is ``text`` as UTF-8 bytes (no BOM): parsed by Arrow, line-split only if needed."""
+    """``data`` is ``text`` as UTF-8 bytes (no BOM): parsed by Arrow when every record is one
+    line of sane size, else record by record with Python's csv module."""
     end = text.find("\n")
-    header_text = text[: end if end >= 0 else len(text)]
-    header = [column_name(t) for t in next(csv.reader([header_text.rstrip("\r")]), [])]
+    header_text = text[: end if end >= 0 else len(text)].rstrip("\r")
+    try:
+        tokens = next(csv.reader([header_text]), [])
+    except csv.Error as exc:
+        raise BadFile("unreadable_csv", f"header: {exc}") from None
+    header = [column_name(t) for t in tokens]
     if len(set(header)) != len(header):
         dup = sorted({h for h in header if header.count(h) > 1})
         raise BadFile("duplicate_column", f"header names {', '.join(dup)} more than once")
@@ -223,6 +322,19 @@ def _read_csv(name: str, text: str, data: bytes) -> Source:
             "missing_column",
             f"no {s.CREATED_AT} column in the header (found {', '.join(header)})",
         )
+    time_at = header.index(s.CREATED_AT)
+    header, notes = own_names(header)
+    source = _arrow_csv(name, text, data, header)
+    if source is None:  # values spanning lines, huge values, or something Arrow refused
+        source = _python_csv(name, text, header, time_at)
+    source.header = header_text
+    source.notes = notes
+    return source
+
+
+def _arrow_csv(name: str, text: str, data: bytes, header: list[str]) -> Source | None:
+    """The fast path: Arrow's parser, or None when a record spans lines, a value is over
+    MAX_FIELD_CHARS, or Arrow gives up (the caller then reads record by record)."""
     invalid: list[tuple[int | None, str, int, int]] = []
 
     def on_invalid(row) -> str:
@@ -244,22 +356,23 @@ def _read_csv(name: str, text: str, data: bytes) -> Source:
                 null_values=[""],
             ),
         )
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise BadFile("unreadable_csv", str(exc).splitlines()[0]) from None
+    except (pa.ArrowInvalid, ValueError):
+        return None
     records = table.num_rows + len(invalid)
     newlines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    if newlines == records + 1:  # one physical line per record: lines follow from positions
-        bad = np.array([r[0] for r in invalid], np.int64)
-        lines = np.setdiff1d(np.arange(2, records + 2, dtype=np.int64), bad, assume_unique=True)
-    else:  # quoted newlines inside values: find where each record starts
-        lines, bad = _record_lines(text, len(header))
+    if newlines != records + 1:  # quoted newlines inside values
+        return None
+    for column in table.columns:
+        longest = pc.max(pc.utf8_length(column)).as_py()
+        if longest is not None and longest > MAX_FIELD_CHARS:
+            return None
+    last = table.slice(table.num_rows - 1).to_pylist()[0].values() if table.num_rows else ()
+    if any("\n" in (v or "") or "\r" in (v or "") for v in last):
+        return None  # an unclosed quote on the last line swallowed its line end
+    bad = np.array([r[0] for r in invalid], np.int64)
+    lines = np.setdiff1d(np.arange(2, records + 2, dtype=np.int64), bad, assume_unique=True)
     rejected = [
-        (
-            int(line),
-            "truncated_row",
-            f"expected {expected} fields, found {actual}",
-            row_text,
-        )
+        (int(line), "truncated_row", f"expected {expected} fields, found {actual}", row_text)
         for line, (_, row_text, expected, actual) in zip(bad.tolist(), invalid, strict=True)
     ]
     table = table.append_column(s.LINE, pa.array(lines, pa.int64()))
@@ -275,15 +388,112 @@ def _read_csv(name: str, text: str, data: bytes) -> Source:
     return source
 
 
-def _record_lines(text: str, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start lines of well-formed and of malformed records, when a value spans lines."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    next(reader, None)
-    good, bad, start = [], [], 2
-    for record in reader:  # only for the rare file with multi-line values
-        (good if len(record) in (0, width) else bad).append(start)
-        start = reader.line_num + 1
-    return np.array(good, np.int64), np.array(bad, np.int64)
+def _python_csv(name: str, text: str, header: list[str], time_at: int) -> Source:
+    """The careful path: record by record, so one bad record costs only itself."""
+    lines = text.split("\n")
+    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    good, rejected, spans = _records(lines[1:], 2, len(header), time_at)
+    columns = {
+        h: pa.array([fields[i] or None for _, fields in good], pa.string())
+        for i, h in enumerate(header)
+    }
+    columns[s.LINE] = pa.array([line for line, _ in good], pa.int64())
+    source = Source(name, pa.table(columns), rejected, text, header_only=not good and not rejected)
+    source.spans = spans
+    return source
+
+
+Record = tuple[int, list[str]]
+Rejection = tuple[int, str, str, str]
+
+
+def _records(
+    lines: list[str], first: int, width: int, time_at: int
+) -> tuple[list[Record], list[Rejection], dict[int, int]]:
+    """Parse physical ``lines`` (numbered from ``first``) into (line, fields) records.
+
+    A record whose quoted value swallowed line ends of lines shaped like rows of this file (or
+    ran to the end unclosed) is an unbalanced quote: its first line is rejected and the lines it
+    swallowed are parsed again on their own, so the rows among them are kept.
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    good: list[Record] = []
+    rejected: list[Rejection] = []
+    spans: dict[int, int] = {}
+    reader = csv.reader(iter(lines))
+    done = 0
+    while done < len(lines):
+        start = done
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            done = max(reader.line_num, start + 1)
+            raw = "".join(lines[start:done]).rstrip("\r\n")
+            rejected.append((first + start, "malformed_row", str(exc), raw))
+            continue
+        done = reader.line_num
+        line = first + start
+        inner = lines[start + 1 : done]
+        unclosed = done == len(lines) and _unclosed(lines[start:done])
+        if unclosed or any(_row_shaped(text, width, time_at) for text in inner):
+            why = (
+                "a quoted value is never closed"
+                if unclosed
+                else (
+                    f"a quoted value swallowed the line ends of rows up to line {first + done - 1}"
+                )
+            )
+            rejected.append((line, "unbalanced_quote", why, lines[start].rstrip("\r\n")))
+            more_good, more_rejected, more_spans = _records(inner, line + 1, width, time_at)
+            good += more_good
+            rejected += more_rejected
+            spans.update(more_spans)
+            continue
+        if inner:
+            spans[line] = first + done - 1
+        raw = "".join(lines[start:done]).rstrip("\r\n")
+        if not fields:
+            continue  # a blank line
+        if len(fields) != width:
+            found = f"expected {width} fields, found {len(fields)}"
+            rejected.append((line, "truncated_row", found, raw))
+            continue
+        longest = max(len(f) for f in fields)
+        if longest > MAX_FIELD_CHARS:
+            column = max(range(width), key=lambda i: len(fields[i]))
+            rejected.append(
+                (
+                    line,
+                    "too_large",
+                    f"a value of {longest} characters (at most {MAX_FIELD_CHARS}), field "
+                    f"{column + 1}",
+                    raw,
+                )
+            )
+            continue
+        good.append((line, fields))
+    return good, rejected, spans
+
+
+def _unclosed(record: list[str]) -> bool:
+    """Whether the record's lines end inside a quoted value (it would swallow a next line)."""
+    reader = csv.reader(iter([*(r if r.endswith("\n") else r + "\n" for r in record), "\n", "x\n"]))
+    try:
+        next(reader)
+    except (csv.Error, StopIteration):
+        return False
+    return reader.line_num > len(record)
+
+
+def _row_shaped(text: str, width: int, time_at: int) -> bool:
+    """Whether a line parses on its own as a row of this file: its width, a time in created_at."""
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error:
+        return False
+    return len(fields) == width and _TIME_LIKE.match(fields[time_at]) is not None
 
 
 def _read_callbacks(name: str, text: str) -> Source:
@@ -293,10 +503,18 @@ def _read_callbacks(name: str, text: str) -> Source:
     number = pa.array(np.arange(1, len(lines) + 1, dtype=np.int64))
     keep = pc.not_equal(pc.utf8_length(lines), 0)
     lines, number = lines.filter(keep), number.filter(keep)
+    huge = pc.greater(pc.utf8_length(lines), MAX_FIELD_CHARS)
+    rejected = [
+        (line, "too_large", f"a callback of {len(raw)} characters (at most {MAX_FIELD_CHARS})", raw)
+        for line, raw in zip(
+            number.filter(huge).to_pylist(), lines.filter(huge).to_pylist(), strict=True
+        )
+    ]
+    lines, number = lines.filter(pc.invert(huge)), number.filter(pc.invert(huge))
     is_json = pc.starts_with(lines, "{")
     is_query = pc.and_(pc.match_substring(lines, "="), pc.invert(is_json))
     neither = pc.invert(pc.or_(is_json, is_query))
-    rejected = [
+    rejected += [
         (line, "invalid_callback", "neither a query string nor JSON", raw)
         for line, raw in zip(
             number.filter(neither).to_pylist(), lines.filter(neither).to_pylist(), strict=True
@@ -307,14 +525,21 @@ def _read_callbacks(name: str, text: str) -> Source:
     parts = [_query_rows(lines.filter(is_query), number.filter(is_query)), json_rows]
     parts = [p for p in parts if p.num_rows]
     rows = pa.concat_tables(parts, promote_options="default") if parts else _no_rows()
-    rows = rows.rename_columns([column_name(c) for c in rows.column_names])
+    numbers = rows.column(_LINE)
+    rows = rows.drop_columns([_LINE])
+    names, notes = own_names([column_name(c) for c in rows.column_names])
+    rows = rows.rename_columns(names).append_column(s.LINE, numbers)
     if not rows.num_rows and not rejected:
         raise BadFile("empty_file", "no callbacks")
-    return Source(name, rows, rejected, text)
+    return Source(name, rows, sorted(rejected), text, notes=sorted(set(notes)))
+
+
+#: A callback batch's line numbers before its keys are named (a key may be called ``line``).
+_LINE = "\x00line"
 
 
 def _no_rows() -> pa.Table:
-    return pa.table({s.LINE: pa.array([], pa.int64())})
+    return pa.table({_LINE: pa.array([], pa.int64())})
 
 
 def _query_rows(lines: pa.Array, number: pa.Array) -> pa.Table:
@@ -341,7 +566,7 @@ def _query_rows(lines: pa.Array, number: pa.Array) -> pa.Table:
         index[row[at]] = at  # a key given twice: the last one wins
         taken = value.take(pa.array(index, mask=index < 0))
         columns[k] = pc.if_else(pc.equal(taken, ""), None, taken)
-    columns[s.LINE] = number
+    columns[_LINE] = number
     return pa.table(columns)
 
 
@@ -379,8 +604,8 @@ def _json_rows(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, list]:
                 records.append((line, obj))
         table = pa.Table.from_pylist([{k: _text(v) for k, v in obj.items()} for _, obj in records])
         number = pa.array([line for line, _ in records], pa.int64())
-    columns = {c: _as_text(table.column(c)) for c in table.column_names if c != s.LINE}
-    columns[s.LINE] = number
+    columns = {c: _as_text(table.column(c)) for c in table.column_names}
+    columns[_LINE] = number
     return pa.table(columns) if table.num_rows else _no_rows(), rejected
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections import Counter, deque
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +33,7 @@ from features.ingest.adjust import (
     read_source,
 )
 from features.ingest.store import (
+    HEADER,
     Manifest,
     commit,
     month_of,
@@ -80,7 +82,8 @@ class IngestSummary:
     rows_stored: int = 0
     duplicates: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
-    bad_files: dict[str, str] = field(default_factory=dict)
+    bad_files: dict[str, str] = field(default_factory=dict)  # whole file, or partly (its rest kept)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # file -> what was read differently
     commits: int = 0
     orphans_removed: int = 0
 
@@ -90,24 +93,38 @@ class IngestSummary:
 
 
 def find_sources(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files named, and files with a known suffix under folders (sorted); a missing path raises."""
+    """Files named, and files with a known suffix under folders (sorted); a missing path raises.
+
+    Folder links are followed, each real folder once (a link loop ends there); a link to a file
+    that does not exist, and a pipe or other non-regular file, are returned so that reading
+    reports them as bad files instead of skipping them silently.
+    """
     found: list[Path] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found += sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and not p.name.startswith(".")
-                and p.name.lower().endswith(SOURCE_SUFFIXES)
-            )
-        elif path.exists():
+            found += sorted(_walk(path))
+        elif path.exists() or path.is_symlink():
             found.append(path)
         else:
             raise IngestError(f"{path}: no such file or folder to ingest")
     unique = list(dict.fromkeys(p.absolute() for p in found))
     return unique
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Files with a known suffix under ``folder``, following folder links, each folder once."""
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        info = os.stat(root)
+        if (info.st_dev, info.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and name.lower().endswith(SOURCE_SUFFIXES):
+                yield Path(root) / name
 
 
 @dataclass
@@ -122,11 +139,32 @@ class _Read:
 
 
 def _read(path: Path, known: Container[str] = ()) -> _Read:
-    """Read and hash ``path``; parse it unless its hash is in ``known`` (already in the store)."""
+    """Read and hash ``path``; parse it unless its hash is in ``known`` (already in the store).
+
+    Only regular files are read: a named pipe would block the run (and the store lock) for ever.
+    """
     try:
-        data = path.read_bytes()
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError as exc:
+        if path.is_symlink():
+            target = os.readlink(path)
+            return _Read(path, 0, "", bad=BadFile("broken_link", f"links to {target}, not found"))
+        return _Read(path, 0, "", bad=BadFile("unreadable_file", exc.strerror or str(exc)))
     except OSError as exc:
         return _Read(path, 0, "", bad=BadFile("unreadable_file", exc.strerror or str(exc)))
+    try:
+        mode = os.fstat(handle).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+            return _Read(path, 0, "", bad=BadFile("not_a_regular_file", f"{kind}: not read"))
+        with os.fdopen(handle, "rb") as stream:
+            handle = -1
+            data = stream.read()
+    except OSError as exc:
+        return _Read(path, 0, "", bad=BadFile("unreadable_file", exc.strerror or str(exc)))
+    finally:
+        if handle >= 0:
+            os.close(handle)
     result = _Read(path, len(data), hashlib.sha256(data).hexdigest())
     if result.sha256 in known:
         return result
@@ -274,8 +312,11 @@ def _flush(
         records.append(record)
         summary.rows_read += record["rows_read"]
         summary.header_only_files += record["status"] == "header_only"
-        if read.bad:
-            summary.bad_files[str(read.path)] = read.bad.reason
+        fault = read.bad or (read.source.damage if read.source else None)
+        if fault:
+            summary.bad_files[str(read.path)] = fault.reason
+        if read.source and read.source.notes:
+            summary.notes[str(read.path)] = list(read.source.notes)
     summary.rows_stored += events.num_rows
     summary.duplicates += int(duplicate_per.sum())
     reasons = Counter(quarantine.column(s.REASON).filter(rejected_rows).to_pylist())
@@ -304,7 +345,8 @@ def _batch_rows(reads: list[_Read]) -> pa.Table:
 
 
 def _quarantine(reads: list[_Read], rejected: pa.Table) -> pa.Table:
-    """Rows refused by validation or while reading, and bad files (line 0), with raw text."""
+    """Rows refused by validation or while reading, and bad files (line 0), with raw text and
+    the CSV header (so a quarantined row can be read again on its own)."""
     at = rejected.column(SOURCE_INDEX).to_pylist()
     lines = rejected.column(s.LINE).to_pylist()
     columns: dict[str, list] = {
@@ -313,15 +355,18 @@ def _quarantine(reads: list[_Read], rejected: pa.Table) -> pa.Table:
         s.REASON: rejected.column(s.REASON).to_pylist(),
         s.RAW: [reads[i].source.raw_line(n) for i, n in zip(at, lines, strict=True)],
         s.DETAIL: rejected.column(s.DETAIL).to_pylist(),
+        HEADER: [reads[i].source.header for i in at],
     }
     for i, read in enumerate(reads):
-        found = read.source.rejected if read.source else []
-        if read.bad:
-            found = [(BAD_FILE_LINE, read.bad.reason, read.bad.detail, "")]
+        found = list(read.source.rejected) if read.source else []
+        fault = read.bad or (read.source.damage if read.source else None)
+        if fault:
+            found.insert(0, (BAD_FILE_LINE, fault.reason, fault.detail, ""))
+        header = read.source.header if read.source else None
         for line, reason, detail, raw in found:
             for name, value in zip(
-                (SOURCE_INDEX, s.LINE, s.REASON, s.DETAIL, s.RAW),
-                (i, line, reason, detail, raw),
+                (SOURCE_INDEX, s.LINE, s.REASON, s.DETAIL, s.RAW, HEADER),
+                (i, line, reason, detail, raw, header),
                 strict=True,
             ):
                 columns[name].append(value)
@@ -332,7 +377,13 @@ def _quarantine(reads: list[_Read], rejected: pa.Table) -> pa.Table:
 def _source_record(read: _Read, stored: int, duplicates: int, quarantined: int) -> dict:
     """The manifest entry of one source file."""
     rows_read = read.source.rows.num_rows + len(read.source.rejected) if read.source else 0
-    status = "bad" if read.bad else ("header_only" if read.source.header_only else "ok")
+    fault = read.bad or (read.source.damage if read.source else None)
+    if read.bad:
+        status = "bad"
+    elif fault:
+        status = "partial"
+    else:
+        status = "header_only" if read.source.header_only else "ok"
     return {
         "path": str(read.path),
         "size": read.size,
@@ -342,5 +393,6 @@ def _source_record(read: _Read, stored: int, duplicates: int, quarantined: int) 
         "rows_duplicate": int(duplicates),
         "rows_quarantined": int(quarantined),
         "status": status,
-        **({"reason": read.bad.reason, "detail": read.bad.detail} if read.bad else {}),
+        **({"reason": fault.reason, "detail": fault.detail} if fault else {}),
+        **({"notes": list(read.source.notes)} if read.source and read.source.notes else {}),
     }

@@ -81,9 +81,11 @@ EVENT_SCHEMA: Final = pa.schema(
     [pa.field(n, _arrow_type(t)) for n, t in s.EVENT_COLUMNS.items()]
     + [pa.field(s.EXTRA, pa.map_(pa.string(), pa.string()))]
 )
+#: The quarantine's CSV header line of the row's file (null for callbacks and older stores).
+HEADER: Final = "header"
 QUARANTINE_SCHEMA: Final = pa.schema(
     [pa.field(n, _arrow_type(t)) for n, t in s.QUARANTINE_COLUMNS.items()]
-    + [pa.field(s.DETAIL, pa.string())]
+    + [pa.field(s.DETAIL, pa.string()), pa.field(HEADER, pa.string())]
 )
 
 

@@ -261,3 +261,72 @@ def test_a_source_with_no_export_files_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match=r"nothing to ingest in .*empty: no files ending in"):
         ingest([empty], tmp_path / "store")
     assert not (tmp_path / "store" / "manifest.json").exists()
+
+
+# --- issue 13: one bad file never costs other files' rows -------------------------------------
+
+SESSION_HEADER = "{created_at},{adid},{os_name},{activity_kind}"
+
+
+def _sessions(n: int, start: int = 1767571999) -> str:
+    return "".join(f"{start + i},{i:032x},ios,session\n" for i in range(n))
+
+
+def test_a_column_named_line_does_not_abort_the_run(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "x.csv").write_text(f"{SESSION_HEADER},line\n1767574008,{'a' * 32},ios,session,1\n")
+    (raw / "y.csv").write_text(f"{SESSION_HEADER}\n{_sessions(2)}")
+    summary = ingest([raw], tmp_path / "store")
+    assert (summary.rows_stored, summary.bad_files) == (3, {})
+    assert summary.notes == {
+        str(raw / "x.csv"): ["column 'line' is one of Lapse's own names: kept as 'raw_line'"]
+    }
+    events = load_events(tmp_path / "store", columns=[s.LINE, s.EXTRA])
+    assert sorted(events[s.LINE]) == [2, 2, 3]
+
+
+def test_a_truncated_gzip_keeps_its_complete_rows_and_is_reported(tmp_path: Path) -> None:
+    import gzip
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    packed = gzip.compress(f"{SESSION_HEADER}\n{_sessions(300)}".encode())
+    (raw / "cut.csv.gz").write_bytes(packed[: len(packed) // 2])
+    summary = ingest([raw], tmp_path / "store")
+    assert summary.bad_files == {str(raw / "cut.csv.gz"): "truncated_gzip"}
+    stored = load_events(tmp_path / "store")
+    assert 0 < len(stored) < 300 and summary.rows_stored == len(stored)
+    quarantine = load_quarantine(tmp_path / "store")
+    assert quarantine[s.REASON].tolist()[0] == "truncated_gzip"
+    assert quarantine[s.LINE].tolist() in ([0], [0, len(stored) + 2])
+    again = ingest([raw], tmp_path / "store")
+    assert (again.rows_stored, again.files_skipped) == (0, 1)
+
+
+def test_folder_links_are_followed_once_and_broken_links_reported(tmp_path: Path) -> None:
+    data = tmp_path / "elsewhere"
+    data.mkdir()
+    (data / "a.csv").write_text(f"{SESSION_HEADER}\n{_sessions(2)}")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "linked").symlink_to(data, target_is_directory=True)
+    (data / "loop").symlink_to(raw, target_is_directory=True)  # raw/linked/loop -> raw
+    (raw / "gone.csv").symlink_to(tmp_path / "missing.csv")
+    summary = ingest([raw], tmp_path / "store")
+    assert summary.rows_stored == 2 and summary.files == 2
+    assert summary.bad_files == {str(raw / "gone.csv"): "broken_link"}
+    quarantine = load_quarantine(tmp_path / "store")
+    assert quarantine[s.REASON].tolist() == ["broken_link"]
+
+
+def test_a_named_pipe_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    good = tmp_path / "good.csv"
+    good.write_text(f"{SESSION_HEADER}\n{_sessions(1)}")
+    summary = ingest([fifo, good], tmp_path / "store")  # would block for ever before
+    assert summary.rows_stored == 1
+    assert summary.bad_files == {str(fifo): "not_a_regular_file"}
