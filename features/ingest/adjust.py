@@ -23,6 +23,7 @@ import urllib.parse
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 import duckdb
@@ -39,12 +40,12 @@ REASONS: Final = {
     "truncated_row": "the row has a different number of fields than the header",
     "missing_identity": "neither the customer user id nor the adid is set",
     "missing_event_time": "created_at is empty",
-    "bad_timestamp": "a time field is neither Unix seconds nor YYYY-MM-DDTHH:MMUTC",
+    "bad_timestamp": "a time field is neither Unix seconds, YYYY-MM-DDTHH:MMUTC nor ISO 8601",
     "unknown_platform": "no os_name, subscription_store, idfv or gps_adid tells the platform",
     "missing_activity_kind": "no activity_kind and no subscription_event_type",
     "missing_event_name": "an in-app event row has neither event_name nor the event token",
     "unknown_event": "subscription event (and subtype) in neither the current nor the legacy list",
-    "bad_number": "revenue_float is not a number",
+    "bad_number": "revenue_float is not a (finite) number",
     "negative_price": "revenue_float is negative",
     "expiry_before_purchase": "subscription_expiration_time is before subscription_purchased_at",
     "invalid_callback": "a callback log line is neither a URL with a query string nor JSON",
@@ -122,7 +123,11 @@ _CSV_FIELD_LIMIT = (1 << 31) - 1  # Python's csv refuses fields over 128 KB by d
 _TIME_LIKE = re.compile(r"^\s*(\d{1,11}|\d{4}-\d\d-\d\d[T ]\d\d:\d\d\S*)\s*$")
 
 _UTC: Final = pa.timestamp("us", tz="UTC")
-_MAX_EPOCH = 4_102_444_800  # 2100-01-01: later "Unix seconds" are garbage
+#: Times from here on are garbage whatever the window (an expiry may be years ahead, not this).
+LAST_PLAUSIBLE: Final = datetime(2100, 1, 1, tzinfo=UTC)
+#: The default of ``ingest.earliest``: Adjust (and app-store subscriptions) start after it.
+DEFAULT_EARLIEST: Final = datetime(2008, 1, 1, tzinfo=UTC)
+_ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
 _TEXT_TIME_FORMATS = ("%Y-%m-%dT%H:%MUTC", "%Y-%m-%dT%H:%M:%SUTC", "%Y-%m-%dT%H:%M:%SZ")
 _NUMBER = r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
 _CALLBACK_SUFFIXES = (".log", ".jsonl", ".ndjson")
@@ -639,11 +644,18 @@ class Normalised:
 
 
 def normalise(
-    rows: pa.Table, *, user_id_column: str = s.DEFAULT_USER_ID_PARAM, keep_unknown: bool = True
+    rows: pa.Table,
+    *,
+    user_id_column: str = s.DEFAULT_USER_ID_PARAM,
+    keep_unknown: bool = True,
+    earliest: datetime | None = DEFAULT_EARLIEST,
+    latest: datetime | None = None,
 ) -> Normalised:
     """Validate and map read rows (text columns + ``line`` + SOURCE_INDEX) to canonical events.
 
-    Pure: the same rows give the same events, rejections and event keys.
+    ``created_at``, ``installed_at`` and ``subscription_purchased_at`` must lie in
+    [``earliest``, ``latest``); expiry and cancellation times may be later, up to LAST_PLAUSIBLE.
+    Pure: the same rows (and window) give the same events, rejections and event keys.
     """
     n = rows.num_rows
 
@@ -684,6 +696,17 @@ def normalise(
     for name in (s.SUB_PURCHASED_AT, s.SUB_EXPIRATION_TIME, s.SUB_CANCELLED_AT, s.INSTALLED_AT):
         times[name], bad = parse_times(col(name))
         problems.append(("bad_timestamp", bad, _detail(name, col(name))))
+    for name, values in (
+        (s.CREATED_AT, ts),
+        (s.INSTALLED_AT, times[s.INSTALLED_AT]),
+        (s.SUB_PURCHASED_AT, times[s.SUB_PURCHASED_AT]),
+        (s.SUB_EXPIRATION_TIME, times[s.SUB_EXPIRATION_TIME]),
+        (s.SUB_CANCELLED_AT, times[s.SUB_CANCELLED_AT]),
+    ):
+        # an expiry (or a cancellation holding one) may lie ahead; an event may not
+        ahead = name in (s.SUB_EXPIRATION_TIME, s.SUB_CANCELLED_AT)
+        mask, window = _implausible(values, earliest, None if ahead else latest)
+        problems.append(("implausible_time", mask, _window_detail(name, col(name), window)))
     problems.append(
         ("unknown_platform", pc.is_null(platform), "no os_name, store, idfv or gps_adid")
     )
@@ -741,6 +764,15 @@ def normalise(
         )
     )
     price = pc.cast(pc.if_else(numeric, pc.utf8_trim_whitespace(revenue), None), pa.float64())
+    problems.append(
+        (
+            "bad_number",
+            pc.invert(pc.is_finite(price)),  # 1e400 parses as inf
+            lambda at: pc.binary_join_element_wise(
+                _detail(s.REVENUE_FLOAT, revenue)(at), " is not a finite number", ""
+            ),
+        )
+    )
     problems.append(("negative_price", pc.less(price, 0.0), _detail(s.REVENUE_FLOAT, revenue)))
     purchased, expires = times[s.SUB_PURCHASED_AT], times[s.SUB_EXPIRATION_TIME]
     problems.append(
@@ -843,6 +875,14 @@ def _detail(field_name: str, values: pa.Array) -> Callable[[pa.Array], pa.Array]
     return quote
 
 
+def _window_detail(field_name: str, values: pa.Array, window: str) -> Detail:
+    """``field='value' is outside the plausible window (from ... and before ...)``."""
+    quote = _detail(field_name, values)
+    return lambda rows: pc.binary_join_element_wise(
+        quote(rows), f" is not {window} (ingest.earliest, ingest.max_future_days)", ""
+    )
+
+
 def _first_problem(
     problems: list[tuple[str, pa.Array, Detail]], n: int
 ) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
@@ -889,11 +929,11 @@ def _map_subscription_event(name: pa.Array, subtype: pa.Array) -> tuple[pa.Array
 
 
 def parse_times(text: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """Unix seconds or ``2016-04-04T23:16UTC`` text → UTC timestamps, and a mask of bad values."""
+    """Unix seconds, ``2016-04-04T23:16UTC`` or ISO 8601 text (an offset, fractional seconds)
+    → UTC timestamps, and a mask of bad values. Plausibility is the caller's (``normalise``)."""
     trimmed = pc.utf8_trim_whitespace(text)
     digits = pc.and_(pc.ascii_is_decimal(trimmed), pc.less_equal(pc.binary_length(trimmed), 11))
     seconds = pc.cast(pc.if_else(digits, trimmed, None), pa.int64())
-    seconds = pc.if_else(pc.less_equal(seconds, _MAX_EPOCH), seconds, None)
     parsed = pc.cast(pc.multiply(seconds, 1_000_000), _UTC)
     textual = pc.fill_null(pc.invert(digits), False)
     if pc.any(textual).as_py():  # only the few text values go through strptime
@@ -908,9 +948,43 @@ def parse_times(text: pa.Array) -> tuple[pa.Array, pa.Array]:
             )
             exact = pc.equal(pc.day(candidate), day)
             found = pc.coalesce(found, pc.cast(pc.if_else(exact, candidate, None), _UTC))
+        found = pc.coalesce(found, _iso_times(pc.if_else(pc.is_null(found), words, None)))
         parsed = pc.replace_with_mask(parsed, textual, found)
     bad = pc.and_(pc.is_valid(text), pc.is_null(parsed))
     return parsed, bad
+
+
+def _iso_times(words: pa.Array) -> pa.Array:
+    """ISO 8601 date-times (``2026-01-05T00:13:19.5+02:00``; no offset = UTC) → UTC; others null.
+
+    Python's parser, for the few values Adjust's own formats did not match."""
+    out = []
+    for word in words.to_pylist():
+        value = None
+        if word is not None and _ISO_TIME.match(word):
+            try:
+                parsed = datetime.fromisoformat(word)
+                value = (
+                    parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+                )
+            except (ValueError, OverflowError):
+                value = None
+        out.append(value)
+    return pa.array(out, _UTC)
+
+
+def _implausible(
+    ts: pa.Array, earliest: datetime | None, latest: datetime | None
+) -> tuple[pa.Array, str]:
+    """Mask of times before ``earliest`` or after ``latest`` (or LAST_PLAUSIBLE), and a text of
+    the window for the detail."""
+    latest = min(latest, LAST_PLAUSIBLE) if latest is not None else LAST_PLAUSIBLE
+    mask = pc.greater_equal(ts, pa.scalar(latest, _UTC))
+    window = f"before {latest:%Y-%m-%dT%H:%M:%SZ}"
+    if earliest is not None:
+        mask = pc.or_(mask, pc.less(ts, pa.scalar(earliest, _UTC)))
+        window = f"from {earliest:%Y-%m-%dT%H:%M:%SZ} and {window}"
+    return mask, window
 
 
 def event_keys(parts: pa.Table) -> pa.Array:

@@ -15,6 +15,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -26,8 +27,10 @@ from base import LapseError
 from features import schema as s
 from features.ingest.adjust import (
     BAD_FILE_LINE,
+    DEFAULT_EARLIEST,
     SOURCE_INDEX,
     BadFile,
+    Normalised,
     Source,
     normalise,
     read_source,
@@ -175,6 +178,49 @@ def _read(path: Path, known: Container[str] = ()) -> _Read:
     return result
 
 
+@dataclass(frozen=True)
+class Rules:
+    """Today's validation rules of one run: identity column, unknown columns, the time window."""
+
+    user_id_column: str
+    keep_unknown_columns: bool
+    earliest: datetime
+    latest: datetime
+
+    @classmethod
+    def of(
+        cls,
+        user_id_column: str,
+        keep_unknown_columns: bool,
+        now: datetime | None,
+        earliest: date | datetime,
+        max_future_days: float,
+    ) -> Rules:
+        """The rules with the window made absolute: ``now`` is read once, here, if not given."""
+        now = datetime.now(UTC) if now is None else _utc(now)
+        if not isinstance(earliest, datetime):
+            earliest = datetime(earliest.year, earliest.month, earliest.day)
+        return cls(
+            user_id_column,
+            keep_unknown_columns,
+            _utc(earliest),
+            now + timedelta(days=max_future_days),
+        )
+
+    def normalise(self, rows: pa.Table) -> Normalised:
+        return normalise(
+            rows,
+            user_id_column=self.user_id_column,
+            keep_unknown=self.keep_unknown_columns,
+            earliest=self.earliest,
+            latest=self.latest,
+        )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 @dataclass
 class _Batch:
     reads: list[_Read] = field(default_factory=list)
@@ -188,8 +234,16 @@ def ingest(
     user_id_column: str = s.DEFAULT_USER_ID_PARAM,
     keep_unknown_columns: bool = True,
     progress: Progress | None = None,
+    now: datetime | None = None,
+    earliest: date | datetime = DEFAULT_EARLIEST,
+    max_future_days: float = 1.0,
 ) -> IngestSummary:
-    """Add the given files and folders to the event store at ``store``; see the module doc."""
+    """Add the given files and folders to the event store at ``store``; see the module doc.
+
+    Times outside [``earliest``, ``now`` + ``max_future_days``) are quarantined as
+    ``implausible_time``; ``now`` (aware, or naive UTC) defaults to the clock at the start.
+    """
+    rules = Rules.of(user_id_column, keep_unknown_columns, now, earliest, max_future_days)
     store = Path(store)
     paths = find_sources(sources)
     if not paths:
@@ -219,17 +273,13 @@ def ingest(
                     batch.reads.append(read)
                     batch.rows += read.source.rows.num_rows if read.source else 0
                 if batch.rows >= BATCH_ROWS or len(batch.reads) >= BATCH_FILES:
-                    manifest = _flush(
-                        store, manifest, batch, keys, summary, user_id_column, keep_unknown_columns
-                    )
+                    manifest = _flush(store, manifest, batch, keys, summary, rules)
                     batch = _Batch()
                 report("files", done, len(paths))
                 # rows validated and committed (stored, dropped or quarantined) of rows read
                 report("rows", summary.rows_read, summary.rows_read + batch.rows)
         if batch.reads:
-            manifest = _flush(
-                store, manifest, batch, keys, summary, user_id_column, keep_unknown_columns
-            )
+            manifest = _flush(store, manifest, batch, keys, summary, rules)
         report("rows", summary.rows_read, summary.rows_read)
     summary.quarantined = dict(sorted(summary.quarantined.items()))
     return summary
@@ -277,13 +327,12 @@ def _flush(
     batch: _Batch,
     cache: _KeyCache,
     summary: IngestSummary,
-    user_id_column: str,
-    keep_unknown: bool,
+    rules: Rules,
 ) -> Manifest:
     """Normalise, deduplicate and commit one batch of files; add its counts to ``summary``."""
     reads = batch.reads
     names = pa.array([str(r.path) for r in reads], pa.string())
-    result = normalise(_batch_rows(reads), user_id_column=user_id_column, keep_unknown=keep_unknown)
+    result = rules.normalise(_batch_rows(reads))
     events = result.events
 
     # deduplicate: against the store (the months this batch touches) and within the batch

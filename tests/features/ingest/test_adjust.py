@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -443,3 +443,69 @@ def test_a_plain_csv_named_gz_is_read_with_a_note() -> None:
     rows, rejected, source = read_rows(csv_bytes(row()), name="f.csv.gz")
     assert sorted(rows) == [2] and rejected == []
     assert source.notes == ["named .gz but not gzip-compressed: read as plain text"]
+
+
+NOW = datetime(2026, 1, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_name"),
+    [
+        ({"created_at": "0"}, "created_at"),
+        ({"created_at": "0001-01-01T00:00Z"}, "created_at"),
+        ({"created_at": "9999-12-31T23:59Z"}, "created_at"),
+        ({"created_at": "1999999999"}, "created_at"),  # 2033: after now + 1 day
+        ({"created_at": str(int(NOW.timestamp()) + 2 * 86400)}, "created_at"),
+        ({"subscription_purchased_at": "1"}, "subscription_purchased_at"),
+        ({"subscription_expiration_time": "4102444800"}, "subscription_expiration_time"),
+    ],
+)
+def test_implausible_times_are_refused_with_the_window(fields: dict, field_name: str) -> None:
+    latest = NOW + timedelta(days=1)
+    events, rejected, result = run(
+        csv_bytes(row(subscription_event_type="renewal", **fields)), latest=latest
+    )
+    assert rejected == [(2, "implausible_time")] and events == []
+    detail = result.rejected.column(s.DETAIL)[0].as_py()
+    assert detail.startswith(f"{field_name}='") and "is not from 2008-01-01T00:00:00Z" in detail
+
+
+def test_an_expiry_years_ahead_and_a_time_within_the_window_are_kept() -> None:
+    events, rejected, _ = run(
+        csv_bytes(
+            row(
+                subscription_event_type="renewal",
+                created_at=int(NOW.timestamp()) + 3600,
+                subscription_expiration_time=int(NOW.timestamp()) + 3 * 365 * 86400,
+            )
+        ),
+        latest=NOW + timedelta(days=1),
+    )
+    assert rejected == [] and len(events) == 1
+
+
+def test_iso_times_with_offsets_and_fractions_are_parsed() -> None:
+    header = "{created_at},{adid},{os_name},{activity_kind},{installed_at}"
+    data = csv_bytes(
+        f"2026-01-05T02:13:19.25+02:00,{'a' * 32},ios,session,2026-01-04T10:00:00.5Z",
+        f"2026-01-05 00:13:19,{'a' * 32},ios,session,2026-01-04T10:00-05:30",
+        header=header,
+    )
+    events, rejected, _ = run(data)
+    assert rejected == []
+    assert [e[s.TS] for e in events] == [
+        datetime(2026, 1, 5, 0, 13, 19, 250000, tzinfo=UTC),
+        datetime(2026, 1, 5, 0, 13, 19, tzinfo=UTC),
+    ]
+    assert [e[s.INSTALLED_AT_COL] for e in events] == [
+        datetime(2026, 1, 4, 10, 0, 0, 500000, tzinfo=UTC),
+        datetime(2026, 1, 4, 15, 30, tzinfo=UTC),
+    ]
+
+
+@pytest.mark.parametrize("value", ["1e400", "inf", "-1e400", "nan"])
+def test_non_finite_revenue_is_refused(value: str) -> None:
+    events, rejected, _ = run(
+        csv_bytes(row(subscription_event_type="renewal", revenue_float=value))
+    )
+    assert rejected == [(2, "bad_number")] and events == []

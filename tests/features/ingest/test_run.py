@@ -330,3 +330,26 @@ def test_a_named_pipe_is_skipped_with_a_reason(tmp_path: Path) -> None:
     summary = ingest([fifo, good], tmp_path / "store")  # would block for ever before
     assert summary.rows_stored == 1
     assert summary.bad_files == {str(fifo): "not_a_regular_file"}
+
+
+def test_the_time_window_comes_from_the_arguments_and_now(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    src = tmp_path / "a.csv"
+    src.write_text(
+        f"{SESSION_HEADER}\n0,{'a' * 32},ios,session\n1767571999,{'b' * 32},ios,session\n"
+        f"1767744799,{'c' * 32},ios,session\n"  # 2026-01-07 00:13:19, two days after "now"
+    )
+    now = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    summary = ingest([src], tmp_path / "store", now=now)
+    assert (summary.rows_stored, summary.quarantined) == (1, {"implausible_time": 2})
+    later = ingest([src], tmp_path / "other", now=now, max_future_days=3, earliest=date(1970, 1, 1))
+    assert (later.rows_stored, later.quarantined) == (3, {})
+
+
+def test_ingest_settings_have_the_window_defaults() -> None:
+    from features.settings import IngestSettings
+
+    settings = IngestSettings()
+    assert (settings.earliest, settings.max_future_days) == (date(2008, 1, 1), 1.0)
+    assert IngestSettings(earliest="2015-06-01").earliest == date(2015, 6, 1)
