@@ -117,6 +117,32 @@ SOURCE_INDEX: Final = "__source_index"
 
 #: Names a read batch uses for itself: an input column so named is renamed ``raw_<name>``.
 RESERVED_COLUMNS: Final = frozenset({s.LINE, s.SOURCE, SOURCE_INDEX})
+#: The event key's version, recorded with each commit: 1 keyed identity, kind, raw name,
+#: subtype, transaction ids and second; 2 adds what tells activities apart beyond those.
+KEY_VERSION: Final = 2
+_KEY_DETAIL_COLUMNS: Final = (
+    s.PRICE,
+    s.CURRENCY,
+    s.PRODUCT_ID,
+    s.PURCHASED_AT,
+    s.EXPIRES_AT,
+    s.CANCELLED_AT,
+    s.EXPIRED_TRANSACTION_ID,
+    s.ENVIRONMENT,
+)
+#: The canonical columns canonical_event_keys reads.
+KEY_COLUMNS: Final = (
+    s.ADID,
+    s.USER_ID,
+    s.PLATFORM,
+    s.KIND,
+    s.EVENT_RAW,
+    s.EVENT_SUBTYPE,
+    s.TRANSACTION_ID,
+    s.ORIGINAL_TRANSACTION_ID,
+    s.TS,
+    *_KEY_DETAIL_COLUMNS,
+)
 #: The longest value kept (characters): Adjust sends callbacks of at most 1 MB.
 MAX_FIELD_CHARS: Final = 1 << 20
 _CSV_FIELD_LIMIT = (1 << 31) - 1  # Python's csv refuses fields over 128 KB by default
@@ -823,19 +849,7 @@ def normalise(
         s.INSTALLED_AT_COL: times[s.INSTALLED_AT],
     }
     table = pa.table(events).filter(ok)
-    key_source = pa.table(
-        {
-            "who": pc.coalesce(adid, user_id).filter(ok),
-            "platform": table.column(s.PLATFORM),
-            "kind": table.column(s.KIND),
-            "raw": pc.coalesce(event_raw, kind).filter(ok),
-            "subtype": pc.coalesce(subtype, "").filter(ok),
-            "txn": table.column(s.TRANSACTION_ID),
-            "orig": table.column(s.ORIGINAL_TRANSACTION_ID),
-            "ts": pc.cast(pc.cast(table.column(s.TS), pa.int64()), pa.string()),
-        }
-    )
-    table = table.append_column(s.EVENT_KEY, event_keys(key_source))
+    table = table.append_column(s.EVENT_KEY, canonical_event_keys(table))
     table = table.append_column(s.SOURCE, rows.column(SOURCE_INDEX).filter(ok))
     table = table.append_column(s.LINE, rows.column(s.LINE).filter(ok))
     extra_names = [c for c in rows.column_names if _is_unknown(c, user_id_column)]
@@ -985,6 +999,40 @@ def _implausible(
         mask = pc.or_(mask, pc.less(ts, pa.scalar(earliest, _UTC)))
         window = f"from {earliest:%Y-%m-%dT%H:%M:%SZ} and {window}"
     return mask, window
+
+
+def canonical_event_keys(events: pa.Table) -> pa.Array:
+    """Version KEY_VERSION of the event key, from canonical columns only (KEY_COLUMNS), so the
+    keys of events stored under an older version can be recomputed from the store.
+
+    Every column that tells two activities apart is in it (two purchases in one second differ
+    in price or product); where a row came from (source, line, unknown columns) is not, so the
+    same callback twice, or a callback mirroring an export row, is one event.
+    """
+
+    def col(name: str) -> pa.Array:
+        column = events.column(name)
+        return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+    def text(name: str) -> pa.Array:
+        values = col(name)
+        if pa.types.is_timestamp(values.type):
+            values = pc.cast(values.cast(_UTC), pa.int64())
+        return pc.cast(values, pa.string())
+
+    subtype = pc.utf8_lower(pc.utf8_trim_whitespace(col(s.EVENT_SUBTYPE)))
+    parts = {
+        "who": pc.coalesce(col(s.ADID), col(s.USER_ID)),
+        "platform": col(s.PLATFORM),
+        "kind": col(s.KIND),
+        "raw": pc.coalesce(col(s.EVENT_RAW), col(s.KIND)),
+        "subtype": pc.coalesce(subtype, ""),
+        "txn": col(s.TRANSACTION_ID),
+        "orig": col(s.ORIGINAL_TRANSACTION_ID),
+        "ts": text(s.TS),
+    }
+    parts.update({name: text(name) for name in _KEY_DETAIL_COLUMNS})
+    return event_keys(pa.table(parts))
 
 
 def event_keys(parts: pa.Table) -> pa.Array:

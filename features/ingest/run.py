@@ -28,10 +28,13 @@ from features import schema as s
 from features.ingest.adjust import (
     BAD_FILE_LINE,
     DEFAULT_EARLIEST,
+    KEY_COLUMNS,
+    KEY_VERSION,
     SOURCE_INDEX,
     BadFile,
     Normalised,
     Source,
+    canonical_event_keys,
     normalise,
     read_source,
 )
@@ -310,7 +313,14 @@ class _KeyCache:
             del self.months[month]
         for month in months:
             if month not in self.months:
-                self.months[month] = stored_keys(self.store, manifest, [month])
+                self.months[month] = stored_keys(
+                    self.store,
+                    manifest,
+                    [month],
+                    key_version=KEY_VERSION,
+                    rekey=canonical_event_keys,
+                    key_columns=KEY_COLUMNS,
+                )
         arrays = [self.months[m] for m in months]
         return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
 
@@ -373,7 +383,7 @@ def _flush(
         summary.quarantined[reason] = summary.quarantined.get(reason, 0) + count
 
     quarantine = quarantine.set_column(0, s.SOURCE, names.take(quarantine.column(SOURCE_INDEX)))
-    manifest = commit(store, manifest, events, quarantine, records)
+    manifest = commit(store, manifest, events, quarantine, records, key_version=KEY_VERSION)
     summary.commits += 1
     cache.add(events.column(s.EVENT_KEY).combine_chunks(), months)
     return manifest

@@ -21,7 +21,7 @@ import json
 import operator
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -176,9 +176,14 @@ def commit(
     events: pa.Table,
     quarantine: pa.Table,
     sources: Sequence[dict[str, Any]],
+    *,
+    key_version: int | None = None,
+    retired: dict[str, list[int]] | None = None,
 ) -> Manifest:
     """Write events (by month) and quarantine rows, then publish them with ``sources`` at once.
 
+    ``key_version`` says how the events' keys were computed (see ``stored_keys``); ``retired``
+    lists quarantine rows (file -> row numbers) this commit resolves, hidden from then on.
     Returns the new manifest; the store is unchanged if this raises or the process dies.
     """
     store = Path(store)
@@ -217,6 +222,8 @@ def commit(
                 "events": written_events,
                 "quarantine": written_quarantine,
                 "sources": [src["sha256"] for src in sources],
+                **({"key_version": key_version} if key_version is not None else {}),
+                **({"retired": retired} if retired else {}),
             },
         ],
     )
@@ -271,10 +278,36 @@ def _events_dataset(store: Path, manifest: Manifest, months: Iterable[str] | Non
     )
 
 
-def stored_keys(store: Path, manifest: Manifest, months: Iterable[str]) -> pa.Array:
-    """Event keys already stored in the given months (for deduplication)."""
-    data = _events_dataset(Path(store), manifest, months)
-    return data.to_table(columns=[s.EVENT_KEY]).column(s.EVENT_KEY).combine_chunks()
+def stored_keys(
+    store: Path,
+    manifest: Manifest,
+    months: Iterable[str],
+    key_version: int | None = None,
+    rekey: Callable[[pa.Table], pa.Array] | None = None,
+    key_columns: Sequence[str] = (),
+) -> pa.Array:
+    """Event keys already stored in the given months (for deduplication).
+
+    Events committed under another ``key_version`` than the current one have their keys
+    recomputed by ``rekey`` from their ``key_columns``, so old and new keys compare.
+    """
+    store = Path(store)
+    months = list(months)
+    if rekey is None:
+        data = _events_dataset(store, manifest, months)
+        return data.to_table(columns=[s.EVENT_KEY]).column(s.EVENT_KEY).combine_chunks()
+    current = Manifest(commits=[c for c in manifest.commits if c.get("key_version") == key_version])
+    older = Manifest(commits=[c for c in manifest.commits if c.get("key_version") != key_version])
+    keys = [
+        _events_dataset(store, current, months)
+        .to_table(columns=[s.EVENT_KEY])
+        .column(s.EVENT_KEY)
+        .combine_chunks()
+    ]
+    old = _events_dataset(store, older, months).to_table(columns=list(key_columns))
+    if old.num_rows:
+        keys.append(rekey(old))
+    return pa.concat_arrays([k.cast(pa.string()) for k in keys])
 
 
 def _as_utc(value: datetime | str | pd.Timestamp | None) -> pd.Timestamp | None:

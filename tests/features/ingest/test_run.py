@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -353,3 +354,49 @@ def test_ingest_settings_have_the_window_defaults() -> None:
     settings = IngestSettings()
     assert (settings.earliest, settings.max_future_days) == (date(2008, 1, 1), 1.0)
     assert IngestSettings(earliest="2015-06-01").earliest == date(2015, 6, 1)
+
+
+PURCHASE_HEADER = "{created_at},{adid},{os_name},{activity_kind},{event_name},{revenue_float}"
+
+
+def test_two_purchases_in_one_second_are_two_events_and_a_copy_is_one(tmp_path: Path) -> None:
+    a = "a" * 32
+    src = tmp_path / "a.csv"
+    src.write_text(
+        f"{PURCHASE_HEADER}\n1767571999,{a},ios,event,purchase,0.99\n"
+        f"1767571999,{a},ios,event,purchase,9.99\n1767571999,{a},ios,event,purchase,0.99\n"
+    )
+    (tmp_path / "cb.log").write_text(
+        f"/cb?created_at=1767571999&adid={a}&os_name=ios&activity_kind=event"
+        "&event_name=purchase&revenue_float=9.99\n"
+    )
+    summary = ingest([src, tmp_path / "cb.log"], tmp_path / "store")
+    assert (summary.rows_stored, summary.duplicates) == (2, 2)
+    assert sorted(load_events(tmp_path / "store")[s.PRICE]) == [0.99, 9.99]
+
+
+def test_a_store_keyed_by_an_older_key_version_still_dedupes(tmp_path: Path) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    store = tmp_path / "store"
+    src = tmp_path / "raw" / "a.csv"
+    src.parent.mkdir()
+    src.write_text(f"{SESSION_HEADER}\n{_sessions(3)}")
+    ingest([src.parent], store)
+    # make it look like a store written before key version 2: other keys, no version recorded
+    manifest = json.loads((store / "manifest.json").read_text())
+    for entry in manifest["commits"]:
+        entry.pop("key_version")
+        for rel in entry["events"]:
+            table = pq.read_table(store / rel)
+            old = [f"v1-{i}" for i in range(table.num_rows)]
+            index = table.schema.get_field_index(s.EVENT_KEY)
+            pq.write_table(table.set_column(index, s.EVENT_KEY, pa.array(old)), store / rel)
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    src.write_text(f"{SESSION_HEADER}\n{_sessions(4)}")  # the file grew by one row
+    again = ingest([src.parent], store)
+    assert (again.rows_stored, again.duplicates) == (1, 3)
+    assert len(load_events(store)) == 4
+    assert ingest([src.parent], store).rows_stored == 0
