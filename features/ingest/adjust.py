@@ -178,6 +178,7 @@ class Source:
     header line (None for callback logs), ``spans`` maps the first line of each record that
     spans lines to its last, ``notes`` says what was read differently than asked (a renamed
     column, CR line ends), and ``damage`` is a file-level fault whose intact rows were kept.
+    ``raws`` holds the raw records by line where ``text`` is not the file's (a re-read).
     """
 
     name: str
@@ -189,6 +190,7 @@ class Source:
     spans: dict[int, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     damage: BadFile | None = None
+    raws: dict[int, str] = field(default_factory=dict)
 
     @functools.cached_property
     def _lines(self) -> list[str]:
@@ -196,6 +198,8 @@ class Source:
 
     def raw_line(self, line: int) -> str:
         """The text of the record starting at physical line ``line`` (1-based)."""
+        if self.raws:
+            return self.raws.get(line, "")
         if not 0 < line <= len(self._lines):
             return ""
         end = self.spans.get(line, line)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 from base import LapseError
 from features import schema as s
 from features.ingest.adjust import (
+    _CALLBACK_SUFFIXES,
     BAD_FILE_LINE,
     DEFAULT_EARLIEST,
     KEY_COLUMNS,
@@ -34,15 +36,18 @@ from features.ingest.adjust import (
     BadFile,
     Normalised,
     Source,
+    _is_callback_log,
     canonical_event_keys,
     normalise,
     read_source,
 )
 from features.ingest.store import (
     HEADER,
+    MANIFEST,
     Manifest,
     commit,
     month_of,
+    quarantine_file,
     read_manifest,
     remove_orphans,
     stored_keys,
@@ -345,12 +350,7 @@ def _flush(
     result = rules.normalise(_batch_rows(reads))
     events = result.events
 
-    # deduplicate: against the store (the months this batch touches) and within the batch
-    key = events.column(s.EVENT_KEY).combine_chunks()
-    months = month_of(events.column(s.TS))
-    in_store = pc.is_in(key, value_set=cache.keys(manifest, sorted(pc.unique(months).to_pylist())))
-    first = pc.equal(pc.index_in(key, value_set=key), pa.array(np.arange(len(key))))
-    keep = pc.and_(pc.invert(in_store), first).to_numpy(zero_copy_only=False)
+    keep, months = _new_events(events, cache, manifest)
     source_of = events.column(s.SOURCE).combine_chunks().to_numpy()
     stored_per = np.bincount(source_of[keep], minlength=len(reads))
     duplicate_per = np.bincount(source_of[~keep], minlength=len(reads))
@@ -387,6 +387,152 @@ def _flush(
     summary.commits += 1
     cache.add(events.column(s.EVENT_KEY).combine_chunks(), months)
     return manifest
+
+
+def _new_events(
+    events: pa.Table, cache: _KeyCache, manifest: Manifest
+) -> tuple[np.ndarray, pa.Array]:
+    """Which events are new: not in the store (the months they touch), not earlier in the batch;
+    and each event's month."""
+    key = events.column(s.EVENT_KEY).combine_chunks()
+    months = month_of(events.column(s.TS))
+    in_store = pc.is_in(key, value_set=cache.keys(manifest, sorted(pc.unique(months).to_pylist())))
+    first = pc.equal(pc.index_in(key, value_set=key), pa.array(np.arange(len(key))))
+    return pc.and_(pc.invert(in_store), first).to_numpy(zero_copy_only=False), months
+
+
+def reprocess_quarantine(
+    store: str | os.PathLike[str],
+    *,
+    user_id_column: str = s.DEFAULT_USER_ID_PARAM,
+    keep_unknown_columns: bool = True,
+    now: datetime | None = None,
+    earliest: date | datetime = DEFAULT_EARLIEST,
+    max_future_days: float = 1.0,
+) -> IngestSummary:
+    """Run every quarantined row that has not had its retry through today's rules, once.
+
+    Rows that pass are stored (a copy of a stored event is dropped as a duplicate) and leave the
+    quarantine; rows that fail again are quarantined anew with today's reason and are not
+    retried by a later call, so a second call does nothing. A row is re-read from its raw text
+    with its file's CSV header (from the quarantine, else the file's first line); rows that
+    cannot be re-read so (bytes that were not UTF-8, a CSV row whose header is unknown) keep
+    their reason. Bad files (line 0) are not rows and stay as they are.
+    """
+    rules = Rules.of(user_id_column, keep_unknown_columns, now, earliest, max_future_days)
+    store = Path(store)
+    summary = IngestSummary(store=str(store))
+    if not (store / MANIFEST).exists():
+        raise IngestError(f"{store}: no event store here (no {MANIFEST}); nothing to reprocess")
+    with writer_lock(store):
+        manifest = read_manifest(store)
+        summary.orphans_removed = remove_orphans(store, manifest)
+        retired, done = manifest.retired(), manifest.reprocessed_files()
+        tried: dict[str, list[int]] = {}
+        groups: dict[tuple[str, str | None], list[dict]] = {}
+        for rel in manifest.quarantine_files():
+            if rel in done:
+                continue
+            for i, row in enumerate(quarantine_file(store, rel).to_pylist()):
+                if row[s.LINE] == BAD_FILE_LINE or i in retired.get(rel, ()):
+                    continue
+                tried.setdefault(rel, []).append(i)
+                groups.setdefault((row[s.SOURCE], _header_of(row)), []).append(row)
+        if not tried:
+            return summary
+        reads = [
+            _Read(Path(name), 0, "", source=_reread(name, header, rows))
+            for (name, header), rows in groups.items()
+        ]
+        summary.files = len(reads)
+        names = pa.array([str(r.path) for r in reads], pa.string())
+        result = rules.normalise(_batch_rows(reads))
+        events = result.events
+        keep, months = _new_events(events, _KeyCache(store), manifest)
+        events = events.filter(pa.array(keep))
+        events = events.set_column(
+            events.schema.get_field_index(s.SOURCE), s.SOURCE, names.take(events.column(s.SOURCE))
+        )
+        quarantine = _quarantine(reads, result.rejected)
+        quarantine = quarantine.set_column(0, s.SOURCE, names.take(quarantine.column(SOURCE_INDEX)))
+        summary.rows_read = sum(len(rows) for rows in groups.values())
+        summary.rows_stored = events.num_rows
+        summary.duplicates = int((~keep).sum())
+        summary.quarantined = dict(sorted(Counter(quarantine.column(s.REASON).to_pylist()).items()))
+        commit(
+            store,
+            manifest,
+            events,
+            quarantine,
+            [],
+            key_version=KEY_VERSION,
+            retired=tried,
+            reprocessed=True,
+        )
+        summary.commits = 1
+    return summary
+
+
+def _header_of(row: dict) -> str | None:
+    """The CSV header of a quarantined row: recorded with it, else its file's first line (if
+    the file is still there and is not a callback log); None for callbacks."""
+    if row[HEADER] is not None:
+        return row[HEADER]
+    path = Path(row[s.SOURCE])
+    if path.name.lower().removesuffix(".gz").endswith(_CALLBACK_SUFFIXES):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 20)
+        if data[:2] == b"\x1f\x8b":
+            data = zlib.decompressobj(31).decompress(data)
+        first = data.removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+    except (OSError, UnicodeDecodeError, zlib.error):
+        return _UNKNOWN_HEADER
+    return first if not _is_callback_log(str(path), first) else None
+
+
+#: A CSV row whose header cannot be found: it keeps its reason.
+_UNKNOWN_HEADER: Final = "\x00unknown"
+#: Reasons whose raw text is not a whole record as sent (escaped bytes, a line cut off by a
+#: broken gzip stream): re-reading it could store a mangled row, so they keep their reason.
+_NOT_REREAD: Final = frozenset({"wrong_encoding", "truncated_gzip", "corrupt_gzip"})
+
+
+def _reread(name: str, header: str | None, rows: list[dict]) -> Source:
+    """A source of the quarantined ``rows`` of one file, read again from their raw text with
+    their original line numbers; rows that cannot be re-read keep their reason."""
+    stays = [r[s.REASON] in _NOT_REREAD or header == _UNKNOWN_HEADER for r in rows]
+    kept = [r for r, stay in zip(rows, stays, strict=True) if stay]
+    again = [r for r, stay in zip(rows, stays, strict=True) if not stay]
+    lines = [] if header is None else [header]
+    original = [0] * len(lines)  # line in the re-read text (0-based) -> original line
+    for row in again:
+        raw_lines = row[s.RAW].split("\n")
+        original += [row[s.LINE] + k for k in range(len(raw_lines))]
+        lines += raw_lines
+    rejected = [(r[s.LINE], r[s.REASON], r[s.DETAIL] or "", r[s.RAW]) for r in kept]
+    try:
+        source = read_source(name, ("\n".join(lines) + "\n").encode()) if again else None
+    except BadFile as exc:
+        source = None
+        rejected += [(r[s.LINE], exc.reason, exc.detail, r[s.RAW]) for r in again]
+    if source is None:
+        empty = Source(name, pa.table({s.LINE: pa.array([], pa.int64())}), sorted(rejected))
+        empty.header = None if header in (None, _UNKNOWN_HEADER) else header
+        return empty
+    at = np.array([0, *original, 0], np.int64)  # 1-based, and the line after the last
+    source.rows = source.rows.set_column(
+        source.rows.schema.get_field_index(s.LINE),
+        s.LINE,
+        pa.array(at[source.rows.column(s.LINE).to_numpy()]),
+    )
+    source.rejected = sorted(
+        [(int(at[line]), reason, detail, raw) for line, reason, detail, raw in source.rejected]
+        + rejected
+    )
+    source.raws = {row[s.LINE]: row[s.RAW] for row in again}
+    return source
 
 
 def _batch_rows(reads: list[_Read]) -> pa.Table:

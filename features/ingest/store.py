@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -102,6 +103,18 @@ class Manifest:
 
     def quarantine_files(self) -> list[str]:
         return [f for c in self.commits for f in c["quarantine"]]
+
+    def retired(self) -> dict[str, set[int]]:
+        """Quarantine rows (file -> row numbers in it) a later reprocessing commit resolved."""
+        out: dict[str, set[int]] = {}
+        for c in self.commits:
+            for rel, rows in c.get("retired", {}).items():
+                out.setdefault(rel, set()).update(rows)
+        return out
+
+    def reprocessed_files(self) -> set[str]:
+        """Quarantine files written by reprocessing: their rows have had their one retry."""
+        return {f for c in self.commits if c.get("reprocessed") for f in c["quarantine"]}
 
     def to_json(self) -> str:
         return json.dumps(
@@ -179,6 +192,7 @@ def commit(
     *,
     key_version: int | None = None,
     retired: dict[str, list[int]] | None = None,
+    reprocessed: bool = False,
 ) -> Manifest:
     """Write events (by month) and quarantine rows, then publish them with ``sources`` at once.
 
@@ -224,6 +238,7 @@ def commit(
                 "sources": [src["sha256"] for src in sources],
                 **({"key_version": key_version} if key_version is not None else {}),
                 **({"retired": retired} if retired else {}),
+                **({"reprocessed": True} if reprocessed else {}),
             },
         ],
     )
@@ -377,9 +392,30 @@ def load_events(
     return table.to_pandas()
 
 
+def quarantine_file(store: Path, rel: str) -> pa.Table:
+    """One quarantine file in QUARANTINE_SCHEMA (columns added since it was written are null)."""
+    table = pq.read_table(Path(store) / rel)
+    for name in QUARANTINE_SCHEMA.names:
+        if name not in table.column_names:
+            kind = QUARANTINE_SCHEMA.field(name).type
+            table = table.append_column(name, pa.nulls(table.num_rows, kind))
+    return table.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+
+
 def load_quarantine(store: str | os.PathLike[str]) -> pd.DataFrame:
-    """Every rejected row and bad file: source, line (0 = whole file), reason, raw, detail."""
+    """Every rejected row and bad file: source, line (0 = whole file), reason, raw, detail, header.
+
+    Rows a reprocessing resolved are left out (``features.ingest.reprocess_quarantine``).
+    """
     store = Path(store)
-    files = [str(store / f) for f in read_manifest(store).quarantine_files()]
-    table = ds.dataset(files, schema=QUARANTINE_SCHEMA, format="parquet").to_table()
-    return table.to_pandas()
+    manifest = read_manifest(store)
+    retired = manifest.retired()
+    tables = []
+    for rel in manifest.quarantine_files():
+        table = quarantine_file(store, rel)
+        if rel in retired:
+            keep = np.ones(table.num_rows, bool)
+            keep[sorted(retired[rel])] = False
+            table = table.filter(pa.array(keep))
+        tables.append(table)
+    return pa.concat_tables([QUARANTINE_SCHEMA.empty_table(), *tables]).to_pandas()

@@ -400,3 +400,58 @@ def test_a_store_keyed_by_an_older_key_version_still_dedupes(tmp_path: Path) -> 
     assert (again.rows_stored, again.duplicates) == (1, 3)
     assert len(load_events(store)) == 4
     assert ingest([src.parent], store).rows_stored == 0
+
+
+# --- reprocessing the quarantine under today's rules ---------------------------------------
+
+
+def test_reprocess_quarantine_stores_rows_that_now_pass_exactly_once(tmp_path: Path) -> None:
+    from features.ingest import reprocess_quarantine
+
+    store = tmp_path / "store"
+    src = tmp_path / "a.csv"
+    src.write_text(
+        f"{SESSION_HEADER},{{network_name}}\n"
+        f"1262304000,{'a' * 32},ios,session,x\n"  # 2010: before a strict earliest
+        f'1262304001,{"b" * 32},ios,session,"two\nlines"\n'
+        f"1767571999,{'c' * 32},ios,session,x\n"
+        f"1767571999,{'d' * 32},ios\n"  # truncated: fails under any rule
+    )
+    first = ingest([src], store, earliest=date(2020, 1, 1))
+    assert (first.rows_stored, first.quarantined) == (
+        1,
+        {"implausible_time": 2, "truncated_row": 1},
+    )
+    again = reprocess_quarantine(store)  # default window: 2008 onwards
+    assert (again.rows_read, again.rows_stored, again.quarantined) == (3, 2, {"truncated_row": 1})
+    events = load_events(store)
+    assert sorted(zip(events[s.LINE], events[s.ADID].str[0], strict=True)) == [
+        (2, "a"),
+        (3, "b"),
+        (5, "c"),
+    ]
+    assert Path(events[s.SOURCE].iloc[0]) == src
+    quarantine = load_quarantine(store)
+    assert quarantine[[s.LINE, s.REASON, s.RAW]].values.tolist() == [
+        [6, "truncated_row", f"1767571999,{'d' * 32},ios"]
+    ]
+    twice = reprocess_quarantine(store)
+    assert (twice.rows_read, twice.rows_stored, twice.commits) == (0, 0, 0)
+    assert ingest([src], store).rows_stored == 0 and len(load_events(store)) == 3
+
+
+def test_reprocess_quarantine_drops_rows_already_stored_and_reads_callbacks(
+    tmp_path: Path,
+) -> None:
+    from features.ingest import reprocess_quarantine
+
+    store = tmp_path / "store"
+    line = f"/cb?created_at=1262304000&adid={'a' * 32}&os_name=ios&activity_kind=session\n"
+    (tmp_path / "a.log").write_text(line)
+    (tmp_path / "b.log").write_text("\n" + line)  # other bytes, same callback
+    first = ingest([tmp_path / "a.log"], store, earliest=date(2020, 1, 1))
+    ingest([tmp_path / "b.log"], store, earliest=date(2009, 1, 1))
+    assert first.quarantined == {"implausible_time": 1} and len(load_events(store)) == 1
+    again = reprocess_quarantine(store)
+    assert (again.rows_read, again.rows_stored, again.duplicates) == (1, 0, 1)
+    assert load_quarantine(store).empty
