@@ -448,15 +448,14 @@ def _records(
     """Parse physical ``lines`` (numbered from ``first``) into (line, fields) records.
 
     A record whose quoted value swallowed line ends of lines shaped like rows of this file (or
-    ran to the end unclosed) is an unbalanced quote: its first line is rejected and the lines it
-    swallowed are parsed again on their own, so the rows among them are kept.
+    ran to the end unclosed) is an unbalanced quote: its first line is rejected and parsing
+    starts again on the next line, so the rows it swallowed are kept.
     """
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     good: list[Record] = []
     rejected: list[Rejection] = []
     spans: dict[int, int] = {}
-    reader = csv.reader(iter(lines))
-    done = 0
+    reader, base, done = csv.reader(iter(lines)), 0, 0
     while done < len(lines):
         start = done
         try:
@@ -464,11 +463,11 @@ def _records(
         except StopIteration:
             break
         except csv.Error as exc:
-            done = max(reader.line_num, start + 1)
+            done = max(base + reader.line_num, start + 1)
             raw = "".join(lines[start:done]).rstrip("\r\n")
             rejected.append((first + start, "malformed_row", str(exc), raw))
             continue
-        done = reader.line_num
+        done = base + reader.line_num
         line = first + start
         inner = lines[start + 1 : done]
         unclosed = done == len(lines) and _unclosed(lines[start:done])
@@ -476,15 +475,11 @@ def _records(
             why = (
                 "a quoted value is never closed"
                 if unclosed
-                else (
-                    f"a quoted value swallowed the line ends of rows up to line {first + done - 1}"
-                )
+                else f"a quoted value swallowed the line ends of rows up to line {first + done - 1}"
             )
             rejected.append((line, "unbalanced_quote", why, lines[start].rstrip("\r\n")))
-            more_good, more_rejected, more_spans = _records(inner, line + 1, width, time_at)
-            good += more_good
-            rejected += more_rejected
-            spans.update(more_spans)
+            done = base = start + 1  # read on from the next line, as if this one were not there
+            reader = csv.reader(iter(lines[base:]))
             continue
         if inner:
             spans[line] = first + done - 1

@@ -509,3 +509,17 @@ def test_non_finite_revenue_is_refused(value: str) -> None:
         csv_bytes(row(subscription_event_type="renewal", revenue_float=value))
     )
     assert rejected == [(2, "bad_number")] and events == []
+
+
+def test_a_multiline_row_right_after_an_unbalanced_quote_is_kept() -> None:
+    header = "{created_at},{adid},{os_name},{activity_kind},{network_name}"
+    data = csv_bytes(
+        f'{T + 1},{"a" * 32},ios,session,"Meta',
+        f'{T + 2},{"a" * 32},ios,session,"two',
+        'lines"',
+        row_a(T + 3),
+        header=header,
+    )
+    rows, rejected, _ = read_rows(data)
+    assert rejected == [(2, "unbalanced_quote")]
+    assert sorted(rows) == [3, 5] and rows[3]["network_name"] == "two\nlines"
