@@ -146,7 +146,7 @@ KEY_COLUMNS: Final = (
 #: The longest value kept (characters): Adjust sends callbacks of at most 1 MB.
 MAX_FIELD_CHARS: Final = 1 << 20
 _CSV_FIELD_LIMIT = (1 << 31) - 1  # Python's csv refuses fields over 128 KB by default
-_TIME_LIKE = re.compile(r"^\s*(\d{1,11}|\d{4}-\d\d-\d\d[T ]\d\d:\d\d\S*)\s*$")
+_TIME_LIKE = re.compile(r"^\s*(\d{1,12}|\d{4}-\d\d-\d\d[T ]\d\d:\d\d\S*)\s*$")
 
 _UTC: Final = pa.timestamp("us", tz="UTC")
 #: Times from here on are garbage whatever the window (an expiry may be years ahead, not this).
@@ -290,7 +290,8 @@ def _utf8_lines(data: bytes) -> tuple[bytes, list[tuple[int, str, str, str]]]:
             return data, []
     except UnicodeDecodeError:
         pass
-    lines = data.split(b"\n")
+    end = b"\n" if b"\n" in data or b"\r" not in data else b"\r"  # CR-only: old-Mac lines
+    lines = data.split(end)
     rejected = []
     for number, line in enumerate(lines, start=1):
         why = "a NUL byte: binary, not text" if b"\x00" in line else ""
@@ -305,7 +306,7 @@ def _utf8_lines(data: bytes) -> tuple[bytes, list[tuple[int, str, str, str]]]:
         raw = line.decode("utf-8", "backslashreplace").rstrip("\r").replace("\x00", "\\x00")
         rejected.append((number, "wrong_encoding", why, raw))
         lines[number - 1] = b""
-    return b"\n".join(lines), rejected
+    return end.join(lines), rejected
 
 
 def _is_callback_log(name: str, first_line: str) -> bool:
@@ -401,8 +402,8 @@ def _arrow_csv(name: str, text: str, data: bytes, header: list[str]) -> Source |
         longest = pc.max(pc.utf8_length(column)).as_py()
         if longest is not None and longest > MAX_FIELD_CHARS:
             return None
-    last = table.slice(table.num_rows - 1).to_pylist()[0].values() if table.num_rows else ()
-    if any("\n" in (v or "") or "\r" in (v or "") for v in last):
+    tail = text.rstrip("\r\n")
+    if _unclosed([tail[tail.rfind("\n") + 1 :]]):
         return None  # an unclosed quote on the last line swallowed its line end
     bad = np.array([r[0] for r in invalid], np.int64)
     lines = np.setdiff1d(np.arange(2, records + 2, dtype=np.int64), bad, assume_unique=True)
@@ -518,12 +519,15 @@ def _unclosed(record: list[str]) -> bool:
 
 
 def _row_shaped(text: str, width: int, time_at: int) -> bool:
-    """Whether a line parses on its own as a row of this file: its width, a time in created_at."""
+    """Whether a line parses on its own as a row of this file (its width, or fewer fields with
+    the last one opening a quoted value) with a time in created_at."""
     try:
         fields = next(csv.reader([text]), [])
     except csv.Error:
         return False
-    return len(fields) == width and _TIME_LIKE.match(fields[time_at]) is not None
+    if not time_at < len(fields) <= width or _TIME_LIKE.match(fields[time_at]) is None:
+        return False
+    return len(fields) == width or _unclosed([text])  # whole, or a row opening a quoted value
 
 
 def _read_callbacks(name: str, text: str) -> Source:
@@ -945,7 +949,7 @@ def parse_times(text: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Unix seconds, ``2016-04-04T23:16UTC`` or ISO 8601 text (an offset, fractional seconds)
     → UTC timestamps, and a mask of bad values. Plausibility is the caller's (``normalise``)."""
     trimmed = pc.utf8_trim_whitespace(text)
-    digits = pc.and_(pc.ascii_is_decimal(trimmed), pc.less_equal(pc.binary_length(trimmed), 11))
+    digits = pc.and_(pc.ascii_is_decimal(trimmed), pc.less_equal(pc.binary_length(trimmed), 12))
     seconds = pc.cast(pc.if_else(digits, trimmed, None), pa.int64())
     parsed = pc.cast(pc.multiply(seconds, 1_000_000), _UTC)
     textual = pc.fill_null(pc.invert(digits), False)

@@ -523,3 +523,10 @@ def test_a_multiline_row_right_after_an_unbalanced_quote_is_kept() -> None:
     rows, rejected, _ = read_rows(data)
     assert rejected == [(2, "unbalanced_quote")]
     assert sorted(rows) == [3, 5] and rows[3]["network_name"] == "two\nlines"
+
+
+def test_a_non_utf8_byte_in_a_cr_only_file_costs_only_its_row() -> None:
+    data = csv_bytes(row(), row(created_at=T + 1), row(created_at=T + 2), newline="\r")
+    data = data.replace(f"{T + 1}".encode(), f"{T + 1}".encode()[:-1] + b"\xff")
+    rows, rejected, _ = read_rows(data)
+    assert rejected == [(3, "wrong_encoding")] and sorted(rows) == [2, 4]
