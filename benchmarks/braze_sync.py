@@ -38,10 +38,10 @@ import pandas as pd  # noqa: E402
 from features.schema import AS_OF, CHURN_PROBABILITY, PLATFORM, USER_ID  # noqa: E402
 from features.synthetic import SyntheticConfig, generate  # noqa: E402
 from features.synthetic.generator import OBSERVABLE  # noqa: E402
-from serving.braze_client import ClientConfig  # noqa: E402
-from serving.buckets import BucketPolicy  # noqa: E402
 from serving.emulator import Emulator, EmulatorConfig  # noqa: E402
+from serving.settings import BrazeSettings, LedgerSettings  # noqa: E402
 from serving.sync import SyncConfig, sync  # noqa: E402
+from training.buckets import BucketPolicy  # noqa: E402
 
 KEY = "bench-key"
 DOCUMENTED_LIMIT = (3000, 3.0)  # requests per window (spec §3)
@@ -53,13 +53,8 @@ TARGET_RATE = 0.90
 def _config(url: str, ledger: str, hysteresis: float, concurrency: int = 1) -> SyncConfig:
     """Lapse's default bucket policy (lapse.toml), with the given hysteresis; max_rps 1000."""
     policy = BucketPolicy.of("probability", {"high": 0.5, "medium": 0.2}, "low", hysteresis)
-    return SyncConfig(
-        attribute="churn_risk",
-        policy=policy,
-        client=ClientConfig(url=url, max_rps=1000.0),
-        ledger_url=ledger,
-        concurrency=concurrency,
-    )
+    braze = BrazeSettings(url=url, max_rps=1000.0, concurrency=concurrency)
+    return SyncConfig(braze, LedgerSettings(url=ledger), policy)
 
 
 # --- 1. data points ------------------------------------------------------------------------------

@@ -57,8 +57,9 @@ def main() -> None:
     from features.synthetic import SyntheticConfig, generate
     from features.timeline import NEEDED_COLUMNS
     from training.pipeline import ChurnModel
+    from training.settings import TrainConfig
     from training.splits import time_split
-    from training.train import TrainConfig, default_truth_path, load_truth, train_snapshots
+    from training.train import default_truth_path, load_truth, train_snapshots
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -88,15 +89,16 @@ def main() -> None:
     cutoffs = sorted(pd.to_datetime(truth[schema.AS_OF], utc=True).unique())
     frame = timed("snapshots", features.snapshots, events, cutoffs, args.horizon)
     del events
-    config = TrainConfig(
-        tracking_uri=f"sqlite:///{(work / 'mlflow.db').resolve()}",
-        artifact_location=(work / "mlruns").resolve().as_uri(),
-        optuna_storage=f"sqlite:///{(work / 'optuna.db').resolve()}",
-        experiment="bench-train",
-        registered_model="bench-train",
-        horizon_days=args.horizon,
-        n_trials=args.trials,
-        valid_cutoffs=args.valid_cutoffs,
+    config = TrainConfig().replace(
+        mlflow={
+            "tracking_uri": f"sqlite:///{(work / 'mlflow.db').resolve()}",
+            "artifact_location": (work / "mlruns").resolve().as_uri(),
+            "experiment": "bench-train",
+            "registered_model": "bench-train",
+        },
+        optuna={"storage": f"sqlite:///{(work / 'optuna.db').resolve()}", "n_trials": args.trials},
+        labels={"horizon_days": args.horizon},
+        training={"valid_cutoffs": args.valid_cutoffs},
     )
     result = timed("train", train_snapshots, frame, config, truth)
 
@@ -109,7 +111,13 @@ def main() -> None:
         (p.drop(columns=schema.CHURNED), p[schema.CHURNED].astype(bool).astype(int))
         for p in (train, valid)
     ]
-    timed("reference", ChurnModel(seed=config.seed).fit, *xy[0], X_valid=xy[1][0], y_valid=xy[1][1])
+    timed(
+        "reference",
+        ChurnModel(seed=config.training.seed).fit,
+        *xy[0],
+        X_valid=xy[1][0],
+        y_valid=xy[1][1],
+    )
 
     m = result.metrics
     tuning = result.seconds["tuning"]

@@ -13,19 +13,20 @@ if TYPE_CHECKING:
     from features.build import build_features
     from features.distributed import build_features_distributed
     from features.ingest.store import load_events, load_quarantine
+    from features.labelled import snapshots
     from features.labels import churn_labels
-    from features.snapshots import snapshots
-    from features.timeline import FeatureConfig, FeatureInputError
+    from features.settings import FeatureConfig
+    from features.timeline import FeatureInputError
 
 _HOMES = {
-    "FeatureConfig": "features.timeline",
+    "FeatureConfig": "features.settings",
     "FeatureInputError": "features.timeline",
     "build_features": "features.build",
     "build_features_distributed": "features.distributed",
     "churn_labels": "features.labels",
     "load_events": "features.ingest.store",
     "load_quarantine": "features.ingest.store",
-    "snapshots": "features.snapshots",
+    "snapshots": "features.labelled",
 }
 __all__ = [
     "FeatureConfig",

@@ -19,7 +19,7 @@ from features import engagement as eng
 from features import history as hist
 from features import schema as s
 from features import state as st
-from features.registry import FEATURES as REGISTRY
+from features.registry import Feature
 from features.timeline import (
     DEFAULT_CONFIG,
     SUBSCRIBER,
@@ -34,9 +34,19 @@ AsOf = date | datetime | str | pd.Timestamp
 Progress = Callable[[str, int, int], None]
 
 
+def feature_registry(config: FeatureConfig = DEFAULT_CONFIG) -> dict[str, Feature]:
+    """Every column ``build_features`` returns for ``config``, described, in build order.
+
+    A pure function of the config: another window configuration describes its own columns
+    without touching anyone else's table.
+    """
+    described = st.DESCRIPTIONS + hist.DESCRIPTIONS + eng.describe(config) + ctx.DESCRIPTIONS
+    return {feature.name: feature for feature in described}
+
+
 def feature_names(config: FeatureConfig = DEFAULT_CONFIG) -> tuple[str, ...]:
     """The feature columns ``build_features`` returns for ``config``, in order."""
-    return st.FEATURES + hist.FEATURES + eng.register_features(config) + ctx.FEATURES
+    return tuple(feature_registry(config))
 
 
 def active_state(table: EventTable, t: int, config: FeatureConfig) -> pl.DataFrame:
@@ -78,8 +88,8 @@ def features_at(
 def to_pandas(frame: pl.DataFrame, config: FeatureConfig) -> pd.DataFrame:
     """The polars feature frame as pandas indexed by SUBSCRIBER_INDEX, registry dtypes applied."""
     out = frame.to_pandas()
-    for name in feature_names(config):
-        kind = REGISTRY[name].kind
+    for name, feature in feature_registry(config).items():
+        kind = feature.kind
         out[name] = out[name].astype("str" if kind == "categorical" else "float64")
     return out.set_index(list(s.SUBSCRIBER_INDEX))
 
@@ -95,7 +105,7 @@ def build_features(
 
     ``events`` is the canonical event table (features.schema.EVENT_COLUMNS), as a pandas frame
     or an Arrow table; only production rows with ``ts < as_of`` are read. A date ``as_of``
-    means midnight UTC. Columns are described in ``features.registry.FEATURES``: categoricals
+    means midnight UTC. Columns are described by ``feature_registry(config)``: categoricals
     ``str``, booleans 0/1, the rest float, missing NaN. ``progress(stage, done, total)`` is told
     as each feature family is done.
     """

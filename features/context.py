@@ -9,12 +9,14 @@ from __future__ import annotations
 import polars as pl
 
 from features import schema as s
-from features.registry import Feature, register
+from features.registry import Feature
 from features.timeline import SUBSCRIBER, days
+
+_DESCRIBED: list[Feature] = []
 
 
 def _feature(name: str, kind: str, description: str) -> str:
-    register(Feature(name, "context", kind, description, "context"))
+    _DESCRIBED.append(Feature(name, "context", kind, description, "context"))
     return name
 
 
@@ -46,3 +48,5 @@ def context(rows: pl.DataFrame, t: int) -> pl.DataFrame:
 
 
 FEATURES = (COUNTRY, APP_PLATFORM, NETWORK, INSTALL_AGE)
+#: Each column of FEATURES described, in the same order (what the registry reads).
+DESCRIPTIONS: tuple[Feature, ...] = tuple({f.name: f for f in _DESCRIBED}[n] for n in FEATURES)

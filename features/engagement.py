@@ -12,15 +12,10 @@ from __future__ import annotations
 import polars as pl
 
 from features import schema as s
-from features.registry import Feature, register
+from features.registry import Feature
 from features.timeline import MICROS_PER_DAY, EventTable, FeatureConfig, days
 
 _HALF = 0.5  # added to counts before a log, so a zero count has a finite rate
-
-
-def _feature(name: str, kind: str, description: str, reason: str) -> str:
-    register(Feature(name, "engagement", kind, description, reason))
-    return name
 
 
 def _name_sessions(w: int) -> str:
@@ -35,10 +30,8 @@ def _name_trend(w: int, longest: int) -> str:
     return f"session_trend_{w}d_vs_{longest}d"
 
 
-def register_features(config: FeatureConfig) -> tuple[str, ...]:
-    """Register (once) and return the engagement feature names for ``config``'s windows."""
-    from features.registry import FEATURES
-
+def describe(config: FeatureConfig) -> tuple[Feature, ...]:
+    """The engagement columns ``config``'s windows give, described, in build order."""
     longest = max(config.windows)
     specs = []
     for w in sorted(config.windows):
@@ -68,16 +61,21 @@ def register_features(config: FeatureConfig) -> tuple[str, ...]:
         ("days_since_last_session", "Days since the last session (missing if none)"),
         ("days_since_last_in_app_event", "Days since the last in-app event (missing if none)"),
     ]
-    names = []
-    for name, description in specs:
-        if name not in FEATURES:
-            reason = "billing_trouble" if name.startswith("support_") else "falling_engagement"
-            register(Feature(name, "engagement", "numeric", description, reason))
-        names.append(name)
-    return tuple(names)
+    return tuple(
+        Feature(
+            name,
+            "engagement",
+            "numeric",
+            description,
+            "billing_trouble" if name.startswith("support_") else "falling_engagement",
+        )
+        for name, description in specs
+    )
 
 
-FEATURES = register_features(FeatureConfig())
+def feature_names(config: FeatureConfig) -> tuple[str, ...]:
+    """The engagement column names for ``config``, in build order."""
+    return tuple(f.name for f in describe(config))
 
 
 def _sql_list(values: tuple[str, ...]) -> str:
@@ -193,4 +191,4 @@ def engagement(
         days(pl.lit(t) - pl.col("_last_session")).alias("days_since_last_session"),
         days(pl.lit(t) - pl.col("_last_event")).alias("days_since_last_in_app_event"),
     )
-    return out.select(*key, *register_features(config))
+    return out.select(*key, *feature_names(config))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from features import schema as s
-from features.registry import Feature, register
+from features.registry import Feature
 from features.state import (
     AUTO_RENEW_OFF_EVENTS,
     CHARGE_EVENTS,
@@ -21,9 +21,11 @@ from features.state import (
 )
 from features.timeline import SUBSCRIBER, days
 
+_DESCRIBED: list[Feature] = []
+
 
 def _feature(name: str, kind: str, description: str, reason: str) -> str:
-    register(Feature(name, "history", kind, description, reason))
+    _DESCRIBED.append(Feature(name, "history", kind, description, reason))
     return name
 
 
@@ -141,3 +143,5 @@ FEATURES = (
     HAD_TRIAL,
     DAYS_SINCE_CANCELLATION,
 )
+#: Each column of FEATURES described, in the same order (what the registry reads).
+DESCRIPTIONS: tuple[Feature, ...] = tuple({f.name: f for f in _DESCRIBED}[n] for n in FEATURES)

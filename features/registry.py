@@ -1,7 +1,10 @@
-"""The feature registry: every feature's name, family, type, one-line description and reason group.
+"""What a feature is: its name, family, type, one-line description and reason group.
 
-The docs, the training pipeline (which columns are categorical), the per-user reasons and the
-service's ``/metadata`` all read this one table, so a feature is described in exactly one place.
+Each feature family describes its own columns (``DESCRIPTIONS`` in state, history, context;
+``engagement.describe(config)`` for the windows a config asks for), and
+``features.build.feature_registry(config)`` joins them: the docs, the training pipeline (which
+columns are categorical), the per-user reasons and the service's ``/metadata`` read that one
+table, so a feature is described in exactly one place, and the table is a function of the config.
 """
 
 from __future__ import annotations
@@ -41,14 +44,3 @@ class Feature:
                 f"feature {self.name!r}: reason {self.reason!r} is not one of "
                 f"{sorted(REASON_GROUPS)}"
             )
-
-
-FEATURES: dict[str, Feature] = {}
-
-
-def register(*features: Feature) -> None:
-    """Add features to the registry; a name registered twice is a programming error."""
-    for feature in features:
-        if feature.name in FEATURES:
-            raise ValueError(f"feature {feature.name!r} is registered twice")
-        FEATURES[feature.name] = feature

@@ -1,4 +1,5 @@
-"""The settings sections the features package reads: ``[store]``, ``[ingest]``, ``[labels]``.
+"""The settings sections the features package reads: ``[store]``, ``[ingest]``, ``[labels]``,
+``[features]``.
 
 Each is a ``base.Section`` with its defaults written here once; ``lapse.settings.Settings``
 composes them with the other packages' sections into the one settings object.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from base import Section
 
@@ -46,3 +47,39 @@ class LabelSettings(Section):
     """The churn label's horizon."""
 
     horizon_days: int = Field(30, ge=1)
+
+
+class FeatureConfig(Section):
+    """How features and labels are computed (the ``[features]`` section); a trained model keeps
+    the one it was trained with, and every scoring path builds features with that one.
+
+    ``windows`` are the engagement look-backs in days (trends compare each with the longest);
+    ``trend_days`` is the earlier window the longest one is compared with. A subscriber whose
+    last subscription event is a billing failure counts as active for at most ``max_retry_days``
+    after it (Apple retries for up to 60 days), so a lost expiration row cannot keep them active.
+    """
+
+    windows: tuple[int, ...] = Field(
+        (7, 14, 28), description="Engagement look-back windows in days (positive)."
+    )
+    trend_days: int = Field(
+        28, ge=1, description="Days before the longest window that its trend compares with."
+    )
+    max_retry_days: int = Field(
+        60, ge=1, description="Days a billing failure keeps a subscriber active at most."
+    )
+    include_sandbox: bool = Field(
+        False, description="Count sandbox (test purchase) rows in features and labels."
+    )
+    paywall_events: tuple[str, ...] = Field(
+        ("paywall_viewed",), description="The app's event names that mean a paywall view."
+    )
+    support_events: tuple[str, ...] = Field(
+        ("support_contacted",), description="The app's event names that mean a support contact."
+    )
+
+    @model_validator(mode="after")
+    def _windows(self) -> FeatureConfig:
+        if not self.windows or any(w < 1 for w in self.windows):
+            raise ValueError(f"windows: expected positive days, got {list(self.windows)}")
+        return self

@@ -8,7 +8,6 @@ Arrow table, no copy); the few lifecycle rows come out as polars, times as epoch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import numpy as np
@@ -17,7 +16,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from base import LapseError
 from features import schema as s
+from features.settings import FeatureConfig
 
 MICROS_PER_DAY = 86_400 * 1_000_000
 
@@ -42,35 +43,8 @@ NEEDED_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 CORE_COLUMNS = (*REQUIRED_COLUMNS, s.ENVIRONMENT)
 
 
-class FeatureInputError(ValueError):
+class FeatureInputError(LapseError, ValueError):
     """The events given to a feature or label function are not a usable canonical event table."""
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """How features and labels are computed; the defaults match DESIGN.md and the generator.
-
-    ``windows`` are the engagement look-backs in days (trends compare each with the longest);
-    ``trend_days`` is the earlier window the longest one is compared with. A subscriber whose
-    last subscription event is a billing failure counts as active for at most ``max_retry_days``
-    after it (Apple retries for up to 60 days), so a lost expiration row cannot keep them active.
-    """
-
-    windows: tuple[int, ...] = (7, 14, 28)
-    trend_days: int = 28
-    max_retry_days: int = 60
-    include_sandbox: bool = False
-    paywall_events: tuple[str, ...] = ("paywall_viewed",)
-    support_events: tuple[str, ...] = ("support_contacted",)
-
-    def __post_init__(self) -> None:
-        if not self.windows or any(w < 1 for w in self.windows):
-            raise ValueError(f"FeatureConfig.windows: expected positive days, got {self.windows}")
-        if self.trend_days < 1 or self.max_retry_days < 1:
-            raise ValueError(
-                "FeatureConfig: trend_days and max_retry_days must be >= 1, got "
-                f"{self.trend_days} and {self.max_retry_days}"
-            )
 
 
 #: The default configuration (a frozen value, shared as every function's default).

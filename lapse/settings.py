@@ -13,16 +13,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
-    SecretStr,
     ValidationError,
-    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -34,7 +31,11 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as _SourceError
 
-from features.settings import IngestSettings, LabelSettings, StoreSettings
+from base import LapseError, resolve_sqlite_url
+from features.settings import FeatureConfig, IngestSettings, LabelSettings, StoreSettings
+from features.synthetic.settings import SyntheticSettings
+from serving.settings import BrazeSettings, LedgerSettings, ServingSettings
+from training.settings import BucketSettings, MlflowSettings, OptunaSettings, TrainingSettings
 
 __all__ = [
     "API_KEY_ENV",
@@ -60,153 +61,11 @@ DEFAULT_CONFIG = Path("lapse.toml")
 ENV_PREFIX = "LAPSE_"
 API_KEY_ENV = "BRAZE_API_KEY"
 
-_SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?):///(.*)$", re.IGNORECASE)
 _SCALARS = (str, int, float, bool, date)
 
 
-class SettingsError(ValueError):
+class SettingsError(LapseError, ValueError):
     """Unusable configuration; the message names the file or variable, the key and the reason."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MlflowSettings(_Section):
-    """Tracking server, artifact root and registry names."""
-
-    tracking_uri: str = Field("sqlite:///mlflow.db", min_length=1)
-    artifact_location: str = Field("mlruns", min_length=1)
-    experiment: str = Field("lapse-churn", min_length=1)
-    registered_model: str = Field("lapse-churn", min_length=1)
-
-
-class OptunaSettings(_Section):
-    """Hyper-parameter search storage and budget."""
-
-    storage: str = Field("sqlite:///optuna.db", min_length=1)
-    n_trials: int = Field(30, ge=1)
-    timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
-
-
-class TrainingSettings(_Section):
-    """How `lapse train` cuts snapshots, splits them in time and gates the champion."""
-
-    cutoff_every_days: int = Field(7, ge=1, description="Days between snapshot cut-offs.")
-    first_cutoff_days: int = Field(
-        28, ge=0, description="Days of history before the first cut-off (data start + this)."
-    )
-    valid_cutoffs: int = Field(
-        1, ge=1, description="Latest eligible cut-offs used for validation (tuning, calibration)."
-    )
-    seed: int = 42
-    min_churners: int = Field(50, ge=1, description="Churners needed in each split.")
-    min_non_churners: int = Field(50, ge=1, description="Non-churners needed in each split.")
-    gate_metric: str = Field(
-        "holdout_pr_auc", min_length=1, description="Hold-out metric the champion gate compares."
-    )
-    truth_path: Path | None = Field(
-        None, description="Generator ground truth; default <store>/synthetic/truth/… if present."
-    )
-
-
-class LedgerSettings(_Section):
-    """The sync ledger's database (acknowledged Braze state)."""
-
-    url: str = Field("sqlite:///ledger.db", min_length=1)
-    table_prefix: str = Field(
-        "lapse_sync_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Prefix of the tables."
-    )
-    lock_ttl_s: float = Field(
-        600.0, gt=0, description="A run lock without a heartbeat for this long may be taken over."
-    )
-
-
-class BucketSettings(_Section):
-    """How churn probabilities become the bucket values marketers see in Braze."""
-
-    mode: Literal["probability", "share", "given"] = "probability"
-    thresholds: dict[str, float] = Field(
-        default_factory=lambda: {"high": 0.5, "medium": 0.2},
-        description="mode probability: bucket -> lowest churn probability in it, riskiest first.",
-    )
-    shares: dict[str, float] = Field(
-        default_factory=lambda: {"high": 0.10, "medium": 0.20},
-        description="mode share: bucket -> share of the scored users, riskiest first.",
-    )
-    rest: str = Field("low", min_length=1, description="Bucket for everyone else.")
-    hysteresis: float = Field(
-        0.03, ge=0, lt=0.5, description="Probability margin to cross before leaving a bucket."
-    )
-
-    @model_validator(mode="after")
-    def _policy(self) -> "BucketSettings":
-        self.policy()
-        return self
-
-    def policy(self):
-        """The `serving.buckets.BucketPolicy` these settings describe (training and sync use it)."""
-        from serving.buckets import BucketPolicy
-
-        cuts = self.thresholds if self.mode == "probability" else self.shares
-        return BucketPolicy.of(self.mode, cuts, self.rest, self.hysteresis)
-
-
-class BrazeSettings(_Section):
-    """Braze /users/track endpoint, pacing and payload; `api_key` comes only from BRAZE_API_KEY."""
-
-    url: str = Field("http://127.0.0.1:4010", min_length=1)
-    attribute: str = Field("churn_risk", min_length=1)
-    batch_size: int = Field(75, ge=1, le=75)
-    max_rps: float = Field(50.0, gt=0, allow_inf_nan=False)
-    id_field: str = Field("external_id", min_length=1)
-    null_unscored: bool = True
-    update_existing_only: bool = Field(
-        True, description="Send _update_existing_only: scoring never creates Braze profiles."
-    )
-    score_attribute: str | None = Field(
-        None, min_length=1, description="Also send the churn score 0-100 under this name."
-    )
-    reason_attribute: str | None = Field(
-        None, min_length=1, description="Also send the top churn reason under this name."
-    )
-    timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
-    max_attempts: int = Field(5, ge=1, description="Tries per batch on 5xx, timeouts, drops.")
-    backoff_s: float = Field(0.5, gt=0, description="First retry wait; doubles, with jitter.")
-    backoff_max_s: float = Field(30.0, gt=0)
-    concurrency: int = Field(
-        1, ge=1, le=16, description="Batches in flight; a crash may re-send up to this many."
-    )
-    max_null_share: float = Field(
-        0.5,
-        ge=0,
-        le=1,
-        description="Refuse a sync that would null more than this share of the users Braze "
-        "holds a bucket for (a truncated scores file); 1 = never refuse.",
-    )
-    api_key: SecretStr | None = None
-
-
-class ServingSettings(_Section):
-    """Address of the scoring service."""
-
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(3000, ge=1, le=65535)
-
-
-class SyntheticSettings(_Section):
-    """The synthetic Adjust data generator."""
-
-    users: int = Field(5000, ge=1)
-    seed: int = 7
-    start: date = date(2026, 1, 5)
-    days: int = Field(120, ge=8, description="Days of generated data (a week at least).")
-    legacy_share: float = Field(
-        0.25,
-        ge=0,
-        le=1,
-        description="Share of days, from the start, in Adjust's legacy subscription vocabulary.",
-    )
 
 
 @dataclass
@@ -282,6 +141,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     optuna: OptunaSettings = Field(default_factory=OptunaSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
@@ -345,19 +205,23 @@ class Settings(BaseSettings):
         return _anchor(settings, record, given)
 
 
-def resolve_sqlite_url(url: str, base: Path) -> str:
-    """Turn a relative `sqlite:///name.db` into `sqlite:////<base>/name.db`; leave other URLs.
-
-    Three slashes mean a path relative to the process's cwd, so URLs read from a file are pinned.
-    """
-    match = _SQLITE_URL.match(url)
-    if match is None:
-        return url
-    scheme, rest = match.groups()
-    db, sep, query = rest.partition("?")
-    if not db or db.startswith("/") or db == ":memory:" or db.startswith("file:"):
-        return url
-    return f"{scheme}:///{_resolve_path(db, base)}{sep}{query}"
+    def updated(self, **sections: Mapping[str, Any]) -> "Settings":
+        """A copy with some keys of some sections changed and checked, e.g.
+        ``settings.updated(optuna={"n_trials": 5})`` (paths and URLs are taken as given)."""
+        update = {}
+        for name, values in sections.items():
+            if name.startswith("_") or name not in type(self).model_fields:
+                raise SettingsError(f"override [{name}]: unknown section{_suggest(name, Settings)}")
+            current = getattr(self, name)
+            try:
+                update[name] = type(current).model_validate({**current.model_dump(), **values})
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                key = ".".join(str(part) for part in first["loc"])
+                raise SettingsError(f"override [{name}] {key}: {first['msg']}") from None
+        copy = self.model_copy(update=update)
+        copy._config_file = self._config_file
+        return copy
 
 
 def _resolve_path(value: str | os.PathLike[str], base: Path) -> Path:

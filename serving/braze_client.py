@@ -29,6 +29,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from base import LapseError
+from serving.settings import BrazeSettings
+
 __all__ = [
     "BatchResult",
     "BrazeAuthError",
@@ -36,7 +39,6 @@ __all__ = [
     "BrazeError",
     "BrazeRequestError",
     "BrazeUnavailableError",
-    "ClientConfig",
     "ClientStats",
     "billable_keys",
     "mask_key",
@@ -53,7 +55,7 @@ _EPOCH = 1e9  # a Reset value above this is an epoch, below it a number of secon
 _SAFETY_S = 0.005  # epoch resets are whole seconds: wake just after, never just before
 
 
-class BrazeError(Exception):
+class BrazeError(LapseError):
     """Braze refused or could not take the request; the message says which and what to do."""
 
 
@@ -71,20 +73,6 @@ class BrazeUnavailableError(BrazeError):
 
 class _Retryable(Exception):
     """One failed attempt that tenacity may retry."""
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """Endpoint, pacing and retry bounds (from settings.braze at the CLI edge)."""
-
-    url: str
-    batch_size: int = 75
-    max_rps: float = 50.0
-    timeout_s: float = 10.0
-    max_attempts: int = 5
-    backoff_s: float = 0.5
-    backoff_max_s: float = 30.0
-    max_rate_limit_waits: int = 50
 
 
 @dataclass
@@ -202,7 +190,7 @@ class BrazeClient:
 
     def __init__(
         self,
-        config: ClientConfig,
+        config: BrazeSettings,
         api_key: str,
         *,
         sleep: Callable[[float], None] = time.sleep,

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from base import LapseError
+
 __all__ = [
     "Emulator",
     "EmulatorConfig",
@@ -61,7 +63,7 @@ MSG_NO_VALID = "Valid data must be provided in the 'attributes', 'events', or 'p
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-class EmulatorConfigError(ValueError):
+class EmulatorConfigError(LapseError, ValueError):
     """A --rate-limit or --faults value the emulator cannot understand."""
 
 

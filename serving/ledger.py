@@ -25,13 +25,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from base import LapseError, safe_url, sqlite_pragmas
 from features.schema import USER_ID
 
 __all__ = [
@@ -56,7 +56,7 @@ _NO_OUTCOME = "outcome not reported by Braze"
 ATTRIBUTE, VALUE = "attribute", "value"
 
 
-class LedgerError(RuntimeError):
+class LedgerError(LapseError, RuntimeError):
     """The ledger database cannot be used as configured."""
 
 
@@ -110,7 +110,7 @@ class Ledger:
         try:
             self.engine = _engine(url)
         except (sa.exc.ArgumentError, ImportError) as exc:
-            raise LedgerError(f"ledger.url {_safe_url(url)!r}: {exc}") from None
+            raise LedgerError(f"ledger.url {safe_url(url)!r}: {exc}") from None
         self.meta = sa.MetaData()
         t = self.meta
         self.state = sa.Table(
@@ -171,7 +171,7 @@ class Ledger:
             self.meta.create_all(self.engine)
         except sa.exc.OperationalError as exc:
             raise LedgerError(
-                f"ledger.url {_safe_url(url)!r}: cannot open the database: {exc.orig}"
+                f"ledger.url {safe_url(url)!r}: cannot open the database: {exc.orig}"
             ) from None
 
     def close(self) -> None:
@@ -204,7 +204,7 @@ class Ledger:
                 return
         if (row.endpoint, row.id_field) != (endpoint, id_field):
             raise LedgerError(
-                f"ledger.url {_safe_url(self.url)!r} records what {row.endpoint} acknowledged "
+                f"ledger.url {safe_url(self.url)!r} records what {row.endpoint} acknowledged "
                 f"(users by {row.id_field}), but braze.url is {endpoint} (users by {id_field}); "
                 "keep one ledger per Braze instance: point ledger.url at a new database"
             )
@@ -445,7 +445,7 @@ class Ledger:
             from sqlalchemy.dialects.sqlite import insert
         else:
             raise LedgerError(
-                f"ledger.url {_safe_url(self.url)!r}: {self.engine.dialect.name} is not supported; "
+                f"ledger.url {safe_url(self.url)!r}: {self.engine.dialect.name} is not supported; "
                 "use SQLite or PostgreSQL"
             )
         stmt = insert(table)
@@ -457,34 +457,5 @@ class Ledger:
 
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        return engine
+        return sqlite_pragmas(sa.create_engine(url, connect_args={"timeout": 30}))
     return sa.create_engine(url, pool_pre_ping=True)
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a SQLite URL (SQLAlchemy's parsing), or None for other databases
-    and in-memory SQLite."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
-        return None
-    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
-
-
-def _safe_url(url: str) -> str:
-    """The URL with any password hidden."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url

@@ -20,37 +20,31 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
+from base import sqlite_file
 from features.schema import BUCKET, CHURN_PROBABILITY, REASONS, USER_ID
 from serving.braze_client import (
     BatchResult,
     BrazeClient,
-    ClientConfig,
     billable_keys,
     mask_key,
     request_headers,
 )
-from serving.buckets import BucketPolicy, BucketPolicyError, assign_buckets
-from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow, sqlite_file
-
-if TYPE_CHECKING:
-    from lapse.settings import Settings
+from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow
+from serving.scores import ScoresFileError, prepare_scores
+from serving.settings import BrazeSettings, LedgerSettings
+from training.buckets import BucketPolicy, assign_buckets
 
 __all__ = [
     "NEW",
     "REMOVED",
-    "ScoresFileError",
     "SyncConfig",
     "SyncReport",
     "plan_updates",
-    "prepare_scores",
-    "read_scores",
     "sync",
 ]
 
@@ -61,61 +55,25 @@ _SCORE_MAX = 100
 Progress = Callable[[str, int, int], None]
 
 
-class ScoresFileError(ValueError):
-    """A scores file (or frame) that breaks the contract; says file, row and column."""
-
-
 @dataclass(frozen=True)
 class SyncConfig:
-    """What to send and where; build it with `SyncConfig.from_settings(settings)` at the edge."""
+    """What to send and where: the ``[braze]`` and ``[ledger]`` sections and the bucket policy
+    (``[buckets]``, or the champion's own bounds when rescoring)."""
 
-    attribute: str
+    braze: BrazeSettings
+    ledger: LedgerSettings
     policy: BucketPolicy
-    client: ClientConfig
-    ledger_url: str
-    id_field: str = "external_id"
-    null_unscored: bool = True
-    update_existing_only: bool = True
-    score_attribute: str | None = None
-    reason_attribute: str | None = None
-    table_prefix: str = "lapse_sync_"
-    lock_ttl_s: float = 600.0
-    concurrency: int = 1
-    max_null_share: float = 0.5
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SyncConfig:
-        """The sync's slice of the one Settings object."""
-        b, ledger = settings.braze, settings.ledger
-        return cls(
-            attribute=b.attribute,
-            policy=settings.buckets.policy(),
-            client=ClientConfig(
-                url=b.url,
-                batch_size=b.batch_size,
-                max_rps=b.max_rps,
-                timeout_s=b.timeout_s,
-                max_attempts=b.max_attempts,
-                backoff_s=b.backoff_s,
-                backoff_max_s=b.backoff_max_s,
-            ),
-            ledger_url=ledger.url,
-            id_field=b.id_field,
-            null_unscored=b.null_unscored,
-            update_existing_only=b.update_existing_only,
-            score_attribute=b.score_attribute,
-            reason_attribute=b.reason_attribute,
-            table_prefix=ledger.table_prefix,
-            lock_ttl_s=ledger.lock_ttl_s,
-            concurrency=b.concurrency,
-            max_null_share=b.max_null_share,
-        )
+    def from_settings(cls, settings: Any, policy: BucketPolicy | None = None) -> SyncConfig:
+        """The sync's slice of a ``lapse.settings.Settings``; ``policy`` replaces ``[buckets]``."""
+        return cls(settings.braze, settings.ledger, policy or settings.buckets.policy())
 
     @property
     def attributes(self) -> tuple[str, ...]:
         """Every Braze attribute Lapse writes, the bucket first."""
-        extra = (self.score_attribute, self.reason_attribute)
-        return (self.attribute, *(a for a in extra if a))
+        extra = (self.braze.score_attribute, self.braze.reason_attribute)
+        return (self.braze.attribute, *(a for a in extra if a))
 
 
 @dataclass
@@ -143,126 +101,6 @@ class SyncReport:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-# --- the scores file ---------------------------------------------------------------------------
-
-
-#: Parquet metadata key of the bucket policy a scores file was bucketed with (by `lapse rescore`).
-POLICY_METADATA = "lapse.bucket_policy"
-
-
-def policy_sidecar(path: str | Path) -> Path:
-    """Where the bucket policy of a CSV scores file is kept (CSV has no metadata)."""
-    path = Path(path)
-    return path.with_name(path.name + ".bucket_policy.json")
-
-
-def read_scores_policy(path: str | Path) -> BucketPolicy | None:
-    """The bucket policy a scores file was bucketed with (Parquet metadata, or a CSV file's
-    sidecar), or None when none was recorded."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    if path.suffix.lower() in (".parquet", ".pq"):
-        try:
-            metadata = pq.read_schema(path).metadata or {}
-        except (OSError, ValueError) as exc:
-            raise ScoresFileError(f"{path}: cannot read: {exc}") from None
-        text, where = metadata.get(POLICY_METADATA.encode()), f"metadata {POLICY_METADATA!r}"
-    else:
-        sidecar = policy_sidecar(path)
-        text, where = (sidecar.read_text() if sidecar.is_file() else None), str(sidecar)
-    if text is None:
-        return None
-    try:
-        return BucketPolicy.from_json(text)
-    except BucketPolicyError as exc:
-        raise ScoresFileError(f"{path}: {where}: {exc}") from None
-
-
-def read_scores(path: str | Path) -> pd.DataFrame:
-    """Read a Parquet or CSV scores file and check it (see `prepare_scores`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScoresFileError(f"{path}: scores file not found")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-            first_row = 1
-        elif path.suffix.lower() in (".csv", ".gz") or path.name.endswith(".csv.gz"):
-            frame = pd.read_csv(path, dtype={USER_ID: str}, keep_default_na=False, na_values=[""])
-            first_row = 2  # line 1 is the header
-        else:
-            raise ScoresFileError(f"{path}: expected a .parquet or .csv scores file")
-    except (ValueError, OSError) as exc:
-        if isinstance(exc, ScoresFileError):
-            raise
-        raise ScoresFileError(f"{path}: cannot read: {exc}") from None
-    return prepare_scores(frame, source=str(path), first_row=first_row)
-
-
-def prepare_scores(frame: pd.DataFrame, source: str = "scores", first_row: int = 1) -> pd.DataFrame:
-    """Check the scores contract and keep one row per user (the highest probability wins).
-
-    Returns USER_ID (str), CHURN_PROBABILITY (float), and BUCKET / REASONS when present, where
-    REASONS is reduced to the top reason (the first of a list, or of a ';'/'|'-separated text).
-    """
-    where = "line" if first_row == 2 else "row"
-    if frame.empty:
-        raise ScoresFileError(
-            f"{source}: no scored users; refusing to treat every user Braze holds a bucket for "
-            "as no longer scored"
-        )
-    for column in (USER_ID, CHURN_PROBABILITY):
-        if column not in frame.columns:
-            raise ScoresFileError(
-                f"{source}: no {column!r} column (found {', '.join(map(str, frame.columns))})"
-            )
-    ids = frame[USER_ID]
-    bad = ids.isna() | (ids.astype(str).str.strip() == "")
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0]) + first_row
-        raise ScoresFileError(f"{source}: {where} {row}, column {USER_ID!r}: empty user id")
-    prob = pd.to_numeric(frame[CHURN_PROBABILITY], errors="coerce").astype(float)
-    bad = ~((prob >= 0) & (prob <= 1))
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ScoresFileError(
-            f"{source}: {where} {i + first_row}, column {CHURN_PROBABILITY!r}: expected a "
-            f"probability in 0..1, found {_plain(frame[CHURN_PROBABILITY].iloc[i])!r}"
-        )
-    out = pd.DataFrame({USER_ID: ids.astype(str).str.strip().to_numpy(), CHURN_PROBABILITY: prob})
-    if BUCKET in frame.columns:
-        buckets = [None if pd.isna(v) else str(v) for v in frame[BUCKET].to_numpy()]
-        out[BUCKET] = pd.Series(buckets, index=out.index, dtype=object)
-    if REASONS in frame.columns:
-        reasons = [_top_reason(v) for v in frame[REASONS].to_numpy()]
-        out[REASONS] = pd.Series(reasons, index=out.index, dtype=object)
-    out = out.sort_values([CHURN_PROBABILITY, USER_ID], ascending=[False, True], kind="stable")
-    return out.drop_duplicates(USER_ID, keep="first").reset_index(drop=True)
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds (its repr reads `1.5`, not `np.float64(1.5)`)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _top_reason(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return _top_reason(json.loads(text))
-            except ValueError:
-                pass
-        for sep in (";", "|"):
-            text = text.split(sep)[0]
-        return text.strip() or None
-    items = list(value) if hasattr(value, "__iter__") else [value]
-    return str(items[0]) if items else None
-
-
 # --- desired state and the diff -----------------------------------------------------------------
 
 
@@ -284,27 +122,27 @@ def plan_updates(
     """Diff the desired attributes of the scored users against what Braze acknowledged."""
     ack = acknowledged.set_index([USER_ID, ATTRIBUTE])[VALUE]
     prev_bucket = (
-        acknowledged.loc[acknowledged[ATTRIBUTE] == config.attribute]
+        acknowledged.loc[acknowledged[ATTRIBUTE] == config.braze.attribute]
         .set_index(USER_ID)[VALUE]
         .reindex(scores[USER_ID])
     )
     prev_bucket.index = scores.index
     desired = pd.DataFrame({USER_ID: scores[USER_ID]})
-    desired[config.attribute] = _buckets(scores, config.policy, prev_bucket)
-    if config.score_attribute:
-        desired[config.score_attribute] = (
+    desired[config.braze.attribute] = _buckets(scores, config.policy, prev_bucket)
+    if config.braze.score_attribute:
+        desired[config.braze.score_attribute] = (
             np.rint(scores[CHURN_PROBABILITY].to_numpy() * _SCORE_MAX).astype(int).tolist()
         )
-    if config.reason_attribute:
+    if config.braze.reason_attribute:
         reasons = scores[REASONS] if REASONS in scores.columns else None
-        desired[config.reason_attribute] = (
+        desired[config.braze.reason_attribute] = (
             reasons.to_numpy() if reasons is not None else [None] * len(scores)
         )
     long = desired.melt(id_vars=[USER_ID], var_name=ATTRIBUTE, value_name=VALUE)
     long[VALUE] = long[VALUE].astype(object).where(long[VALUE].notna(), None)
 
     # Users Braze holds a value for who are not scored any more: set each value to null once.
-    if config.null_unscored and len(acknowledged):
+    if config.braze.null_unscored and len(acknowledged):
         gone = acknowledged.loc[
             ~acknowledged[USER_ID].isin(scores[USER_ID])
             & acknowledged[ATTRIBUTE].isin(config.attributes)
@@ -331,8 +169,8 @@ def plan_updates(
     ):
         payloads.setdefault(str(user), {})[name] = _plain(value)
     updates = [OutboxRow(user, payload) for user, payload in payloads.items()]
-    moves = long.loc[changed & (long[ATTRIBUTE] == config.attribute).to_numpy()]
-    old = before.loc[changed & (long[ATTRIBUTE] == config.attribute).to_numpy()]
+    moves = long.loc[changed & (long[ATTRIBUTE] == config.braze.attribute).to_numpy()]
+    old = before.loc[changed & (long[ATTRIBUTE] == config.braze.attribute).to_numpy()]
     transitions = Counter(
         zip(
             [NEW if _enc(v) is None else str(v) for v in old.to_numpy()],
@@ -385,10 +223,10 @@ def _digest(scores: pd.DataFrame, config: SyncConfig) -> str:
             (
                 config.attributes,
                 config.policy,
-                config.null_unscored,
-                config.update_existing_only,
-                config.id_field,
-                config.client.batch_size,
+                config.braze.null_unscored,
+                config.braze.update_existing_only,
+                config.braze.id_field,
+                config.braze.batch_size,
             )
         ).encode()
     )
@@ -396,8 +234,8 @@ def _digest(scores: pd.DataFrame, config: SyncConfig) -> str:
 
 
 def _objects(rows: list[OutboxRow], config: SyncConfig) -> list[dict[str, Any]]:
-    flag = {"_update_existing_only": True} if config.update_existing_only else {}
-    return [{config.id_field: r.user_id, **flag, **r.payload} for r in rows]
+    flag = {"_update_existing_only": True} if config.braze.update_existing_only else {}
+    return [{config.braze.id_field: r.user_id, **flag, **r.payload} for r in rows]
 
 
 def _batches(rows: list[OutboxRow], size: int) -> list[list[OutboxRow]]:
@@ -426,22 +264,22 @@ def sync(
     report_progress = progress or (lambda stage, done, total: None)
     scores = prepare_scores(scores)  # idempotent: a frame from read_scores passes unchanged
     report = SyncReport(dry_run=dry_run, users_scored=len(scores))
-    url = config.ledger_url
+    url = config.ledger.url
     if dry_run and (file := sqlite_file(url)) is not None and not file.exists():
         url = "sqlite://"  # nothing acknowledged yet: plan against an empty ledger, create no file
-    ledger = Ledger(url, config.table_prefix)
+    ledger = Ledger(url, config.ledger.table_prefix)
     try:
-        target = (config.client.url, config.id_field)
+        target = (config.braze.url, config.braze.id_field)
         if dry_run:
             ledger.bind_target(*target, record=False)
             plan = _checked_plan(scores, ledger, config)
             _fill_plan(report, plan)
-            report.batches = len(_batches(plan.updates, config.client.batch_size))
+            report.batches = len(_batches(plan.updates, config.braze.batch_size))
             report.sample = _objects(plan.updates[: min(3, len(plan.updates))], config)
             report.headers = request_headers(mask_key(api_key))
             report.data_points = sum(billable_keys(o) for o in _objects(plan.updates, config))
             return report
-        holder = ledger.acquire(config.lock_ttl_s)
+        holder = ledger.acquire(config.ledger.lock_ttl_s)
         try:
             ledger.bind_target(*target)
             _run(scores, config, api_key or "", ledger, holder, report, report_progress)
@@ -465,13 +303,14 @@ def check_nulls(plan: Plan, acknowledged: pd.DataFrame, config: SyncConfig) -> N
     """Refuse a plan that would null more than `max_null_share` of the users Braze holds a
     bucket for: a truncated or wrong scores file, not a day's churn."""
     held = acknowledged.loc[
-        (acknowledged[ATTRIBUTE] == config.attribute) & acknowledged[VALUE].notna(), USER_ID
+        (acknowledged[ATTRIBUTE] == config.braze.attribute) & acknowledged[VALUE].notna(), USER_ID
     ].nunique()
-    if held and plan.nulled > config.max_null_share * held:
+    share, attribute = config.braze.max_null_share, config.braze.attribute
+    if held and plan.nulled > share * held:
         raise ScoresFileError(
-            f"scores: {plan.nulled:,} of the {held:,} users Braze holds a {config.attribute!r} "
+            f"scores: {plan.nulled:,} of the {held:,} users Braze holds a {attribute!r} "
             f"for are not in this scores file, and would be set to null "
-            f"({plan.nulled / held:.0%}, over braze.max_null_share = {config.max_null_share:g}); "
+            f"({plan.nulled / held:.0%}, over braze.max_null_share = {share:g}); "
             "is the file complete? Raise braze.max_null_share to allow it"
         )
 
@@ -500,7 +339,7 @@ def _run(
         if run is not None:
             ledger.finish_run(run.run_id, "superseded")  # acks so far stand; re-plan the rest
         _fill_plan(report, plan)
-        run_id = ledger.start_run(digest, _batches(plan.updates, config.client.batch_size))
+        run_id = ledger.start_run(digest, _batches(plan.updates, config.braze.batch_size))
     report.run_id = run_id
     pending = list(ledger.pending_batches(run_id))
     if report.resumed:  # the plan is the outbox; the bucket moves were reported by the first try
@@ -510,7 +349,7 @@ def _run(
     report.batches = len(pending)
     progress("batches", 0, len(pending))
     if pending:
-        with BrazeClient(config.client, api_key) as client:
+        with BrazeClient(config.braze, api_key) as client:
             try:
                 _send(pending, config, client, ledger, run_id, holder, report, progress)
             finally:
@@ -536,7 +375,7 @@ def _send(
     report: SyncReport,
     progress: Progress,
 ) -> None:
-    """Send the pending batches, `config.concurrency` at a time, recording each answer.
+    """Send the pending batches, `config.braze.concurrency` at a time, recording each answer.
 
     Answers are recorded in this thread, one transaction per batch, as they arrive. On an error
     no new batch starts; those already in flight finish and are recorded, then it is raised.
@@ -558,15 +397,15 @@ def _send(
         done += 1
         progress("batches", done, len(pending))
 
-    if config.concurrency == 1:
+    if config.braze.concurrency == 1:
         for _number, rows in pending:
             ledger.heartbeat(holder)
             record(*send(rows))
         return
     queue = iter(pending)
     error: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
-        in_flight = {pool.submit(send, rows) for _, rows in islice(queue, config.concurrency)}
+    with ThreadPoolExecutor(max_workers=config.braze.concurrency) as pool:
+        in_flight = {pool.submit(send, rows) for _, rows in islice(queue, config.braze.concurrency)}
         while in_flight:
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:

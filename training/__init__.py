@@ -1,9 +1,30 @@
-"""Training: time splits, the Optuna x LightGBM pipeline, evaluation, MLflow registry.
+"""Training: time splits, the Optuna x LightGBM pipeline, evaluation, the MLflow registry.
 
-From a notebook: ``training.train(Settings.load(), n_trials=10)`` or
-``training.train_snapshots(frame, TrainConfig(...))``.
+From a notebook: ``lapse.jobs.train(Settings.load(), trials=10)``, or
+``training.train_snapshots(frame, TrainConfig())`` on snapshots already in memory. The names
+are imported on first use, so ``import training.settings`` (the CLI's start) stays cheap.
 """
 
-from training.train import TrainConfig, TrainResult, train, train_snapshots
+from __future__ import annotations
 
-__all__ = ["TrainConfig", "TrainResult", "train", "train_snapshots"]
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.settings import TrainConfig
+    from training.train import TrainResult, train_snapshots, train_store
+
+_HOMES = {
+    "TrainConfig": "training.settings",
+    "TrainResult": "training.train",
+    "train_snapshots": "training.train",
+    "train_store": "training.train",
+}
+__all__ = ["TrainConfig", "TrainResult", "train_snapshots", "train_store"]
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'training' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

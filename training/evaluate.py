@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from features import schema
-from features.registry import FEATURES, Feature
+from features.registry import Feature
 from training.pipeline import EPS, MISSING_CATEGORY, FeatureTypes, FrameSchema
 
 #: Registry reason groups whose features make the CRM rule's "at risk" flag.
@@ -121,7 +121,7 @@ def bucket_table(y, p, buckets, order: list[str]) -> pd.DataFrame:
 
 
 def rule_columns(
-    columns, registry: Mapping[str, Feature] = FEATURES, reasons=RULE_REASONS
+    columns, registry: Mapping[str, Feature], reasons=RULE_REASONS
 ) -> list[str]:
     """Feature columns a CRM team would flag on: those the registry files under ``reasons``."""
     return [c for c in columns if c in registry and registry[c].reason in reasons]

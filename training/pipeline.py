@@ -22,15 +22,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.pipeline import Pipeline
 
+from base import LapseError
 from features import schema
-from features.registry import FEATURES, Feature
-from serving.buckets import (
-    DEFAULT_POLICY,
-    BucketPolicy,
-    BucketPolicyError,
-    assign_buckets,
-    bucket_bounds,
-)
+from features.build import feature_registry
+from features.registry import Feature
+from features.settings import FeatureConfig
+from training.buckets import BucketPolicy, BucketPolicyError, assign_buckets, bucket_bounds
+from training.settings import BucketSettings
 
 MISSING_CATEGORY = "missing"
 RARE_CATEGORY = "rare"
@@ -40,8 +38,12 @@ RARE_TOL = 0.005
 EPS = 1e-6
 
 
-class FeatureSchemaError(ValueError):
+class FeatureSchemaError(LapseError, ValueError):
     """A frame to score lacks feature columns the model was trained on."""
+
+
+class ModelVersionError(LapseError):
+    """A model saved by an older Lapse lacks what this one needs to score with it."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,12 @@ class FeatureTypes:
         return self.numeric + self.boolean + self.categorical
 
 
-def feature_types(frame: pd.DataFrame, registry: Mapping[str, Feature] = FEATURES) -> FeatureTypes:
-    """Classify feature columns: the registry's kind where registered, else by dtype."""
+def feature_types(
+    frame: pd.DataFrame, registry: Mapping[str, Feature] | None = None
+) -> FeatureTypes:
+    """Classify feature columns: the registry's kind where registered (default: the default
+    feature configuration's), else by dtype."""
+    registry = feature_registry() if registry is None else registry
     numeric, categorical, boolean = [], [], []
     for column in frame.columns:
         if column == schema.CHURNED:
@@ -226,11 +232,15 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, seed: int) -> tuple[str, di
 
 
 class ChurnModel(ClassifierMixin, BaseEstimator):
-    """Pipeline + calibrator + bucket policy: the one object evaluated, logged and served.
+    """Pipeline + calibrator + bucket policy + feature definition: the one object evaluated,
+    logged and served.
 
     ``bucket_policy`` is the one the Braze sync uses (``[buckets]``; default: high >= 0.5,
     medium >= 0.2); a share policy is turned into probability bounds on validation, so the
     served model buckets exactly as it was evaluated, whatever population it scores.
+    ``feature_config`` is the ``[features]`` definition the training frame was built with: every
+    scoring path builds its features from the model's own (``feature_config_``), and the
+    per-user reasons group contributions by that definition's registry (``reason_groups_``).
     """
 
     def __init__(
@@ -239,15 +249,28 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         seed: int = 0,
         bucket_policy: BucketPolicy | None = None,
         early_stopping_rounds: int = 50,
+        feature_config: FeatureConfig | None = None,
     ):
         self.params = params
         self.seed = seed
         self.bucket_policy = bucket_policy
         self.early_stopping_rounds = early_stopping_rounds
+        self.feature_config = feature_config
 
-    def fit(self, X: pd.DataFrame, y, *, X_valid: pd.DataFrame, y_valid) -> ChurnModel:
-        """Fit on training rows; early stopping, calibration and buckets on validation rows."""
-        pre = preprocessor(feature_types(X)).fit(X, np.asarray(y, dtype=int))
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y,
+        *,
+        X_valid: pd.DataFrame,
+        y_valid,
+        registry: Mapping[str, Feature] | None = None,
+    ) -> ChurnModel:
+        """Fit on training rows; early stopping, calibration and buckets on validation rows.
+        ``registry`` describes the columns (default: the feature definition's registry)."""
+        if registry is None:
+            registry = feature_registry(self.feature_config or FeatureConfig())
+        pre = preprocessor(feature_types(X, registry)).fit(X, np.asarray(y, dtype=int))
         clf = fit_classifier(
             classifier(self.params or {}, self.seed),
             pre.transform(X),
@@ -256,16 +279,32 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             y_valid,
             early_stopping_rounds=self.early_stopping_rounds,
         )
-        return self.assemble(pre, clf, X_valid, y_valid)
+        return self.assemble(pre, clf, X_valid, y_valid, registry)
 
-    def assemble(self, pre: Pipeline, clf, X_valid: pd.DataFrame, y_valid) -> ChurnModel:
-        """Join a fitted preprocessor and classifier, then calibrate and bucket on validation."""
+    def assemble(
+        self,
+        pre: Pipeline,
+        clf,
+        X_valid: pd.DataFrame,
+        y_valid,
+        registry: Mapping[str, Feature] | None = None,
+    ) -> ChurnModel:
+        """Join a fitted preprocessor and classifier, then calibrate and bucket on validation;
+        keep the feature definition and the reason group of each column (``registry``)."""
+        config = self.feature_config or FeatureConfig()
+        if registry is None:
+            registry = feature_registry(config)
+        # plain JSON and a plain dict: the saved model (skops) holds no settings class
+        self.feature_config_ = config.model_dump_json()
         self.pipeline_ = Pipeline([*pre.steps, ("model", clf)])
         self.features_ = (
             list(pre.named_steps["schema"].numeric)
             + list(pre.named_steps["schema"].boolean)
             + list(pre.named_steps["schema"].categorical)
         )
+        self.reason_groups_ = {
+            name: registry[name].reason for name in self.features_ if name in registry
+        }
         self.n_features_in_ = len(self.features_)
         self.feature_names_in_ = np.asarray(self.features_, dtype=object)
         self.classes_ = np.array([0, 1])
@@ -274,7 +313,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.calibration_, self.calibration_scores_ = choose_calibration(raw, yv, self.seed)
         self.calibrator_ = _fit_calibrator(self.calibration_, raw, yv, self.seed)
         q = _apply_calibrator(self.calibration_, self.calibrator_, raw)
-        policy = self.bucket_policy or DEFAULT_POLICY
+        policy = self.bucket_policy or BucketSettings().policy()
         if policy.mode == "given":
             raise BucketPolicyError(
                 "buckets.mode 'given' takes buckets from a scores file; a trained model needs "
@@ -287,6 +326,17 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             cuts=tuple(zip([n for n, _ in policy.cuts], bounds.tolist(), strict=True)),
         )
         return self
+
+    @property
+    def feature_definition(self) -> FeatureConfig:
+        """The feature definition this model was trained on (build scoring features with it)."""
+        text = getattr(self, "feature_config_", None)
+        if text is None:
+            raise ModelVersionError(
+                "this model was saved by an older Lapse and does not carry its feature "
+                "definition; run `lapse train` again"
+            )
+        return FeatureConfig.model_validate_json(text)
 
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
         """LightGBM's uncalibrated churn probability."""

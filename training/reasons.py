@@ -1,7 +1,8 @@
 """Per-user reasons: LightGBM contributions summed by the registry's marketer-readable reason group.
 
-The grouping lives in one table (``reason_table``), read from ``features.registry``; a column the
-registry does not know is filed under ``other`` so its contribution is never silently lost.
+The grouping lives in one table (``reason_table``), read from the feature registry of the model's
+own feature definition (kept on the model as ``reason_groups_``); a column the registry does not
+know is filed under ``other`` so its contribution is never silently lost.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from features import schema
-from features.registry import FEATURES, REASON_GROUPS, Feature
+from features.registry import REASON_GROUPS, Feature
+from training.pipeline import ModelVersionError
 
 OTHER = "other"
 FEATURE = "feature"
@@ -20,13 +22,15 @@ REASON_GROUP = "reason_group"
 DESCRIPTION = "description"
 
 
-def reason_table(
-    columns: Iterable[str], registry: Mapping[str, Feature] = FEATURES
-) -> pd.DataFrame:
-    """feature -> reason group and the group's description, for the model's feature columns."""
+def reason_table(columns: Iterable[str], groups: Mapping[str, Feature | str]) -> pd.DataFrame:
+    """feature -> reason group and the group's description, for the model's feature columns.
+
+    ``groups`` maps a column to its registry entry or straight to its reason group.
+    """
     rows = []
     for column in columns:
-        group = registry[column].reason if column in registry else OTHER
+        entry = groups.get(column)
+        group = OTHER if entry is None else getattr(entry, "reason", entry)
         rows.append(
             {
                 FEATURE: column,
@@ -58,8 +62,15 @@ def top_reasons(grouped: pd.DataFrame, k: int = 3) -> pd.Series:
     return pd.Series(reasons, index=grouped.index, name=schema.REASONS)
 
 
-def explain(model, X: pd.DataFrame, k: int = 3, registry: Mapping[str, Feature] = FEATURES):
-    """(top reasons per row, grouped contributions) for a fitted ``ChurnModel`` on ``X``."""
+def explain(model, X: pd.DataFrame, k: int = 3):
+    """(top reasons per row, grouped contributions) for a fitted ``ChurnModel`` on ``X``, grouped
+    by the reason groups the model was trained with."""
+    groups = getattr(model, "reason_groups_", None)
+    if groups is None:
+        raise ModelVersionError(
+            "this model was saved by an older Lapse and does not carry its reason groups; "
+            "run `lapse train` again"
+        )
     contributions = model.contributions(X)
-    grouped = group_contributions(contributions, reason_table(model.features_, registry))
+    grouped = group_contributions(contributions, reason_table(model.features_, groups))
     return top_reasons(grouped, k), grouped

@@ -18,7 +18,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from base import LapseError, safe_url, sqlite_file
 from training.evaluate import score_metrics
+from training.pipeline import ChurnModel, ModelVersionError
 
 CHAMPION = "champion"
 MODEL_NAME = "model"
@@ -150,3 +152,36 @@ def publish(
         }
     )
     return decision
+
+
+class ModelNotFoundError(LapseError):
+    """No model at the MLflow URI asked for (nothing trained yet, or a wrong name or alias)."""
+
+
+def champion_uri(name: str) -> str:
+    """The MLflow URI of the served model: ``models:/<name>@champion``."""
+    return f"models:/{name}@{CHAMPION}"
+
+
+def load_model(tracking_uri: str, uri: str):
+    """The ``ChurnModel`` at an MLflow model URI (``models:/name@alias``, ``runs:/...``), checked
+    to carry its feature definition; ModelNotFoundError or ModelVersionError otherwise."""
+    database = sqlite_file(tracking_uri)
+    if database is not None and not database.is_file():  # MLflow would create an empty one
+        raise ModelNotFoundError(
+            f"{uri}: no MLflow database at {database} (mlflow.tracking_uri); "
+            "run `lapse train` first"
+        )
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.sklearn.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        message = getattr(exc, "message", str(exc)).splitlines()[0]
+        raise ModelNotFoundError(
+            f"{uri}: no model to score with at {safe_url(tracking_uri)} ({message}); "
+            "run `lapse train` first"
+        ) from None
+    if not isinstance(model, ChurnModel):
+        raise ModelVersionError(f"{uri}: not a Lapse churn model ({type(model).__name__})")
+    model.feature_definition  # noqa: B018 - refuses a model saved by an older Lapse
+    return model

@@ -12,10 +12,11 @@ from datetime import timedelta
 
 import pandas as pd
 
+from base import LapseError
 from features import schema
 
 
-class DataSufficiencyError(ValueError):
+class DataSufficiencyError(LapseError, ValueError):
     """Too little labelled data for an honest train / validation / hold-out split."""
 
 

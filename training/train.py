@@ -1,7 +1,8 @@
 """Orchestration: snapshots -> time split -> Optuna x LightGBM -> calibrate -> evaluate -> register.
 
-``train(settings)`` is what ``lapse train`` runs; ``train_snapshots(frame, config)`` does the same
-on a snapshot frame already in memory (a notebook, a test). Everything lands in one MLflow run.
+``train_store(store, config)`` is what ``lapse train`` runs (through ``lapse.jobs.train``);
+``train_snapshots(frame, config)`` does the same on a snapshot frame already in memory (a
+notebook, a test). Everything lands in one MLflow run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
@@ -19,9 +20,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from base import LapseError, safe_url
 from features import schema
-from features.registry import FEATURES, Feature
-from serving.buckets import DEFAULT_POLICY, BucketPolicy
+from features.build import feature_registry
+from features.from_store import check_store, read_events
+from features.labelled import snapshots
+from features.registry import Feature
 from training import plots
 from training.evaluate import (
     RuleBaseline,
@@ -35,8 +39,9 @@ from training.evaluate import (
 from training.pipeline import ChurnModel, classifier, feature_types, fit_classifier, preprocessor
 from training.reasons import group_contributions, reason_table, top_reasons
 from training.registry import GateDecision, publish
+from training.settings import TrainConfig
 from training.splits import TimeSplit, check_sufficient, time_split
-from training.tune import TuneConfig, TuneResult, safe_url, tune
+from training.tune import TuneConfig, TuneResult, tune
 
 Progress = Callable[[str, int, int], None]
 #: Hold-out rows used for the contribution plot and reason shares: LightGBM's pred_contrib
@@ -45,52 +50,8 @@ EXPLAIN_ROWS = 2_000
 VERSIONED = ("lightgbm", "optuna", "mlflow", "scikit-learn", "feature-engine", "pandas", "numpy")
 
 
-class TrainingInputError(ValueError):
+class TrainingInputError(LapseError, ValueError):
     """The store or the ground-truth file cannot feed a training run."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything one training run needs, as plain values (``from_settings`` maps the file)."""
-
-    tracking_uri: str
-    artifact_location: str
-    optuna_storage: str
-    experiment: str = "lapse-churn"
-    registered_model: str = "lapse-churn"
-    horizon_days: int = 30
-    n_trials: int = 30
-    timeout_s: float | None = None
-    seed: int = 42
-    valid_cutoffs: int = 1
-    min_churners: int = 50
-    min_non_churners: int = 50
-    bucket_policy: BucketPolicy = DEFAULT_POLICY
-    gate_metric: str = "holdout_pr_auc"
-    early_stopping_rounds: int = 50
-
-    @classmethod
-    def from_settings(cls, settings, **overrides) -> TrainConfig:
-        """From a ``lapse.settings.Settings``; ``overrides`` (None = keep) win."""
-        t = settings.training
-        values = dict(
-            tracking_uri=settings.mlflow.tracking_uri,
-            artifact_location=settings.mlflow.artifact_location,
-            optuna_storage=settings.optuna.storage,
-            experiment=settings.mlflow.experiment,
-            registered_model=settings.mlflow.registered_model,
-            horizon_days=settings.labels.horizon_days,
-            n_trials=settings.optuna.n_trials,
-            timeout_s=settings.optuna.timeout_s,
-            seed=t.seed,
-            valid_cutoffs=t.valid_cutoffs,
-            min_churners=t.min_churners,
-            min_non_churners=t.min_non_churners,
-            bucket_policy=settings.buckets.policy(),
-            gate_metric=t.gate_metric,
-        )
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
 
 
 @dataclass
@@ -134,14 +95,14 @@ def data_cutoffs(
 
 
 def _experiment(config: TrainConfig) -> str:
-    mlflow.set_tracking_uri(config.tracking_uri)
-    found = mlflow.get_experiment_by_name(config.experiment)
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    found = mlflow.get_experiment_by_name(config.mlflow.experiment)
     if found is not None:
         return found.experiment_id
-    location = config.artifact_location
+    location = config.mlflow.artifact_location
     if "://" not in location and not location.startswith("file:"):
         location = Path(location).resolve().as_uri()
-    return mlflow.create_experiment(config.experiment, artifact_location=location)
+    return mlflow.create_experiment(config.mlflow.experiment, artifact_location=location)
 
 
 def _xy(part: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -153,25 +114,28 @@ def train_snapshots(
     config: TrainConfig,
     truth: pd.DataFrame | None = None,
     progress: Progress | None = None,
-    registry: Mapping[str, Feature] = FEATURES,
+    registry: Mapping[str, Feature] | None = None,
 ) -> TrainResult:
     """Split, tune, fit, calibrate, evaluate against baselines (and the oracle when ``truth`` is
     given), log everything to one MLflow run and register the model behind the champion gate.
 
-    ``registry`` describes the feature columns (kinds, reason groups; default: features/).
+    ``snapshots`` were built with ``config.features`` (the model keeps that definition for
+    scoring); ``registry`` describes their columns (kinds, reason groups; default: that
+    definition's registry).
     """
     clock = {"start": time.perf_counter()}
+    t = config.training
+    horizon = config.labels.horizon_days
+    registry = feature_registry(config.features) if registry is None else registry
     labelled = snapshots[snapshots[schema.CHURNED].notna()]
     split = time_split(
-        labelled.index.get_level_values(schema.AS_OF).unique(),
-        config.horizon_days,
-        config.valid_cutoffs,
+        labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
     )
     (X, y), (Xv, yv), (Xh, yh) = (
         _xy(split.part(labelled, n)) for n in ("train", "valid", "holdout")
     )
     check_sufficient(
-        {"train": y, "validation": yv, "hold-out": yh}, config.min_churners, config.min_non_churners
+        {"train": y, "validation": yv, "hold-out": yh}, t.min_churners, t.min_non_churners
     )
     fp = fingerprint(labelled)
     rows = {"train": len(y), "validation": len(yv), "holdout": len(yh)}
@@ -180,15 +144,8 @@ def train_snapshots(
         _log_inputs(config, split, rows, fp, labelled)
         pre = preprocessor(feature_types(X, registry)).fit(X, y)
         Xt, Xvt = pre.transform(X), pre.transform(Xv)
-        tune_config = TuneConfig(
-            storage=config.optuna_storage,
-            study_name=f"lapse-h{config.horizon_days}-s{config.seed}-{fp}",
-            n_trials=config.n_trials,
-            timeout_s=config.timeout_s,
-            seed=config.seed,
-            early_stopping_rounds=config.early_stopping_rounds,
-        )
-        tuning = tune(Xt, y, Xvt, yv, tune_config, progress)
+        study = f"lapse-h{horizon}-s{t.seed}-{fp}"
+        tuning = tune(Xt, y, Xvt, yv, TuneConfig(config.optuna, study, t), progress)
         clock["tuned"] = time.perf_counter()
         mlflow.log_params({f"best_{k}": v for k, v in tuning.best_params.items()})
         mlflow.log_metrics(
@@ -200,19 +157,20 @@ def train_snapshots(
             }
         )
         clf = fit_classifier(
-            classifier(tuning.best_params, config.seed),
+            classifier(tuning.best_params, t.seed),
             Xt,
             y,
             Xvt,
             yv,
-            early_stopping_rounds=config.early_stopping_rounds,
+            early_stopping_rounds=t.early_stopping_rounds,
         )
         model = ChurnModel(
             tuning.best_params,
-            config.seed,
-            config.bucket_policy,
-            config.early_stopping_rounds,
-        ).assemble(pre, clf, Xv, yv)
+            t.seed,
+            config.buckets.policy(),
+            t.early_stopping_rounds,
+            config.features,
+        ).assemble(pre, clf, Xv, yv, registry)
         mlflow.log_param("calibration", model.calibration_)
         fitted = model.bucket_policy_
         mlflow.log_dict(
@@ -220,7 +178,7 @@ def train_snapshots(
         )
         if progress:
             progress("evaluate", 0, 3)
-        metrics, scores, oracle_rows = _evaluate(model, X, y, Xh, yh, truth, config.seed, registry)
+        metrics, scores, oracle_rows = _evaluate(model, X, y, Xh, yh, truth, t.seed, registry)
         mlflow.log_metrics(metrics)
         buckets = bucket_table(
             yh,
@@ -231,9 +189,9 @@ def train_snapshots(
         mlflow.log_text(buckets.to_csv(), "holdout_buckets.csv")
         if progress:
             progress("evaluate", 1, 3)
-        sample = Xh.sample(n=min(len(Xh), EXPLAIN_ROWS), random_state=config.seed)
+        sample = Xh.sample(n=min(len(Xh), EXPLAIN_ROWS), random_state=t.seed)
         contributions = model.contributions(sample)
-        reasons = reason_table(model.features_, registry)
+        reasons = reason_table(model.features_, model.reason_groups_)
         top = top_reasons(group_contributions(contributions, reasons))
         shares = top.map(lambda r: r[0] if r else "none").value_counts(normalize=True)
         mlflow.log_text(reasons.to_csv(index=False), "reason_groups.csv")
@@ -244,8 +202,8 @@ def train_snapshots(
             mlflow.log_figure(figure, f"plots/{name}")
         if progress:
             progress("evaluate", 2, 3)
-        rule = metrics.get(config.gate_metric.replace("holdout_", "baseline_rule_", 1))
-        gate = publish(model, Xh, yh, config.registered_model, config.gate_metric, floor=rule)
+        rule = metrics.get(t.gate_metric.replace("holdout_", "baseline_rule_", 1))
+        gate = publish(model, Xh, yh, config.mlflow.registered_model, t.gate_metric, floor=rule)
         if progress:
             progress("evaluate", 3, 3)
         clock["end"] = time.perf_counter()
@@ -271,9 +229,14 @@ def train_snapshots(
 
 
 def _log_inputs(config: TrainConfig, split: TimeSplit, rows, fp: str, labelled) -> None:
-    params = {k: v for k, v in asdict(config).items() if k not in ("optuna_storage",)}
-    params["optuna_storage"] = safe_url(config.optuna_storage)
-    policy = config.bucket_policy
+    params = {
+        f"{section}.{key}": value
+        for section, values in config.model_dump(mode="json").items()
+        for key, value in values.items()
+    }
+    params["optuna.storage"] = safe_url(config.optuna.storage)
+    params["mlflow.tracking_uri"] = safe_url(config.mlflow.tracking_uri)
+    policy = config.buckets.policy()
     params["bucket_policy"] = json.dumps({"mode": policy.mode, "cuts": dict(policy.cuts)})
     params.update(
         {
@@ -357,38 +320,24 @@ def load_truth(path: Path | None, horizon_days: int) -> pd.DataFrame | None:
     return truth
 
 
-def train(
-    settings,
-    *,
-    store: Path | None = None,
+def train_store(
+    store: Path,
+    config: TrainConfig,
     truth_path: Path | None = None,
     progress: Progress | None = None,
-    **overrides,
 ) -> TrainResult:
-    """Load events from the store, build snapshots at the cut-offs, and run ``train_snapshots``.
+    """Read the store, build snapshots at the cut-offs, and run ``train_snapshots``.
 
-    ``overrides`` are ``TrainConfig`` fields (e.g. ``n_trials=5``). Cut-offs are the ground
-    truth's when a truth file is used (the oracle exists only there), else every
-    ``training.cutoff_every_days`` from ``training.first_cutoff_days`` after the first event.
+    Cut-offs are the ground truth's when a truth file is used (the oracle exists only there),
+    else every ``training.cutoff_every_days`` from ``training.first_cutoff_days`` after the
+    first event.
     """
-    import features
-    from features.ingest.store import MANIFEST
-    from features.timeline import NEEDED_COLUMNS
-
-    config = TrainConfig.from_settings(settings, **overrides)
-    store = Path(store or settings.store.path)
-    if not (store / MANIFEST).is_file():
-        raise TrainingInputError(
-            f"{store}: no event store here (no {MANIFEST}); run `lapse ingest` first"
-        )
-    if truth_path is None:
-        truth_path = settings.training.truth_path
-    if truth_path is None and default_truth_path(store).is_file():
-        truth_path = default_truth_path(store)
-    truth = load_truth(truth_path, config.horizon_days)
+    horizon = config.labels.horizon_days
+    check_store(store)
+    truth = load_truth(truth_path, horizon)
     if progress:
         progress("load", 0, 1)
-    events = features.load_events(store, columns=list(NEEDED_COLUMNS), include_sandbox=False)
+    events = read_events(store, config.features)
     if events.empty:
         raise TrainingInputError(f"{store}: the event store has no production events")
     if progress:
@@ -396,10 +345,10 @@ def train(
     if truth is not None:
         cutoffs = sorted(pd.to_datetime(truth[schema.AS_OF], utc=True).unique())
     else:
-        t = settings.training
+        t = config.training
         ts = events[schema.TS]
         cutoffs = data_cutoffs(ts.min(), ts.max(), t.first_cutoff_days, t.cutoff_every_days)
-    frame = features.snapshots(events, cutoffs, config.horizon_days, progress=progress)
+    frame = snapshots(events, cutoffs, horizon, config.features, progress=progress)
     del events
     return train_snapshots(frame, config, truth, progress)
 
@@ -412,6 +361,6 @@ __all__ = [
     "default_truth_path",
     "fingerprint",
     "load_truth",
-    "train",
     "train_snapshots",
+    "train_store",
 ]

@@ -8,17 +8,17 @@ Each trial is logged as a nested MLflow run when a parent run is active.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlflow
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 from optuna_integration import LightGBMPruningCallback
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
 
+from base import LapseError, safe_url, sqlite_pragmas
 from training.pipeline import classifier, fit_classifier
+from training.settings import OptunaSettings, TrainingSettings
 
 #: The metric LightGBM reports per iteration and the study maximises (same direction, see stack.md).
 METRIC = "auc"
@@ -30,14 +30,12 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class TuneConfig:
-    """Where the study lives and how long to search."""
+    """A search: where the study lives and its budget (``[optuna]``), its name, and the run's
+    seed and early stopping (``[training]``)."""
 
-    storage: str
+    optuna: OptunaSettings
     study_name: str
-    n_trials: int
-    timeout_s: float | None = None
-    seed: int = 0
-    early_stopping_rounds: int = 50
+    training: TrainingSettings = field(default_factory=TrainingSettings)
     #: Boosting rounds between reports to the study: each report is a database write.
     report_interval: int = 10
 
@@ -61,15 +59,8 @@ def storage(url: str) -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(url)
     rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
     rdb.engine.dispose()
-    event.listen(rdb.engine, "connect", _sqlite_pragmas)
+    sqlite_pragmas(rdb.engine)
     return rdb
-
-
-def _sqlite_pragmas(connection, _record) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 @dataclass(frozen=True)
@@ -90,15 +81,10 @@ def open_study(config: TuneConfig, rdb: optuna.storages.RDBStorage) -> optuna.St
         study_name=config.study_name,
         storage=rdb,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        sampler=optuna.samplers.TPESampler(seed=config.training.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
         load_if_exists=True,
     )
-
-
-def safe_url(url: str) -> str:
-    """The storage URL with any password masked, for messages and MLflow params."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def finished_trials(study: optuna.Study) -> int:
@@ -117,7 +103,7 @@ def tune(
 
     Trials already finished in the storage count toward ``n_trials`` (resume after a stop).
     """
-    rdb = storage(config.storage)
+    rdb = storage(config.optuna.storage)
     try:
         return _search(Xt, y, Xvt, yv, config, progress, open_study(config, rdb))
     finally:
@@ -127,7 +113,7 @@ def tune(
 def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -> TuneResult:
     done = finished_trials(study)
     if progress:
-        progress("tune", min(done, config.n_trials), config.n_trials)
+        progress("tune", min(done, config.optuna.n_trials), config.optuna.n_trials)
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space(trial)
@@ -145,7 +131,7 @@ def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -
             if run:
                 mlflow.log_params(params)
             clf = fit_classifier(
-                classifier(params, config.seed),
+                classifier(params, config.training.seed),
                 Xt,
                 y,
                 Xvt,
@@ -155,7 +141,7 @@ def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -
                         trial, METRIC, valid_name=VALID_NAME, report_interval=config.report_interval
                     )
                 ],
-                early_stopping_rounds=config.early_stopping_rounds,
+                early_stopping_rounds=config.training.early_stopping_rounds,
             )
             value = float(clf.best_score_[VALID_NAME][METRIC])
             trial.set_user_attr("best_iteration", int(clf.best_iteration_))
@@ -173,21 +159,22 @@ def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if progress:
-            progress("tune", min(finished_trials(study), config.n_trials), config.n_trials)
+            n = config.optuna.n_trials
+            progress("tune", min(finished_trials(study), n), n)
 
-    remaining = config.n_trials - done
+    remaining = config.optuna.n_trials - done
     if remaining > 0:
         study.optimize(
             objective,
             n_trials=remaining,
-            timeout=config.timeout_s,
+            timeout=config.optuna.timeout_s,
             callbacks=[report],
             gc_after_trial=False,
         )
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise TuningError(
-            f"study {config.study_name!r} in {safe_url(config.storage)} has no completed trial "
-            f"after {finished_trials(study)} finished; raise --trials or --timeout"
+            f"study {config.study_name!r} in {safe_url(config.optuna.storage)} has no completed "
+            f"trial after {finished_trials(study)} finished; raise --trials or --timeout"
         )
     best = study.best_trial
     return TuneResult(
@@ -200,5 +187,5 @@ def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -
     )
 
 
-class TuningError(RuntimeError):
+class TuningError(LapseError, RuntimeError):
     """The search ended without a usable trial."""

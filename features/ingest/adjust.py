@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
+from base import LapseError
 from features import schema as s
 
 #: Why a row was quarantined (the ``reason`` column); ``detail`` names the field and value.
@@ -159,7 +160,7 @@ _NUMBER = r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
 _CALLBACK_SUFFIXES = (".log", ".jsonl", ".ndjson")
 
 
-class BadFile(Exception):
+class BadFile(LapseError):
     """A file that cannot be read as Adjust data at all; ``reason`` is in BAD_FILE_REASONS."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -2,13 +2,48 @@
 
 from features.synthetic import SyntheticConfig, generate
 summary = generate(SyntheticConfig(users=5000, seed=7, start=date(2026, 1, 5), days=120), out)
+summary = generate(SyntheticConfig(shape="social", users=2000), out)   # another shape of app
+
+The names are imported on first use, so ``SyntheticSettings`` and ``SHAPES`` (the settings'
+section and presets) load without numpy or pyarrow.
 """
 
-from features.synthetic.generator import (
-    GenerationError,
-    GenerationSummary,
-    SyntheticConfig,
-    generate,
-)
+from __future__ import annotations
 
-__all__ = ["GenerationError", "GenerationSummary", "SyntheticConfig", "generate"]
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from features.synthetic.generator import (
+        GenerationError,
+        GenerationSummary,
+        SyntheticConfig,
+        generate,
+    )
+    from features.synthetic.settings import SHAPES, AppEvent, SyntheticSettings
+
+_HOMES = {
+    "SHAPES": "features.synthetic.settings",
+    "AppEvent": "features.synthetic.settings",
+    "GenerationError": "features.synthetic.generator",
+    "GenerationSummary": "features.synthetic.generator",
+    "SyntheticConfig": "features.synthetic.generator",
+    "SyntheticSettings": "features.synthetic.settings",
+    "generate": "features.synthetic.generator",
+}
+__all__ = [
+    "SHAPES",
+    "AppEvent",
+    "GenerationError",
+    "GenerationSummary",
+    "SyntheticConfig",
+    "SyntheticSettings",
+    "generate",
+]
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'features.synthetic' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -137,8 +137,13 @@ def write_export(
     out_dir: Path,
     rng: np.random.Generator,
     on_file: Callable[[int, int], None] | None = None,
+    events: tuple[tuple[str, str], ...] | None = None,
 ) -> ExportResult:
-    """Write every row into ``out_dir`` as ``<app token>_<hour>_<hash>[_<part>].csv.gz`` files."""
+    """Write every row into ``out_dir`` as ``<app token>_<hour>_<hash>[_<part>].csv.gz`` files.
+
+    ``events``: (name, token) of each in-app event code (default: ``catalog.in_app_events()``).
+    """
+    events = catalog.in_app_events() if events is None else events
     n_sub = len(subs["sub"])
     sub = np.concatenate([subs["sub"], activity["sub"]])
     created = np.concatenate([subs["created"], activity["ts"]])
@@ -199,7 +204,7 @@ def write_export(
     )
 
     table = _build_table(
-        pop, ids, subs, activity, cal, src, who, plat, sub_row, sub_src, n_sub, defect, rng
+        pop, ids, subs, activity, cal, src, who, plat, sub_row, sub_src, n_sub, defect, rng, events
     )
     tables = {
         legacy: table.select([_semantic(t, legacy) for t in definition]).rename_columns(
@@ -295,6 +300,7 @@ def _build_table(
     n_sub: int,
     defect: np.ndarray,
     rng: np.random.Generator,
+    events: tuple[tuple[str, str], ...],
 ) -> pa.Table:
     """Every column of every physical row, as text, in file order."""
     n = len(src)
@@ -318,7 +324,7 @@ def _build_table(
     kind_code = np.where(sub_row, 3, activity["activity"][act])
     names = [ACTIVITY_NAMES[k] for k in range(3)] + [s.ACTIVITY_SUBSCRIPTION]
     event_idx = np.where(
-        sub_row | (activity["event"][act] < 0), len(catalog.IN_APP_EVENTS), activity["event"][act]
+        sub_row | (activity["event"][act] < 0), len(events), activity["event"][act]
     )
 
     created = np.concatenate([subs["created"], activity["ts"]])[src]
@@ -382,8 +388,8 @@ def _build_table(
         s.ENVIRONMENT_PH: environment,
         s.TRACKER_NAME: _lookup(trackers, network[who]),
         s.NETWORK_NAME: _lookup(network_names, network[who]),
-        s.EVENT_TOKEN: _lookup([e[1] for e in catalog.IN_APP_EVENTS], event_idx),
-        s.EVENT_NAME: _lookup([e[0] for e in catalog.IN_APP_EVENTS], event_idx),
+        s.EVENT_TOKEN: _lookup([e[1] for e in events], event_idx),
+        s.EVENT_NAME: _lookup([e[0] for e in events], event_idx),
         s.REVENUE_FLOAT: revenue,
         s.CURRENCY_PH: sub_col(subs["currency"]),
         s.SUB_EVENT_TYPE: _replace(sub_col(subs["current"]), unknown, "subscription_wobble"),

@@ -108,11 +108,22 @@ def _transaction_ids(numbers: np.ndarray, renewal: np.ndarray, platform: np.ndar
 
 
 def subscription_rows(
-    pop: Population, ids: Identities, steps: dict[str, np.ndarray], cal: Calendar
+    pop: Population,
+    ids: Identities,
+    steps: dict[str, np.ndarray],
+    cal: Calendar,
+    sandbox_product: int = catalog.MONTHLY,
 ) -> dict[str, np.ndarray]:
-    """One row per exported lifecycle step, with transaction chains threaded through."""
+    """One row per exported lifecycle step, with transaction chains threaded through.
+
+    A step's row is created at its time, plus its ``delay`` where ``steps`` has that column
+    (renewals delivered after the expiry they continue); the purchase and expiry times it
+    reports are the hidden process's.
+    """
     platform = np.concatenate([pop.platform, np.arange(len(ids.sandbox) - pop.n) % 2])
-    product = np.concatenate([pop.product, np.zeros(len(ids.sandbox) - pop.n, np.int8)])
+    product = np.concatenate(
+        [pop.product, np.full(len(ids.sandbox) - pop.n, sandbox_product, np.int8)]
+    )
     order = np.lexsort((steps["ts"], steps["sub"]))
     st = {k: v[order] for k, v in steps.items()}
     sub, ts, step, kind = st["sub"], st["ts"], st["step"], st["kind"]
@@ -179,11 +190,12 @@ def subscription_rows(
     price_declined = (step == Step.TURN_OFF) & st["consent"] & (plat == catalog.IOS)
     current = np.where(price_declined, "price_declined", current)
 
-    keep = (ts >= 0) & (step != Step.SWITCH)
+    created = ts + st["delay"] if "delay" in st else ts
+    keep = (created >= 0) & (step != Step.SWITCH)
     refund = step == Step.REFUND
     return {
         "sub": sub[keep],
-        "created": ts[keep],
+        "created": created[keep],
         "current": current[keep],
         "legacy": LEGACY_NAME[step, kind, plat][keep],
         "subtype": LEGACY_SUBTYPE[step, kind, plat][keep],
@@ -201,9 +213,14 @@ def subscription_rows(
 
 
 def sandbox_steps(
-    rng: np.random.Generator, first_sub: int, testers: int, days: int
+    rng: np.random.Generator,
+    first_sub: int,
+    testers: int,
+    days: int,
+    beat: int = catalog.SANDBOX_RENEW_SECONDS,
 ) -> dict[str, np.ndarray]:
-    """QA testers buying the monthly product in the store sandbox: renewals every 5 minutes."""
+    """QA testers buying a product in the store sandbox: renewals every ``beat`` seconds (the
+    monthly product's 5 minutes by default)."""
     cols: dict[str, list] = {
         k: []
         for k in (
@@ -221,7 +238,6 @@ def sandbox_steps(
     for t in range(testers):
         begin = float(rng.integers(1, max(days - 1, 2))) * 86400.0 + rng.random() * 40000.0
         renewals = int(rng.integers(3, catalog.SANDBOX_MAX_RENEWALS + 1))
-        beat = catalog.SANDBOX_RENEW_SECONDS
         for j in range(renewals + 2):
             step = Step.START if j == 0 else (Step.RENEW if j <= renewals else Step.EXPIRE)
             start = begin + (j - 1 if step == Step.EXPIRE else j) * beat

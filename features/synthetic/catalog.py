@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -70,6 +72,23 @@ IN_APP_EVENTS: Final = (
     ("support_contacted", "sp9t6c", 0.05),
 )
 
+
+def event_token(name: str) -> str:
+    """A stable 6-character Adjust event token for an app event name."""
+    return hashlib.sha1(name.encode()).hexdigest()[:6]
+
+
+def in_app_events(app_events: Iterable[str] = ()) -> tuple[tuple[str, str], ...]:
+    """(name, token) by event code: the app's own event kinds, then paywall views and support
+    contacts; without any, the fitness app's ``IN_APP_EVENTS``."""
+    names = list(app_events)
+    if not names:
+        return tuple((name, token) for name, token, _ in IN_APP_EVENTS)
+    kept = [(name, token) for name, token, _ in IN_APP_EVENTS[3:]]
+    return (*((name, event_token(name)) for name in names), *kept)
+
+
 # Sandbox testers: Apple's sandbox renews a monthly subscription every 5 minutes, at most 12 times.
 SANDBOX_RENEW_SECONDS: Final = 300
+SANDBOX_RENEW_SECONDS_ANNUAL: Final = 3600  # and a year every hour
 SANDBOX_MAX_RENEWALS: Final = 12

@@ -19,12 +19,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field, ValidationError, model_validator
 
+from base import LapseError
 from features import schema as s
+from features.settings import LabelSettings
 from features.synthetic import catalog
 from features.synthetic.adjust_files import write_export
 from features.synthetic.adjust_rows import Calendar, sandbox_steps, subscription_rows
@@ -32,7 +36,8 @@ from features.synthetic.dynamics import PRICE_CONSENT_DAYS, Dynamics
 from features.synthetic.identity import draw_identities
 from features.synthetic.oracle import churn_probability
 from features.synthetic.population import NOT_SUBSCRIBED, draw_population
-from features.synthetic.simulate import Phase, simulate
+from features.synthetic.settings import SHAPE_OPTIONS, SyntheticSettings
+from features.synthetic.simulate import Phase, Step, simulate
 
 #: Called as progress(stage, completed, total).
 Progress = Callable[[str, int, int], None]
@@ -54,22 +59,39 @@ TRUTH_SCHEMA = pa.schema(
 )
 
 
-class GenerationError(ValueError):
+class GenerationError(LapseError, ValueError):
     """The requested synthetic data cannot be generated as asked."""
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """What to generate. ``cutoffs`` default to weekly from day 28 to the last day."""
+class SyntheticConfig(SyntheticSettings):
+    """What to generate: the ``[synthetic]`` settings, the label horizon and the cut-offs.
 
-    users: int
-    seed: int
-    start: date
-    days: int
-    horizon_days: int = 30
-    legacy_share: float = 0.25
-    cutoffs: tuple[date, ...] | None = None
-    burn_in_days: int = 60
+    ``cutoffs`` default to weekly from day 28 to the last day. An impossible value raises
+    ``GenerationError`` naming the parameter and the value.
+    """
+
+    horizon_days: int = Field(
+        default_factory=lambda: LabelSettings().horizon_days,
+        ge=1,
+        description="Churn horizon of the ground truth, in days.",
+    )
+    cutoffs: tuple[date, ...] | None = Field(
+        None, description="Cut-off days of the ground truth (default: weekly from day 28)."
+    )
+    burn_in_days: int = Field(
+        60, ge=0, description="Days simulated before the export starts (not exported)."
+    )
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise GenerationError(_describe(exc)) from None
+
+    @model_validator(mode="after")
+    def _cutoffs_inside(self) -> SyntheticConfig:
+        self.cutoff_days()
+        return self
 
     def cutoff_days(self) -> list[int]:
         """Cut-offs as day offsets from ``start``, checked to lie inside the data."""
@@ -88,22 +110,19 @@ class SyntheticConfig:
         """Cut-offs whose whole horizon lies inside the data, so their outcome is known."""
         return [d for d in self.cutoff_days() if d + self.horizon_days <= self.days]
 
-    def validate(self) -> None:
-        """Fail early, naming the parameter, on values that cannot make a data set."""
-        checks = [
-            (self.users >= 1, f"users must be at least 1 (got {self.users})"),
-            (self.days >= 8, f"days must be at least 8 (got {self.days})"),
-            (self.horizon_days >= 1, f"horizon_days must be at least 1 (got {self.horizon_days})"),
-            (
-                0.0 <= self.legacy_share <= 1.0,
-                f"legacy_share must be within 0..1 (got {self.legacy_share})",
-            ),
-            (self.seed >= 0, f"seed must be non-negative (got {self.seed})"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise GenerationError(message)
-        self.cutoff_days()
+
+def _describe(exc: ValidationError) -> str:
+    """One line per invalid value: ``name: reason (got value)``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        name = ".".join(str(part) for part in error["loc"])
+        reason = error["msg"]
+        if error["type"] == "value_error":
+            reason = str(error["ctx"]["error"])
+        value = error.get("input")
+        got = f" (got {value!r})" if isinstance(value, (str, int, float, date)) else ""
+        lines.append(f"{name}: {reason}{got}" if name else reason)
+    return "; ".join(lines)
 
 
 @dataclass
@@ -135,22 +154,30 @@ def generate(
     config: SyntheticConfig, out: Path, overwrite: bool = False, progress: Progress | None = None
 ) -> GenerationSummary:
     """Simulate, write the raw export and the ground truth under ``out``; same seed, same bytes."""
-    config.validate()
+    cutoffs = config.cutoff_days()
     started = time.perf_counter()
     out = Path(out)
     _prepare(out, overwrite)
     report = progress or (lambda stage, done, total: None)
 
+    seeds = np.random.SeedSequence(config.seed)
     rng_pop, rng_chain, rng_activity, rng_ids, rng_files = (
-        np.random.default_rng(seq) for seq in np.random.SeedSequence(config.seed).spawn(5)
+        np.random.default_rng(seq) for seq in seeds.spawn(5)
     )
     first_day = -config.burn_in_days
-    pop = draw_population(rng_pop, config.users, first_day, max(config.days - 7, 1))
+    pop = draw_population(
+        rng_pop,
+        config.users,
+        first_day,
+        max(config.days - 7, 1),
+        trials=config.trials,
+        offers=config.offers,
+        plans=config.plans,
+    )
     legacy_end = round(config.legacy_share * config.days)
     increase = round(0.6 * config.days)
     price_increase_day = increase if increase - PRICE_CONSENT_DAYS >= legacy_end else None
     dyn = Dynamics(pop, price_increase_day)
-    cutoffs = config.cutoff_days()
     total_days = config.days - first_day
     sim = simulate(
         dyn,
@@ -161,17 +188,32 @@ def generate(
         rng_chain,
         rng_activity,
         on_day=lambda d: report("simulate", d - first_day + 1, total_days),
+        app_events=tuple((e.rate, e.drive) for e in config.app_events.values()),
     )
 
     testers = max(2, config.users // 5000)
     ids = draw_identities(rng_ids, pop, testers)
-    sandbox = sandbox_steps(rng_files, pop.n, testers, config.days)
+    annual_only = config.plans == "annual"
+    sandbox = sandbox_steps(
+        rng_files,
+        pop.n,
+        testers,
+        config.days,
+        catalog.SANDBOX_RENEW_SECONDS_ANNUAL if annual_only else catalog.SANDBOX_RENEW_SECONDS,
+    )
     steps = {k: np.concatenate([v, sandbox[k]]) for k, v in sim.steps.items()}
+    if config.renewal_delay_minutes > 0:  # its own random stream: every other draw is unchanged
+        rng_delay = np.random.default_rng(seeds.spawn(1)[0])
+        late = (steps["step"] == Step.RENEW) & (steps["sub"] < pop.n)
+        minutes = rng_delay.random(len(late)) * config.renewal_delay_minutes
+        steps["delay"] = np.where(late, np.round(minutes * 60.0), 0.0)
     start_epoch = int(
         datetime(config.start.year, config.start.month, config.start.day, tzinfo=UTC).timestamp()
     )
     cal = Calendar(start_epoch, config.days, legacy_end, price_increase_day)
-    subs = subscription_rows(pop, ids, steps, cal)
+    subs = subscription_rows(
+        pop, ids, steps, cal, catalog.ANNUAL if annual_only else catalog.MONTHLY
+    )
     result = write_export(
         pop,
         ids,
@@ -181,6 +223,7 @@ def generate(
         out / "raw",
         rng_files,
         on_file=lambda done, total: report("write", done, total),
+        events=catalog.in_app_events(config.app_events),
     )
 
     legacy_era = subs["created"] < legacy_end * 86400.0
@@ -220,7 +263,7 @@ def generate(
             else None
         ),
         settings={
-            **asdict(config),
+            **_recorded_settings(config),
             "start": str(config.start),
             "cutoffs": [str(config.start + timedelta(d)) for d in cutoffs],
             "legacy_end": str(config.start + timedelta(legacy_end)),
@@ -237,6 +280,15 @@ def generate(
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _recorded_settings(config: SyntheticConfig) -> dict[str, Any]:
+    """The parameters for manifest.json: shape options only where they differ from the default,
+    so the default app's manifest (and every other byte) is what it was before shapes existed."""
+    shape = set(SHAPE_OPTIONS)
+    recorded = config.model_dump(exclude=shape)
+    recorded.update(config.model_dump(include=shape, exclude_defaults=True))
+    return recorded
 
 
 def _prepare(out: Path, overwrite: bool) -> None:

@@ -56,9 +56,20 @@ class Population:
 
 
 def draw_population(
-    rng: np.random.Generator, users: int, first_day: int, last_day: int
+    rng: np.random.Generator,
+    users: int,
+    first_day: int,
+    last_day: int,
+    trials: bool = True,
+    offers: bool = True,
+    plans: str = "monthly+annual",
 ) -> Population:
-    """Draw ``users`` app users installing between ``first_day`` and ``last_day``, plus twins."""
+    """Draw ``users`` app users installing between ``first_day`` and ``last_day``, plus twins.
+
+    An app without trials (or offers) sells the first period at full price to those who would
+    have started one; a single-plan app sells its plan to everyone. Every other draw is the same
+    as the default app's, so one seed gives the same users in every shape.
+    """
     n = users
     platform = (rng.random(n) < 0.45).astype(np.int8)  # 55% iOS
     country = rng.choice(len(catalog.COUNTRIES), n, p=[c.share for c in catalog.COUNTRIES])
@@ -82,6 +93,12 @@ def draw_population(
     pick = rng.choice(len(combos), n, p=list(FIRST_KIND_SHARES.values()))
     first_kind = np.array([KIND_CODES[combos[k][0]] for k in range(len(combos))], np.int8)[pick]
     product = np.array([combos[k][1] for k in range(len(combos))], np.int8)[pick]
+    if not trials:
+        first_kind[first_kind == KIND_CODES["trial"]] = KIND_CODES["paid"]
+    if not offers:
+        first_kind[first_kind == KIND_CODES["offer"]] = KIND_CODES["paid"]
+    if plans != "monthly+annual":
+        product[:] = catalog.MONTHLY if plans == "monthly" else catalog.ANNUAL
 
     network_intent = np.array([nw[2] for nw in catalog.NETWORKS])[network]
     intent = rng.normal(0.0, 1.0, n) + network_intent + 0.4 * (product == catalog.ANNUAL)

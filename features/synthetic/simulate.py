@@ -9,7 +9,7 @@ from enum import IntEnum
 import numpy as np
 
 from features.synthetic import catalog
-from features.synthetic.dynamics import PAID, TRIAL, Dynamics
+from features.synthetic.dynamics import ENGAGEMENT_REF, PAID, TRIAL, Dynamics
 from features.synthetic.population import NOT_SUBSCRIBED
 
 DAY = 86400.0
@@ -112,8 +112,14 @@ def simulate(
     rng: np.random.Generator,
     activity_rng: np.random.Generator,
     on_day: Callable[[int], None] | None = None,
+    app_events: tuple[tuple[float, float], ...] = (),
 ) -> Simulation:
-    """Run days ``first_day`` .. ``end_day - 1``; record activity for days >= 0 only."""
+    """Run days ``first_day`` .. ``end_day - 1``; record activity for days >= 0 only.
+
+    ``app_events``: (rate, drive) of each of the app's own engagement-driven event kinds, which
+    then take event codes 0..k-1 (paywall views and support contacts k and k+1); empty: the
+    fitness app's events of ``catalog.IN_APP_EVENTS``.
+    """
     pop = dyn.pop
     n = pop.n
     phase = np.zeros(n, np.int8)
@@ -281,7 +287,12 @@ def simulate(
         log(Step.START, new, start_ts[new])
 
         if day >= 0:
-            _record_activity(dyn, day, phase, install_day, install_ts, activity, activity_rng)
+            if app_events:
+                _record_app_events(
+                    dyn, day, phase, install_day, install_ts, activity, activity_rng, app_events
+                )
+            else:
+                _record_activity(dyn, day, phase, install_day, install_ts, activity, activity_rng)
         if on_day is not None:
             on_day(day)
 
@@ -331,3 +342,49 @@ def _record_activity(
         else:
             ev = event
         activity.add(sub=who, ts=ts, activity=activity_kind, event=ev)
+
+
+def _record_app_events(
+    dyn: Dynamics,
+    day: int,
+    phase: np.ndarray,
+    install_day: np.ndarray,
+    install_ts: np.ndarray,
+    activity: _Log,
+    rng: np.random.Generator,
+    app_events: tuple[tuple[float, float], ...],
+) -> None:
+    """Like ``_record_activity``, with the app's own event kinds in place of the workout events.
+
+    Kind j's daily count is Poisson(rate_j * e^(drive_j * (engagement - reference)) * access):
+    a positive drive falls with the hidden engagement level, which falls ahead of churn (and
+    raises the daily probability of turning auto-renew off), a negative drive rises. Counts
+    depend on the hidden state only and feed nothing back, so the oracle stays exact.
+    """
+    t0 = day * DAY
+    fresh = np.flatnonzero(install_day == day)
+    activity.add(sub=fresh, ts=install_ts[fresh], activity=ACTIVITY_INSTALL, event=-1)
+    users = np.flatnonzero((install_day <= day) & (phase != Phase.GONE))
+    ph = phase[users]
+    factor = np.select([ph == Phase.LAPSED, ph == Phase.RETRY], [0.3, 0.8], 1.0)
+    eng = dyn.engagement(users, day)
+    rate = np.exp(eng) * factor
+    k = len(app_events)
+    paywall = np.where((ph == Phase.LAPSED) | (ph == Phase.NOT_STARTED), 0.08, 0.01)
+    support = np.where(ph == Phase.RETRY, 0.15, 0.005)
+    draws = [(ACTIVITY_SESSION, rng.poisson(rate), -1)]
+    for j, (mean, drive) in enumerate(app_events):
+        draws.append(
+            (ACTIVITY_EVENT, rng.poisson(mean * np.exp(drive * (eng - ENGAGEMENT_REF)) * factor), j)
+        )
+    draws += [
+        (ACTIVITY_EVENT, rng.poisson(paywall), k),
+        (ACTIVITY_EVENT, rng.poisson(support), k + 1),
+    ]
+    for activity_kind, counts, event in draws:
+        who = np.repeat(users, counts)
+        if not len(who):
+            continue
+        start = np.maximum(t0, install_ts[who])
+        ts = start + rng.random(len(who)) * (t0 + DAY - start)
+        activity.add(sub=who, ts=ts, activity=activity_kind, event=event)

@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from features import FeatureConfig, FeatureInputError, build_features
 from features import schema as s
-from features.build import feature_names
-from features.registry import FEATURES, REASON_GROUPS
+from features.build import feature_names, feature_registry
+from features.registry import REASON_GROUPS
+
+FEATURES = feature_registry()
 
 USERS = ("a", "b", "c")
 SUBSCRIPTION_EVENTS = s.CURRENT_EVENTS

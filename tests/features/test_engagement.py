@@ -66,4 +66,4 @@ def test_windows_come_from_the_config_and_are_registered(falling, day):
     assert u["session_trend_10d_vs_prior"] == pytest.approx(
         math.log(10.5 / 10) - math.log(10.5 / 10)
     )
-    assert set(eng.register_features(config)) <= set(u.index)
+    assert set(eng.feature_names(config)) <= set(u.index)

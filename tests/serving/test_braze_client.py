@@ -11,17 +11,17 @@ from serving.braze_client import (
     BrazeClient,
     BrazeRequestError,
     BrazeUnavailableError,
-    ClientConfig,
     _Pacer,
     billable_keys,
 )
 from serving.emulator import MSG_BLOCKLISTED, MSG_ID_TOO_LARGE, Emulator, parse_faults
+from serving.settings import BrazeSettings
 from tests.serving.conftest import HTTP, KEY, inspect
 
 
 def client(emu: Emulator, **overrides: object) -> BrazeClient:
     config = {"url": emu.url, "max_rps": 1000.0, "backoff_s": 0.01, "backoff_max_s": 0.05}
-    return BrazeClient(ClientConfig(**{**config, **overrides}), KEY)
+    return BrazeClient(BrazeSettings(**{**config, **overrides}), KEY)
 
 
 def objects(n: int, start: int = 0, **values: object) -> list[dict[str, object]]:
@@ -82,7 +82,7 @@ def test_401_and_403_stop_at_once_without_showing_the_key(
     caplog.set_level(logging.DEBUG)
     if status == 403:
         emulator.reconfigure(keys_without_permission=frozenset({KEY}))
-    config = ClientConfig(url=emulator.url, max_rps=1000.0)
+    config = BrazeSettings(url=emulator.url, max_rps=1000.0)
     key = KEY if status == 403 else "wrong-key-abcdef123"
     with BrazeClient(config, key) as c, pytest.raises(BrazeAuthError) as exc:
         c.track(objects(5))
@@ -94,12 +94,12 @@ def test_401_and_403_stop_at_once_without_showing_the_key(
 
 def test_no_key_is_an_auth_error() -> None:
     with pytest.raises(BrazeAuthError, match="BRAZE_API_KEY"):
-        BrazeClient(ClientConfig(url="http://127.0.0.1:9"), "")
+        BrazeClient(BrazeSettings(url="http://127.0.0.1:9"), "")
 
 
 def test_other_client_errors_are_not_retried(emulator: Emulator) -> None:
     with (
-        BrazeClient(ClientConfig(url=emulator.url + "/v9"), KEY) as c,
+        BrazeClient(BrazeSettings(url=emulator.url + "/v9"), KEY) as c,
         pytest.raises(BrazeRequestError, match="404.*check braze.url"),
     ):
         c.track(objects(1))

@@ -137,13 +137,3 @@ def test_a_database_password_never_appears_in_errors() -> None:
     with pytest.raises(LedgerError, match="ledger.url .*cannot open the database") as exc:
         Ledger(url)
     assert "s3cret-pw" not in str(exc.value) and "***" in str(exc.value)
-
-
-def test_sqlite_file_reads_urls_as_sqlalchemy_does(tmp_path) -> None:
-    from serving.ledger import sqlite_file
-
-    assert sqlite_file(f"sqlite:///{tmp_path}/l.db") == tmp_path / "l.db"
-    assert sqlite_file("sqlite:///relative.db").name == "relative.db"
-    assert sqlite_file("sqlite+pysqlite:///x.db").name == "x.db"
-    for other in ("sqlite://", "sqlite:///:memory:", "postgresql://u@h/db", "not a url"):
-        assert sqlite_file(other) is None

@@ -10,11 +10,14 @@ import pytest
 
 from features import load_events
 from features import schema as s
+from features.from_store import StaleStoreError
+from features.ingest import StoreError
 from features.registry import REASON_GROUPS
-from serving.rescore import RescoreError, load_champion, rescore, score, write_scores
-from serving.sync import read_scores, read_scores_policy
+from serving.rescore import RescoreError, rescore, score
+from serving.scores import ScoresFileError, read_scores, read_scores_policy, write_scores
 from training.pipeline import ChurnModel
 from training.reasons import OTHER
+from training.registry import ModelNotFoundError, champion_uri, load_model
 
 
 def _features(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -99,7 +102,7 @@ def test_written_scores_read_back_for_sync(model: ChurnModel, tmp_path, name: st
 
 def test_write_scores_refuses_other_formats(model: ChurnModel, tmp_path) -> None:
     X, _ = _features(5, 9)
-    with pytest.raises(RescoreError, match="expected a .parquet or .csv"):
+    with pytest.raises(ScoresFileError, match="expected a .parquet or .csv"):
         write_scores(score(model, X), tmp_path / "scores.json")
 
 
@@ -108,16 +111,16 @@ def test_no_champion_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     database = (tmp_path / "mlflow.db").resolve()
     uri = f"sqlite:///{database}"
-    with pytest.raises(RescoreError, match=f"no MLflow database at {database}.*lapse train"):
-        load_champion(uri, "no-such-model")
+    with pytest.raises(ModelNotFoundError, match=f"no MLflow database at {database}.*lapse train"):
+        load_model(uri, champion_uri("no-such-model"))
     assert not database.exists()  # asking created nothing
     import mlflow
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
     MlflowClient().search_experiments()  # an MLflow database without that model
-    with pytest.raises(RescoreError, match="models:/no-such-model@champion: no model to score"):
-        load_champion(uri, "no-such-model")
+    with pytest.raises(ModelNotFoundError, match="models:/no-such-model@champion: no model to"):
+        load_model(uri, champion_uri("no-such-model"))
 
 
 @pytest.fixture
@@ -155,10 +158,10 @@ def small_store(tmp_path):
 def test_rescore_refuses_stale_data_and_an_empty_day(small_store, model: ChurnModel) -> None:
     """A stalled ingest must not turn into a day of nulls and wrong buckets in Braze."""
     with pytest.raises(
-        RescoreError, match=r"newest event .* 2026-01-20 18:00 UTC, 10.2 days earlier"
+        StaleStoreError, match=r"newest event .* 2026-01-20 18:00 UTC, 10.2 days earlier"
     ):
         rescore(small_store, "2026-01-31", model)
-    with pytest.raises(RescoreError, match="no subscriber is active at 2026-03-01"):
+    with pytest.raises(StoreError, match="no subscriber is active at 2026-03-01"):
         rescore(small_store, "2026-03-01", model, max_stale_days=60)
     fresh = rescore(small_store, "2026-01-21", model)  # the day after the last session
     assert fresh.scores[s.USER_ID].tolist() == ["u1"] and fresh.events == len(

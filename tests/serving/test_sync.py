@@ -17,39 +17,34 @@ from hypothesis import strategies as st
 
 from features.schema import BUCKET, CHURN_PROBABILITY, PLATFORM, REASONS, USER_ID
 from lapse.cli import main
-from serving.braze_client import BrazeAuthError, BrazeUnavailableError, ClientConfig
-from serving.buckets import BucketPolicy
+from serving.braze_client import BrazeAuthError, BrazeUnavailableError
 from serving.emulator import MSG_BLOCKLISTED, MSG_ID_TOO_LARGE, Emulator, EmulatorConfig
 from serving.ledger import ATTRIBUTE, VALUE, Ledger, LedgerError, LedgerLockedError
-from serving.sync import (
-    NEW,
-    REMOVED,
-    ScoresFileError,
-    SyncConfig,
-    plan_updates,
-    prepare_scores,
-    read_scores,
-    read_scores_policy,
-    sync,
-)
+from serving.scores import ScoresFileError, prepare_scores, read_scores, read_scores_policy
+from serving.settings import BrazeSettings, LedgerSettings
+from serving.sync import NEW, REMOVED, SyncConfig, plan_updates, sync
 from tests.serving.conftest import HTTP, KEY, inspect
-from tests.serving.test_buckets import reference_bucket
+from tests.training.test_buckets import reference_bucket
+from training.buckets import BucketPolicy
 
 LAPSE = [sys.executable, "-c", "from lapse.cli import main; main()"]
 POLICY = BucketPolicy.of("probability", {"high": 0.5, "medium": 0.2}, "low", hysteresis=0.05)
 
 
-def make_config(emu: Emulator, ledger_url: str, **overrides: object) -> SyncConfig:
-    client = ClientConfig(url=emu.url, max_rps=1000.0, backoff_s=0.01, backoff_max_s=0.05)
-    return SyncConfig(
-        **{
-            "attribute": "churn_risk",
-            "policy": POLICY,
-            "client": client,
-            "ledger_url": ledger_url,
-            **overrides,
-        }
-    )
+def make_config(
+    emu: Emulator, ledger_url: str, policy: BucketPolicy = POLICY, **braze: object
+) -> SyncConfig:
+    fast = {"url": emu.url, "max_rps": 1000.0, "backoff_s": 0.01, "backoff_max_s": 0.05}
+    return SyncConfig(BrazeSettings(**{**fast, **braze}), LedgerSettings(url=ledger_url), policy)
+
+
+def with_braze(config: SyncConfig, **braze: object) -> SyncConfig:
+    """The config with some [braze] keys changed."""
+    return replace(config, braze=config.braze.model_copy(update=braze))
+
+
+def with_ledger(config: SyncConfig, url: str) -> SyncConfig:
+    return replace(config, ledger=config.ledger.model_copy(update={"url": url}))
 
 
 def scores(probabilities: dict[str, float], **extra: list) -> pd.DataFrame:
@@ -203,7 +198,7 @@ def test_only_changed_buckets_are_sent_and_hysteresis_holds_near_bounds(
 
 
 def test_users_no_longer_scored_are_nulled_once(emulator: Emulator, config, sqlite_url) -> None:
-    config = replace(config, max_null_share=1.0)  # 2 of 3 leave: over the default guard
+    config = with_braze(config, max_null_share=1.0)  # 2 of 3 leave: over the default guard
     users = {"a": 0.9, "b": 0.1, "c": 0.3}
     emulator.add_profiles(list(users))
     sync(scores(users), config, KEY)
@@ -237,7 +232,7 @@ def test_a_scores_file_missing_most_users_is_refused_before_anything_is_sent(
         read_scores(tmp_path / "empty.csv")
     leavers = scores(dict(list(users.items())[:15]))  # 5 of 20 leave: an ordinary day
     assert sync(leavers, config, KEY).nulled == 5
-    assert sync(truncated, replace(config, max_null_share=1.0), KEY).nulled == 10
+    assert sync(truncated, with_braze(config, max_null_share=1.0), KEY).nulled == 10
 
 
 def test_a_ledger_speaks_for_one_braze_instance(emulator: Emulator, config, sqlite_url) -> None:
@@ -248,14 +243,14 @@ def test_a_ledger_speaks_for_one_braze_instance(emulator: Emulator, config, sqli
     sync(scores(users), config, KEY)
     with Emulator(EmulatorConfig(api_keys=frozenset({KEY}))) as other:
         other.add_profiles(list(users))
-        elsewhere = replace(config, client=replace(config.client, url=other.url + "/"))
+        elsewhere = with_braze(config, url=other.url + "/")
         for dry_run in (True, False):
             with pytest.raises(LedgerError, match=f"records what {emulator.url} acknowledged"):
                 sync(scores(users), elsewhere, KEY, dry_run=dry_run)
         assert other.stats()["track_requests"] == 0
-        fresh = replace(elsewhere, ledger_url=f"{sqlite_url}-other")
+        fresh = with_ledger(elsewhere, f"{sqlite_url}-other")
         assert sync(scores(users), fresh, KEY).acknowledged == 2
-    by_braze_id = replace(config, id_field="braze_id")
+    by_braze_id = with_braze(config, id_field="braze_id")
     with pytest.raises(LedgerError, match="users by external_id"):
         sync(scores(users), by_braze_id, KEY)
 
@@ -319,7 +314,7 @@ def test_401_stops_the_run_and_the_next_run_resumes(emulator: Emulator, config) 
 
 
 def test_a_resumed_run_still_reports_the_users_it_nulls(emulator: Emulator, config) -> None:
-    config = replace(config, max_null_share=1.0)
+    config = with_braze(config, max_null_share=1.0)
     users = {"a": 0.9, "b": 0.1, "c": 0.3}
     emulator.add_profiles(list(users))
     sync(scores(users), config, KEY)
@@ -336,8 +331,7 @@ def test_a_failed_batch_among_concurrent_ones_is_all_that_is_sent_again(
     the next run sends exactly that batch."""
     users = {f"u{i:03d}": 0.9 for i in range(300)}
     emulator.add_profiles(list(users))
-    config = make_config(emulator, sqlite_url, concurrency=4)
-    config = replace(config, client=replace(config.client, max_attempts=1))
+    config = make_config(emulator, sqlite_url, concurrency=4, max_attempts=1)
     HTTP.post(f"{emulator.url}/_emulator/force", json={"status": 503, "count": 1})
     with pytest.raises(BrazeUnavailableError):
         sync(scores(users), config, KEY)
@@ -351,8 +345,9 @@ def test_a_failed_batch_among_concurrent_ones_is_all_that_is_sent_again(
 def test_an_outage_stops_the_run_and_nothing_is_lost(emulator: Emulator, sqlite_url) -> None:
     users = {f"u{i:03d}": i / 150 for i in range(150)}
     emulator.add_profiles(list(users))
-    client = ClientConfig(url=emulator.url, max_attempts=2, backoff_s=0.01)
-    config = replace(make_config(emulator, sqlite_url), client=client)
+    config = make_config(
+        emulator, sqlite_url, max_attempts=2, backoff_s=0.01, max_rps=50.0, backoff_max_s=30.0
+    )
     # the first batch goes through, then the second fails twice in a row
     with pytest.raises(BrazeUnavailableError, match="failed 2 times"):
         _send_with_outage_after_first_batch(emulator, scores(users), config)
@@ -510,7 +505,7 @@ def test_cli_sync_of_a_rescore_file_uses_the_model_bounds_it_records(
 ) -> None:
     """The documented retry after a failed push: `lapse sync` on rescore's file sends the
     buckets rescore would have sent (the model's bounds), not [buckets]' defaults."""
-    from serving.rescore import write_scores
+    from serving.scores import write_scores
 
     model_policy = BucketPolicy.of("probability", {"high": 0.8, "medium": 0.6}, "low")
     frame = scores({"a": 0.9, "b": 0.1, "c": 0.7})
@@ -569,11 +564,7 @@ def test_chaos_twenty_runs_killed_at_random_then_resumed(tmp_path: Path) -> None
             "LAPSE_BUCKETS__HYSTERESIS": "0.05",
         }
         reference = make_config(clean, f"sqlite:///{tmp_path / 'clean.db'}")
-        chaos_config = replace(
-            reference,
-            client=replace(reference.client, url=chaos.url),
-            ledger_url=env["LAPSE_LEDGER__URL"],
-        )
+        chaos_config = with_ledger(with_braze(reference, url=chaos.url), env["LAPSE_LEDGER__URL"])
         interrupted = mid_send = 0
         for day, frame in enumerate(days):
             path = tmp_path / f"day{day:02d}.parquet"
@@ -645,9 +636,10 @@ def _ack_frame(values: dict[str, object]) -> pd.DataFrame:
 @settings(deadline=None, max_examples=60)
 @given(_users, _acked, st.booleans())
 def test_applying_a_plan_leaves_nothing_to_send(users, acked, null_unscored) -> None:
-    config = replace(
-        SyncConfig("churn_risk", POLICY, ClientConfig(url="http://unused"), "sqlite://"),
-        null_unscored=null_unscored,
+    config = SyncConfig(
+        BrazeSettings(url="http://unused", null_unscored=null_unscored),
+        LedgerSettings(url="sqlite://"),
+        POLICY,
     )
     # (an empty scores file is refused by prepare_scores; the plan itself must still hold)
     frame = prepare_scores(scores(users)) if users else scores({}).astype({USER_ID: str})

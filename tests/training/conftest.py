@@ -100,6 +100,7 @@ def fitted_on_snapshots(snapshots):
         train[schema.CHURNED].astype(int),
         X_valid=valid.drop(columns=schema.CHURNED),
         y_valid=valid[schema.CHURNED].astype(int),
+        registry=TEST_REGISTRY,
     )
     return model, hold.drop(columns=schema.CHURNED), hold[schema.CHURNED].astype(int).to_numpy()
 

@@ -7,8 +7,8 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from features import schema
-from serving.buckets import BucketPolicy, BucketPolicyError
 from tests.training.conftest import AUTO_RENEW_OFF, CONSTANT, COUNTRY, ENGAGEMENT, TENURE
+from training.buckets import BucketPolicy, BucketPolicyError
 from training.pipeline import (
     ChurnModel,
     FeatureSchemaError,

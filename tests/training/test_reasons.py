@@ -41,7 +41,7 @@ def test_grouping_sums_features_and_drops_bias() -> None:
 
 def test_explain_points_at_the_planted_cause(fitted_on_snapshots) -> None:
     model, X, _ = fitted_on_snapshots
-    top, grouped = explain(model, X, k=3, registry=TEST_REGISTRY)
+    top, grouped = explain(model, X, k=3)  # by the groups the model kept
     np.testing.assert_allclose(
         grouped.sum(axis=1) + model.contributions(X)["bias"],
         np.log(model.predict_raw(X) / (1 - model.predict_raw(X))),

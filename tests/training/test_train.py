@@ -12,9 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from features import schema
 from tests.training.conftest import TEST_REGISTRY, make_snapshots
+from training.settings import TrainConfig
 from training.splits import DataSufficiencyError
 from training.train import (
-    TrainConfig,
     TrainingInputError,
     data_cutoffs,
     fingerprint,
@@ -28,20 +28,17 @@ def config(tmp_path, mlflow_env, name: str | None = None, **kw) -> TrainConfig:
     uri, artifacts = mlflow_env
     tmp_path.mkdir(exist_ok=True)
     name = name or f"t-{uuid.uuid4().hex[:8]}"
-    base = dict(
-        experiment=name,
-        registered_model=name,
-        tracking_uri=uri,
-        artifact_location=artifacts,
-        optuna_storage=f"sqlite:///{(tmp_path / 'optuna.db').resolve()}",
-        horizon_days=14,
-        n_trials=2,
-        seed=5,
-        min_churners=20,
-        min_non_churners=20,
-        early_stopping_rounds=10,
-    )
-    return TrainConfig(**{**base, **kw})
+    base = {
+        "mlflow": dict(
+            experiment=name, registered_model=name, tracking_uri=uri, artifact_location=artifacts
+        ),
+        "optuna": dict(storage=f"sqlite:///{(tmp_path / 'optuna.db').resolve()}", n_trials=2),
+        "labels": dict(horizon_days=14),
+        "training": dict(seed=5, min_churners=20, min_non_churners=20, early_stopping_rounds=10),
+    }
+    for section, values in kw.items():
+        base[section] = {**base.get(section, {}), **values}
+    return TrainConfig().replace(**base)
 
 
 def test_train_logs_metrics_registers_and_compares_with_the_oracle(
@@ -75,7 +72,7 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     assert run.data.params["holdout_cutoff"] == "2026-03-09"
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "plots")}
     assert "plots/calibration.png" in artifacts and "plots/contributions.png" in artifacts
-    served = mlflow.sklearn.load_model(f"models:/{cfg.registered_model}@champion")
+    served = mlflow.sklearn.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
     hold = frame[frame.index.get_level_values(schema.AS_OF) == result.split.holdout]
     X = hold.drop(columns=schema.CHURNED)
     np.testing.assert_array_equal(served.predict_proba(X), result.model.predict_proba(X))
@@ -86,10 +83,10 @@ def test_same_data_and_seed_give_the_same_model(tmp_path, mlflow_env) -> None:
     frame, _ = make_snapshots(users=300, seed=3)
     name = f"same-{uuid.uuid4().hex[:8]}"
     a = train_snapshots(
-        frame, config(tmp_path / "a", mlflow_env, name, gate_metric="holdout_roc_auc")
+        frame, config(tmp_path / "a", mlflow_env, name, training={"gate_metric": "holdout_roc_auc"})
     )
     b = train_snapshots(
-        frame, config(tmp_path / "b", mlflow_env, name, gate_metric="holdout_roc_auc")
+        frame, config(tmp_path / "b", mlflow_env, name, training={"gate_metric": "holdout_roc_auc"})
     )
     assert a.fingerprint == b.fingerprint
     assert a.tuning.best_params == b.tuning.best_params
@@ -106,20 +103,20 @@ def test_shuffled_labels_give_a_holdout_auc_of_about_one_half(tmp_path, mlflow_e
     shuffled = frame.assign(
         **{schema.CHURNED: frame[schema.CHURNED].to_numpy()[rng.permutation(len(frame))]}
     )
-    result = train_snapshots(shuffled, config(tmp_path, mlflow_env, n_trials=3))
+    result = train_snapshots(shuffled, config(tmp_path, mlflow_env, optuna={"n_trials": 3}))
     assert abs(result.metrics["holdout_roc_auc"] - 0.5) < 0.05
-    honest = train_snapshots(frame, config(tmp_path, mlflow_env, n_trials=3))
+    honest = train_snapshots(frame, config(tmp_path, mlflow_env, optuna={"n_trials": 3}))
     assert honest.metrics["holdout_roc_auc"] > 0.75
 
 
 def test_too_few_churners_stops_before_any_run(tmp_path, mlflow_env) -> None:
     frame, _ = make_snapshots(users=300, seed=2)
-    cfg = config(tmp_path, mlflow_env, min_churners=500)
+    cfg = config(tmp_path, mlflow_env, training={"min_churners": 500})
     with pytest.raises(
         DataSufficiencyError, match=r"hold-out: \d+ churners.*at least 500 churners"
     ):
         train_snapshots(frame, cfg)
-    assert mlflow.get_experiment_by_name(cfg.experiment) is None  # stopped before any run
+    assert mlflow.get_experiment_by_name(cfg.mlflow.experiment) is None  # stopped before any run
 
 
 def test_data_cutoffs_step_from_the_first_event() -> None:
@@ -141,13 +138,13 @@ def test_config_from_settings_maps_every_section(tmp_path, monkeypatch) -> None:
         "[training]\nseed = 9\n[buckets]\nmode = 'share'\nshares = { top = 0.05 }\n"
         "rest = 'rest'\n"
     )
-    config = TrainConfig.from_settings(Settings.load(cfg), n_trials=3, timeout_s=None)
-    assert (config.horizon_days, config.n_trials, config.seed) == (21, 3, 9)
-    policy = config.bucket_policy
+    config = TrainConfig.of(Settings.load(cfg, optuna={"n_trials": 3}))
+    assert (config.labels.horizon_days, config.optuna.n_trials, config.training.seed) == (21, 3, 9)
+    policy = config.buckets.policy()
     assert (policy.mode, policy.cuts, policy.rest) == ("share", (("top", 0.05),), "rest")
-    assert config.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert config.optuna_storage == f"sqlite:///{tmp_path / 'optuna.db'}"
-    assert config.artifact_location == str(tmp_path / "mlruns")
+    assert config.mlflow.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert config.optuna.storage == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert config.mlflow.artifact_location == str(tmp_path / "mlruns")
 
 
 def test_ground_truth_files_are_checked_with_the_reason(tmp_path) -> None:

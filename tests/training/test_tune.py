@@ -7,10 +7,18 @@ import optuna
 import psycopg
 import pytest
 
+from base import safe_url
 from features import schema
 from training.pipeline import feature_types, preprocessor
+from training.settings import OptunaSettings, TrainingSettings
 from training.splits import time_split
-from training.tune import TuneConfig, TuningError, safe_url, storage, tune
+from training.tune import TuneConfig, TuningError, storage, tune
+
+
+def tune_config(url: str, name: str, n_trials: int, seed: int = 0, stop: int = 50) -> TuneConfig:
+    training = TrainingSettings(seed=seed, early_stopping_rounds=stop)
+    return TuneConfig(OptunaSettings(storage=url, n_trials=n_trials), name, training)
+
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -29,13 +37,13 @@ def prepared(snapshots):
 def test_sqlite_study_resumes_to_the_trial_budget(prepared, tmp_path) -> None:
     url = f"sqlite:///{(tmp_path / 'optuna.db').resolve()}"
     seen = []
-    config = TuneConfig(storage=url, study_name="s", n_trials=3, seed=1, early_stopping_rounds=10)
+    config = tune_config(url, "s", 3, seed=1, stop=10)
     result = tune(*prepared, config, progress=lambda *a: seen.append(a))
     assert result.finished == 3
     assert seen[0] == ("tune", 0, 3) and seen[-1] == ("tune", 3, 3)
     assert 0.6 < result.best_value <= 1.0
     assert result.best_iteration >= 1 and "num_leaves" in result.best_params
-    more = tune(*prepared, TuneConfig(**{**config.__dict__, "n_trials": 5}))
+    more = tune(*prepared, tune_config(url, "s", 5, seed=1, stop=10))
     assert more.finished == 5
     assert more.best_value >= result.best_value
     assert stored_trials(url, "s") == 5
@@ -54,9 +62,7 @@ def test_trials_are_nested_mlflow_runs(prepared, tmp_path, mlflow_env) -> None:
     _, artifacts = mlflow_env
     experiment = mlflow.create_experiment("tune-test", artifact_location=artifacts)
     with mlflow.start_run(experiment_id=experiment) as parent:
-        tune(
-            *prepared, TuneConfig(storage=url, study_name="n", n_trials=2, early_stopping_rounds=5)
-        )
+        tune(*prepared, tune_config(url, "n", 2, stop=5))
     runs = mlflow.search_runs(
         [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
@@ -74,7 +80,7 @@ def test_postgresql_storage(prepared) -> None:
     try:
         study = tune(
             *prepared,
-            TuneConfig(storage=POSTGRES, study_name=name, n_trials=2, early_stopping_rounds=5),
+            tune_config(POSTGRES, name, 2, stop=5),
         )
         assert stored_trials(POSTGRES, name) == 2
         assert study.finished == 2 and study.best_value > 0.6
@@ -86,7 +92,7 @@ def test_postgresql_storage(prepared) -> None:
 
 def test_no_completed_trial_is_an_error(prepared, tmp_path) -> None:
     url = f"sqlite:///{(tmp_path / 'optuna.db').resolve()}"
-    config = TuneConfig(storage=url, study_name="pruned-only", n_trials=1)
+    config = tune_config(url, "pruned-only", 1)
     rdb = storage(url)
     study = optuna.create_study(study_name=config.study_name, storage=rdb, direction="maximize")
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED))

@@ -328,17 +328,23 @@ def test_manifest_records_the_run(dataset):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"users": 0}, "users must be at least 1"),
-        ({"days": 5}, "days must be at least 8"),
-        ({"legacy_share": 1.5}, "legacy_share must be within 0..1"),
+        ({"users": 0}, r"users: .*greater than or equal to 1 \(got 0\)"),
+        ({"days": 5}, r"days: .*greater than or equal to 8 \(got 5\)"),
+        ({"legacy_share": 1.5}, r"legacy_share: .*less than or equal to 1 \(got 1.5\)"),
+        ({"seed": -1}, r"seed: .*greater than or equal to 0 \(got -1\)"),
         ({"cutoffs": (date(2025, 1, 1),)}, "cut-off 2025-01-01 is outside"),
+        ({"shape": "weekly"}, "unknown shape 'weekly'; choose one of default, no-trials"),
+        ({"renewal_delay_minutes": -5}, "renewal_delay_minutes: .*greater than or equal to 0"),
+        ({"app_events": {"like": {"rate": 0, "drive": 1}}}, "app_events.like.rate: .*than 0"),
+        ({"app_events": {"paywall_viewed": {"rate": 1, "drive": 1}}}, "'paywall_viewed' is taken"),
     ],
 )
 def test_bad_parameters_are_named(tmp_path, change, message):
     """Impossible requests fail before any work, naming the parameter and the value."""
-    config = SyntheticConfig(**{**dict(users=10, seed=1, start=START, days=30), **change})
     with pytest.raises(GenerationError, match=message):
-        generate(config, tmp_path)
+        generate(
+            SyntheticConfig(**{**dict(users=10, seed=1, start=START, days=30), **change}), tmp_path
+        )
     assert not any(tmp_path.iterdir())
 
 

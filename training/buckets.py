@@ -13,19 +13,21 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import pandas as pd
-
+from base import LapseError
 from features.schema import BUCKET
 
-__all__ = ["DEFAULT_POLICY", "BucketPolicy", "BucketPolicyError", "assign_buckets", "bucket_bounds"]
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+__all__ = ["BucketPolicy", "BucketPolicyError", "assign_buckets", "bucket_bounds"]
 
 Mode = Literal["probability", "share", "given"]
 
 
-class BucketPolicyError(ValueError):
+class BucketPolicyError(LapseError, ValueError):
     """A bucket policy that cannot order users (bad bounds, shares or names)."""
 
 
@@ -104,12 +106,11 @@ class BucketPolicy:
                 )
 
 
-#: The default policy, as in lapse.toml's [buckets]: calibrated probability bounds.
-DEFAULT_POLICY = BucketPolicy.of("probability", {"high": 0.5, "medium": 0.2}, "low", 0.03)
-
 
 def bucket_bounds(policy: BucketPolicy, probabilities: np.ndarray) -> np.ndarray:
     """Probability lower bounds of the non-rest buckets, riskiest first, for this population."""
+    import numpy as np  # here, not above: the settings load BucketPolicy, and stay light
+
     values = np.array([v for _, v in policy.cuts], dtype=float)
     if policy.mode == "probability":
         return values
@@ -134,6 +135,9 @@ def assign_buckets(
     probabilities: pd.Series, policy: BucketPolicy, previous: pd.Series | None = None
 ) -> pd.Series:
     """Each user's bucket; `previous` (same index, None where unknown) enables hysteresis."""
+    import numpy as np  # here, not above: see bucket_bounds
+    import pandas as pd
+
     p = probabilities.to_numpy(dtype=float)
     bounds = bucket_bounds(policy, p)
     names = np.array(policy.names, dtype=object)

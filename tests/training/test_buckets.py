@@ -1,4 +1,4 @@
-"""serving.buckets: bounds by probability or share, hysteresis against the acknowledged bucket."""
+"""training.buckets: bounds by probability or share, hysteresis against the acknowledged bucket."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.buckets import BucketPolicy, BucketPolicyError, assign_buckets, bucket_bounds
+from training.buckets import BucketPolicy, BucketPolicyError, assign_buckets, bucket_bounds
 
 PROB = BucketPolicy.of("probability", {"high": 0.5, "medium": 0.2}, "low", hysteresis=0.05)
 

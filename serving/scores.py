@@ -1,0 +1,184 @@
+"""The scores file: what ``lapse rescore`` writes, ``lapse sync --scores`` reads, and the
+service's ``/lookup`` answers from (DESIGN.md: Parquet or CSV with ``user_id``,
+``churn_probability``, optional ``bucket`` and ``reasons``).
+
+A file written by rescore carries the model's bucket bounds (Parquet metadata, or a CSV file's
+``.bucket_policy.json`` sidecar), so a later sync of it sends exactly the buckets rescore would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from base import LapseError
+from features import schema as s
+from features.schema import BUCKET, CHURN_PROBABILITY, REASONS, USER_ID
+from training.buckets import BucketPolicy, BucketPolicyError
+
+__all__ = [
+    "POLICY_METADATA",
+    "ScoresFileError",
+    "policy_sidecar",
+    "prepare_scores",
+    "read_scores",
+    "read_scores_policy",
+    "write_scores",
+]
+
+
+class ScoresFileError(LapseError, ValueError):
+    """A scores file (or frame) that breaks the contract; says file, row and column."""
+
+
+#: Parquet metadata key of the bucket policy a scores file was bucketed with (by `lapse rescore`).
+POLICY_METADATA = "lapse.bucket_policy"
+
+
+def policy_sidecar(path: str | Path) -> Path:
+    """Where the bucket policy of a CSV scores file is kept (CSV has no metadata)."""
+    path = Path(path)
+    return path.with_name(path.name + ".bucket_policy.json")
+
+
+def read_scores_policy(path: str | Path) -> BucketPolicy | None:
+    """The bucket policy a scores file was bucketed with (Parquet metadata, or a CSV file's
+    sidecar), or None when none was recorded."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            metadata = pq.read_schema(path).metadata or {}
+        except (OSError, ValueError) as exc:
+            raise ScoresFileError(f"{path}: cannot read: {exc}") from None
+        text, where = metadata.get(POLICY_METADATA.encode()), f"metadata {POLICY_METADATA!r}"
+    else:
+        sidecar = policy_sidecar(path)
+        text, where = (sidecar.read_text() if sidecar.is_file() else None), str(sidecar)
+    if text is None:
+        return None
+    try:
+        return BucketPolicy.from_json(text)
+    except BucketPolicyError as exc:
+        raise ScoresFileError(f"{path}: {where}: {exc}") from None
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """Read a Parquet or CSV scores file and check it (see `prepare_scores`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScoresFileError(f"{path}: scores file not found")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+            first_row = 1
+        elif path.suffix.lower() in (".csv", ".gz") or path.name.endswith(".csv.gz"):
+            frame = pd.read_csv(path, dtype={USER_ID: str}, keep_default_na=False, na_values=[""])
+            first_row = 2  # line 1 is the header
+        else:
+            raise ScoresFileError(f"{path}: expected a .parquet or .csv scores file")
+    except (ValueError, OSError) as exc:
+        if isinstance(exc, ScoresFileError):
+            raise
+        raise ScoresFileError(f"{path}: cannot read: {exc}") from None
+    return prepare_scores(frame, source=str(path), first_row=first_row)
+
+
+def prepare_scores(frame: pd.DataFrame, source: str = "scores", first_row: int = 1) -> pd.DataFrame:
+    """Check the scores contract and keep one row per user (the highest probability wins).
+
+    Returns USER_ID (str), CHURN_PROBABILITY (float), and BUCKET / REASONS when present, where
+    REASONS is reduced to the top reason (the first of a list, or of a ';'/'|'-separated text).
+    """
+    where = "line" if first_row == 2 else "row"
+    if frame.empty:
+        raise ScoresFileError(
+            f"{source}: no scored users; refusing to treat every user Braze holds a bucket for "
+            "as no longer scored"
+        )
+    for column in (USER_ID, CHURN_PROBABILITY):
+        if column not in frame.columns:
+            raise ScoresFileError(
+                f"{source}: no {column!r} column (found {', '.join(map(str, frame.columns))})"
+            )
+    ids = frame[USER_ID]
+    bad = ids.isna() | (ids.astype(str).str.strip() == "")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0]) + first_row
+        raise ScoresFileError(f"{source}: {where} {row}, column {USER_ID!r}: empty user id")
+    prob = pd.to_numeric(frame[CHURN_PROBABILITY], errors="coerce").astype(float)
+    bad = ~((prob >= 0) & (prob <= 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ScoresFileError(
+            f"{source}: {where} {i + first_row}, column {CHURN_PROBABILITY!r}: expected a "
+            f"probability in 0..1, found {_plain(frame[CHURN_PROBABILITY].iloc[i])!r}"
+        )
+    out = pd.DataFrame({USER_ID: ids.astype(str).str.strip().to_numpy(), CHURN_PROBABILITY: prob})
+    if BUCKET in frame.columns:
+        buckets = [None if pd.isna(v) else str(v) for v in frame[BUCKET].to_numpy()]
+        out[BUCKET] = pd.Series(buckets, index=out.index, dtype=object)
+    if REASONS in frame.columns:
+        reasons = [_top_reason(v) for v in frame[REASONS].to_numpy()]
+        out[REASONS] = pd.Series(reasons, index=out.index, dtype=object)
+    out = out.sort_values([CHURN_PROBABILITY, USER_ID], ascending=[False, True], kind="stable")
+    return out.drop_duplicates(USER_ID, keep="first").reset_index(drop=True)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (its repr reads `1.5`, not `np.float64(1.5)`)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _top_reason(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return _top_reason(json.loads(text))
+            except ValueError:
+                pass
+        for sep in (";", "|"):
+            text = text.split(sep)[0]
+        return text.strip() or None
+    items = list(value) if hasattr(value, "__iter__") else [value]
+    return str(items[0]) if items else None
+
+
+def write_scores(
+    scores: pd.DataFrame, path: str | Path, policy: BucketPolicy | None = None
+) -> Path:
+    """Write a scores file: Parquet (reasons as a list), or CSV (reasons joined by ';').
+
+    ``policy`` (the model's bucket bounds) is recorded in a Parquet file's metadata, or beside a
+    CSV file (``policy_sidecar``), so that ``lapse sync`` on it later (a retry) sends exactly
+    the buckets ``lapse rescore`` would have sent.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        table = pa.Table.from_pandas(scores, preserve_index=False)
+        if policy is not None:
+            metadata = {**(table.schema.metadata or {}), POLICY_METADATA: policy.to_json()}
+            table = table.replace_schema_metadata(metadata)
+        pq.write_table(table, path)
+    elif path.name.lower().endswith((".csv", ".csv.gz")):
+        flat = scores.assign(**{s.REASONS: [";".join(r) for r in scores[s.REASONS]]})
+        flat.to_csv(path, index=False)
+        sidecar = policy_sidecar(path)
+        if policy is not None:  # CSV has no metadata: the bounds travel beside it
+            sidecar.write_text(policy.to_json() + "\n")
+        else:
+            sidecar.unlink(missing_ok=True)
+    else:
+        raise ScoresFileError(f"{path}: expected a .parquet or .csv scores file name")
+    return path

@@ -1,0 +1,69 @@
+"""The settings sections the serving package reads: ``[ledger]``, ``[braze]``, ``[serving]``;
+each default is written here once (``lapse.settings.Settings`` composes them).
+
+The Braze API key is part of ``[braze]`` but never comes from a file: ``lapse.settings`` reads it
+only from the ``BRAZE_API_KEY`` environment variable.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from base import Section
+
+
+class LedgerSettings(Section):
+    """The sync ledger's database (acknowledged Braze state)."""
+
+    url: str = Field("sqlite:///ledger.db", min_length=1)
+    table_prefix: str = Field(
+        "lapse_sync_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Prefix of the tables."
+    )
+    lock_ttl_s: float = Field(
+        600.0, gt=0, description="A run lock without a heartbeat for this long may be taken over."
+    )
+
+
+class BrazeSettings(Section):
+    """Braze /users/track endpoint, pacing and payload; `api_key` comes only from BRAZE_API_KEY."""
+
+    url: str = Field("http://127.0.0.1:4010", min_length=1)
+    attribute: str = Field("churn_risk", min_length=1)
+    batch_size: int = Field(75, ge=1, le=75)
+    max_rps: float = Field(50.0, gt=0, allow_inf_nan=False)
+    id_field: str = Field("external_id", min_length=1)
+    null_unscored: bool = True
+    update_existing_only: bool = Field(
+        True, description="Send _update_existing_only: scoring never creates Braze profiles."
+    )
+    score_attribute: str | None = Field(
+        None, min_length=1, description="Also send the churn score 0-100 under this name."
+    )
+    reason_attribute: str | None = Field(
+        None, min_length=1, description="Also send the top churn reason under this name."
+    )
+    timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    max_attempts: int = Field(5, ge=1, description="Tries per batch on 5xx, timeouts, drops.")
+    backoff_s: float = Field(0.5, gt=0, description="First retry wait; doubles, with jitter.")
+    backoff_max_s: float = Field(30.0, gt=0)
+    concurrency: int = Field(
+        1, ge=1, le=16, description="Batches in flight; a crash may re-send up to this many."
+    )
+    max_rate_limit_waits: int = Field(
+        50, ge=1, description="429s to wait out for one batch before the run stops (run again)."
+    )
+    max_null_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Refuse a sync that would null more than this share of the users Braze "
+        "holds a bucket for (a truncated scores file); 1 = never refuse.",
+    )
+    api_key: SecretStr | None = None
+
+
+class ServingSettings(Section):
+    """Address of the scoring service."""
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(3000, ge=1, le=65535)

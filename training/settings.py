@@ -1,0 +1,113 @@
+"""The settings sections the training package reads: ``[mlflow]``, ``[optuna]``, ``[training]``,
+``[buckets]``; each default is written here once (``lapse.settings.Settings`` composes them).
+
+``TrainConfig`` is a training run's slice of the settings: the same section objects, so a
+notebook builds one without a file (``TrainConfig()``, defaults) or takes it from the settings
+(``TrainConfig.of(settings)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from base import Section
+from features.settings import FeatureConfig, LabelSettings
+from training.buckets import BucketPolicy
+
+
+class MlflowSettings(Section):
+    """Tracking server, artifact root and registry names."""
+
+    tracking_uri: str = Field("sqlite:///mlflow.db", min_length=1)
+    artifact_location: str = Field("mlruns", min_length=1)
+    experiment: str = Field("lapse-churn", min_length=1)
+    registered_model: str = Field("lapse-churn", min_length=1)
+
+
+class OptunaSettings(Section):
+    """Hyper-parameter search storage and budget."""
+
+    storage: str = Field("sqlite:///optuna.db", min_length=1)
+    n_trials: int = Field(30, ge=1)
+    timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class TrainingSettings(Section):
+    """How `lapse train` cuts snapshots, splits them in time and gates the champion."""
+
+    cutoff_every_days: int = Field(7, ge=1, description="Days between snapshot cut-offs.")
+    first_cutoff_days: int = Field(
+        28, ge=0, description="Days of history before the first cut-off (data start + this)."
+    )
+    valid_cutoffs: int = Field(
+        1, ge=1, description="Latest eligible cut-offs used for validation (tuning, calibration)."
+    )
+    seed: int = 42
+    min_churners: int = Field(50, ge=1, description="Churners needed in each split.")
+    min_non_churners: int = Field(50, ge=1, description="Non-churners needed in each split.")
+    gate_metric: str = Field(
+        "holdout_pr_auc", min_length=1, description="Hold-out metric the champion gate compares."
+    )
+    early_stopping_rounds: int = Field(
+        50, ge=1, description="LightGBM rounds without a validation AUC gain before it stops."
+    )
+    truth_path: Path | None = Field(
+        None, description="Generator ground truth; default <store>/synthetic/truth/… if present."
+    )
+
+
+class BucketSettings(Section):
+    """How churn probabilities become the bucket values marketers see in Braze."""
+
+    mode: Literal["probability", "share", "given"] = "probability"
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"high": 0.5, "medium": 0.2},
+        description="mode probability: bucket -> lowest churn probability in it, riskiest first.",
+    )
+    shares: dict[str, float] = Field(
+        default_factory=lambda: {"high": 0.10, "medium": 0.20},
+        description="mode share: bucket -> share of the scored users, riskiest first.",
+    )
+    rest: str = Field("low", min_length=1, description="Bucket for everyone else.")
+    hysteresis: float = Field(
+        0.03, ge=0, lt=0.5, description="Probability margin to cross before leaving a bucket."
+    )
+
+    @model_validator(mode="after")
+    def _policy(self) -> BucketSettings:
+        self.policy()
+        return self
+
+    def policy(self) -> BucketPolicy:
+        """The bucket policy these settings describe (training fits it; the sync applies it)."""
+        cuts = self.thresholds if self.mode == "probability" else self.shares
+        return BucketPolicy.of(self.mode, cuts, self.rest, self.hysteresis)
+
+
+class TrainConfig(BaseModel):
+    """The sections of the settings one training run reads (each with its own defaults)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    optuna: OptunaSettings = Field(default_factory=OptunaSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    buckets: BucketSettings = Field(default_factory=BucketSettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+
+    @classmethod
+    def of(cls, settings: Any) -> TrainConfig:
+        """The training slice of a ``lapse.settings.Settings`` (or anything with these sections)."""
+        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+
+    def replace(self, **sections: dict[str, Any]) -> TrainConfig:
+        """A copy with some keys of some sections changed and checked, e.g.
+        ``config.replace(optuna={"n_trials": 5})``."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            data[section] = {**data[section], **values}
+        return type(self).model_validate(data)
