@@ -16,7 +16,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -29,7 +29,6 @@ from features import schema as s
 from features.ingest.adjust import (
     _CALLBACK_SUFFIXES,
     BAD_FILE_LINE,
-    DEFAULT_EARLIEST,
     KEY_COLUMNS,
     KEY_VERSION,
     SOURCE_INDEX,
@@ -53,6 +52,7 @@ from features.ingest.store import (
     stored_keys,
     writer_lock,
 )
+from features.settings import IngestSettings
 
 #: Called as progress(stage, done, total), e.g. lapse.console.progress_bars()'s report.
 Progress = Callable[[str, int, int], None]
@@ -196,23 +196,17 @@ class Rules:
     latest: datetime
 
     @classmethod
-    def of(
-        cls,
-        user_id_column: str,
-        keep_unknown_columns: bool,
-        now: datetime | None,
-        earliest: date | datetime,
-        max_future_days: float,
-    ) -> Rules:
-        """The rules with the window made absolute: ``now`` is read once, here, if not given."""
+    def of(cls, settings: IngestSettings | None, now: datetime | None) -> Rules:
+        """The ``[ingest]`` rules with the window made absolute: ``now`` is read once, here, if
+        not given."""
+        settings = settings or IngestSettings()
         now = datetime.now(UTC) if now is None else _utc(now)
-        if not isinstance(earliest, datetime):
-            earliest = datetime(earliest.year, earliest.month, earliest.day)
+        earliest = settings.earliest
         return cls(
-            user_id_column,
-            keep_unknown_columns,
-            _utc(earliest),
-            now + timedelta(days=max_future_days),
+            settings.user_id_column,
+            settings.keep_unknown_columns,
+            _utc(datetime(earliest.year, earliest.month, earliest.day)),
+            now + timedelta(days=settings.max_future_days),
         )
 
     def normalise(self, rows: pa.Table) -> Normalised:
@@ -238,20 +232,18 @@ class _Batch:
 def ingest(
     sources: Sequence[str | os.PathLike[str]],
     store: str | os.PathLike[str],
+    settings: IngestSettings | None = None,
     *,
-    user_id_column: str = s.DEFAULT_USER_ID_PARAM,
-    keep_unknown_columns: bool = True,
     progress: Progress | None = None,
     now: datetime | None = None,
-    earliest: date | datetime = DEFAULT_EARLIEST,
-    max_future_days: float = 1.0,
 ) -> IngestSummary:
     """Add the given files and folders to the event store at ``store``; see the module doc.
 
-    Times outside [``earliest``, ``now`` + ``max_future_days``) are quarantined as
-    ``implausible_time``; ``now`` (aware, or naive UTC) defaults to the clock at the start.
+    ``settings`` are the ``[ingest]`` rules (default: their defaults). Times outside
+    [``earliest``, ``now`` + ``max_future_days``) are quarantined as ``implausible_time``;
+    ``now`` (aware, or naive UTC) defaults to the clock at the start.
     """
-    rules = Rules.of(user_id_column, keep_unknown_columns, now, earliest, max_future_days)
+    rules = Rules.of(settings, now)
     store = Path(store)
     paths = find_sources(sources)
     if not paths:
@@ -403,12 +395,9 @@ def _new_events(
 
 def reprocess_quarantine(
     store: str | os.PathLike[str],
+    settings: IngestSettings | None = None,
     *,
-    user_id_column: str = s.DEFAULT_USER_ID_PARAM,
-    keep_unknown_columns: bool = True,
     now: datetime | None = None,
-    earliest: date | datetime = DEFAULT_EARLIEST,
-    max_future_days: float = 1.0,
 ) -> IngestSummary:
     """Run every quarantined row that has not had its retry through today's rules, once.
 
@@ -419,7 +408,7 @@ def reprocess_quarantine(
     cannot be re-read so (bytes that were not UTF-8, a CSV row whose header is unknown) keep
     their reason. Bad files (line 0) are not rows and stay as they are.
     """
-    rules = Rules.of(user_id_column, keep_unknown_columns, now, earliest, max_future_days)
+    rules = Rules.of(settings, now)
     store = Path(store)
     summary = IngestSummary(store=str(store))
     if not (store / MANIFEST).exists():

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from features import load_events, load_quarantine
 from features import schema as s
 from features.ingest import IngestError, ingest
+from features.settings import IngestSettings
 from features.synthetic import SyntheticConfig, adjust_files, generate
 
 #: The generator's defect names → the reason ingest must give.
@@ -344,7 +345,8 @@ def test_the_time_window_comes_from_the_arguments_and_now(tmp_path: Path) -> Non
     now = datetime(2026, 1, 5, 12, tzinfo=UTC)
     summary = ingest([src], tmp_path / "store", now=now)
     assert (summary.rows_stored, summary.quarantined) == (1, {"implausible_time": 2})
-    later = ingest([src], tmp_path / "other", now=now, max_future_days=3, earliest=date(1970, 1, 1))
+    window = IngestSettings(max_future_days=3, earliest=date(1970, 1, 1))
+    later = ingest([src], tmp_path / "other", window, now=now)
     assert (later.rows_stored, later.quarantined) == (3, {})
 
 
@@ -417,7 +419,7 @@ def test_reprocess_quarantine_stores_rows_that_now_pass_exactly_once(tmp_path: P
         f"1767571999,{'c' * 32},ios,session,x\n"
         f"1767571999,{'d' * 32},ios\n"  # truncated: fails under any rule
     )
-    first = ingest([src], store, earliest=date(2020, 1, 1))
+    first = ingest([src], store, IngestSettings(earliest=date(2020, 1, 1)))
     assert (first.rows_stored, first.quarantined) == (
         1,
         {"implausible_time": 2, "truncated_row": 1},
@@ -449,8 +451,8 @@ def test_reprocess_quarantine_drops_rows_already_stored_and_reads_callbacks(
     line = f"/cb?created_at=1262304000&adid={'a' * 32}&os_name=ios&activity_kind=session\n"
     (tmp_path / "a.log").write_text(line)
     (tmp_path / "b.log").write_text("\n" + line)  # other bytes, same callback
-    first = ingest([tmp_path / "a.log"], store, earliest=date(2020, 1, 1))
-    ingest([tmp_path / "b.log"], store, earliest=date(2009, 1, 1))
+    first = ingest([tmp_path / "a.log"], store, IngestSettings(earliest=date(2020, 1, 1)))
+    ingest([tmp_path / "b.log"], store, IngestSettings(earliest=date(2009, 1, 1)))
     assert first.quarantined == {"implausible_time": 1} and len(load_events(store)) == 1
     again = reprocess_quarantine(store)
     assert (again.rows_read, again.rows_stored, again.duplicates) == (1, 0, 1)
