@@ -166,23 +166,41 @@ def demo(
 def ingest(
     ctx: typer.Context,
     sources: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(
             metavar="SRC",
             help="Adjust CSV exports (.csv / .csv.gz), callback logs, or folders of them.",
         ),
-    ],
+    ] = None,
     store: Annotated[
         Path | None,
         typer.Option("--store", help="Event store folder (default: store.path).", file_okay=False),
     ] = None,
+    reprocess_quarantine: Annotated[
+        bool,
+        typer.Option(
+            "--reprocess-quarantine",
+            help="Run the quarantined rows through today's rules, once each: rows that pass now "
+            "are stored and leave the quarantine (after a rule or setting was fixed).",
+        ),
+    ] = False,
 ) -> None:
     """Add Adjust exports to the Parquet event store: validate, deduplicate, quarantine bad rows.
 
     Files the store already holds are skipped, so running it twice adds nothing the second time.
+    Times before ingest.earliest or more than ingest.max_future_days after now are quarantined.
     """
-    with progress_bars() as report:
-        summary = jobs.ingest(ctx.obj.settings(store={"path": store}), sources, report)
+    settings = ctx.obj.settings(store={"path": store})
+    now = datetime.now(UTC)  # the edge is where "now" lives
+    if reprocess_quarantine == bool(sources):
+        raise typer.BadParameter(
+            "give SRC files or folders, or --reprocess-quarantine (not both)", param_hint="SRC"
+        )
+    if reprocess_quarantine:
+        summary = jobs.reprocess_quarantine(settings, now)
+    else:
+        with progress_bars() as report:
+            summary = jobs.ingest(settings, sources or [], now, report)
     render.ingest(summary)
     if summary.bad_files:  # everything readable is stored; the exit status tells cron the rest
         raise IngestError(

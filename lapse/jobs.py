@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from features import schema as s
 from features.from_store import StoreFeatures, store_features
 from features.ingest import IngestSummary, StoreError
 from features.ingest import ingest as ingest_files
+from features.ingest import reprocess_quarantine as retry_quarantine
 from features.synthetic import GenerationError, GenerationSummary, SyntheticConfig
 from features.synthetic import generate as generate_app
 from features.synthetic.calibration import TruthCheck, check_truth
@@ -52,6 +53,7 @@ __all__ = [
     "features",
     "generate",
     "ingest",
+    "reprocess_quarantine",
     "rescore",
     "sync",
     "train",
@@ -89,17 +91,21 @@ def generate(
 
 
 def ingest(
-    settings: Settings, sources: Sequence[Path], progress: Progress | None = None
+    settings: Settings,
+    sources: Sequence[Path],
+    now: datetime | None = None,
+    progress: Progress | None = None,
 ) -> IngestSummary:
-    """Add Adjust exports to the event store (``store.path``); bad files are listed in the
-    summary's ``bad_files`` (everything readable is stored)."""
-    return ingest_files(
-        sources,
-        settings.store.path,
-        user_id_column=settings.ingest.user_id_column,
-        keep_unknown_columns=settings.ingest.keep_unknown_columns,
-        progress=progress,
-    )
+    """Add Adjust exports to the event store (``store.path``) under the ``[ingest]`` rules; bad
+    files are listed in the summary's ``bad_files`` (everything readable is stored). Times more
+    than ``ingest.max_future_days`` after ``now`` (default: the clock) are implausible."""
+    return ingest_files(sources, settings.store.path, settings.ingest, progress=progress, now=now)
+
+
+def reprocess_quarantine(settings: Settings, now: datetime | None = None) -> IngestSummary:
+    """Run the quarantined rows of the store through today's ``[ingest]`` rules, once each:
+    those that pass now are stored and leave the quarantine."""
+    return retry_quarantine(settings.store.path, settings.ingest, now=now)
 
 
 # --- features ------------------------------------------------------------------------------------
@@ -376,7 +382,7 @@ def demo(
             }
         )
         result.settings = local
-        result.ingest = ingest(local, [folder / "raw"], progress)
+        result.ingest = ingest(local, [folder / "raw"], progress=progress)
         step("2. ingest the export into the event store", result.ingest)
         result.training = train(local, progress)
         step(

@@ -80,6 +80,9 @@ def ingest(summary: IngestSummary) -> None:
         ("commits", summary.commits),
     ]
     out.print(table("Ingested", rows))
+    notes = [(name, "; ".join(items)) for name, items in summary.notes.items() if items]
+    if notes:
+        out.print(table("Read differently (noted, nothing lost)", notes))
     if summary.bad_files:
         out.print(table("Bad files (in the quarantine at line 0)", list(summary.bad_files.items())))
 

@@ -204,7 +204,6 @@ class Settings(BaseSettings):
             _LOADING.reset(token)
         return _anchor(settings, record, given)
 
-
     def updated(self, **sections: Mapping[str, Any]) -> "Settings":
         """A copy with some keys of some sections changed and checked, e.g.
         ``settings.updated(optuna={"n_trials": 5})`` (paths and URLs are taken as given)."""

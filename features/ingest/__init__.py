@@ -1,7 +1,13 @@
 """Ingest: Adjust exports in (``adjust``), the Parquet event store out (``store``), one run
 of it (``run``): read, normalise, deduplicate, quarantine, commit."""
 
-from features.ingest.run import IngestError, IngestSummary, find_sources, ingest
+from features.ingest.run import (
+    IngestError,
+    IngestSummary,
+    find_sources,
+    ingest,
+    reprocess_quarantine,
+)
 from features.ingest.store import MANIFEST, StoreError, load_events, load_quarantine
 
 __all__ = [
@@ -13,4 +19,5 @@ __all__ = [
     "ingest",
     "load_events",
     "load_quarantine",
+    "reprocess_quarantine",
 ]

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import csv
 import functools
-import io
 import json
 import re
 import urllib.parse
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 import duckdb
@@ -41,15 +41,23 @@ REASONS: Final = {
     "truncated_row": "the row has a different number of fields than the header",
     "missing_identity": "neither the customer user id nor the adid is set",
     "missing_event_time": "created_at is empty",
-    "bad_timestamp": "a time field is neither Unix seconds nor YYYY-MM-DDTHH:MMUTC",
+    "bad_timestamp": "a time field is neither Unix seconds, YYYY-MM-DDTHH:MMUTC nor ISO 8601",
     "unknown_platform": "no os_name, subscription_store, idfv or gps_adid tells the platform",
     "missing_activity_kind": "no activity_kind and no subscription_event_type",
     "missing_event_name": "an in-app event row has neither event_name nor the event token",
     "unknown_event": "subscription event (and subtype) in neither the current nor the legacy list",
-    "bad_number": "revenue_float is not a number",
+    "bad_number": "revenue_float is not a (finite) number",
     "negative_price": "revenue_float is negative",
     "expiry_before_purchase": "subscription_expiration_time is before subscription_purchased_at",
     "invalid_callback": "a callback log line is neither a URL with a query string nor JSON",
+    "wrong_encoding": "the line holds bytes that are not UTF-8 text (or a NUL)",
+    "too_large": "a value (or callback line) is over MAX_FIELD_CHARS, Adjust's 1 MB callback limit",
+    "unbalanced_quote": "a quoted value is never closed, or swallowed the line ends of later rows",
+    "malformed_row": "the CSV parser refused the record (e.g. a bare CR in an unquoted value)",
+    "truncated_gzip": "the last line of a truncated gzip stream, cut off",
+    "corrupt_gzip": "the last line decompressed before a corrupt gzip block, cut off",
+    "implausible_time": "a time outside the plausible window (ingest.earliest .. now + "
+    "ingest.max_future_days; any time after 2100)",
 }
 #: Why a whole file was not read (reported in the summary, and in the quarantine at line 0).
 BAD_FILE_REASONS: Final = {
@@ -62,6 +70,8 @@ BAD_FILE_REASONS: Final = {
     "duplicate_column": "the header names a column twice",
     "unreadable_csv": "the CSV parser gave up on the file",
     "unreadable_file": "the file could not be read from disk",
+    "broken_link": "a symbolic link whose target does not exist",
+    "not_a_regular_file": "a named pipe, socket or device: reading it could block for ever",
 }
 BAD_FILE_LINE: Final = 0
 HEADER_LINE: Final = 1
@@ -106,8 +116,45 @@ _DROPPED: Final = frozenset({s.APP_NAME, s.IDFA, s.TRACKER_NAME})
 #: Internal column of a read batch: which of the batch's sources a row came from.
 SOURCE_INDEX: Final = "__source_index"
 
+#: Names a read batch uses for itself: an input column so named is renamed ``raw_<name>``.
+RESERVED_COLUMNS: Final = frozenset({s.LINE, s.SOURCE, SOURCE_INDEX})
+#: The event key's version, recorded with each commit: 1 keyed identity, kind, raw name,
+#: subtype, transaction ids and second; 2 adds what tells activities apart beyond those.
+KEY_VERSION: Final = 2
+_KEY_DETAIL_COLUMNS: Final = (
+    s.PRICE,
+    s.CURRENCY,
+    s.PRODUCT_ID,
+    s.PURCHASED_AT,
+    s.EXPIRES_AT,
+    s.CANCELLED_AT,
+    s.EXPIRED_TRANSACTION_ID,
+    s.ENVIRONMENT,
+)
+#: The canonical columns canonical_event_keys reads.
+KEY_COLUMNS: Final = (
+    s.ADID,
+    s.USER_ID,
+    s.PLATFORM,
+    s.KIND,
+    s.EVENT_RAW,
+    s.EVENT_SUBTYPE,
+    s.TRANSACTION_ID,
+    s.ORIGINAL_TRANSACTION_ID,
+    s.TS,
+    *_KEY_DETAIL_COLUMNS,
+)
+#: The longest value kept (characters): Adjust sends callbacks of at most 1 MB.
+MAX_FIELD_CHARS: Final = 1 << 20
+_CSV_FIELD_LIMIT = (1 << 31) - 1  # Python's csv refuses fields over 128 KB by default
+_TIME_LIKE = re.compile(r"^\s*(\d{1,12}|\d{4}-\d\d-\d\d[T ]\d\d:\d\d\S*)\s*$")
+
 _UTC: Final = pa.timestamp("us", tz="UTC")
-_MAX_EPOCH = 4_102_444_800  # 2100-01-01: later "Unix seconds" are garbage
+#: Times from here on are garbage whatever the window (an expiry may be years ahead, not this).
+LAST_PLAUSIBLE: Final = datetime(2100, 1, 1, tzinfo=UTC)
+#: The default of ``ingest.earliest``: Adjust (and app-store subscriptions) start after it.
+DEFAULT_EARLIEST: Final = datetime(2008, 1, 1, tzinfo=UTC)
+_ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
 _TEXT_TIME_FORMATS = ("%Y-%m-%dT%H:%MUTC", "%Y-%m-%dT%H:%M:%SUTC", "%Y-%m-%dT%H:%M:%SZ")
 _NUMBER = r"^\s*-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
 _CALLBACK_SUFFIXES = (".log", ".jsonl", ".ndjson")
@@ -128,7 +175,11 @@ class Source:
     """One file read into text columns: ``rows`` has a ``line`` column (1-based, header = 1).
 
     ``rejected`` lists rows refused while reading (line, reason, detail, raw); ``text`` is the
-    decoded file, kept so quarantined rows can carry their raw line.
+    decoded file, kept so quarantined rows can carry their raw record. ``header`` is a CSV's
+    header line (None for callback logs), ``spans`` maps the first line of each record that
+    spans lines to its last, ``notes`` says what was read differently than asked (a renamed
+    column, CR line ends), and ``damage`` is a file-level fault whose intact rows were kept.
+    ``raws`` holds the raw records by line where ``text`` is not the file's (a re-read).
     """
 
     name: str
@@ -136,64 +187,127 @@ class Source:
     rejected: list[tuple[int, str, str, str]] = field(default_factory=list)
     text: str = ""
     header_only: bool = False
+    header: str | None = None
+    spans: dict[int, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    damage: BadFile | None = None
+    raws: dict[int, str] = field(default_factory=dict)
 
     @functools.cached_property
     def _lines(self) -> list[str]:
         return self.text.split("\n")
 
     def raw_line(self, line: int) -> str:
-        """The text of physical line ``line`` (1-based)."""
-        return self._lines[line - 1].rstrip("\r") if 0 < line <= len(self._lines) else ""
+        """The text of the record starting at physical line ``line`` (1-based)."""
+        if self.raws:
+            return self.raws.get(line, "")
+        if not 0 < line <= len(self._lines):
+            return ""
+        end = self.spans.get(line, line)
+        return "\n".join(text.rstrip("\r") for text in self._lines[line - 1 : end])
 
 
 # --- reading ------------------------------------------------------------------------------------
 
 
 def read_source(name: str, data: bytes) -> Source:
-    """Decompress, decode and parse one file (CSV or callback log) into text columns."""
-    if name.lower().endswith(".gz") and data[:2] != b"\x1f\x8b" and data:
-        raise BadFile("corrupt_gzip", "named .gz but has no gzip header")
-    data = _decompress(data)
-    text = _decode(data)
+    """Decompress, decode and parse one file (CSV or callback log) into text columns.
+
+    Damage is confined to what it touches: rows with bytes that are not UTF-8, values over
+    MAX_FIELD_CHARS and the cut tail of a truncated gzip are rejected, the rest is kept.
+    """
+    notes: list[str] = []
+    damage = None
+    if data[:2] == b"\x1f\x8b":
+        data, damage = _decompress(data)
+    elif name.lower().endswith(".gz") and data:
+        notes.append("named .gz but not gzip-compressed: read as plain text")
+    data, rejected = _utf8_lines(data.removeprefix(b"\xef\xbb\xbf"))
+    text = data.decode("utf-8")
+    if "\n" not in text and "\r" in text:  # old-Mac line ends
+        text = text.replace("\r", "\n")
+        data = text.encode("utf-8")
+        notes.append("CR-only line ends read as line breaks")
+    if damage is not None and not text.endswith("\n"):  # the cut-off last line is not a row
+        cut = text.rfind("\n") + 1
+        if not cut:  # not even the header line is whole
+            raise damage
+        line = text.count("\n") + 1
+        rejected.append((line, damage.reason, damage.detail, text[cut:].rstrip("\r")))
+        text, data = text[:cut], text[:cut].encode("utf-8")
     if not text.strip():
+        if damage is not None:
+            raise damage
         raise BadFile("empty_file", "no content")
     start = len(text) - len(text.lstrip())
     end = text.find("\n", start)
     first = text[start : end if end >= 0 else len(text)].strip()
     if _is_callback_log(name, first):
-        return _read_callbacks(name, text)
-    return _read_csv(name, text, data.removeprefix(b"\xef\xbb\xbf"))
+        source = _read_callbacks(name, text)
+    else:
+        source = _read_csv(name, text, data)
+    source.rejected = sorted(rejected + source.rejected)
+    source.header_only = source.header_only and not source.rejected
+    source.notes = notes + source.notes
+    source.damage = damage
+    return source
 
 
-def _decompress(data: bytes) -> bytes:
-    if data[:2] != b"\x1f\x8b":
-        return data
-    out = []
-    try:
-        while data[:2] == b"\x1f\x8b":  # concatenated gzip members are one stream
-            unpacker = zlib.decompressobj(31)
-            out.append(unpacker.decompress(data))
+def _decompress(data: bytes) -> tuple[bytes, BadFile | None]:
+    """Gzip members (concatenated ones are one stream) → bytes, and the damage found, if any:
+    what came out before a truncation or a corrupt block is kept."""
+    out: list[bytes] = []
+    damage = None
+    while data[:2] == b"\x1f\x8b":
+        unpacker = zlib.decompressobj(31)
+        try:
+            for at in range(0, len(data), 1 << 20):  # in chunks: output before a bad block survives
+                out.append(unpacker.decompress(data[at : at + (1 << 20)]))
+                if unpacker.eof:
+                    break
             out.append(unpacker.flush())
-            if not unpacker.eof:
-                raise BadFile("truncated_gzip", f"gzip stream ends early after {len(data)} bytes")
-            data = unpacker.unused_data
-    except zlib.error as exc:
-        raise BadFile("corrupt_gzip", str(exc)) from None
-    return b"".join(out)
+        except zlib.error as exc:
+            damage = BadFile("corrupt_gzip", f"{exc} after {sum(map(len, out))} bytes of output")
+            break
+        if not unpacker.eof:
+            damage = BadFile(
+                "truncated_gzip",
+                f"gzip stream ends early after {len(data)} bytes; the complete rows were kept",
+            )
+            break
+        data = unpacker.unused_data
+    result = b"".join(out)
+    if damage is not None and not result.strip():
+        raise damage
+    return result, damage
 
 
-def _decode(data: bytes) -> str:
+def _utf8_lines(data: bytes) -> tuple[bytes, list[tuple[int, str, str, str]]]:
+    """``data`` with every line that is not UTF-8 text (or holds a NUL) blanked, and those lines
+    as rejections; a bad first line (the header, or a binary file) makes the file bad."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadFile(
-            "wrong_encoding", f"not UTF-8 at byte {exc.start} ({data[exc.start : exc.start + 4]!r})"
-        ) from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if "\x00" in text:
-        raise BadFile("wrong_encoding", "NUL bytes: a binary file, not CSV text")
-    return text
+        data.decode("utf-8")
+        if b"\x00" not in data:
+            return data, []
+    except UnicodeDecodeError:
+        pass
+    end = b"\n" if b"\n" in data or b"\r" not in data else b"\r"  # CR-only: old-Mac lines
+    lines = data.split(end)
+    rejected = []
+    for number, line in enumerate(lines, start=1):
+        why = "a NUL byte: binary, not text" if b"\x00" in line else ""
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            why = f"not UTF-8 at byte {exc.start} of the line ({line[exc.start : exc.start + 4]!r})"
+        if not why:
+            continue
+        if number == 1:
+            raise BadFile("wrong_encoding", f"line 1: {why}")
+        raw = line.decode("utf-8", "backslashreplace").rstrip("\r").replace("\x00", "\\x00")
+        rejected.append((number, "wrong_encoding", why, raw))
+        lines[number - 1] = b""
+    return end.join(lines), rejected
 
 
 def _is_callback_log(name: str, first_line: str) -> bool:
@@ -208,11 +322,32 @@ def column_name(token: str) -> str:
     return token.strip().strip('"').strip().strip("{}[]").strip()
 
 
+def own_names(names: list[str]) -> tuple[list[str], list[str]]:
+    """Column names with those that collide with Lapse's own (RESERVED_COLUMNS, or a name given
+    twice) prefixed ``raw_`` until unique, and a note for each renamed one."""
+    taken: set[str] = set()
+    out, notes = [], []
+    for name in names:
+        new = name
+        while new in RESERVED_COLUMNS or new in taken:
+            new = f"raw_{new}"
+        if new != name:
+            notes.append(f"column {name!r} is one of Lapse's own names: kept as {new!r}")
+        taken.add(new)
+        out.append(new)
+    return out, notes
+
+
 def _read_csv(name: str, text: str, data: bytes) -> Source:
-    """``data`` is ``text`` as UTF-8 bytes (no BOM): parsed by Arrow, line-split only if needed."""
+    """``data`` is ``text`` as UTF-8 bytes (no BOM): parsed by Arrow when every record is one
+    line of sane size, else record by record with Python's csv module."""
     end = text.find("\n")
-    header_text = text[: end if end >= 0 else len(text)]
-    header = [column_name(t) for t in next(csv.reader([header_text.rstrip("\r")]), [])]
+    header_text = text[: end if end >= 0 else len(text)].rstrip("\r")
+    try:
+        tokens = next(csv.reader([header_text]), [])
+    except csv.Error as exc:
+        raise BadFile("unreadable_csv", f"header: {exc}") from None
+    header = [column_name(t) for t in tokens]
     if len(set(header)) != len(header):
         dup = sorted({h for h in header if header.count(h) > 1})
         raise BadFile("duplicate_column", f"header names {', '.join(dup)} more than once")
@@ -224,6 +359,19 @@ def _read_csv(name: str, text: str, data: bytes) -> Source:
             "missing_column",
             f"no {s.CREATED_AT} column in the header (found {', '.join(header)})",
         )
+    time_at = header.index(s.CREATED_AT)
+    header, notes = own_names(header)
+    source = _arrow_csv(name, text, data, header)
+    if source is None:  # values spanning lines, huge values, or something Arrow refused
+        source = _python_csv(name, text, header, time_at)
+    source.header = header_text
+    source.notes = notes
+    return source
+
+
+def _arrow_csv(name: str, text: str, data: bytes, header: list[str]) -> Source | None:
+    """The fast path: Arrow's parser, or None when a record spans lines, a value is over
+    MAX_FIELD_CHARS, or Arrow gives up (the caller then reads record by record)."""
     invalid: list[tuple[int | None, str, int, int]] = []
 
     def on_invalid(row) -> str:
@@ -245,22 +393,23 @@ def _read_csv(name: str, text: str, data: bytes) -> Source:
                 null_values=[""],
             ),
         )
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise BadFile("unreadable_csv", str(exc).splitlines()[0]) from None
+    except (pa.ArrowInvalid, ValueError):
+        return None
     records = table.num_rows + len(invalid)
     newlines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    if newlines == records + 1:  # one physical line per record: lines follow from positions
-        bad = np.array([r[0] for r in invalid], np.int64)
-        lines = np.setdiff1d(np.arange(2, records + 2, dtype=np.int64), bad, assume_unique=True)
-    else:  # quoted newlines inside values: find where each record starts
-        lines, bad = _record_lines(text, len(header))
+    if newlines != records + 1:  # quoted newlines inside values
+        return None
+    for column in table.columns:
+        longest = pc.max(pc.utf8_length(column)).as_py()
+        if longest is not None and longest > MAX_FIELD_CHARS:
+            return None
+    tail = text.rstrip("\r\n")
+    if _unclosed([tail[tail.rfind("\n") + 1 :]]):
+        return None  # an unclosed quote on the last line swallowed its line end
+    bad = np.array([r[0] for r in invalid], np.int64)
+    lines = np.setdiff1d(np.arange(2, records + 2, dtype=np.int64), bad, assume_unique=True)
     rejected = [
-        (
-            int(line),
-            "truncated_row",
-            f"expected {expected} fields, found {actual}",
-            row_text,
-        )
+        (int(line), "truncated_row", f"expected {expected} fields, found {actual}", row_text)
         for line, (_, row_text, expected, actual) in zip(bad.tolist(), invalid, strict=True)
     ]
     table = table.append_column(s.LINE, pa.array(lines, pa.int64()))
@@ -276,15 +425,110 @@ def _read_csv(name: str, text: str, data: bytes) -> Source:
     return source
 
 
-def _record_lines(text: str, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start lines of well-formed and of malformed records, when a value spans lines."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    next(reader, None)
-    good, bad, start = [], [], 2
-    for record in reader:  # only for the rare file with multi-line values
-        (good if len(record) in (0, width) else bad).append(start)
-        start = reader.line_num + 1
-    return np.array(good, np.int64), np.array(bad, np.int64)
+def _python_csv(name: str, text: str, header: list[str], time_at: int) -> Source:
+    """The careful path: record by record, so one bad record costs only itself."""
+    lines = text.split("\n")
+    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    good, rejected, spans = _records(lines[1:], 2, len(header), time_at)
+    columns = {
+        h: pa.array([fields[i] or None for _, fields in good], pa.string())
+        for i, h in enumerate(header)
+    }
+    columns[s.LINE] = pa.array([line for line, _ in good], pa.int64())
+    source = Source(name, pa.table(columns), rejected, text, header_only=not good and not rejected)
+    source.spans = spans
+    return source
+
+
+Record = tuple[int, list[str]]
+Rejection = tuple[int, str, str, str]
+
+
+def _records(
+    lines: list[str], first: int, width: int, time_at: int
+) -> tuple[list[Record], list[Rejection], dict[int, int]]:
+    """Parse physical ``lines`` (numbered from ``first``) into (line, fields) records.
+
+    A record whose quoted value swallowed line ends of lines shaped like rows of this file (or
+    ran to the end unclosed) is an unbalanced quote: its first line is rejected and parsing
+    starts again on the next line, so the rows it swallowed are kept.
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    good: list[Record] = []
+    rejected: list[Rejection] = []
+    spans: dict[int, int] = {}
+    reader, base, done = csv.reader(iter(lines)), 0, 0
+    while done < len(lines):
+        start = done
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            done = max(base + reader.line_num, start + 1)
+            raw = "".join(lines[start:done]).rstrip("\r\n")
+            rejected.append((first + start, "malformed_row", str(exc), raw))
+            continue
+        done = base + reader.line_num
+        line = first + start
+        inner = lines[start + 1 : done]
+        unclosed = done == len(lines) and _unclosed(lines[start:done])
+        if unclosed or any(_row_shaped(text, width, time_at) for text in inner):
+            why = (
+                "a quoted value is never closed"
+                if unclosed
+                else f"a quoted value swallowed the line ends of rows up to line {first + done - 1}"
+            )
+            rejected.append((line, "unbalanced_quote", why, lines[start].rstrip("\r\n")))
+            done = base = start + 1  # read on from the next line, as if this one were not there
+            reader = csv.reader(iter(lines[base:]))
+            continue
+        if inner:
+            spans[line] = first + done - 1
+        raw = "".join(lines[start:done]).rstrip("\r\n")
+        if not fields:
+            continue  # a blank line
+        if len(fields) != width:
+            found = f"expected {width} fields, found {len(fields)}"
+            rejected.append((line, "truncated_row", found, raw))
+            continue
+        longest = max(len(f) for f in fields)
+        if longest > MAX_FIELD_CHARS:
+            column = max(range(width), key=lambda i: len(fields[i]))
+            rejected.append(
+                (
+                    line,
+                    "too_large",
+                    f"a value of {longest} characters (at most {MAX_FIELD_CHARS}), field "
+                    f"{column + 1}",
+                    raw,
+                )
+            )
+            continue
+        good.append((line, fields))
+    return good, rejected, spans
+
+
+def _unclosed(record: list[str]) -> bool:
+    """Whether the record's lines end inside a quoted value (it would swallow a next line)."""
+    reader = csv.reader(iter([*(r if r.endswith("\n") else r + "\n" for r in record), "\n", "x\n"]))
+    try:
+        next(reader)
+    except (csv.Error, StopIteration):
+        return False
+    return reader.line_num > len(record)
+
+
+def _row_shaped(text: str, width: int, time_at: int) -> bool:
+    """Whether a line parses on its own as a row of this file (its width, or fewer fields with
+    the last one opening a quoted value) with a time in created_at."""
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error:
+        return False
+    if not time_at < len(fields) <= width or _TIME_LIKE.match(fields[time_at]) is None:
+        return False
+    return len(fields) == width or _unclosed([text])  # whole, or a row opening a quoted value
 
 
 def _read_callbacks(name: str, text: str) -> Source:
@@ -294,10 +538,18 @@ def _read_callbacks(name: str, text: str) -> Source:
     number = pa.array(np.arange(1, len(lines) + 1, dtype=np.int64))
     keep = pc.not_equal(pc.utf8_length(lines), 0)
     lines, number = lines.filter(keep), number.filter(keep)
+    huge = pc.greater(pc.utf8_length(lines), MAX_FIELD_CHARS)
+    rejected = [
+        (line, "too_large", f"a callback of {len(raw)} characters (at most {MAX_FIELD_CHARS})", raw)
+        for line, raw in zip(
+            number.filter(huge).to_pylist(), lines.filter(huge).to_pylist(), strict=True
+        )
+    ]
+    lines, number = lines.filter(pc.invert(huge)), number.filter(pc.invert(huge))
     is_json = pc.starts_with(lines, "{")
     is_query = pc.and_(pc.match_substring(lines, "="), pc.invert(is_json))
     neither = pc.invert(pc.or_(is_json, is_query))
-    rejected = [
+    rejected += [
         (line, "invalid_callback", "neither a query string nor JSON", raw)
         for line, raw in zip(
             number.filter(neither).to_pylist(), lines.filter(neither).to_pylist(), strict=True
@@ -308,14 +560,21 @@ def _read_callbacks(name: str, text: str) -> Source:
     parts = [_query_rows(lines.filter(is_query), number.filter(is_query)), json_rows]
     parts = [p for p in parts if p.num_rows]
     rows = pa.concat_tables(parts, promote_options="default") if parts else _no_rows()
-    rows = rows.rename_columns([column_name(c) for c in rows.column_names])
+    numbers = rows.column(_LINE)
+    rows = rows.drop_columns([_LINE])
+    names, notes = own_names([column_name(c) for c in rows.column_names])
+    rows = rows.rename_columns(names).append_column(s.LINE, numbers)
     if not rows.num_rows and not rejected:
         raise BadFile("empty_file", "no callbacks")
-    return Source(name, rows, rejected, text)
+    return Source(name, rows, sorted(rejected), text, notes=sorted(set(notes)))
+
+
+#: A callback batch's line numbers before its keys are named (a key may be called ``line``).
+_LINE = "\x00line"
 
 
 def _no_rows() -> pa.Table:
-    return pa.table({s.LINE: pa.array([], pa.int64())})
+    return pa.table({_LINE: pa.array([], pa.int64())})
 
 
 def _query_rows(lines: pa.Array, number: pa.Array) -> pa.Table:
@@ -342,7 +601,7 @@ def _query_rows(lines: pa.Array, number: pa.Array) -> pa.Table:
         index[row[at]] = at  # a key given twice: the last one wins
         taken = value.take(pa.array(index, mask=index < 0))
         columns[k] = pc.if_else(pc.equal(taken, ""), None, taken)
-    columns[s.LINE] = number
+    columns[_LINE] = number
     return pa.table(columns)
 
 
@@ -380,8 +639,8 @@ def _json_rows(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, list]:
                 records.append((line, obj))
         table = pa.Table.from_pylist([{k: _text(v) for k, v in obj.items()} for _, obj in records])
         number = pa.array([line for line, _ in records], pa.int64())
-    columns = {c: _as_text(table.column(c)) for c in table.column_names if c != s.LINE}
-    columns[s.LINE] = number
+    columns = {c: _as_text(table.column(c)) for c in table.column_names}
+    columns[_LINE] = number
     return pa.table(columns) if table.num_rows else _no_rows(), rejected
 
 
@@ -415,11 +674,18 @@ class Normalised:
 
 
 def normalise(
-    rows: pa.Table, *, user_id_column: str = s.DEFAULT_USER_ID_PARAM, keep_unknown: bool = True
+    rows: pa.Table,
+    *,
+    user_id_column: str = s.DEFAULT_USER_ID_PARAM,
+    keep_unknown: bool = True,
+    earliest: datetime | None = DEFAULT_EARLIEST,
+    latest: datetime | None = None,
 ) -> Normalised:
     """Validate and map read rows (text columns + ``line`` + SOURCE_INDEX) to canonical events.
 
-    Pure: the same rows give the same events, rejections and event keys.
+    ``created_at``, ``installed_at`` and ``subscription_purchased_at`` must lie in
+    [``earliest``, ``latest``); expiry and cancellation times may be later, up to LAST_PLAUSIBLE.
+    Pure: the same rows (and window) give the same events, rejections and event keys.
     """
     n = rows.num_rows
 
@@ -460,6 +726,17 @@ def normalise(
     for name in (s.SUB_PURCHASED_AT, s.SUB_EXPIRATION_TIME, s.SUB_CANCELLED_AT, s.INSTALLED_AT):
         times[name], bad = parse_times(col(name))
         problems.append(("bad_timestamp", bad, _detail(name, col(name))))
+    for name, values in (
+        (s.CREATED_AT, ts),
+        (s.INSTALLED_AT, times[s.INSTALLED_AT]),
+        (s.SUB_PURCHASED_AT, times[s.SUB_PURCHASED_AT]),
+        (s.SUB_EXPIRATION_TIME, times[s.SUB_EXPIRATION_TIME]),
+        (s.SUB_CANCELLED_AT, times[s.SUB_CANCELLED_AT]),
+    ):
+        # an expiry (or a cancellation holding one) may lie ahead; an event may not
+        ahead = name in (s.SUB_EXPIRATION_TIME, s.SUB_CANCELLED_AT)
+        mask, window = _implausible(values, earliest, None if ahead else latest)
+        problems.append(("implausible_time", mask, _window_detail(name, col(name), window)))
     problems.append(
         ("unknown_platform", pc.is_null(platform), "no os_name, store, idfv or gps_adid")
     )
@@ -517,6 +794,15 @@ def normalise(
         )
     )
     price = pc.cast(pc.if_else(numeric, pc.utf8_trim_whitespace(revenue), None), pa.float64())
+    problems.append(
+        (
+            "bad_number",
+            pc.invert(pc.is_finite(price)),  # 1e400 parses as inf
+            lambda at: pc.binary_join_element_wise(
+                _detail(s.REVENUE_FLOAT, revenue)(at), " is not a finite number", ""
+            ),
+        )
+    )
     problems.append(("negative_price", pc.less(price, 0.0), _detail(s.REVENUE_FLOAT, revenue)))
     purchased, expires = times[s.SUB_PURCHASED_AT], times[s.SUB_EXPIRATION_TIME]
     problems.append(
@@ -567,19 +853,7 @@ def normalise(
         s.INSTALLED_AT_COL: times[s.INSTALLED_AT],
     }
     table = pa.table(events).filter(ok)
-    key_source = pa.table(
-        {
-            "who": pc.coalesce(adid, user_id).filter(ok),
-            "platform": table.column(s.PLATFORM),
-            "kind": table.column(s.KIND),
-            "raw": pc.coalesce(event_raw, kind).filter(ok),
-            "subtype": pc.coalesce(subtype, "").filter(ok),
-            "txn": table.column(s.TRANSACTION_ID),
-            "orig": table.column(s.ORIGINAL_TRANSACTION_ID),
-            "ts": pc.cast(pc.cast(table.column(s.TS), pa.int64()), pa.string()),
-        }
-    )
-    table = table.append_column(s.EVENT_KEY, event_keys(key_source))
+    table = table.append_column(s.EVENT_KEY, canonical_event_keys(table))
     table = table.append_column(s.SOURCE, rows.column(SOURCE_INDEX).filter(ok))
     table = table.append_column(s.LINE, rows.column(s.LINE).filter(ok))
     extra_names = [c for c in rows.column_names if _is_unknown(c, user_id_column)]
@@ -617,6 +891,14 @@ def _detail(field_name: str, values: pa.Array) -> Callable[[pa.Array], pa.Array]
         return pc.binary_join_element_wise(f"{field_name}='", found, "'", "")
 
     return quote
+
+
+def _window_detail(field_name: str, values: pa.Array, window: str) -> Detail:
+    """``field='value' is outside the plausible window (from ... and before ...)``."""
+    quote = _detail(field_name, values)
+    return lambda rows: pc.binary_join_element_wise(
+        quote(rows), f" is not {window} (ingest.earliest, ingest.max_future_days)", ""
+    )
 
 
 def _first_problem(
@@ -665,11 +947,11 @@ def _map_subscription_event(name: pa.Array, subtype: pa.Array) -> tuple[pa.Array
 
 
 def parse_times(text: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """Unix seconds or ``2016-04-04T23:16UTC`` text → UTC timestamps, and a mask of bad values."""
+    """Unix seconds, ``2016-04-04T23:16UTC`` or ISO 8601 text (an offset, fractional seconds)
+    → UTC timestamps, and a mask of bad values. Plausibility is the caller's (``normalise``)."""
     trimmed = pc.utf8_trim_whitespace(text)
-    digits = pc.and_(pc.ascii_is_decimal(trimmed), pc.less_equal(pc.binary_length(trimmed), 11))
+    digits = pc.and_(pc.ascii_is_decimal(trimmed), pc.less_equal(pc.binary_length(trimmed), 12))
     seconds = pc.cast(pc.if_else(digits, trimmed, None), pa.int64())
-    seconds = pc.if_else(pc.less_equal(seconds, _MAX_EPOCH), seconds, None)
     parsed = pc.cast(pc.multiply(seconds, 1_000_000), _UTC)
     textual = pc.fill_null(pc.invert(digits), False)
     if pc.any(textual).as_py():  # only the few text values go through strptime
@@ -684,9 +966,77 @@ def parse_times(text: pa.Array) -> tuple[pa.Array, pa.Array]:
             )
             exact = pc.equal(pc.day(candidate), day)
             found = pc.coalesce(found, pc.cast(pc.if_else(exact, candidate, None), _UTC))
+        found = pc.coalesce(found, _iso_times(pc.if_else(pc.is_null(found), words, None)))
         parsed = pc.replace_with_mask(parsed, textual, found)
     bad = pc.and_(pc.is_valid(text), pc.is_null(parsed))
     return parsed, bad
+
+
+def _iso_times(words: pa.Array) -> pa.Array:
+    """ISO 8601 date-times (``2026-01-05T00:13:19.5+02:00``; no offset = UTC) → UTC; others null.
+
+    Python's parser, for the few values Adjust's own formats did not match."""
+    out = []
+    for word in words.to_pylist():
+        value = None
+        if word is not None and _ISO_TIME.match(word):
+            try:
+                parsed = datetime.fromisoformat(word)
+                value = (
+                    parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+                )
+            except (ValueError, OverflowError):
+                value = None
+        out.append(value)
+    return pa.array(out, _UTC)
+
+
+def _implausible(
+    ts: pa.Array, earliest: datetime | None, latest: datetime | None
+) -> tuple[pa.Array, str]:
+    """Mask of times before ``earliest`` or after ``latest`` (or LAST_PLAUSIBLE), and a text of
+    the window for the detail."""
+    latest = min(latest, LAST_PLAUSIBLE) if latest is not None else LAST_PLAUSIBLE
+    mask = pc.greater_equal(ts, pa.scalar(latest, _UTC))
+    window = f"before {latest:%Y-%m-%dT%H:%M:%SZ}"
+    if earliest is not None:
+        mask = pc.or_(mask, pc.less(ts, pa.scalar(earliest, _UTC)))
+        window = f"from {earliest:%Y-%m-%dT%H:%M:%SZ} and {window}"
+    return mask, window
+
+
+def canonical_event_keys(events: pa.Table) -> pa.Array:
+    """Version KEY_VERSION of the event key, from canonical columns only (KEY_COLUMNS), so the
+    keys of events stored under an older version can be recomputed from the store.
+
+    Every column that tells two activities apart is in it (two purchases in one second differ
+    in price or product); where a row came from (source, line, unknown columns) is not, so the
+    same callback twice, or a callback mirroring an export row, is one event.
+    """
+
+    def col(name: str) -> pa.Array:
+        column = events.column(name)
+        return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+    def text(name: str) -> pa.Array:
+        values = col(name)
+        if pa.types.is_timestamp(values.type):
+            values = pc.cast(values.cast(_UTC), pa.int64())
+        return pc.cast(values, pa.string())
+
+    subtype = pc.utf8_lower(pc.utf8_trim_whitespace(col(s.EVENT_SUBTYPE)))
+    parts = {
+        "who": pc.coalesce(col(s.ADID), col(s.USER_ID)),
+        "platform": col(s.PLATFORM),
+        "kind": col(s.KIND),
+        "raw": pc.coalesce(col(s.EVENT_RAW), col(s.KIND)),
+        "subtype": pc.coalesce(subtype, ""),
+        "txn": col(s.TRANSACTION_ID),
+        "orig": col(s.ORIGINAL_TRANSACTION_ID),
+        "ts": text(s.TS),
+    }
+    parts.update({name: text(name) for name in _KEY_DETAIL_COLUMNS})
+    return event_keys(pa.table(parts))
 
 
 def event_keys(parts: pa.Table) -> pa.Array:

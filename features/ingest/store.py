@@ -21,13 +21,14 @@ import json
 import operator
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -81,9 +82,11 @@ EVENT_SCHEMA: Final = pa.schema(
     [pa.field(n, _arrow_type(t)) for n, t in s.EVENT_COLUMNS.items()]
     + [pa.field(s.EXTRA, pa.map_(pa.string(), pa.string()))]
 )
+#: The quarantine's CSV header line of the row's file (null for callbacks and older stores).
+HEADER: Final = "header"
 QUARANTINE_SCHEMA: Final = pa.schema(
     [pa.field(n, _arrow_type(t)) for n, t in s.QUARANTINE_COLUMNS.items()]
-    + [pa.field(s.DETAIL, pa.string())]
+    + [pa.field(s.DETAIL, pa.string()), pa.field(HEADER, pa.string())]
 )
 
 
@@ -100,6 +103,18 @@ class Manifest:
 
     def quarantine_files(self) -> list[str]:
         return [f for c in self.commits for f in c["quarantine"]]
+
+    def retired(self) -> dict[str, set[int]]:
+        """Quarantine rows (file -> row numbers in it) a later reprocessing commit resolved."""
+        out: dict[str, set[int]] = {}
+        for c in self.commits:
+            for rel, rows in c.get("retired", {}).items():
+                out.setdefault(rel, set()).update(rows)
+        return out
+
+    def reprocessed_files(self) -> set[str]:
+        """Quarantine files written by reprocessing: their rows have had their one retry."""
+        return {f for c in self.commits if c.get("reprocessed") for f in c["quarantine"]}
 
     def to_json(self) -> str:
         return json.dumps(
@@ -174,9 +189,15 @@ def commit(
     events: pa.Table,
     quarantine: pa.Table,
     sources: Sequence[dict[str, Any]],
+    *,
+    key_version: int | None = None,
+    retired: dict[str, list[int]] | None = None,
+    reprocessed: bool = False,
 ) -> Manifest:
     """Write events (by month) and quarantine rows, then publish them with ``sources`` at once.
 
+    ``key_version`` says how the events' keys were computed (see ``stored_keys``); ``retired``
+    lists quarantine rows (file -> row numbers) this commit resolves, hidden from then on.
     Returns the new manifest; the store is unchanged if this raises or the process dies.
     """
     store = Path(store)
@@ -215,6 +236,9 @@ def commit(
                 "events": written_events,
                 "quarantine": written_quarantine,
                 "sources": [src["sha256"] for src in sources],
+                **({"key_version": key_version} if key_version is not None else {}),
+                **({"retired": retired} if retired else {}),
+                **({"reprocessed": True} if reprocessed else {}),
             },
         ],
     )
@@ -269,10 +293,36 @@ def _events_dataset(store: Path, manifest: Manifest, months: Iterable[str] | Non
     )
 
 
-def stored_keys(store: Path, manifest: Manifest, months: Iterable[str]) -> pa.Array:
-    """Event keys already stored in the given months (for deduplication)."""
-    data = _events_dataset(Path(store), manifest, months)
-    return data.to_table(columns=[s.EVENT_KEY]).column(s.EVENT_KEY).combine_chunks()
+def stored_keys(
+    store: Path,
+    manifest: Manifest,
+    months: Iterable[str],
+    key_version: int | None = None,
+    rekey: Callable[[pa.Table], pa.Array] | None = None,
+    key_columns: Sequence[str] = (),
+) -> pa.Array:
+    """Event keys already stored in the given months (for deduplication).
+
+    Events committed under another ``key_version`` than the current one have their keys
+    recomputed by ``rekey`` from their ``key_columns``, so old and new keys compare.
+    """
+    store = Path(store)
+    months = list(months)
+    if rekey is None:
+        data = _events_dataset(store, manifest, months)
+        return data.to_table(columns=[s.EVENT_KEY]).column(s.EVENT_KEY).combine_chunks()
+    current = Manifest(commits=[c for c in manifest.commits if c.get("key_version") == key_version])
+    older = Manifest(commits=[c for c in manifest.commits if c.get("key_version") != key_version])
+    keys = [
+        _events_dataset(store, current, months)
+        .to_table(columns=[s.EVENT_KEY])
+        .column(s.EVENT_KEY)
+        .combine_chunks()
+    ]
+    old = _events_dataset(store, older, months).to_table(columns=list(key_columns))
+    if old.num_rows:
+        keys.append(rekey(old))
+    return pa.concat_arrays([k.cast(pa.string()) for k in keys])
 
 
 def _as_utc(value: datetime | str | pd.Timestamp | None) -> pd.Timestamp | None:
@@ -342,9 +392,30 @@ def load_events(
     return table.to_pandas()
 
 
+def quarantine_file(store: Path, rel: str) -> pa.Table:
+    """One quarantine file in QUARANTINE_SCHEMA (columns added since it was written are null)."""
+    table = pq.read_table(Path(store) / rel)
+    for name in QUARANTINE_SCHEMA.names:
+        if name not in table.column_names:
+            kind = QUARANTINE_SCHEMA.field(name).type
+            table = table.append_column(name, pa.nulls(table.num_rows, kind))
+    return table.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+
+
 def load_quarantine(store: str | os.PathLike[str]) -> pd.DataFrame:
-    """Every rejected row and bad file: source, line (0 = whole file), reason, raw, detail."""
+    """Every rejected row and bad file: source, line (0 = whole file), reason, raw, detail, header.
+
+    Rows a reprocessing resolved are left out (``features.ingest.reprocess_quarantine``).
+    """
     store = Path(store)
-    files = [str(store / f) for f in read_manifest(store).quarantine_files()]
-    table = ds.dataset(files, schema=QUARANTINE_SCHEMA, format="parquet").to_table()
-    return table.to_pandas()
+    manifest = read_manifest(store)
+    retired = manifest.retired()
+    tables = []
+    for rel in manifest.quarantine_files():
+        table = quarantine_file(store, rel)
+        if rel in retired:
+            keep = np.ones(table.num_rows, bool)
+            keep[sorted(retired[rel])] = False
+            table = table.filter(pa.array(keep))
+        tables.append(table)
+    return pa.concat_tables([QUARANTINE_SCHEMA.empty_table(), *tables]).to_pandas()

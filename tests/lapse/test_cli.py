@@ -439,3 +439,30 @@ def test_train_without_a_store_is_one_line(
         "run `lapse ingest` first"
     ]
     assert not (clean_env / "mlflow.db").exists()
+
+
+def test_ingest_reprocess_quarantine_retries_rows_once_after_a_rule_change(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row refused under one [ingest] window is stored by --reprocess-quarantine once the
+    window is widened, and only once; SRC and the flag together are a usage error."""
+    src = clean_env / "a.csv"
+    src.write_text(
+        "created_at,adid,os_name,activity_kind\n"
+        "1262304000,old-device,ios,session\n"  # 2010-01-01
+        "1767574008,new-device,ios,session\n"  # 2026-01-05
+    )
+    store = clean_env / "store"
+    monkeypatch.setenv("LAPSE_INGEST__EARLIEST", "2020-01-01")
+    code, stdout, _ = invoke(capsys, "ingest", str(src), "--store", str(store))
+    assert code == 0 and re.search(r"implausible_time\W+1\b", stdout)
+    monkeypatch.delenv("LAPSE_INGEST__EARLIEST")  # back to 2008: the 2010 row is plausible
+    code, stdout, _ = invoke(capsys, "ingest", "--reprocess-quarantine", "--store", str(store))
+    assert code == 0 and re.search(r"rows stored\W+1\b", stdout)
+    code, stdout, _ = invoke(capsys, "ingest", "--reprocess-quarantine", "--store", str(store))
+    assert code == 0 and re.search(r"rows stored\W+0\b", stdout)
+    from features import load_events
+
+    assert sorted(load_events(store)["user_id"]) == ["new-device", "old-device"]
+    code, _, stderr = invoke(capsys, "ingest", str(src), "--reprocess-quarantine")
+    assert code == 2 and "not both" in stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -225,10 +225,9 @@ def test_sandbox_rows_are_flagged() -> None:
     [
         (b"", "empty_file"),
         (gzip.compress(b""), "empty_file"),
-        (gzip.compress(csv_bytes(row()) * 50)[:-30], "truncated_gzip"),
-        (csv_bytes(row()), "corrupt_gzip"),  # plain CSV named .csv.gz
+        (gzip.compress(csv_bytes())[:-30], "truncated_gzip"),  # not even the header survives
         (b"\x1f\x8b\x08\x00garbage-after-a-gzip-magic", "corrupt_gzip"),
-        ("created_at,adid\n1,é\n".encode("latin-1"), "wrong_encoding"),
+        ("created_at,adid,é\n1,a\n".encode("latin-1"), "wrong_encoding"),  # the header
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "wrong_encoding"),
         (b"name,age\nbob,3\n", "not_adjust_csv"),
         (b"{created_at},{adid},{adid}\n1,a,b\n", "duplicate_column"),
@@ -313,3 +312,221 @@ def test_a_row_of_empty_fields_is_quarantined_even_when_the_file_has_blank_lines
         events, rejected, _ = run(csv_bytes(*rows))
         assert rejected == [(3, "missing_identity")], rows
         assert len(events) == 2
+
+
+# --- issue 13: no file shape aborts the run or swallows rows ---------------------------------
+
+
+def read_rows(data: bytes, name: str = "f.csv"):
+    """read_source only: ({line: row dict}, [(line, reason)], the Source)."""
+    source = read_source(name, data)
+    rows = {r.pop(s.LINE): r for r in source.rows.to_pylist()}
+    return rows, [(line, reason) for line, reason, *_ in source.rejected], source
+
+
+@pytest.mark.parametrize("name", ["line", "source", SOURCE_INDEX])
+def test_a_column_named_like_ours_is_renamed_with_a_note(name: str) -> None:
+    header = f"{{created_at}},{{adid}},{{os_name}},{{activity_kind}},{name},raw_{name}"
+    events, rejected, _ = run(csv_bytes(f"{T},{'a' * 32},ios,session,7,8", header=header))
+    assert rejected == []
+    (e,) = events
+    assert e[s.LINE] == 2
+    assert dict(e[s.EXTRA]) == {f"raw_{name}": "7", f"raw_raw_{name}": "8"}
+    source = read_source("f.csv", csv_bytes(f"{T},{'a' * 32},ios,session,7,8", header=header))
+    assert source.notes[0] == f"column {name!r} is one of Lapse's own names: kept as 'raw_{name}'"
+
+
+def test_a_callback_key_named_line_keeps_its_value_and_the_line_number() -> None:
+    log = f"/cb?activity_kind=session&created_at={T}&adid={'a' * 32}&os_name=ios&line=99\n"
+    events, rejected, _ = run(("\n" + log).encode(), name="cb.log")
+    assert rejected == []
+    assert events[0][s.LINE] == 2 and dict(events[0][s.EXTRA]) == {"raw_line": "99"}
+
+
+def test_cr_only_line_ends_are_read() -> None:
+    data = csv_bytes(row(), row(created_at=T + 1), newline="\r")
+    rows, rejected, source = read_rows(data)
+    assert rejected == [] and sorted(rows) == [2, 3]
+    assert rows[3]["created_at"] == str(T + 1)
+    assert source.notes == ["CR-only line ends read as line breaks"]
+
+
+def test_a_value_over_128_kb_beside_a_multiline_value_is_kept() -> None:
+    big = "x" * 200_000
+    header = "{created_at},{adid},{os_name},{activity_kind},{tracker_name}"
+    data = csv_bytes(
+        f'{T},{"a" * 32},ios,session,"two\nlines"',
+        f"{T + 1},{'a' * 32},ios,session,{big}",
+        header=header,
+    )
+    rows, rejected, _ = read_rows(data)
+    assert rejected == []
+    assert rows[2]["tracker_name"] == "two\nlines" and rows[4]["tracker_name"] == big
+
+
+@pytest.mark.parametrize("multiline", [False, True])
+def test_a_value_over_the_limit_costs_only_its_row(multiline: bool) -> None:
+    from features.ingest.adjust import MAX_FIELD_CHARS
+
+    header = "{created_at},{adid},{os_name},{activity_kind},{tracker_name}"
+    huge = "y" * (MAX_FIELD_CHARS + 1)
+    first = f'{T},{"a" * 32},ios,session,"two\nlines"' if multiline else row_a(T)
+    data = csv_bytes(first, f"{T + 1},{'a' * 32},ios,session,{huge}", row_a(T + 2), header=header)
+    rows, rejected, source = read_rows(data)
+    at = 4 if multiline else 3
+    assert rejected == [(at, "too_large")]
+    assert sorted(rows) == [2, at + 1]
+    assert source.rejected[0][3].endswith(huge)  # the raw record is kept whole
+
+
+def row_a(ts: int) -> str:
+    return f"{ts},{'a' * 32},ios,session,net"
+
+
+def test_a_50_mb_value_does_not_make_the_file_unreadable() -> None:
+    header = "{created_at},{adid},{os_name},{activity_kind},{tracker_name}"
+    huge = "z" * (50 << 20)
+    data = csv_bytes(
+        row_a(T), f"{T + 1},{'a' * 32},ios,session,{huge}", row_a(T + 2), header=header
+    )
+    rows, rejected, _ = read_rows(data)
+    assert rejected == [(3, "too_large")] and sorted(rows) == [2, 4]
+
+
+def test_an_unbalanced_quote_does_not_swallow_the_rows_after_it() -> None:
+    header = "{created_at},{adid},{os_name},{activity_kind},{network_name}"
+    data = csv_bytes(
+        row_a(T),
+        f'{T + 1},{"a" * 32},ios,session,"Meta',
+        row_a(T + 2),
+        row_a(T + 3),
+        f'{T + 4},{"a" * 32},ios,session,"quoted, fine"',
+        header=header,
+    )
+    rows, rejected, source = read_rows(data)
+    assert rejected == [(3, "unbalanced_quote")]
+    assert sorted(rows) == [2, 4, 5, 6]
+    assert rows[6]["network_name"] == "quoted, fine" and rows[4]["network_name"] == "net"
+    assert source.rejected[0][3] == f'{T + 1},{"a" * 32},ios,session,"Meta'
+
+
+def test_an_unclosed_quote_on_the_last_line_is_quarantined() -> None:
+    header = "{created_at},{adid},{os_name},{activity_kind},{network_name}"
+    data = csv_bytes(row_a(T), f'{T + 1},{"a" * 32},ios,session,"Meta', header=header)
+    rows, rejected, _ = read_rows(data)
+    assert rejected == [(3, "unbalanced_quote")] and sorted(rows) == [2]
+
+
+def test_a_non_utf8_byte_costs_only_its_row() -> None:
+    header = "{created_at},{adid},{os_name},{activity_kind},{network_name}"
+    data = csv_bytes(
+        row_a(T), f"{T + 1},{'a' * 32},ios,session,caf\xe9", row_a(T + 2), header=header
+    )
+    data = data.replace("caf\xe9".encode(), b"caf\xe9")
+    rows, rejected, source = read_rows(data)
+    assert rejected == [(3, "wrong_encoding")] and sorted(rows) == [2, 4]
+    assert source.rejected[0][3].endswith("caf\\xe9")
+
+
+def test_a_truncated_gzip_keeps_its_complete_rows() -> None:
+    body = csv_bytes(*(row(created_at=T + i) for i in range(200)))
+    packed = gzip.compress(body)
+    rows, rejected, source = read_rows(packed[: len(packed) * 2 // 3], name="f.csv.gz")
+    assert source.damage is not None and source.damage.reason == "truncated_gzip"
+    n = len(rows)
+    assert 0 < n < 200 and sorted(rows) == list(range(2, n + 2))
+    assert rejected in ([], [(n + 2, "truncated_gzip")])  # the cut line, unless cut at a line end
+    assert all(rows[line]["created_at"] == str(T + line - 2) for line in rows)
+
+
+def test_a_plain_csv_named_gz_is_read_with_a_note() -> None:
+    rows, rejected, source = read_rows(csv_bytes(row()), name="f.csv.gz")
+    assert sorted(rows) == [2] and rejected == []
+    assert source.notes == ["named .gz but not gzip-compressed: read as plain text"]
+
+
+NOW = datetime(2026, 1, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_name"),
+    [
+        ({"created_at": "0"}, "created_at"),
+        ({"created_at": "0001-01-01T00:00Z"}, "created_at"),
+        ({"created_at": "9999-12-31T23:59Z"}, "created_at"),
+        ({"created_at": "1999999999"}, "created_at"),  # 2033: after now + 1 day
+        ({"created_at": str(int(NOW.timestamp()) + 2 * 86400)}, "created_at"),
+        ({"subscription_purchased_at": "1"}, "subscription_purchased_at"),
+        ({"subscription_expiration_time": "4102444800"}, "subscription_expiration_time"),
+    ],
+)
+def test_implausible_times_are_refused_with_the_window(fields: dict, field_name: str) -> None:
+    latest = NOW + timedelta(days=1)
+    events, rejected, result = run(
+        csv_bytes(row(subscription_event_type="renewal", **fields)), latest=latest
+    )
+    assert rejected == [(2, "implausible_time")] and events == []
+    detail = result.rejected.column(s.DETAIL)[0].as_py()
+    assert detail.startswith(f"{field_name}='") and "is not from 2008-01-01T00:00:00Z" in detail
+
+
+def test_an_expiry_years_ahead_and_a_time_within_the_window_are_kept() -> None:
+    events, rejected, _ = run(
+        csv_bytes(
+            row(
+                subscription_event_type="renewal",
+                created_at=int(NOW.timestamp()) + 3600,
+                subscription_expiration_time=int(NOW.timestamp()) + 3 * 365 * 86400,
+            )
+        ),
+        latest=NOW + timedelta(days=1),
+    )
+    assert rejected == [] and len(events) == 1
+
+
+def test_iso_times_with_offsets_and_fractions_are_parsed() -> None:
+    header = "{created_at},{adid},{os_name},{activity_kind},{installed_at}"
+    data = csv_bytes(
+        f"2026-01-05T02:13:19.25+02:00,{'a' * 32},ios,session,2026-01-04T10:00:00.5Z",
+        f"2026-01-05 00:13:19,{'a' * 32},ios,session,2026-01-04T10:00-05:30",
+        header=header,
+    )
+    events, rejected, _ = run(data)
+    assert rejected == []
+    assert [e[s.TS] for e in events] == [
+        datetime(2026, 1, 5, 0, 13, 19, 250000, tzinfo=UTC),
+        datetime(2026, 1, 5, 0, 13, 19, tzinfo=UTC),
+    ]
+    assert [e[s.INSTALLED_AT_COL] for e in events] == [
+        datetime(2026, 1, 4, 10, 0, 0, 500000, tzinfo=UTC),
+        datetime(2026, 1, 4, 15, 30, tzinfo=UTC),
+    ]
+
+
+@pytest.mark.parametrize("value", ["1e400", "inf", "-1e400", "nan"])
+def test_non_finite_revenue_is_refused(value: str) -> None:
+    events, rejected, _ = run(
+        csv_bytes(row(subscription_event_type="renewal", revenue_float=value))
+    )
+    assert rejected == [(2, "bad_number")] and events == []
+
+
+def test_a_multiline_row_right_after_an_unbalanced_quote_is_kept() -> None:
+    header = "{created_at},{adid},{os_name},{activity_kind},{network_name}"
+    data = csv_bytes(
+        f'{T + 1},{"a" * 32},ios,session,"Meta',
+        f'{T + 2},{"a" * 32},ios,session,"two',
+        'lines"',
+        row_a(T + 3),
+        header=header,
+    )
+    rows, rejected, _ = read_rows(data)
+    assert rejected == [(2, "unbalanced_quote")]
+    assert sorted(rows) == [3, 5] and rows[3]["network_name"] == "two\nlines"
+
+
+def test_a_non_utf8_byte_in_a_cr_only_file_costs_only_its_row() -> None:
+    data = csv_bytes(row(), row(created_at=T + 1), row(created_at=T + 2), newline="\r")
+    data = data.replace(f"{T + 1}".encode(), f"{T + 1}".encode()[:-1] + b"\xff")
+    rows, rejected, _ = read_rows(data)
+    assert rejected == [(3, "wrong_encoding")] and sorted(rows) == [2, 4]

@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from features import load_events, load_quarantine
 from features import schema as s
 from features.ingest import IngestError, ingest
+from features.settings import IngestSettings
 from features.synthetic import SyntheticConfig, adjust_files, generate
 
 #: The generator's defect names → the reason ingest must give.
@@ -261,3 +263,197 @@ def test_a_source_with_no_export_files_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match=r"nothing to ingest in .*empty: no files ending in"):
         ingest([empty], tmp_path / "store")
     assert not (tmp_path / "store" / "manifest.json").exists()
+
+
+# --- issue 13: one bad file never costs other files' rows -------------------------------------
+
+SESSION_HEADER = "{created_at},{adid},{os_name},{activity_kind}"
+
+
+def _sessions(n: int, start: int = 1767571999) -> str:
+    return "".join(f"{start + i},{i:032x},ios,session\n" for i in range(n))
+
+
+def test_a_column_named_line_does_not_abort_the_run(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "x.csv").write_text(f"{SESSION_HEADER},line\n1767574008,{'a' * 32},ios,session,1\n")
+    (raw / "y.csv").write_text(f"{SESSION_HEADER}\n{_sessions(2)}")
+    summary = ingest([raw], tmp_path / "store")
+    assert (summary.rows_stored, summary.bad_files) == (3, {})
+    assert summary.notes == {
+        str(raw / "x.csv"): ["column 'line' is one of Lapse's own names: kept as 'raw_line'"]
+    }
+    events = load_events(tmp_path / "store", columns=[s.LINE, s.EXTRA])
+    assert sorted(events[s.LINE]) == [2, 2, 3]
+
+
+def test_a_truncated_gzip_keeps_its_complete_rows_and_is_reported(tmp_path: Path) -> None:
+    import gzip
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    packed = gzip.compress(f"{SESSION_HEADER}\n{_sessions(300)}".encode())
+    (raw / "cut.csv.gz").write_bytes(packed[: len(packed) // 2])
+    summary = ingest([raw], tmp_path / "store")
+    assert summary.bad_files == {str(raw / "cut.csv.gz"): "truncated_gzip"}
+    stored = load_events(tmp_path / "store")
+    assert 0 < len(stored) < 300 and summary.rows_stored == len(stored)
+    quarantine = load_quarantine(tmp_path / "store")
+    assert quarantine[s.REASON].tolist()[0] == "truncated_gzip"
+    assert quarantine[s.LINE].tolist() in ([0], [0, len(stored) + 2])
+    again = ingest([raw], tmp_path / "store")
+    assert (again.rows_stored, again.files_skipped) == (0, 1)
+
+
+def test_folder_links_are_followed_once_and_broken_links_reported(tmp_path: Path) -> None:
+    data = tmp_path / "elsewhere"
+    data.mkdir()
+    (data / "a.csv").write_text(f"{SESSION_HEADER}\n{_sessions(2)}")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "linked").symlink_to(data, target_is_directory=True)
+    (data / "loop").symlink_to(raw, target_is_directory=True)  # raw/linked/loop -> raw
+    (raw / "gone.csv").symlink_to(tmp_path / "missing.csv")
+    summary = ingest([raw], tmp_path / "store")
+    assert summary.rows_stored == 2 and summary.files == 2
+    assert summary.bad_files == {str(raw / "gone.csv"): "broken_link"}
+    quarantine = load_quarantine(tmp_path / "store")
+    assert quarantine[s.REASON].tolist() == ["broken_link"]
+
+
+def test_a_named_pipe_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    good = tmp_path / "good.csv"
+    good.write_text(f"{SESSION_HEADER}\n{_sessions(1)}")
+    summary = ingest([fifo, good], tmp_path / "store")  # would block for ever before
+    assert summary.rows_stored == 1
+    assert summary.bad_files == {str(fifo): "not_a_regular_file"}
+
+
+def test_the_time_window_comes_from_the_arguments_and_now(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    src = tmp_path / "a.csv"
+    src.write_text(
+        f"{SESSION_HEADER}\n0,{'a' * 32},ios,session\n1767571999,{'b' * 32},ios,session\n"
+        f"1767744799,{'c' * 32},ios,session\n"  # 2026-01-07 00:13:19, two days after "now"
+    )
+    now = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    summary = ingest([src], tmp_path / "store", now=now)
+    assert (summary.rows_stored, summary.quarantined) == (1, {"implausible_time": 2})
+    window = IngestSettings(max_future_days=3, earliest=date(1970, 1, 1))
+    later = ingest([src], tmp_path / "other", window, now=now)
+    assert (later.rows_stored, later.quarantined) == (3, {})
+
+
+def test_ingest_settings_have_the_window_defaults() -> None:
+    from features.settings import IngestSettings
+
+    settings = IngestSettings()
+    assert (settings.earliest, settings.max_future_days) == (date(2008, 1, 1), 1.0)
+    assert IngestSettings(earliest="2015-06-01").earliest == date(2015, 6, 1)
+
+
+PURCHASE_HEADER = "{created_at},{adid},{os_name},{activity_kind},{event_name},{revenue_float}"
+
+
+def test_two_purchases_in_one_second_are_two_events_and_a_copy_is_one(tmp_path: Path) -> None:
+    a = "a" * 32
+    src = tmp_path / "a.csv"
+    src.write_text(
+        f"{PURCHASE_HEADER}\n1767571999,{a},ios,event,purchase,0.99\n"
+        f"1767571999,{a},ios,event,purchase,9.99\n1767571999,{a},ios,event,purchase,0.99\n"
+    )
+    (tmp_path / "cb.log").write_text(
+        f"/cb?created_at=1767571999&adid={a}&os_name=ios&activity_kind=event"
+        "&event_name=purchase&revenue_float=9.99\n"
+    )
+    summary = ingest([src, tmp_path / "cb.log"], tmp_path / "store")
+    assert (summary.rows_stored, summary.duplicates) == (2, 2)
+    assert sorted(load_events(tmp_path / "store")[s.PRICE]) == [0.99, 9.99]
+
+
+def test_a_store_keyed_by_an_older_key_version_still_dedupes(tmp_path: Path) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    store = tmp_path / "store"
+    src = tmp_path / "raw" / "a.csv"
+    src.parent.mkdir()
+    src.write_text(f"{SESSION_HEADER}\n{_sessions(3)}")
+    ingest([src.parent], store)
+    # make it look like a store written before key version 2: other keys, no version recorded
+    manifest = json.loads((store / "manifest.json").read_text())
+    for entry in manifest["commits"]:
+        entry.pop("key_version")
+        for rel in entry["events"]:
+            table = pq.read_table(store / rel)
+            old = [f"v1-{i}" for i in range(table.num_rows)]
+            index = table.schema.get_field_index(s.EVENT_KEY)
+            pq.write_table(table.set_column(index, s.EVENT_KEY, pa.array(old)), store / rel)
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    src.write_text(f"{SESSION_HEADER}\n{_sessions(4)}")  # the file grew by one row
+    again = ingest([src.parent], store)
+    assert (again.rows_stored, again.duplicates) == (1, 3)
+    assert len(load_events(store)) == 4
+    assert ingest([src.parent], store).rows_stored == 0
+
+
+# --- reprocessing the quarantine under today's rules ---------------------------------------
+
+
+def test_reprocess_quarantine_stores_rows_that_now_pass_exactly_once(tmp_path: Path) -> None:
+    from features.ingest import reprocess_quarantine
+
+    store = tmp_path / "store"
+    src = tmp_path / "a.csv"
+    src.write_text(
+        f"{SESSION_HEADER},{{network_name}}\n"
+        f"1262304000,{'a' * 32},ios,session,x\n"  # 2010: before a strict earliest
+        f'1262304001,{"b" * 32},ios,session,"two\nlines"\n'
+        f"1767571999,{'c' * 32},ios,session,x\n"
+        f"1767571999,{'d' * 32},ios\n"  # truncated: fails under any rule
+    )
+    first = ingest([src], store, IngestSettings(earliest=date(2020, 1, 1)))
+    assert (first.rows_stored, first.quarantined) == (
+        1,
+        {"implausible_time": 2, "truncated_row": 1},
+    )
+    again = reprocess_quarantine(store)  # default window: 2008 onwards
+    assert (again.rows_read, again.rows_stored, again.quarantined) == (3, 2, {"truncated_row": 1})
+    events = load_events(store)
+    assert sorted(zip(events[s.LINE], events[s.ADID].str[0], strict=True)) == [
+        (2, "a"),
+        (3, "b"),
+        (5, "c"),
+    ]
+    assert Path(events[s.SOURCE].iloc[0]) == src
+    quarantine = load_quarantine(store)
+    assert quarantine[[s.LINE, s.REASON, s.RAW]].values.tolist() == [
+        [6, "truncated_row", f"1767571999,{'d' * 32},ios"]
+    ]
+    twice = reprocess_quarantine(store)
+    assert (twice.rows_read, twice.rows_stored, twice.commits) == (0, 0, 0)
+    assert ingest([src], store).rows_stored == 0 and len(load_events(store)) == 3
+
+
+def test_reprocess_quarantine_drops_rows_already_stored_and_reads_callbacks(
+    tmp_path: Path,
+) -> None:
+    from features.ingest import reprocess_quarantine
+
+    store = tmp_path / "store"
+    line = f"/cb?created_at=1262304000&adid={'a' * 32}&os_name=ios&activity_kind=session\n"
+    (tmp_path / "a.log").write_text(line)
+    (tmp_path / "b.log").write_text("\n" + line)  # other bytes, same callback
+    first = ingest([tmp_path / "a.log"], store, IngestSettings(earliest=date(2020, 1, 1)))
+    ingest([tmp_path / "b.log"], store, IngestSettings(earliest=date(2009, 1, 1)))
+    assert first.quarantined == {"implausible_time": 1} and len(load_events(store)) == 1
+    again = reprocess_quarantine(store)
+    assert (again.rows_read, again.rows_stored, again.duplicates) == (1, 0, 1)
+    assert load_quarantine(store).empty

@@ -235,3 +235,11 @@ def raw_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
         out,
     )
     return out / "raw"
+
+
+def test_store_and_ingest_errors_are_lapse_errors() -> None:
+    from base import LapseError
+    from features.ingest import IngestError, StoreError
+
+    assert issubclass(StoreError, LapseError) and issubclass(StoreError, ValueError)
+    assert issubclass(IngestError, LapseError) and issubclass(IngestError, ValueError)
