@@ -7,7 +7,9 @@ password, and the SQLite pragmas that let several writers wait instead of fail.
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:  # SQLAlchemy is imported where a URL is parsed: settings stay
 __all__ = [
     "LapseError",
     "Section",
+    "lazy_names",
     "resolve_sqlite_url",
     "safe_url",
     "sqlite_file",
@@ -44,6 +47,19 @@ class Section(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def lazy_names(package: str, homes: Mapping[str, str]) -> Callable[[str], Any]:
+    """A package's ``__getattr__`` that imports each public name from its home module on first
+    use, so importing the package (or its light settings module) stays cheap."""
+
+    def __getattr__(name: str) -> Any:
+        home = homes.get(name)
+        if home is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(home), name)
+
+    return __getattr__
 
 
 def sqlite_file(url: str) -> Path | None:

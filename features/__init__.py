@@ -6,8 +6,9 @@ are imported on first use, so ``import features.settings`` (the CLI's start) sta
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from base import lazy_names
 
 if TYPE_CHECKING:
     from features.build import build_features
@@ -40,8 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'features' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_names(__name__, _HOMES)

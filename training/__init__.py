@@ -7,8 +7,9 @@ are imported on first use, so ``import training.settings`` (the CLI's start) sta
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from base import lazy_names
 
 if TYPE_CHECKING:
     from training.settings import TrainConfig
@@ -23,8 +24,4 @@ _HOMES = {
 __all__ = ["TrainConfig", "TrainResult", "train_snapshots", "train_store"]
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'training' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_names(__name__, _HOMES)

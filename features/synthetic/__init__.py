@@ -10,8 +10,9 @@ section and presets) load without numpy or pyarrow.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from base import lazy_names
 
 if TYPE_CHECKING:
     from features.synthetic.generator import (
@@ -42,8 +43,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'features.synthetic' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_names(__name__, _HOMES)

@@ -204,3 +204,40 @@ def test_cli_rescore_dry_run_leaves_the_scores_file_alone(
     assert exited.value.code in (0, None)
     assert read_scores(work / "s.parquet")[s.USER_ID].tolist() == ["u1"]
     assert read_scores_policy(work / "s.parquet") == model.bucket_policy_
+
+
+def test_rescore_builds_the_features_the_model_was_trained_with(small_store) -> None:
+    """A model trained on other engagement windows scores a store with its own windows, not
+    the default ones (the model carries its feature definition)."""
+    from features.settings import FeatureConfig
+
+    X, y = _features(2000, 21)
+    Xv, yv = _features(1000, 22)
+    wide = FeatureConfig(windows=(5, 20), trend_days=20)
+    renamed = {"sessions_28d": "sessions_20d"}
+    model = ChurnModel({"num_leaves": 7}, seed=3, feature_config=wide).fit(
+        X.rename(columns=renamed), y, X_valid=Xv.rename(columns=renamed), y_valid=yv
+    )
+    assert model.feature_definition == wide
+    scored = rescore(small_store, "2026-01-21", model)
+    assert scored.scores[s.USER_ID].tolist() == ["u1"]
+    with pytest.raises(RescoreError, match="sessions_20d"):  # default windows lack the column
+        from features import build_features
+
+        score(model, build_features(load_events(small_store), "2026-01-21"))
+
+
+def test_a_model_saved_before_it_carried_its_features_is_refused(model: ChurnModel) -> None:
+    """Models registered by an older Lapse say to train again, at load and when explaining."""
+    import copy
+
+    from training.pipeline import ModelVersionError
+    from training.reasons import explain
+
+    old = copy.deepcopy(model)
+    del old.feature_config_, old.reason_groups_
+    with pytest.raises(ModelVersionError, match="older Lapse.*run `lapse train` again"):
+        old.feature_definition  # noqa: B018
+    X, _ = _features(5, 9)
+    with pytest.raises(ModelVersionError, match="run `lapse train` again"):
+        explain(old, X)
