@@ -413,6 +413,60 @@ def rescore(
     render.rescore(outcome)
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: serving.port).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default: serving.host).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="MLflow model URI (default: models:/<mlflow.registered_model>@champion).",
+        ),
+    ] = None,
+) -> None:
+    """Serve churn scores over HTTP (BentoML): /score, /score_events, /lookup, /metadata.
+
+    The OpenAPI page is at /docs; /livez and /readyz are the probes. Ctrl-C stops it.
+    """
+    import threading
+
+    from lapse import serve as serving
+
+    settings = ctx.obj.settings()
+    with progress_bars() as report:
+        server = serving.start_server(
+            settings, host, port, model, waiting=lambda s: report("starting", min(int(s), 60), 60)
+        )
+    out.print(f"Serving {server.info.label} on {server.url} (OpenAPI page: {server.url}/docs)")
+
+    def relay() -> None:  # the service's own log, from here on
+        with server.log.open(errors="replace") as log:
+            log.seek(0, 2)
+            while server.process.poll() is None:
+                line = log.readline()
+                if line:
+                    err.print(line.rstrip(), highlight=False, markup=False)
+                else:
+                    time.sleep(0.2)
+
+    threading.Thread(target=relay, daemon=True).start()
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.perf_counter()
+    try:
+        code = server.process.wait()
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        serving.stop_server(server.process)
+    if code:
+        raise serving.RequestError(f"the service stopped with exit status {code} (log above)")
+    out.print(f"Stopped after {time.perf_counter() - started:.0f} s.")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors, tracebacks only with -v/--verbose."""
     args = sys.argv[1:] if argv is None else list(argv)

@@ -35,7 +35,7 @@ from serving.scores import read_scores, read_scores_policy, write_scores
 from serving.sync import SyncConfig, SyncReport
 from serving.sync import sync as sync_scores
 from training.buckets import BucketPolicy
-from training.registry import champion_uri, load_model
+from training.registry import champion_uri, load_model, model_info
 from training.settings import TrainConfig
 from training.train import TrainResult, default_truth_path, train_store
 
@@ -240,8 +240,16 @@ def rescore(
     result = score_store(settings.store.path, as_of, model, MAX_STALE_DAYS, progress)
     path = None
     if not (dry_run and out is None):
+        info = model_info(settings.mlflow.tracking_uri, uri)
+        provenance = {"as_of": result.as_of.isoformat(), "model": info.uri}
+        provenance |= (
+            {"model_name": info.name, "model_version": info.version} if info.version else {}
+        )
         path = write_scores(
-            result.scores, out or default_scores_path(settings, as_of), model.bucket_policy_
+            result.scores,
+            out or default_scores_path(settings, as_of),
+            model.bucket_policy_,
+            provenance,
         )
     pushed = push(settings, result.scores, dry_run, model.bucket_policy_, progress)
     return RescoreOutcome(result, path, uri, pushed)

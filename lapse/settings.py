@@ -39,6 +39,7 @@ from training.settings import BucketSettings, MlflowSettings, OptunaSettings, Tr
 
 __all__ = [
     "API_KEY_ENV",
+    "CONFIG_ENV",
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
     "BrazeSettings",
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG = Path("lapse.toml")
+#: The settings file when no --config is given (a deployment mounts one here), else ./lapse.toml.
+CONFIG_ENV = "LAPSE_CONFIG"
 ENV_PREFIX = "LAPSE_"
 API_KEY_ENV = "BRAZE_API_KEY"
 
@@ -116,6 +119,12 @@ class _TomlSource(TomlConfigSettingsSource):
             raise SettingsError(
                 f"{path}: [braze] api_key: secrets must not be in the config file; "
                 f"set the {API_KEY_ENV} environment variable"
+            )
+        serving = _lookup(self.toml_data, ("serving",))
+        if isinstance(serving, Mapping) and "token" in serving:
+            raise SettingsError(
+                f"{path}: [serving] token: secrets must not be in the config file; "
+                f"set the {ENV_PREFIX}SERVING__TOKEN environment variable"
             )
 
 
@@ -235,6 +244,8 @@ def _resolve_location(value: str, base: Path) -> str:
 
 
 def _config_path(config: str | os.PathLike[str] | None) -> Path | None:
+    if config is None and os.environ.get(CONFIG_ENV):
+        config = os.environ[CONFIG_ENV]
     if config is None:
         return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
     path = Path(config)
@@ -337,7 +348,7 @@ def _check_env_sections(settings_cls: type[BaseModel]) -> None:
     a misspelt override (LAPSE_BRAZE_URL for LAPSE_BRAZE__URL) would silently not apply."""
     sections = list(settings_cls.model_fields)
     for name in os.environ:
-        if not name.upper().startswith(ENV_PREFIX):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV:
             continue
         section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
         if section in sections:

@@ -9,6 +9,8 @@ A file written by rescore carries the model's bucket bounds (Parquet metadata, o
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ class ScoresFileError(LapseError, ValueError):
     """A scores file (or frame) that breaks the contract; says file, row and column."""
 
 
+#: Parquet metadata key of where a scores file's scores come from (as_of, model, version).
+PROVENANCE_METADATA = "lapse.provenance"
 #: Parquet metadata key of the bucket policy a scores file was bucketed with (by `lapse rescore`).
 POLICY_METADATA = "lapse.bucket_policy"
 
@@ -155,22 +159,28 @@ def _top_reason(value: Any) -> str | None:
 
 
 def write_scores(
-    scores: pd.DataFrame, path: str | Path, policy: BucketPolicy | None = None
+    scores: pd.DataFrame,
+    path: str | Path,
+    policy: BucketPolicy | None = None,
+    provenance: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a scores file: Parquet (reasons as a list), or CSV (reasons joined by ';').
 
     ``policy`` (the model's bucket bounds) is recorded in a Parquet file's metadata, or beside a
     CSV file (``policy_sidecar``), so that ``lapse sync`` on it later (a retry) sends exactly
-    the buckets ``lapse rescore`` would have sent.
+    the buckets ``lapse rescore`` would have sent. ``provenance`` (as_of, model, version) goes
+    into a Parquet file's metadata too, for the service's ``/lookup``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".parquet", ".pq"):
         table = pa.Table.from_pandas(scores, preserve_index=False)
+        metadata = dict(table.schema.metadata or {})
         if policy is not None:
-            metadata = {**(table.schema.metadata or {}), POLICY_METADATA: policy.to_json()}
-            table = table.replace_schema_metadata(metadata)
-        pq.write_table(table, path)
+            metadata[POLICY_METADATA] = policy.to_json()
+        if provenance:
+            metadata[PROVENANCE_METADATA] = json.dumps(dict(provenance))
+        pq.write_table(table.replace_schema_metadata(metadata), path)
     elif path.name.lower().endswith((".csv", ".csv.gz")):
         flat = scores.assign(**{s.REASONS: [";".join(r) for r in scores[s.REASONS]]})
         flat.to_csv(path, index=False)
@@ -182,3 +192,39 @@ def write_scores(
     else:
         raise ScoresFileError(f"{path}: expected a .parquet or .csv scores file name")
     return path
+
+
+#: The files ``lapse rescore`` keeps, one per scoring day, newest last by name.
+SCORES_GLOB = "scores-*.parquet"
+
+
+@dataclass(frozen=True)
+class LatestScores:
+    """The newest rescore scores file, indexed by user id for ``/lookup``."""
+
+    path: Path | None
+    provenance: dict[str, str]
+    by_user: dict[str, list[dict[str, Any]]]
+
+    def get(self, user_id: str) -> list[dict[str, Any]]:
+        """Every platform's score of ``user_id`` (empty: not scored)."""
+        return self.by_user.get(user_id, [])
+
+
+def latest_scores(folder: str | Path) -> LatestScores:
+    """Read the newest ``scores-<date>.parquet`` under ``folder`` (none: an empty index)."""
+    files = sorted(Path(folder).glob(SCORES_GLOB))
+    if not files:
+        return LatestScores(None, {}, {})
+    path = files[-1]
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        raise ScoresFileError(f"{path}: cannot read: {exc}") from None
+    metadata = table.schema.metadata or {}
+    provenance = json.loads(metadata.get(PROVENANCE_METADATA.encode(), b"{}"))
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        user = str(row.pop(USER_ID))
+        by_user.setdefault(user, []).append(row)
+    return LatestScores(path, provenance, by_user)

@@ -63,7 +63,31 @@ class BrazeSettings(Section):
 
 
 class ServingSettings(Section):
-    """Address of the scoring service."""
+    """The HTTP scoring service (`lapse serve`); `token` comes only from LAPSE_SERVING__TOKEN."""
 
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(3000, ge=1, le=65535)
+    model_uri: str | None = Field(
+        None,
+        min_length=1,
+        description="MLflow model URI to serve; unset = models:/<registered_model>@champion.",
+    )
+    max_rows: int = Field(10_000, ge=1, description="Feature rows per /score request, at most.")
+    max_events: int = Field(
+        100_000, ge=1, description="Adjust callbacks per /score_events request, at most."
+    )
+    max_body_mb: float = Field(
+        32.0, gt=0, description="Request bodies above this many megabytes are refused (413)."
+    )
+    refresh_s: float | None = Field(
+        None,
+        gt=0,
+        description="Check the champion alias this often and swap to a new champion; unset = "
+        "keep the version the service started with.",
+    )
+    lookup_refresh_s: float = Field(
+        5.0, gt=0, description="Check for a newer rescore scores file this often (/lookup)."
+    )
+    token: SecretStr | None = Field(
+        None, description="Bearer token every request must carry; environment only, never logged."
+    )

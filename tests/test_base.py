@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from base import LapseError, resolve_sqlite_url, safe_url, sqlite_file, sqlite_pragmas
+from base import resolve_sqlite_url, safe_url, sqlite_file, sqlite_pragmas
 
 
 def test_sqlite_file_reads_urls_as_sqlalchemy_does(tmp_path: Path) -> None:
@@ -45,30 +45,3 @@ def test_sqlite_pragmas_put_every_connection_in_wal_mode(tmp_path: Path) -> None
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     engine.dispose()
-
-
-def test_every_package_error_a_user_can_fix_is_a_lapse_error() -> None:
-    from features.from_store import StaleStoreError
-    from features.ingest import IngestError, StoreError
-    from features.synthetic import GenerationError
-    from features.timeline import FeatureInputError
-    from lapse.settings import SettingsError
-    from serving.braze_client import BrazeError
-    from serving.emulator import EmulatorConfigError
-    from serving.ledger import LedgerError
-    from serving.rescore import RescoreError
-    from serving.scores import ScoresFileError
-    from training.buckets import BucketPolicyError
-    from training.pipeline import FeatureSchemaError, ModelVersionError
-    from training.registry import ModelNotFoundError
-    from training.splits import DataSufficiencyError
-    from training.train import TrainingInputError
-    from training.tune import TuningError
-
-    errors = [
-        StaleStoreError, IngestError, StoreError, GenerationError, FeatureInputError,
-        SettingsError, BrazeError, EmulatorConfigError, LedgerError, RescoreError,
-        ScoresFileError, BucketPolicyError, FeatureSchemaError, ModelVersionError,
-        ModelNotFoundError, DataSufficiencyError, TrainingInputError, TuningError,
-    ]  # fmt: skip
-    assert all(issubclass(error, LapseError) for error in errors)

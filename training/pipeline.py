@@ -203,7 +203,8 @@ def _fit_calibrator(method: str, p: np.ndarray, y: np.ndarray, seed: int):
     return LogisticRegression(C=1e6, random_state=seed).fit(_logit(p)[:, None], y)
 
 
-def _apply_calibrator(method: str, calibrator, p: np.ndarray) -> np.ndarray:
+def apply_calibrator(method: str, calibrator, p: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities from raw ones, kept inside (EPS, 1 - EPS)."""
     if method == "isotonic":
         q = calibrator.predict(p)
     else:
@@ -226,7 +227,7 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, seed: int) -> tuple[str, di
             if len(np.unique(y[fit])) < 2 or len(np.unique(y[test])) < 2:
                 continue
             cal = _fit_calibrator(method, p[fit], y[fit], seed)
-            losses.append(log_loss(y[test], _apply_calibrator(method, cal, p[test]), labels=[0, 1]))
+            losses.append(log_loss(y[test], apply_calibrator(method, cal, p[test]), labels=[0, 1]))
         scores[method] = float(np.mean(losses)) if losses else float("inf")
     return min(scores, key=lambda m: (scores[m], m != "platt")), scores
 
@@ -312,7 +313,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         raw = self.pipeline_.predict_proba(X_valid)[:, 1]
         self.calibration_, self.calibration_scores_ = choose_calibration(raw, yv, self.seed)
         self.calibrator_ = _fit_calibrator(self.calibration_, raw, yv, self.seed)
-        q = _apply_calibrator(self.calibration_, self.calibrator_, raw)
+        q = apply_calibrator(self.calibration_, self.calibrator_, raw)
         policy = self.bucket_policy or BucketSettings().policy()
         if policy.mode == "given":
             raise BucketPolicyError(
@@ -344,7 +345,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, shape (n, 2): column 1 is P(churn within the horizon)."""
-        q = _apply_calibrator(self.calibration_, self.calibrator_, self.predict_raw(X))
+        q = apply_calibrator(self.calibration_, self.calibrator_, self.predict_raw(X))
         return np.column_stack([1.0 - q, q])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

@@ -185,3 +185,52 @@ def load_model(tracking_uri: str, uri: str):
         raise ModelVersionError(f"{uri}: not a Lapse churn model ({type(model).__name__})")
     model.feature_definition  # noqa: B018 - refuses a model saved by an older Lapse
     return model
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Who a loaded model is: its URI, registered name and version, run, and hold-out metrics."""
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+    trained_at: str | None = None
+    metrics: dict[str, float] | None = None
+
+    @property
+    def label(self) -> str:
+        """``name version N`` when registered, else the URI."""
+        return f"{self.name} version {self.version}" if self.version else self.uri
+
+
+def model_info(tracking_uri: str, uri: str) -> ModelInfo:
+    """What the registry knows of ``uri`` (``models:/name@alias``, ``models:/name/N`` or
+    ``runs:/id/...``): version, run and the run's hold-out metrics; what it cannot tell is None."""
+    import re
+    from datetime import UTC, datetime
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    name = version = run_id = None
+    try:
+        if m := re.fullmatch(r"models:/([^/@]+)@(.+)", uri):
+            found = client.get_model_version_by_alias(m[1], m[2])
+            name, version, run_id = m[1], str(found.version), found.run_id
+        elif m := re.fullmatch(r"models:/([^/@]+)/(\d+)", uri):
+            found = client.get_model_version(m[1], m[2])
+            name, version, run_id = m[1], str(found.version), found.run_id
+        elif m := re.match(r"runs:/([^/]+)/", uri):
+            run_id = m[1]
+        if run_id is None:
+            return ModelInfo(uri, name, version)
+        run = client.get_run(run_id)
+    except MlflowException:
+        return ModelInfo(uri, name, version, run_id)
+    metrics = {
+        k: float(v)
+        for k, v in run.data.metrics.items()
+        if k.startswith(("holdout_", "baseline_", "oracle_")) and k != "oracle_rows"
+    }
+    started = datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(timespec="seconds")
+    return ModelInfo(uri, name, version, run_id, started, dict(sorted(metrics.items())))

@@ -501,6 +501,9 @@ def test_shipped_lapse_toml_lists_every_key_with_its_default() -> None:
         ("braze", "score_attribute"),
         ("braze", "reason_attribute"),
         ("optuna", "timeout_s"),
+        ("serving", "refresh_s"),
+        ("serving", "model_uri"),
+        ("serving", "token"),
         ("training", "truth_path"),
         # the shape options: a preset sets them, so the file leaves them unset (commented)
         *(("synthetic", k) for k in ("trials", "offers", "plans", "renewal_delay_minutes")),

@@ -13,8 +13,10 @@ from features import schema as s
 from features.from_store import StaleStoreError
 from features.ingest import StoreError
 from features.registry import REASON_GROUPS
-from serving.rescore import RescoreError, rescore, score
+from serving.rescore import rescore
 from serving.scores import ScoresFileError, read_scores, read_scores_policy, write_scores
+from serving.scoring import ScoringError as RescoreError
+from serving.scoring import score
 from training.pipeline import ChurnModel
 from training.reasons import OTHER
 from training.registry import ModelNotFoundError, champion_uri, load_model

@@ -1,0 +1,375 @@
+"""The `serve` command's jobs: what the HTTP service (``lapse.service``) does for each endpoint.
+
+Each is a plain function (settings and arguments in, a typed result out, no HTTP), so the
+service, notebooks and tests call the same code; the BentoML class only parses requests and
+turns results and ``LapseError``s into answers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from base import LapseError
+from features import schema as s
+from features.build import build_features, feature_registry
+from features.ingest.callbacks import CallbackEvents, Rejection, callback_events
+from features.timeline import to_timestamp
+from lapse.settings import CONFIG_ENV, Settings
+from serving.scores import LatestScores, latest_scores
+from serving.scoring import LeanScorer
+from training.pipeline import ChurnModel
+from training.registry import ModelInfo, champion_uri, load_model, model_info
+
+__all__ = [
+    "EventScores",
+    "RequestError",
+    "RowScores",
+    "ServedModel",
+    "load_served_model",
+    "lookup",
+    "metadata",
+    "score_events",
+    "score_rows",
+]
+
+
+class RequestError(LapseError, ValueError):
+    """A request the service cannot answer as asked; the message names the field and row."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model loaded for serving: the model, its lean scoring path, and who it is."""
+
+    model: ChurnModel
+    lean: LeanScorer
+    info: ModelInfo
+
+    def identity(self) -> dict[str, str | None]:
+        return {"model": self.info.name or self.info.uri, "model_version": self.info.version}
+
+
+def model_uri(settings: Settings, uri: str | None = None) -> str:
+    """The MLflow model to serve: ``uri``, else ``serving.model_uri``, else the champion."""
+    return uri or settings.serving.model_uri or champion_uri(settings.mlflow.registered_model)
+
+
+def load_served_model(settings: Settings, uri: str | None = None) -> ServedModel:
+    """Load the model (ModelNotFoundError / ModelVersionError say why not) and derive its lean
+    scoring path once."""
+    uri = model_uri(settings, uri)
+    model = load_model(settings.mlflow.tracking_uri, uri)
+    return ServedModel(model, LeanScorer(model), model_info(settings.mlflow.tracking_uri, uri))
+
+
+# --- POST /score ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowScores:
+    """Per row: the subscriber id, probability, bucket and reasons; and unknown columns seen."""
+
+    results: list[dict[str, Any]]
+    ignored: list[str]
+
+
+def score_rows(served: ServedModel, rows: Sequence[Mapping[str, Any]], max_rows: int) -> RowScores:
+    """Score feature rows (each a mapping of feature name to value, plus ``user_id`` and
+    optionally ``platform``). A missing feature names the row and the feature; extra columns
+    are ignored and listed once."""
+    if len(rows) > max_rows:
+        raise RequestError(f"rows: {len(rows):,} rows, at most {max_rows:,} (serving.max_rows)")
+    features = served.lean.features
+    known = {*features, s.USER_ID, s.PLATFORM}
+    ignored: set[str] = set()
+    for i, row in enumerate(rows):
+        missing = [f for f in features if f not in row]
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise RequestError(
+                f"rows[{i}]: missing feature(s) {', '.join(missing[:3])}{more} "
+                f"(the model takes {len(features)} features; GET /metadata lists them)"
+            )
+        ignored.update(k for k in row if k not in known)
+    scored = served.lean.score(rows)
+    results = [
+        {
+            s.USER_ID: row.get(s.USER_ID),
+            s.PLATFORM: row.get(s.PLATFORM),
+            s.CHURN_PROBABILITY: p,
+            s.BUCKET: b,
+            s.REASONS: r,
+            **served.identity(),
+        }
+        for row, p, b, r in zip(
+            rows, scored[s.CHURN_PROBABILITY], scored[s.BUCKET], scored[s.REASONS], strict=True
+        )
+    ]
+    return RowScores(results, sorted(ignored))
+
+
+# --- POST /score_events --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventScores:
+    """Scores of the subscribers active at ``as_of``, the callbacks refused (with their index),
+    and the subscribers the events name who are not active then."""
+
+    as_of: pd.Timestamp
+    results: list[dict[str, Any]]
+    rejected: list[Rejection]
+    inactive: list[dict[str, str]] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def score_events(
+    settings: Settings,
+    served: ServedModel,
+    events: Sequence[Any],
+    as_of: str | datetime | pd.Timestamp,
+    now: datetime | None = None,
+) -> EventScores:
+    """Score subscribers from their Adjust callbacks: the callbacks go through ingest's reading,
+    normalisation and event keys (``features.ingest.callbacks``), then the model's own feature
+    definition at ``as_of``: the answer equals what ``lapse rescore --as-of`` writes for the
+    same events. ``now`` bounds plausible times (``ingest.max_future_days``)."""
+    try:
+        when = to_timestamp(as_of)
+    except LapseError:
+        raise RequestError(f"as_of: expected a date or time (YYYY-MM-DD), got {as_of!r}") from None
+    if len(events) > settings.serving.max_events:
+        raise RequestError(
+            f"events: {len(events):,} callbacks, at most {settings.serving.max_events:,} "
+            "(serving.max_events)"
+        )
+    normalised: CallbackEvents = callback_events(events, settings.ingest, now=now)
+    config = served.model.feature_definition
+    frame = (
+        build_features(normalised.events, when, config)
+        if normalised.events.num_rows
+        else pd.DataFrame()
+    )
+    named = _subscribers(normalised)
+    results: list[dict[str, Any]] = []
+    if len(frame):
+        rows = frame.reset_index().to_dict("records")
+        scored = served.lean.score(rows)
+        results = [
+            {
+                s.USER_ID: row[s.USER_ID],
+                s.PLATFORM: row[s.PLATFORM],
+                s.CHURN_PROBABILITY: p,
+                s.BUCKET: b,
+                s.REASONS: r,
+                **served.identity(),
+            }
+            for row, p, b, r in zip(
+                rows, scored[s.CHURN_PROBABILITY], scored[s.BUCKET], scored[s.REASONS], strict=True
+            )
+        ]
+    active = {(r[s.USER_ID], r[s.PLATFORM]) for r in results}
+    inactive = [{s.USER_ID: u, s.PLATFORM: p} for u, p in sorted(named) if (u, p) not in active]
+    return EventScores(when, results, normalised.rejected, inactive, normalised.duplicates)
+
+
+def _subscribers(events: CallbackEvents) -> set[tuple[str, str]]:
+    table = events.events
+    if not table.num_rows or s.PLATFORM not in table.column_names:
+        return set()
+    users = table.column(s.USER_ID).to_pylist()
+    platforms = table.column(s.PLATFORM).to_pylist()
+    return {(u, p) for u, p in zip(users, platforms, strict=True) if u and p}
+
+
+# --- POST /lookup --------------------------------------------------------------------------------
+
+
+class ScoresCache:
+    """The newest rescore scores file, re-read when a newer one appears (checked at most every
+    ``interval_s``), so ``/lookup`` answers from memory."""
+
+    def __init__(self, folder: Path, interval_s: float = 5.0, clock=time.monotonic) -> None:
+        self.folder = folder
+        self.interval_s = interval_s
+        self._clock = clock
+        self._checked = -float("inf")
+        self._lock = threading.Lock()
+        self._latest = latest_scores(folder)
+
+    def get(self) -> LatestScores:
+        now = self._clock()
+        if now - self._checked >= self.interval_s:
+            with self._lock:
+                if now - self._checked >= self.interval_s:
+                    self._checked = now
+                    newest = max(self.folder.glob("scores-*.parquet"), default=None)
+                    if newest is not None and newest != self._latest.path:
+                        self._latest = latest_scores(self.folder)
+        return self._latest
+
+
+def scores_folder(settings: Settings) -> Path:
+    """Where rescore keeps its scores files: ``<store>/scores``."""
+    return settings.store.path / "scores"
+
+
+def lookup(latest: LatestScores, user_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Each id's latest score (every platform it was scored on), or ``scored: false``."""
+    provenance = latest.provenance
+    out = []
+    for user in user_ids:
+        rows = latest.get(str(user))
+        if not rows:
+            out.append({s.USER_ID: user, "scored": False})
+            continue
+        for row in rows:
+            out.append(
+                {
+                    s.USER_ID: user,
+                    "scored": True,
+                    s.PLATFORM: row.get(s.PLATFORM),
+                    s.AS_OF: provenance.get("as_of"),
+                    s.CHURN_PROBABILITY: row.get(s.CHURN_PROBABILITY),
+                    s.BUCKET: row.get(s.BUCKET),
+                    s.REASONS: list(row.get(s.REASONS) or []),
+                    "model": provenance.get("model_name") or provenance.get("model"),
+                    "model_version": provenance.get("model_version"),
+                }
+            )
+    return out
+
+
+# --- GET /metadata -------------------------------------------------------------------------------
+
+
+def metadata(served: ServedModel) -> dict[str, Any]:
+    """The model that answers: name, version, run, trained-at, hold-out metrics, features with
+    descriptions, bucket policy and feature definition."""
+    model, info = served.model, served.info
+    definition = model.feature_definition
+    registry = feature_registry(definition)
+    policy = model.bucket_policy_
+    return {
+        "model": info.name,
+        "model_version": info.version,
+        "model_uri": info.uri,
+        "run_id": info.run_id,
+        "trained_at": info.trained_at,
+        "metrics": info.metrics or {},
+        "features": [
+            {
+                "name": name,
+                "kind": registry[name].kind if name in registry else "numeric",
+                "description": registry[name].description if name in registry else "",
+                "reason_group": model.reason_groups_.get(name, "other"),
+            }
+            for name in model.features_
+        ],
+        "bucket_policy": {"bounds": [list(c) for c in policy.cuts], "rest": policy.rest},
+        "feature_definition": definition.model_dump(mode="json"),
+        "calibration": model.calibration_,
+    }
+
+
+# --- lapse serve ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `bentoml serve` of the Lapse service: where it listens and what it serves."""
+
+    process: subprocess.Popen
+    url: str
+    info: ModelInfo
+    log: Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def start_server(
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+    uri: str | None = None,
+    timeout_s: float = 120.0,
+    waiting: Callable[[float], None] | None = None,
+) -> Server:
+    """Start the service (``bentoml serve lapse.service:LapseChurn``) on the model and wait until
+    ``/readyz`` answers; a model that cannot be loaded stops it with the loader's one line."""
+    import httpx
+
+    uri = model_uri(settings, uri)
+    load_model(settings.mlflow.tracking_uri, uri)  # refuse a missing model before any process
+    host = host or settings.serving.host
+    port = settings.serving.port if port is None else port
+    env = {**os.environ, "LAPSE_SERVING__MODEL_URI": uri, "BENTOML_DO_NOT_TRACK": "true"}
+    if settings.config_file is not None:
+        env[CONFIG_ENV] = str(settings.config_file)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])])
+    command = [
+        sys.executable, "-m", "bentoml", "serve", "lapse.service:LapseChurn",
+        "--host", host, "--port", str(port),
+    ]  # fmt: skip
+    # a file, not a pipe: nobody reads a pipe once the service is up, and a full one blocks it
+    log = Path(tempfile.mkstemp(prefix="lapse-serve-", suffix=".log")[1])
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    started = time.monotonic()
+    with httpx.Client(timeout=1.0) as client:  # one client: building one costs ~50 ms
+        while True:
+            output = log.read_text(errors="replace")
+            if process.poll() is not None or "Traceback" in output:  # a worker failed to start
+                stop_server(process)
+                raise RequestError(_start_failure(output, uri))
+            try:
+                if client.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            elapsed = time.monotonic() - started
+            if elapsed > timeout_s:
+                stop_server(process)
+                raise RequestError(f"the service on {url} was not ready after {timeout_s:g} s")
+            if waiting:
+                waiting(elapsed)
+            time.sleep(0.2)
+    return Server(process, url, model_info(settings.mlflow.tracking_uri, uri), log)
+
+
+def _start_failure(output: str, uri: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    last = (errors or lines or ["no output"])[-1]
+    return f"the service for {uri} could not start: {last[:400]}"
+
+
+def stop_server(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """SIGTERM the server (its workers go with it), then kill it if it does not stop."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

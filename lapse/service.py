@@ -1,0 +1,262 @@
+"""The Lapse churn-score HTTP service (BentoML 1.4): an edge like the CLI.
+
+It parses requests, calls the `serve` jobs (``lapse.serve``) and turns their results into JSON;
+it holds no scoring logic of its own. The endpoints are a FastAPI app mounted into the BentoML
+service, so BentoML's OpenAPI page documents them (with examples) and a client's mistake is a
+4xx naming the field and row, with no traceback in the log. BentoML adds ``/livez`` and
+``/readyz`` (ready once a model is loaded).
+
+Run it with ``lapse serve`` (or ``bentoml serve lapse.service:LapseChurn``): the settings come
+from ``$LAPSE_CONFIG`` or ./lapse.toml and LAPSE_* variables, the model from
+``$LAPSE_SERVE_MODEL_URI`` or the champion. ``as_of`` is always explicit in a request, or the
+request's arrival time when left out: no transform reads a clock.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import bentoml
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from base import LapseError
+from lapse import serve as jobs
+from lapse.settings import Settings
+from training.registry import model_info
+
+log = logging.getLogger("lapse.service")
+
+Value = float | int | bool | str | None
+
+_ROW_EXAMPLE = {
+    "user_id": "u-1842",
+    "platform": "ios",
+    "status": "paid",
+    "auto_renew_off": 1,
+    "days_to_expiry": 3.5,
+    "sessions_28d": 2,
+    "country": "US",
+}
+_EVENT_EXAMPLE = {
+    "activity_kind": "subscription",
+    "created_at": 1767574008,
+    "adid": "a7b8c9",
+    "os_name": "ios",
+    "user_id": "u-1842",
+    "subscription_event_type": "activation",
+    "subscription_product_id": "monthly_9_99",
+    "subscription_expiration_date": "2026-02-05T08:00:00Z",
+}
+
+
+class ScoreRequest(BaseModel):
+    """Feature rows: each maps the model's feature names to values (GET /metadata lists them),
+    plus `user_id` and optionally `platform`; unknown keys are ignored and listed."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"rows": [_ROW_EXAMPLE]}]})
+    rows: list[dict[str, Value]] = Field(min_length=1)
+
+
+class Scored(BaseModel):
+    user_id: str | None = None
+    platform: str | None = None
+    churn_probability: float
+    bucket: str
+    reasons: list[str]
+    model: str | None = None
+    model_version: str | None = None
+
+
+class ScoreResponse(BaseModel):
+    scores: list[Scored]
+    ignored_columns: list[str]
+
+
+class ScoreEventsRequest(BaseModel):
+    """Adjust callback objects (as `lapse ingest` reads them from a callback log) for one or
+    more subscribers, scored as of `as_of` (a date means its midnight UTC; left out: now)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"as_of": "2026-02-01", "events": [_EVENT_EXAMPLE]}]}
+    )
+    as_of: str | None = None
+    events: list[Any] = Field(min_length=1)
+
+
+class RejectedEvent(BaseModel):
+    index: int
+    reason: str
+    detail: str
+
+
+class ScoreEventsResponse(BaseModel):
+    as_of: str
+    scores: list[Scored]
+    rejected: list[RejectedEvent]
+    not_active: list[dict[str, str]]
+    duplicates: int
+
+
+class LookupRequest(BaseModel):
+    """Subscriber ids (the app's customer user ids) to look up in the newest rescore."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user_ids": ["u-1842", "u-7"]}]})
+    user_ids: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class LookupResponse(BaseModel):
+    results: list[dict[str, Any]]
+
+
+app = FastAPI(
+    title="Lapse churn scores",
+    description="Churn probability, bucket and reasons per subscriber.",
+    openapi_url=None,  # BentoML serves the OpenAPI page, with these routes in it
+    docs_url=None,
+    redoc_url=None,
+)
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A malformed body names the field (and row) at fault, and nothing is logged."""
+    errors: dict[str, str] = {}
+    for error in exc.errors():
+        loc = [p for p in error.get("loc", ()) if p != "body"]
+        if error.get("type") == "json_invalid":
+            errors["body"] = f"malformed JSON ({error.get('ctx', {}).get('error', 'invalid')})"
+            continue
+        if loc and loc[-1] in _UNION_MEMBERS:  # one message per field, not one per type tried
+            loc, message = loc[:-1], "expected a number, text, true/false or null"
+        else:
+            message = error.get("msg", "invalid")
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        errors.setdefault(where or "body", message)
+    text = "; ".join(f"{where}: {message}" for where, message in list(errors.items())[:5])
+    return JSONResponse({"error": text}, status_code=422)
+
+
+_UNION_MEMBERS = {"float", "int", "bool", "str"}
+
+
+@app.exception_handler(LapseError)
+async def _refused(request: Request, exc: LapseError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=400)
+
+
+class _Limits:
+    """Pure ASGI middleware: the bearer token (when set) and the body size limit."""
+
+    OPEN = ("/livez", "/readyz", "/healthz", "/docs", "/docs.json", "/metrics", "/static_content")
+
+    def __init__(self, app) -> None:
+        self.app = app
+        settings = Settings.load()
+        token = settings.serving.token
+        self.token = token.get_secret_value().encode() if token else None
+        self.max_bytes = int(settings.serving.max_body_mb * 1024 * 1024)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        headers = dict(scope.get("headers") or [])
+        if self.token is not None and not path.startswith(self.OPEN):
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + self.token):
+                return await _reply(send, 401, "missing or wrong bearer token (Authorization)")
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            mb = self.max_bytes / 1024 / 1024
+            return await _reply(send, 413, f"body over {mb:g} MB (serving.max_body_mb)")
+        return await self.app(scope, receive, send)
+
+
+async def _reply(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@bentoml.service(
+    name="lapse",
+    workers=1,
+    traffic={"timeout": 120},
+    logging={"access": {"enabled": False}},  # an access log costs a fifth of the throughput
+)
+@bentoml.asgi_app(app, path="/")
+class LapseChurn:
+    """Scores, buckets and reasons from feature rows, from Adjust events, or by subscriber id."""
+
+    def __init__(self) -> None:
+        self.settings = Settings.load()
+        self.served = jobs.load_served_model(self.settings)
+        self.scores = jobs.ScoresCache(
+            jobs.scores_folder(self.settings), self.settings.serving.lookup_refresh_s
+        )
+        log.info("serving %s", self.served.info.label)
+        self._stop = threading.Event()
+        if self.settings.serving.refresh_s:
+            threading.Thread(target=self._refresh, daemon=True, name="lapse-refresh").start()
+
+    def __is_ready__(self) -> bool:
+        return self.served is not None
+
+    def _refresh(self) -> None:
+        """Swap to a new champion when the alias moves; requests in flight keep the old one."""
+        interval = self.settings.serving.refresh_s
+        while not self._stop.wait(interval):
+            try:
+                info = model_info(self.settings.mlflow.tracking_uri, self.served.info.uri)
+                if info.version and info.version != self.served.info.version:
+                    self.served = jobs.load_served_model(self.settings, self.served.info.uri)
+                    log.info("now serving %s", self.served.info.label)
+            except Exception as exc:  # noqa: BLE001 - keep serving the model we have
+                log.warning("model refresh failed, keeping %s: %s", self.served.info.label, exc)
+
+    @app.post("/score", response_model=ScoreResponse)
+    def score(self, body: ScoreRequest) -> dict:
+        """Churn probability (calibrated), bucket and up to three reasons per feature row."""
+        result = jobs.score_rows(self.served, body.rows, self.settings.serving.max_rows)
+        return {"scores": result.results, "ignored_columns": result.ignored}
+
+    @app.post("/score_events", response_model=ScoreEventsResponse)
+    def score_events(self, body: ScoreEventsRequest) -> dict:
+        """Scores of the subscribers whose Adjust callbacks are given, as `lapse rescore
+        --as-of` would write them for the same events; refused callbacks come back with their
+        index and reason, the rest are scored."""
+        arrived = datetime.now(UTC)
+        as_of = body.as_of if body.as_of is not None else arrived
+        served = self.served
+        result = jobs.score_events(self.settings, served, body.events, as_of, now=arrived)
+        return {
+            "as_of": result.as_of.isoformat(),
+            "scores": result.results,
+            "rejected": [vars(r) for r in result.rejected],
+            "not_active": result.inactive,
+            "duplicates": result.duplicates,
+        }
+
+    @app.post("/lookup", response_model=LookupResponse)
+    def lookup(self, body: LookupRequest) -> dict:
+        """Each subscriber's latest score from the newest rescore (or `scored: false`)."""
+        return {"results": jobs.lookup(self.scores.get(), body.user_ids)}
+
+    @app.get("/metadata")
+    def metadata(self) -> dict:
+        """The model that answers: version, run, metrics, features, buckets, definition."""
+        return jobs.metadata(self.served)
+
+
+LapseChurn.add_asgi_middleware(_Limits)
+
+__all__ = ["LapseChurn", "app"]
