@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # SQLAlchemy is imported where a URL is parsed: settings stay
 __all__ = [
     "LapseError",
     "Section",
+    "db_url_problem",
     "resolve_sqlite_url",
     "safe_url",
     "sqlite_file",
@@ -58,6 +59,25 @@ def sqlite_file(url: str) -> Path | None:
     if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
+
+
+def db_url_problem(url: str) -> str | None:
+    """Why SQLAlchemy cannot use ``url`` as a database URL (one phrase, no password), or None."""
+    import sqlalchemy as sa
+
+    try:
+        sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return (
+            "not a database URL (expected e.g. sqlite:///ledger.db or "
+            "postgresql+psycopg://user@host:5432/db)"
+        )
+    except ValueError as exc:
+        port = re.search(r"invalid literal for int\(\) with base 10: '(.*)'", str(exc))
+        if port:
+            return f"the port {port.group(1)!r} is not a number (expected e.g. host:5432)"
+        return f"cannot parse it ({exc})"
+    return None
 
 
 def safe_url(url: str) -> str:
