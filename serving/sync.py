@@ -37,7 +37,7 @@ from serving.braze_client import (
     request_headers,
 )
 from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow
-from serving.scores import ScoresFileError, prepare_scores
+from serving.scores import NOTES, ScoresFileError, prepare_scores
 from serving.settings import BrazeSettings, LedgerSettings
 from training.buckets import BucketPolicy, assign_buckets
 
@@ -103,6 +103,9 @@ class SyncReport:
     transitions: dict[tuple[str, str], int] = field(default_factory=dict)
     sample: list[dict[str, Any]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    #: Things the user should be told that did not stop the run (e.g. float user ids that were
+    #: converted to text); one line each.
+    notes: list[str] = field(default_factory=list)
 
 
 # --- desired state and the diff -----------------------------------------------------------------
@@ -292,7 +295,9 @@ def sync(
     started = time.perf_counter()
     report_progress = progress or (lambda stage, done, total: None)
     scores = prepare_scores(scores)  # idempotent: a frame from read_scores passes unchanged
-    report = SyncReport(dry_run=dry_run, users_scored=len(scores))
+    report = SyncReport(
+        dry_run=dry_run, users_scored=len(scores), notes=list(scores.attrs.get(NOTES, []))
+    )
     url = config.ledger.url
     if dry_run and (file := sqlite_file(url)) is not None and not file.exists():
         url = "sqlite://"  # nothing acknowledged yet: plan against an empty ledger, create no file

@@ -136,6 +136,26 @@ def test_reasons_in_any_written_form_reduce_to_the_top_one(tmp_path: Path) -> No
     }
 
 
+def test_float_user_ids_are_text_or_an_error(emulator: Emulator, config, tmp_path: Path) -> None:
+    """A Parquet writer that made the id column float: whole numbers are sent as "1", not
+    "1.0", and the report says so; any other float is an error naming the column and row."""
+    path = tmp_path / "floats.parquet"
+    pd.DataFrame({USER_ID: [1.0, 2.0, 30.0], CHURN_PROBABILITY: [0.9, 0.1, 0.3]}).to_parquet(path)
+    frame = read_scores(path)
+    assert frame[USER_ID].tolist() == ["1", "30", "2"]
+    emulator.add_profiles(["1", "2", "30"])
+    report = sync(frame, config, KEY)
+    assert report.acknowledged == 3
+    assert bucket_profiles(emulator) == {"1": "high", "2": "low", "30": "medium"}
+    (note,) = report.notes
+    assert f"{path}: column 'user_id' holds 3 user id(s) as floats" in note and "1.0 -> '1'" in note
+    for bad, row in (([1.0, 2.5], 2), ([float(2**60), 1.0], 1), ([1.0, float("inf")], 2)):
+        pd.DataFrame({USER_ID: bad, CHURN_PROBABILITY: [0.5, 0.5]}).to_parquet(path)
+        with pytest.raises(ScoresFileError, match=rf"floats.parquet: row {row}, column 'user_id'"):
+            read_scores(path)
+    assert sync(scores({"1": 0.9, "2": 0.1, "30": 0.3}), config, KEY).notes == []  # text ids
+
+
 def test_a_corrupt_scores_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "s.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(ScoresFileError, match=r"s.parquet: cannot read"):
