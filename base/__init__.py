@@ -61,8 +61,18 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def db_url_problem(url: str) -> str | None:
-    """Why SQLAlchemy cannot use ``url`` as a database URL (one phrase, no password), or None."""
+_URL_PORT = re.compile(r"^[\w+.-]+://(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#@]*):([^/?#@]*)(?=[/?#]|$)")
+
+
+def db_url_problem(url: str, *, parse: bool = True) -> str | None:
+    """Why ``url`` cannot be a database URL (one phrase, no password), or None. The port is
+    checked without importing SQLAlchemy (settings stay cheap to load); ``parse`` also asks
+    SQLAlchemy's parser."""
+    port = _URL_PORT.match(url)
+    if port and port.group(1) and not port.group(1).isdigit():
+        return f"the port {port.group(1)!r} is not a number (expected e.g. host:5432)"
+    if not parse:
+        return None
     import sqlalchemy as sa
 
     try:
@@ -73,9 +83,6 @@ def db_url_problem(url: str) -> str | None:
             "postgresql+psycopg://user@host:5432/db)"
         )
     except ValueError as exc:
-        port = re.search(r"invalid literal for int\(\) with base 10: '(.*)'", str(exc))
-        if port:
-            return f"the port {port.group(1)!r} is not a number (expected e.g. host:5432)"
         return f"cannot parse it ({exc})"
     return None
 

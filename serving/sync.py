@@ -31,6 +31,7 @@ from base import sqlite_file
 from features.schema import BUCKET, CHURN_PROBABILITY, REASONS, USER_ID
 from serving.braze_client import (
     BatchResult,
+    BrazeAuthError,
     BrazeClient,
     billable_keys,
     mask_key,
@@ -38,7 +39,7 @@ from serving.braze_client import (
 )
 from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow
 from serving.scores import NOTES, ScoresFileError, prepare_scores
-from serving.settings import BrazeSettings, LedgerSettings
+from serving.settings import BrazeSettings, LedgerSettings, api_key_problem
 from training.buckets import BucketPolicy, assign_buckets
 
 __all__ = [
@@ -293,6 +294,8 @@ def sync(
     BrazeUnavailableError, LedgerLockedError; whatever was acknowledged before stays recorded.
     """
     started = time.perf_counter()
+    if not dry_run and api_key and (problem := api_key_problem(api_key)):
+        raise BrazeAuthError(f"the Braze API key (BRAZE_API_KEY) {problem}")  # before any write
     report_progress = progress or (lambda stage, done, total: None)
     scores = prepare_scores(scores)  # idempotent: a frame from read_scores passes unchanged
     report = SyncReport(
