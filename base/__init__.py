@@ -22,6 +22,7 @@ __all__ = [
     "LapseError",
     "Section",
     "lazy_names",
+    "db_url_problem",
     "resolve_sqlite_url",
     "safe_url",
     "sqlite_file",
@@ -74,6 +75,32 @@ def sqlite_file(url: str) -> Path | None:
     if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
+
+
+_URL_PORT = re.compile(r"^[\w+.-]+://(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#@]*):([^/?#@]*)(?=[/?#]|$)")
+
+
+def db_url_problem(url: str, *, parse: bool = True) -> str | None:
+    """Why ``url`` cannot be a database URL (one phrase, no password), or None. The port is
+    checked without importing SQLAlchemy (settings stay cheap to load); ``parse`` also asks
+    SQLAlchemy's parser."""
+    port = _URL_PORT.match(url)
+    if port and port.group(1) and not port.group(1).isdigit():
+        return f"the port {port.group(1)!r} is not a number (expected e.g. host:5432)"
+    if not parse:
+        return None
+    import sqlalchemy as sa
+
+    try:
+        sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return (
+            "not a database URL (expected e.g. sqlite:///ledger.db or "
+            "postgresql+psycopg://user@host:5432/db)"
+        )
+    except ValueError as exc:
+        return f"cannot parse it ({exc})"
+    return None
 
 
 def safe_url(url: str) -> str:

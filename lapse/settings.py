@@ -31,10 +31,10 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as _SourceError
 
-from base import LapseError, resolve_sqlite_url
+from base import LapseError, resolve_sqlite_url, safe_url
 from features.settings import FeatureConfig, IngestSettings, LabelSettings, StoreSettings
 from features.synthetic.settings import SyntheticSettings
-from serving.settings import BrazeSettings, LedgerSettings, ServingSettings
+from serving.settings import BrazeSettings, LedgerSettings, ServingSettings, api_key_problem
 from training.settings import BucketSettings, MlflowSettings, OptunaSettings, TrainingSettings
 
 __all__ = [
@@ -92,6 +92,12 @@ class _EnvSource(EnvSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         _check_env_sections(self.settings_cls)
+        for name, value in os.environ.items():
+            if name.upper().startswith(ENV_PREFIX) and not value.strip():
+                raise SettingsError(
+                    f"{name}: empty; expected a value (or unset it to use lapse.toml or the "
+                    "default; 'none' clears an optional key)"
+                )
         data = super().__call__()
         braze = data.get("braze")
         if isinstance(braze, Mapping) and "api_key" in braze:
@@ -114,6 +120,13 @@ class _TomlSource(TomlConfigSettingsSource):
             raise SettingsError(f"{path}: invalid TOML: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise SettingsError(f"{path}: cannot read: {exc}") from None
+        for loc in _PATH_KEYS:
+            value = _lookup(self.toml_data, loc)
+            if isinstance(value, str) and not value.strip():
+                raise SettingsError(
+                    f"{path}: [{loc[0]}] {loc[1]}: empty; expected a path (or leave the key "
+                    "out to use the default)"
+                )
         braze = _lookup(self.toml_data, ("braze",))
         if isinstance(braze, Mapping) and "api_key" in braze:
             raise SettingsError(
@@ -127,9 +140,21 @@ class _TomlSource(TomlConfigSettingsSource):
                 f"set the {ENV_PREFIX}SERVING__TOKEN environment variable"
             )
 
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        """The file as UTF-8, a leading byte-order mark (as some Windows editors write) skipped."""
+        with open(file_path, encoding="utf-8-sig") as toml_file:
+            return tomllib.loads(toml_file.read())
+
+
+#: Keys holding a path, where an empty value would silently mean the current folder.
+_PATH_KEYS = (("store", "path"), ("training", "truth_path"), ("mlflow", "artifact_location"))
+
 
 def _api_key_source(settings_cls: type[BaseSettings]) -> InitSettingsSource:
     key = os.environ.get(API_KEY_ENV, "").strip()
+    problem = api_key_problem(key)
+    if problem:
+        raise SettingsError(f"{API_KEY_ENV}: {problem}")
     return InitSettingsSource(settings_cls, init_kwargs={"braze": {"api_key": key}} if key else {})
 
 
@@ -270,6 +295,9 @@ def _clean_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             raise SettingsError(
                 f"override [braze] api_key: the Braze API key is read only from {API_KEY_ENV}"
             )
+        for key, value in kept.items():
+            if (section, key) in _PATH_KEYS and isinstance(value, str) and not value.strip():
+                raise SettingsError(f"override [{section}] {key}: empty; expected a path")
         if kept:
             cleaned[section] = kept
     return cleaned
@@ -408,6 +436,10 @@ def _section_key(loc: tuple[str, ...], value: Any = None) -> str:
 
 def _reason(error: Any, loc: tuple[str, ...]) -> str:
     value = error.get("input")
+    if isinstance(value, str) and "://" in value:
+        value = safe_url(value)  # a database URL's password is never shown
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        error = {**error, "msg": str(error["ctx"]["error"])}  # without pydantic's "Value error, "
     if error["type"] == "extra_forbidden":
         if len(loc) == 1:
             if isinstance(value, Mapping):

@@ -30,7 +30,7 @@ from tenacity import (
 )
 
 from base import LapseError
-from serving.settings import BrazeSettings
+from serving.settings import BrazeSettings, api_key_problem
 
 __all__ = [
     "BatchResult",
@@ -197,6 +197,8 @@ class BrazeClient:
     ) -> None:
         if not api_key:
             raise BrazeAuthError("no Braze API key: set the BRAZE_API_KEY environment variable")
+        if problem := api_key_problem(api_key):  # else httpx would print it in its error
+            raise BrazeAuthError(f"the Braze API key (BRAZE_API_KEY) {problem}")
         self.config = config
         self.stats = ClientStats()
         self._stats_lock = threading.Lock()

@@ -8,11 +8,19 @@ SQLAlchemy 2 Core on SQLite (default) or PostgreSQL. Tables, all named `<prefix>
                 bad value is not re-sent (and re-billed) every run until the data changes.
 - `runs`        one row per sync run: the digest of its input, status, times.
 - `outbox`      per run and user: the batch it goes in, the attributes to send, and the outcome
-                (pending / acked / failed / unknown) with Braze's message.
+                (pending / sending / acked / failed / unknown) with Braze's message.
+- `uncertain`   (user_id, attribute) -> a value that was sent but never acknowledged (the answer
+                was lost, or did not name the object): Braze holds it or the acknowledged one,
+                nobody knows which, so the next plan sends the desired value whatever the state
+                says. Cleared by Braze's next answer for that attribute.
+- `target`      the Braze instance (endpoint, id field) whose acknowledgements this ledger holds,
+                recorded with the first acknowledgement.
 - `lock`        one row; a run holds it while it plans and sends.
 
-A batch's outcome and the acknowledged values it implies commit in one transaction after Braze
-answered, so a crash can only lose the answer to the one batch in flight: it is sent again.
+A batch is marked `sending` before its request goes out; its outcome and the acknowledged values
+it implies commit in one transaction after Braze answered, so a crash can only lose the answer to
+the batch in flight. A resumed run sends it again; a run that supersedes it moves its users to
+`uncertain`, so they are sent again with the new desired values.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from base import LapseError, safe_url, sqlite_pragmas
+from base import LapseError, db_url_problem, safe_url, sqlite_pragmas
 from features.schema import USER_ID
 
 __all__ = [
@@ -40,6 +48,7 @@ __all__ = [
     "VALUE",
     "FAILED",
     "PENDING",
+    "SENDING",
     "UNKNOWN",
     "Ledger",
     "LedgerError",
@@ -48,10 +57,11 @@ __all__ = [
     "Run",
 ]
 
-PENDING, ACKED, FAILED, UNKNOWN = "pending", "acked", "failed", "unknown"
+PENDING, SENDING, ACKED, FAILED, UNKNOWN = "pending", "sending", "acked", "failed", "unknown"
 RUN_OPEN, RUN_DONE, RUN_SUPERSEDED = "open", "done", "superseded"
 _LOCK_NAME = "sync"
 _NO_OUTCOME = "outcome not reported by Braze"
+_SUPERSEDED_IN_FLIGHT = "in flight when the run was superseded; outcome unknown"
 #: Columns of the frames `acknowledged()` and `rejected()` return, besides USER_ID.
 ATTRIBUTE, VALUE = "attribute", "value"
 
@@ -107,10 +117,13 @@ class Ledger:
         self.url = url
         self.prefix = prefix
         self._any_rejections: bool | None = None  # cached: only the lock holder writes
+        self._unbound_target: tuple[str, str] | None = None  # recorded with the first ack
         try:
             self.engine = _engine(url)
-        except (sa.exc.ArgumentError, ImportError) as exc:
-            raise LedgerError(f"ledger.url {safe_url(url)!r}: {exc}") from None
+        except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
+            raise LedgerError(
+                f"ledger.url {safe_url(url)!r}: {db_url_problem(url) or exc}"
+            ) from None
         self.meta = sa.MetaData()
         t = self.meta
         self.state = sa.Table(
@@ -150,6 +163,14 @@ class Ledger:
             sa.Column("message", sa.Text, nullable=True),
             sa.Index(f"{prefix}outbox_batch", "run_id", "status", "batch"),
         )
+        self.uncertain_values = sa.Table(
+            f"{prefix}uncertain",
+            t,
+            sa.Column(USER_ID, sa.String, primary_key=True),
+            sa.Column(ATTRIBUTE, sa.String, primary_key=True),
+            sa.Column(VALUE, sa.Text, nullable=True),
+            sa.Column("run_id", sa.Integer, nullable=False),
+        )
         self.lock = sa.Table(
             f"{prefix}lock",
             t,
@@ -184,30 +205,32 @@ class Ledger:
 
     # --- the Braze instance this ledger speaks for ----------------------------------------------
     def bind_target(self, endpoint: str, id_field: str, *, record: bool = True) -> None:
-        """Check that this ledger records what ``endpoint`` acknowledged (users by ``id_field``);
-        the first run records them (``record``). Raises LedgerError on another instance: its
-        acknowledged state says nothing about this one, and diffing against it would send
-        nothing. Call under the run lock when recording."""
+        """Check that this ledger records what ``endpoint`` acknowledged (users by ``id_field``).
+
+        Raises LedgerError on another instance: its acknowledged state says nothing about this
+        one, and diffing against it would send nothing. A ledger not bound yet is bound with
+        ``record`` by the first batch Braze acknowledges (`record_batch`), never before: a
+        mistyped braze.url that never answered must not claim the ledger.
+        """
         endpoint = endpoint.rstrip("/")
-        with self.engine.begin() as c:
+        with self.engine.connect() as c:
             row = c.execute(sa.select(self.target)).first()
-            if row is None:
-                if record:
-                    c.execute(
-                        sa.insert(self.target).values(
-                            name="braze",
-                            endpoint=endpoint,
-                            id_field=id_field,
-                            created_at=time.time(),
-                        )
-                    )
-                return
+        if row is None:
+            self._unbound_target = (endpoint, id_field) if record else None
+            return
+        self._unbound_target = None
         if (row.endpoint, row.id_field) != (endpoint, id_field):
             raise LedgerError(
                 f"ledger.url {safe_url(self.url)!r} records what {row.endpoint} acknowledged "
                 f"(users by {row.id_field}), but braze.url is {endpoint} (users by {id_field}); "
                 "keep one ledger per Braze instance: point ledger.url at a new database"
             )
+
+    def bound_target(self) -> tuple[str, str] | None:
+        """The (endpoint, id_field) this ledger is bound to, if any."""
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(self.target)).first()
+        return (row.endpoint, row.id_field) if row else None
 
     # --- the run lock --------------------------------------------------------------------------
     def acquire(self, ttl_s: float) -> str:
@@ -275,9 +298,38 @@ class Ledger:
         """user_id, attribute, value: values Braze rejected that have not been replaced since."""
         return self._values(self.rejections)
 
+    def uncertain(self) -> pd.DataFrame:
+        """user_id, attribute, value: values sent whose outcome is unknown, so Braze may hold
+        them instead of the acknowledged ones: those of the `uncertain` table, and those of
+        batches in flight (`sending`) in an open run, which a new plan supersedes."""
+        ob = self.outbox
+        with self.engine.connect() as c:
+            rows = c.execute(
+                sa.select(
+                    self.uncertain_values.c[USER_ID],
+                    self.uncertain_values.c[ATTRIBUTE],
+                    self.uncertain_values.c[VALUE],
+                )
+            ).all()
+            in_flight = c.execute(
+                sa.select(ob.c[USER_ID], ob.c.payload)
+                .join(self.runs, self.runs.c.run_id == ob.c.run_id)
+                .where(ob.c.status == SENDING, self.runs.c.status == RUN_OPEN)
+            ).all()
+        rows = [tuple(r) for r in rows] + [
+            (user, name, _encode(value))
+            for user, payload in in_flight
+            for name, value in json.loads(payload).items()
+        ]
+        return self._frame(rows).drop_duplicates([USER_ID, ATTRIBUTE], keep="last")
+
     def _values(self, table: sa.Table) -> pd.DataFrame:
         with self.engine.connect() as c:
             rows = c.execute(sa.select(table.c[USER_ID], table.c[ATTRIBUTE], table.c[VALUE])).all()
+        return self._frame(rows)
+
+    @staticmethod
+    def _frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
         return pd.DataFrame(
             {
                 USER_ID: pd.Series([r[0] for r in rows], dtype=object),
@@ -318,6 +370,46 @@ class Ledger:
                 c.execute(sa.insert(self.outbox), rows[start : start + 10_000])
         return int(run_id)
 
+    def supersede(self, run_id: int) -> None:
+        """Close an unfinished run that a new plan replaces. The users of its batches in flight
+        (sent, never answered) move to `uncertain`: Braze may hold what was sent, so the next
+        plan sends them their desired values whatever the acknowledged state says."""
+        ob = self.outbox
+        with self.engine.begin() as c:
+            rows = c.execute(
+                sa.select(ob.c[USER_ID], ob.c.payload).where(
+                    ob.c.run_id == run_id, ob.c.status == SENDING
+                )
+            ).all()
+            values = [
+                {USER_ID: user, ATTRIBUTE: name, VALUE: _encode(value), "run_id": run_id}
+                for user, payload in rows
+                for name, value in json.loads(payload).items()
+            ]
+            if values:
+                c.execute(self._uncertain_upsert, values)
+                c.execute(
+                    sa.update(ob)
+                    .where(ob.c.run_id == run_id, ob.c.status == SENDING)
+                    .values(status=UNKNOWN, message=_SUPERSEDED_IN_FLIGHT)
+                )
+            c.execute(
+                sa.update(self.runs)
+                .where(self.runs.c.run_id == run_id)
+                .values(status=RUN_SUPERSEDED, finished_at=time.time())
+            )
+
+    def mark_sending(self, run_id: int, batch: int) -> None:
+        """Record that a batch's request is about to go out: from now on its outcome is
+        unknown until Braze's answer is recorded."""
+        ob = self.outbox
+        with self.engine.begin() as c:
+            c.execute(
+                sa.update(ob)
+                .where(ob.c.run_id == run_id, ob.c.batch == batch, ob.c.status == PENDING)
+                .values(status=SENDING)
+            )
+
     def finish_run(self, run_id: int, status: str = RUN_DONE) -> None:
         with self.engine.begin() as c:
             c.execute(
@@ -327,12 +419,13 @@ class Ledger:
             )
 
     def pending_batches(self, run_id: int) -> list[tuple[int, list[OutboxRow]]]:
-        """The run's batches still to send, in order (one query)."""
+        """The run's batches still to send (never sent, or in flight when the run stopped), in
+        order (one query)."""
         ob = self.outbox
         with self.engine.connect() as c:
             rows = c.execute(
                 sa.select(ob.c.batch, ob.c[USER_ID], ob.c.payload)
-                .where(ob.c.run_id == run_id, ob.c.status == PENDING)
+                .where(ob.c.run_id == run_id, ob.c.status.in_((PENDING, SENDING)))
                 .order_by(ob.c.batch, ob.c[USER_ID])
             ).all()
         batches: dict[int, list[OutboxRow]] = {}
@@ -375,8 +468,21 @@ class Ledger:
         failed: Iterable[tuple[OutboxRow, str]] = (),
         unknown: Iterable[OutboxRow] = (),
     ) -> None:
-        """Store Braze's answer to one batch and the acknowledged values, in one transaction."""
+        """Store Braze's answer to one batch and the acknowledged values, in one transaction.
+
+        Values whose outcome Braze did not report go to `uncertain`; an answer (acknowledged or
+        rejected) for an attribute clears it there. The first acknowledgement binds an unbound
+        ledger to the Braze instance `bind_target` was given.
+        """
         acked, failed, unknown = list(acked), list(failed), list(unknown)
+        uncertain_rows = [
+            {USER_ID: r.user_id, ATTRIBUTE: k, VALUE: _encode(v), "run_id": run_id}
+            for r in unknown
+            for k, v in r.payload.items()
+        ]
+        answered = [(r.user_id, k) for r in acked for k in r.payload] + [
+            (r.user_id, k) for r, _ in failed for k in r.payload
+        ]
         state_rows = [
             {USER_ID: r.user_id, ATTRIBUTE: k, VALUE: _encode(v), "run_id": run_id}
             for r in acked
@@ -419,6 +525,37 @@ class Ledger:
                 self._any_rejections = True
             if outcomes:
                 c.execute(self._set_outcome, outcomes)
+            if answered and self._any_uncertain(c):
+                u = self.uncertain_values
+                for start in range(0, len(answered), 500):
+                    c.execute(
+                        sa.delete(u).where(
+                            sa.tuple_(u.c[USER_ID], u.c[ATTRIBUTE]).in_(
+                                answered[start : start + 500]
+                            )
+                        )
+                    )
+            if uncertain_rows:
+                c.execute(self._uncertain_upsert, uncertain_rows)
+            if acked and self._unbound_target is not None:
+                if c.execute(sa.select(self.target)).first() is None:
+                    endpoint, id_field = self._unbound_target
+                    c.execute(
+                        sa.insert(self.target).values(
+                            name="braze",
+                            endpoint=endpoint,
+                            id_field=id_field,
+                            created_at=time.time(),
+                        )
+                    )
+                self._unbound_target = None
+
+    def _any_uncertain(self, c: sa.Connection) -> bool:
+        return c.execute(sa.select(self.uncertain_values).limit(1)).first() is not None
+
+    @cached_property
+    def _uncertain_upsert(self) -> Any:
+        return self._upsert(self.uncertain_values, (VALUE, "run_id"))
 
     @cached_property
     def _state_upsert(self) -> Any:

@@ -25,6 +25,7 @@ from features.schema import BUCKET, CHURN_PROBABILITY, REASONS, USER_ID
 from training.buckets import BucketPolicy, BucketPolicyError
 
 __all__ = [
+    "NOTES",
     "POLICY_METADATA",
     "ScoresFileError",
     "policy_sidecar",
@@ -41,6 +42,11 @@ class ScoresFileError(LapseError, ValueError):
 
 #: Parquet metadata key of where a scores file's scores come from (as_of, model, version).
 PROVENANCE_METADATA = "lapse.provenance"
+#: Key of ``DataFrame.attrs`` where `prepare_scores` leaves notes for the user (e.g. float ids
+#: converted to text); `serving.sync.sync` copies them to ``SyncReport.notes``.
+NOTES = "lapse.notes"
+_EXACT_INT = 2**53  # floats hold every integer up to this exactly; above it an id may be altered
+
 #: Parquet metadata key of the bucket policy a scores file was bucketed with (by `lapse rescore`).
 POLICY_METADATA = "lapse.bucket_policy"
 
@@ -125,7 +131,11 @@ def prepare_scores(frame: pd.DataFrame, source: str = "scores", first_row: int =
             f"{source}: {where} {i + first_row}, column {CHURN_PROBABILITY!r}: expected a "
             f"probability in 0..1, found {_plain(frame[CHURN_PROBABILITY].iloc[i])!r}"
         )
-    out = pd.DataFrame({USER_ID: ids.astype(str).str.strip().to_numpy(), CHURN_PROBABILITY: prob})
+    notes = list(frame.attrs.get(NOTES, []))
+    text_ids, note = _text_ids(ids, source, where, first_row)
+    if note:
+        notes.append(note)
+    out = pd.DataFrame({USER_ID: text_ids, CHURN_PROBABILITY: prob})
     if BUCKET in frame.columns:
         buckets = [None if pd.isna(v) else str(v) for v in frame[BUCKET].to_numpy()]
         out[BUCKET] = pd.Series(buckets, index=out.index, dtype=object)
@@ -133,7 +143,38 @@ def prepare_scores(frame: pd.DataFrame, source: str = "scores", first_row: int =
         reasons = [_top_reason(v) for v in frame[REASONS].to_numpy()]
         out[REASONS] = pd.Series(reasons, index=out.index, dtype=object)
     out = out.sort_values([CHURN_PROBABILITY, USER_ID], ascending=[False, True], kind="stable")
-    return out.drop_duplicates(USER_ID, keep="first").reset_index(drop=True)
+    out = out.drop_duplicates(USER_ID, keep="first").reset_index(drop=True)
+    out.attrs[NOTES] = notes
+    return out
+
+
+def _text_ids(
+    ids: pd.Series, source: str, where: str, first_row: int
+) -> tuple[np.ndarray, str | None]:
+    """User ids as text. Ids are text: a float id column (a Parquet writer's doing) would be sent
+    as "1.0". Integral floats (every one, and exact) are converted, with a note; any other
+    float is an error naming the column and the first such row."""
+    values = ids.to_numpy()
+    floats = np.array([isinstance(v, float | np.floating) for v in values], dtype=bool)
+    if not floats.any():
+        return ids.astype(str).str.strip().to_numpy(), None
+    as_float = np.array([float(v) if f else 0.0 for v, f in zip(values, floats, strict=True)])
+    bad = floats & ~(
+        np.isfinite(as_float) & (as_float == np.round(as_float)) & (np.abs(as_float) <= _EXACT_INT)
+    )
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ScoresFileError(
+            f"{source}: {where} {i + first_row}, column {USER_ID!r}: expected a text (or whole "
+            f"number) user id, found the float {_plain(values[i])!r}; write {USER_ID} as text"
+        )
+    text = [str(int(v)) if f else str(v).strip() for v, f in zip(values, floats, strict=True)]
+    note = (
+        f"{source}: column {USER_ID!r} holds {int(floats.sum()):,} user id(s) as floats, all "
+        f"whole numbers: sent as text without the '.0' (e.g. {_plain(values[floats][0])!r} -> "
+        f"{text[int(np.flatnonzero(floats)[0])]!r}); write {USER_ID} as text to silence this"
+    )
+    return np.array(text, dtype=object), note
 
 
 def _plain(value: Any) -> Any:

@@ -7,15 +7,52 @@ only from the ``BRAZE_API_KEY`` environment variable.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from base import Section
+from base import Section, db_url_problem
+
+__all__ = ["BrazeSettings", "LedgerSettings", "ServingSettings", "api_key_problem"]
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be sent as ``Authorization: Bearer <key>`` (one phrase that shows
+    nothing of the key but its length and the offending character's position), or None.
+
+    An HTTP header holds visible ASCII and spaces only: a line break would split the header (or
+    make the HTTP library print the whole value in its error), a non-ASCII letter cannot be
+    encoded at all.
+    """
+    for position, char in enumerate(key, start=1):
+        if " " <= char <= "~":
+            continue
+        kind = (
+            "a line break"
+            if char in "\r\n"
+            else "a control character"
+            if ord(char) < 0x20 or ord(char) == 0x7F
+            else "a non-ASCII character"
+        )
+        return (
+            f"holds {kind} at character {position} of {len(key)}, which cannot go in an HTTP "
+            "header; expected the key exactly as Braze shows it (printable ASCII); "
+            "the key itself is not shown"
+        )
+    return None
 
 
 class LedgerSettings(Section):
     """The sync ledger's database (acknowledged Braze state)."""
 
     url: str = Field("sqlite:///ledger.db", min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _parseable(cls, url: str) -> str:
+        problem = db_url_problem(url, parse=False)
+        if problem:
+            raise ValueError(problem)
+        return url
+
     table_prefix: str = Field(
         "lapse_sync_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Prefix of the tables."
     )

@@ -6,8 +6,10 @@ only the difference is sent, and users no longer scored get their attributes set
 A run first writes its whole outbox, then sends it batch by batch, committing each batch's answer
 with the values it acknowledges. Killed at any point, the next run with the same scores resumes
 the outbox, so only the batch in flight (`concurrency` batches, if raised) can be sent twice; a
-run with the same scores after a finished one sends nothing. The ledger's lock keeps two runs
-from sending at once.
+run with the same scores after a finished one sends nothing. A run with other scores supersedes
+an unfinished one: users of its batches in flight (sent, never answered) are sent their new
+values whatever the ledger says, since Braze may hold what was in flight. The ledger's lock
+keeps two runs from sending at once.
 """
 
 from __future__ import annotations
@@ -29,27 +31,30 @@ from base import sqlite_file
 from features.schema import BUCKET, CHURN_PROBABILITY, REASONS, USER_ID
 from serving.braze_client import (
     BatchResult,
+    BrazeAuthError,
     BrazeClient,
     billable_keys,
     mask_key,
     request_headers,
 )
 from serving.ledger import ATTRIBUTE, VALUE, Ledger, OutboxRow
-from serving.scores import ScoresFileError, prepare_scores
-from serving.settings import BrazeSettings, LedgerSettings
+from serving.scores import NOTES, ScoresFileError, prepare_scores
+from serving.settings import BrazeSettings, LedgerSettings, api_key_problem
 from training.buckets import BucketPolicy, assign_buckets
 
 __all__ = [
     "NEW",
     "REMOVED",
+    "UNCERTAIN",
     "SyncConfig",
     "SyncReport",
     "plan_updates",
     "sync",
 ]
 
-#: Transition labels for users Braze has no value for yet, and for a value set to null.
-NEW, REMOVED = "(none)", "(null)"
+#: Transition labels for users Braze has no value for yet, for a value set to null, and for users
+#: whose value is unknown (sent, never acknowledged: sent again whatever the ledger says).
+NEW, REMOVED, UNCERTAIN = "(none)", "(null)", "(unknown)"
 _SCORE_MAX = 100
 
 Progress = Callable[[str, int, int], None]
@@ -99,6 +104,9 @@ class SyncReport:
     transitions: dict[tuple[str, str], int] = field(default_factory=dict)
     sample: list[dict[str, Any]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    #: Things the user should be told that did not stop the run (e.g. float user ids that were
+    #: converted to text); one line each.
+    notes: list[str] = field(default_factory=list)
 
 
 # --- desired state and the diff -----------------------------------------------------------------
@@ -118,8 +126,14 @@ def plan_updates(
     acknowledged: pd.DataFrame,
     rejected: pd.DataFrame,
     config: SyncConfig,
+    uncertain: pd.DataFrame | None = None,
 ) -> Plan:
-    """Diff the desired attributes of the scored users against what Braze acknowledged."""
+    """Diff the desired attributes of the scored users against what Braze acknowledged.
+
+    ``uncertain`` (user_id, attribute, value) lists values sent but never acknowledged: Braze
+    holds either them or the acknowledged ones, so those attributes are sent whatever the diff
+    says (a user no longer scored gets them set to null).
+    """
     ack = acknowledged.set_index([USER_ID, ATTRIBUTE])[VALUE]
     prev_bucket = (
         acknowledged.loc[acknowledged[ATTRIBUTE] == config.braze.attribute]
@@ -149,6 +163,19 @@ def plan_updates(
             & acknowledged[VALUE].notna()
         ]
         long = pd.concat([long, gone.assign(**{VALUE: None})], ignore_index=True)
+    unsure = pd.MultiIndex.from_tuples([], names=[USER_ID, ATTRIBUTE])
+    if uncertain is not None and len(uncertain):
+        unsure = pd.MultiIndex.from_frame(uncertain[[USER_ID, ATTRIBUTE]])
+        if config.braze.null_unscored:  # Braze may hold what was sent: null it
+            extra = uncertain.loc[
+                ~uncertain[USER_ID].isin(scores[USER_ID])
+                & uncertain[ATTRIBUTE].isin(config.attributes)
+            ]
+            known = pd.MultiIndex.from_frame(long[[USER_ID, ATTRIBUTE]])
+            extra = extra.loc[~pd.MultiIndex.from_frame(extra[[USER_ID, ATTRIBUTE]]).isin(known)]
+            long = pd.concat(
+                [long, extra[[USER_ID, ATTRIBUTE]].assign(**{VALUE: None})], ignore_index=True
+            )
 
     key = pd.MultiIndex.from_frame(long[[USER_ID, ATTRIBUTE]])
     before = ack.reindex(key)
@@ -162,6 +189,8 @@ def plan_updates(
             rej.map(_enc).to_numpy() == new_enc
         )
         changed &= ~same_as_rejected
+    forced = key.isin(unsure) if len(unsure) else np.zeros(len(key), dtype=bool)
+    changed |= forced
     todo = long.loc[changed].sort_values([USER_ID, ATTRIBUTE], kind="stable")
     payloads: dict[str, dict[str, Any]] = {}
     for user, name, value in zip(
@@ -169,11 +198,15 @@ def plan_updates(
     ):
         payloads.setdefault(str(user), {})[name] = _plain(value)
     updates = [OutboxRow(user, payload) for user, payload in payloads.items()]
-    moves = long.loc[changed & (long[ATTRIBUTE] == config.braze.attribute).to_numpy()]
-    old = before.loc[changed & (long[ATTRIBUTE] == config.braze.attribute).to_numpy()]
+    is_bucket = changed & (long[ATTRIBUTE] == config.braze.attribute).to_numpy()
+    moves = long.loc[is_bucket]
+    old = before.loc[is_bucket]
     transitions = Counter(
         zip(
-            [NEW if _enc(v) is None else str(v) for v in old.to_numpy()],
+            [
+                UNCERTAIN if unsure_ else NEW if _enc(v) is None else str(v)
+                for v, unsure_ in zip(old.to_numpy(), forced[is_bucket], strict=True)
+            ],
             [REMOVED if v is None else str(v) for v in moves[VALUE].to_numpy()],
             strict=True,
         )
@@ -261,9 +294,13 @@ def sync(
     BrazeUnavailableError, LedgerLockedError; whatever was acknowledged before stays recorded.
     """
     started = time.perf_counter()
+    if not dry_run and api_key and (problem := api_key_problem(api_key)):
+        raise BrazeAuthError(f"the Braze API key (BRAZE_API_KEY) {problem}")  # before any write
     report_progress = progress or (lambda stage, done, total: None)
     scores = prepare_scores(scores)  # idempotent: a frame from read_scores passes unchanged
-    report = SyncReport(dry_run=dry_run, users_scored=len(scores))
+    report = SyncReport(
+        dry_run=dry_run, users_scored=len(scores), notes=list(scores.attrs.get(NOTES, []))
+    )
     url = config.ledger.url
     if dry_run and (file := sqlite_file(url)) is not None and not file.exists():
         url = "sqlite://"  # nothing acknowledged yet: plan against an empty ledger, create no file
@@ -294,7 +331,7 @@ def sync(
 def _checked_plan(scores: pd.DataFrame, ledger: Ledger, config: SyncConfig) -> Plan:
     """The plan against what the ledger says Braze holds, refused if it nulls too many."""
     acknowledged = ledger.acknowledged()
-    plan = plan_updates(scores, acknowledged, ledger.rejected(), config)
+    plan = plan_updates(scores, acknowledged, ledger.rejected(), config, ledger.uncertain())
     check_nulls(plan, acknowledged, config)
     return plan
 
@@ -335,9 +372,9 @@ def _run(
     if run is not None and run.digest == digest:
         run_id, report.resumed = run.run_id, True
     else:
-        plan = _checked_plan(scores, ledger, config)
-        if run is not None:
-            ledger.finish_run(run.run_id, "superseded")  # acks so far stand; re-plan the rest
+        plan = _checked_plan(scores, ledger, config)  # its batches in flight count as unknown
+        if run is not None:  # acks so far stand; its batches in flight become uncertain
+            ledger.supersede(run.run_id)
         _fill_plan(report, plan)
         run_id = ledger.start_run(digest, _batches(plan.updates, config.braze.batch_size))
     report.run_id = run_id
@@ -385,6 +422,10 @@ def _send(
     def send(rows: list[OutboxRow]) -> tuple[list[OutboxRow], BatchResult]:
         return rows, client.track(_objects(rows, config))
 
+    def sending(number: int, rows: list[OutboxRow]) -> list[OutboxRow]:
+        ledger.mark_sending(run_id, number)  # from here its outcome is unknown until recorded
+        return rows
+
     def record(rows: list[OutboxRow], result: BatchResult) -> None:
         nonlocal done
         report.sent += len(rows)
@@ -398,14 +439,17 @@ def _send(
         progress("batches", done, len(pending))
 
     if config.braze.concurrency == 1:
-        for _number, rows in pending:
+        for number, rows in pending:
             ledger.heartbeat(holder)
-            record(*send(rows))
+            record(*send(sending(number, rows)))
         return
     queue = iter(pending)
     error: BaseException | None = None
     with ThreadPoolExecutor(max_workers=config.braze.concurrency) as pool:
-        in_flight = {pool.submit(send, rows) for _, rows in islice(queue, config.braze.concurrency)}
+        in_flight = {
+            pool.submit(send, sending(number, rows))
+            for number, rows in islice(queue, config.braze.concurrency)
+        }
         while in_flight:
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -415,6 +459,9 @@ def _send(
                     error = error or exc
             if error is None:
                 ledger.heartbeat(holder)
-                in_flight |= {pool.submit(send, rows) for _, rows in islice(queue, len(finished))}
+                in_flight |= {
+                    pool.submit(send, sending(number, rows))
+                    for number, rows in islice(queue, len(finished))
+                }
     if error is not None:
         raise error

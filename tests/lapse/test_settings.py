@@ -599,3 +599,61 @@ def test_sync_settings_refuse_bad_bucket_policies(
     with pytest.raises(SettingsError, match=re.escape(needle)) as exc:
         Settings.load(cfg)
     assert str(cfg) in str(exc.value)
+
+
+# --- issue 13 #15, #16: the key, URLs, empty values, a BOM --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        (f"{SECRET}\nX-Injected: y", "a line break at character 25 of 38"),
+        (f"{SECRET[:4]}\u00e9{SECRET[4:]}", "a non-ASCII character at character 5 of 25"),
+        (f"{SECRET}\x07", "a control character at character 25 of 25"),
+    ],
+)
+def test_an_api_key_that_cannot_go_in_a_header_is_refused_masked(
+    key: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(API_KEY_ENV, key)
+    with pytest.raises(SettingsError) as raised:
+        Settings.load()
+    message = str(raised.value)
+    assert message.startswith(f"{API_KEY_ENV}: holds {kind}, which cannot go in an HTTP header")
+    assert "\n" not in message and SECRET[:8] not in message and "not shown" in message
+
+
+def test_a_ledger_url_with_a_bad_port_names_the_key_and_hides_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAPSE_LEDGER__URL", "postgresql://lapse:hunter2@db:abc/lapse")
+    with pytest.raises(SettingsError) as raised:
+        Settings.load()
+    assert str(raised.value) == (
+        "LAPSE_LEDGER__URL: the port 'abc' is not a number (expected e.g. host:5432) "
+        "(got 'postgresql://lapse:***@db:abc/lapse')"
+    )
+    monkeypatch.delenv("LAPSE_LEDGER__URL")
+    cfg = write(tmp_path / "lapse.toml", '[ledger]\nurl = "postgresql://db:54x2/lapse"\n')
+    with pytest.raises(SettingsError, match=r"lapse.toml: \[ledger\] url: the port '54x2' is not"):
+        Settings.load(cfg)
+
+
+def test_an_empty_env_value_is_an_error_not_the_current_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LAPSE_STORE__PATH", "")
+    with pytest.raises(SettingsError, match=r"^LAPSE_STORE__PATH: empty; expected a value"):
+        Settings.load()
+    monkeypatch.delenv("LAPSE_STORE__PATH")
+    cfg = write(tmp_path / "lapse.toml", '[store]\npath = " "\n')
+    with pytest.raises(SettingsError, match=r"lapse.toml: \[store\] path: empty; expected a path"):
+        Settings.load(cfg)
+    with pytest.raises(SettingsError, match=r"^override \[store\] path: empty"):
+        Settings.load(store={"path": ""})
+
+
+def test_a_config_file_with_a_utf8_bom_is_read(tmp_path: Path) -> None:
+    cfg = tmp_path / "lapse.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf[braze]\nbatch_size = 10\n")
+    assert Settings.load(cfg).braze.batch_size == 10

@@ -97,6 +97,21 @@ def test_no_key_is_an_auth_error() -> None:
         BrazeClient(BrazeSettings(url="http://127.0.0.1:9"), "")
 
 
+@pytest.mark.parametrize("bad", ["\nX-Injected: y", "\u00e9", "\r"])
+def test_a_key_that_cannot_go_in_a_header_is_refused_before_any_request(
+    emulator: Emulator, bad: str
+) -> None:
+    """Not retried as an outage (5 tries, "nothing is lost"), never echoed: refused at once."""
+    key = f"canary-{bad}-5f3a"
+    config = BrazeSettings(url=emulator.url, max_rps=1000.0)
+    with pytest.raises(BrazeAuthError) as exc, BrazeClient(config, key) as c:
+        c.track(objects(1))
+    message = str(exc.value)
+    assert "cannot go in an HTTP header" in message and "canary" not in message
+    assert exc.value.__cause__ is None and exc.value.__context__ is None
+    assert inspect(emulator, "stats")["track_requests"] == 0
+
+
 def test_other_client_errors_are_not_retried(emulator: Emulator) -> None:
     with (
         BrazeClient(BrazeSettings(url=emulator.url + "/v9"), KEY) as c,

@@ -22,7 +22,7 @@ from serving.emulator import MSG_BLOCKLISTED, MSG_ID_TOO_LARGE, Emulator, Emulat
 from serving.ledger import ATTRIBUTE, VALUE, Ledger, LedgerError, LedgerLockedError
 from serving.scores import ScoresFileError, prepare_scores, read_scores, read_scores_policy
 from serving.settings import BrazeSettings, LedgerSettings
-from serving.sync import NEW, REMOVED, SyncConfig, plan_updates, sync
+from serving.sync import NEW, REMOVED, UNCERTAIN, SyncConfig, plan_updates, sync
 from tests.serving.conftest import HTTP, KEY, inspect
 from tests.training.test_buckets import reference_bucket
 from training.buckets import BucketPolicy
@@ -134,6 +134,26 @@ def test_reasons_in_any_written_form_reduce_to_the_top_one(tmp_path: Path) -> No
         "d": None,
         "e": "[not json",
     }
+
+
+def test_float_user_ids_are_text_or_an_error(emulator: Emulator, config, tmp_path: Path) -> None:
+    """A Parquet writer that made the id column float: whole numbers are sent as "1", not
+    "1.0", and the report says so; any other float is an error naming the column and row."""
+    path = tmp_path / "floats.parquet"
+    pd.DataFrame({USER_ID: [1.0, 2.0, 30.0], CHURN_PROBABILITY: [0.9, 0.1, 0.3]}).to_parquet(path)
+    frame = read_scores(path)
+    assert frame[USER_ID].tolist() == ["1", "30", "2"]
+    emulator.add_profiles(["1", "2", "30"])
+    report = sync(frame, config, KEY)
+    assert report.acknowledged == 3
+    assert bucket_profiles(emulator) == {"1": "high", "2": "low", "30": "medium"}
+    (note,) = report.notes
+    assert f"{path}: column 'user_id' holds 3 user id(s) as floats" in note and "1.0 -> '1'" in note
+    for bad, row in (([1.0, 2.5], 2), ([float(2**60), 1.0], 1), ([1.0, float("inf")], 2)):
+        pd.DataFrame({USER_ID: bad, CHURN_PROBABILITY: [0.5, 0.5]}).to_parquet(path)
+        with pytest.raises(ScoresFileError, match=rf"floats.parquet: row {row}, column 'user_id'"):
+            read_scores(path)
+    assert sync(scores({"1": 0.9, "2": 0.1, "30": 0.3}), config, KEY).notes == []  # text ids
 
 
 def test_a_corrupt_scores_file_is_named(tmp_path: Path) -> None:
@@ -253,6 +273,24 @@ def test_a_ledger_speaks_for_one_braze_instance(emulator: Emulator, config, sqli
     by_braze_id = with_braze(config, id_field="braze_id")
     with pytest.raises(LedgerError, match="users by external_id"):
         sync(scores(users), by_braze_id, KEY)
+
+
+def test_a_mistyped_braze_url_that_never_answered_does_not_claim_the_ledger(
+    emulator: Emulator, config, sqlite_url
+) -> None:
+    """The first run goes to a typo (nothing listens there): the ledger stays unbound, so the
+    run with the fixed braze.url sends, and only then is the ledger bound to it."""
+    users = {"a": 0.9, "b": 0.1}
+    emulator.add_profiles(list(users))
+    with Emulator(EmulatorConfig(api_keys=frozenset({KEY}))) as gone:
+        typo = gone.url
+    mistyped = with_braze(config, url=typo, max_attempts=1, timeout_s=1.0)
+    with pytest.raises(BrazeUnavailableError):
+        sync(scores(users), mistyped, KEY)
+    assert sync(scores(users), config, KEY).acknowledged == 2
+    assert Ledger(sqlite_url).bound_target() == (emulator.url, "external_id")
+    with pytest.raises(LedgerError, match=f"records what {emulator.url} acknowledged"):
+        sync(scores(users), mistyped, KEY)
 
 
 def test_update_existing_only_and_extra_attributes(emulator: Emulator, sqlite_url: str) -> None:
@@ -414,6 +452,25 @@ def test_an_answer_that_names_no_object_is_unknown_and_sent_again(emulator, conf
     assert (again.sent, again.acknowledged, again.unknown) == (10, 10, 0)
     assert sync(scores(users), config, KEY).sent == 0
     assert set(bucket_profiles(emulator).values()) == {"high"}
+
+
+def test_a_value_of_unknown_outcome_is_sent_again_even_if_the_ledger_already_agrees(
+    emulator, config
+) -> None:
+    """low acknowledged; high sent but the answer names no object (Braze applied it); the next
+    scores say low again: the ledger's low is no proof of what Braze holds, so low is sent."""
+    users = {f"u{i:02d}": 0.1 for i in range(10)}
+    emulator.add_profiles(list(users))
+    sync(scores(users), config, KEY)
+    HTTP.post(f"{emulator.url}/_emulator/force", json={"status": "garbled", "count": 1})
+    assert sync(scores({u: 0.9 for u in users}), config, KEY).unknown == 10
+    assert set(bucket_profiles(emulator).values()) == {"high"}
+    dry = sync(scores(users), config, KEY, dry_run=True)
+    assert dry.changed == 10 and dry.transitions == {("(unknown)", "low"): 10}
+    assert UNCERTAIN == "(unknown)"
+    assert sync(scores(users), config, KEY).acknowledged == 10
+    assert set(bucket_profiles(emulator).values()) == {"low"}
+    assert sync(scores(users), config, KEY).sent == 0
 
 
 def test_dry_run_sends_and_records_nothing(emulator: Emulator, config, sqlite_url) -> None:
