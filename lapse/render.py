@@ -191,6 +191,8 @@ def rescore(outcome: RescoreOutcome) -> None:
 def sync(outcome: SyncOutcome, from_file: str | None = None) -> None:
     result, config = outcome.report, outcome.config
     dry_run = result.dry_run
+    for note in result.notes:
+        out.print(f"note: {note}", highlight=False)
     if from_file and outcome.file_policy is not None:
         bounds = ", ".join(f"{name} >= {bound:.4g}" for name, bound in outcome.file_policy.cuts)
         out.print(f"Buckets: the model's bounds recorded in {from_file} ({bounds})")
