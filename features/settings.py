@@ -43,10 +43,32 @@ class IngestSettings(Section):
     )
 
 
+#: Hours after an expiry within which a renewal, recovery or reactivation still counts as
+#: continuous entitlement (DESIGN.md "The churn label").
+DEFAULT_RENEWAL_LEEWAY_HOURS = 24.0
+
+
 class LabelSettings(Section):
-    """The churn label's horizon."""
+    """The churn label: its horizon, and the leeway a late-delivered renewal gets.
+
+    Stores and Adjust deliver a renewal minutes to hours after the expiry it continues (Apple
+    retries a charge for up to a day before the period is lost; server notifications and
+    Adjust's callbacks add their own delays). Without a leeway a subscriber whose period ends at
+    cut-off + horizon and renews 30 minutes later is a false churner, and one whose period ended
+    the hour before a midnight cut-off is missing from the active set. 24 hours covers the
+    delays seen (0-90 minutes in the foreign app of issue 12) with room, while a real lapse still
+    shows within a day.
+    """
 
     horizon_days: int = Field(30, ge=1)
+    renewal_leeway_hours: float = Field(
+        DEFAULT_RENEWAL_LEEWAY_HOURS,
+        ge=0,
+        le=24 * 7,
+        description="A renewal, recovery or reactivation arriving up to this many hours after "
+        "the previous expiry keeps entitlement continuous (active set, label and state "
+        "features alike).",
+    )
 
 
 class FeatureConfig(Section):
@@ -77,9 +99,27 @@ class FeatureConfig(Section):
     support_events: tuple[str, ...] = Field(
         ("support_contacted",), description="The app's event names that mean a support contact."
     )
+    renewal_leeway_hours: float = Field(
+        DEFAULT_RENEWAL_LEEWAY_HOURS,
+        ge=0,
+        le=24 * 7,
+        description="Not a [features] key: copied from labels.renewal_leeway_hours by "
+        "feature_definition(), so the model carries the rule its state features and labels used.",
+    )
 
     @model_validator(mode="after")
     def _windows(self) -> FeatureConfig:
         if not self.windows or any(w < 1 for w in self.windows):
             raise ValueError(f"windows: expected positive days, got {list(self.windows)}")
         return self
+
+
+#: FeatureConfig fields a run resolves from other sections or from the data (a trained model
+#: keeps them); lapse.toml does not list them under [features].
+RESOLVED_FIELDS = ("renewal_leeway_hours",)
+
+
+def feature_definition(features: FeatureConfig, labels: LabelSettings) -> FeatureConfig:
+    """The feature definition features and labels are built with: ``[features]`` plus the
+    label rule the state features share (``labels.renewal_leeway_hours``)."""
+    return features.model_copy(update={"renewal_leeway_hours": labels.renewal_leeway_hours})

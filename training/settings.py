@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from base import Section
-from features.settings import FeatureConfig, LabelSettings
+from features.settings import FeatureConfig, LabelSettings, feature_definition
 from training.buckets import BucketPolicy
 
 
@@ -103,6 +103,12 @@ class TrainConfig(BaseModel):
     def of(cls, settings: Any) -> TrainConfig:
         """The training slice of a ``lapse.settings.Settings`` (or anything with these sections)."""
         return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+
+    @property
+    def definition(self) -> FeatureConfig:
+        """``[features]`` with the label rule the state features share (the leeway): what
+        snapshots are built with and the model keeps."""
+        return feature_definition(self.features, self.labels)
 
     def replace(self, **sections: dict[str, Any]) -> TrainConfig:
         """A copy with some keys of some sections changed and checked, e.g.

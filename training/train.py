@@ -126,6 +126,8 @@ def train_snapshots(
     clock = {"start": time.perf_counter()}
     t = config.training
     horizon = config.labels.horizon_days
+    if config.features != config.definition:
+        config = config.model_copy(update={"features": config.definition})
     registry = feature_registry(config.features) if registry is None else registry
     labelled = snapshots[snapshots[schema.CHURNED].notna()]
     split = time_split(
@@ -348,6 +350,7 @@ def train_store(
         t = config.training
         ts = events[schema.TS]
         cutoffs = data_cutoffs(ts.min(), ts.max(), t.first_cutoff_days, t.cutoff_every_days)
+    config = config.model_copy(update={"features": config.definition})
     frame = snapshots(events, cutoffs, horizon, config.features, progress=progress)
     del events
     return train_snapshots(frame, config, truth, progress)
