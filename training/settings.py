@@ -45,6 +45,13 @@ class TrainingSettings(Section):
     valid_cutoffs: int = Field(
         1, ge=1, description="Latest eligible cut-offs used for validation (tuning, calibration)."
     )
+    valid_share: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of subscribers held out of training for validation, at every "
+        "eligible cut-off (0: validate on the latest valid_cutoffs cut-offs instead).",
+    )
     seed: int = 42
     min_churners: int = Field(50, ge=1, description="Churners needed in each split.")
     min_non_churners: int = Field(50, ge=1, description="Non-churners needed in each split.")
