@@ -99,6 +99,24 @@ class FeatureConfig(Section):
     support_events: tuple[str, ...] = Field(
         ("support_contacted",), description="The app's event names that mean a support contact."
     )
+    app_events_top: int = Field(
+        20,
+        ge=0,
+        description="At training, the most frequent in-app event names among subscribers each "
+        "get their own features (counts, rate, trend, recency, share); 0 = none.",
+    )
+    app_events: tuple[str, ...] = Field(
+        (), description="In-app event names that always get their own features."
+    )
+    app_events_reason: str = Field(
+        "falling_engagement", description="Reason group the per-event features count toward."
+    )
+    app_events_chosen: tuple[str, ...] | None = Field(
+        None,
+        description="Not a [features] key: the event names chosen at training (app_events plus "
+        "the top app_events_top); the model keeps them so scoring builds the same columns. "
+        "Unset: only app_events.",
+    )
     renewal_leeway_hours: float = Field(
         DEFAULT_RENEWAL_LEEWAY_HOURS,
         ge=0,
@@ -109,14 +127,28 @@ class FeatureConfig(Section):
 
     @model_validator(mode="after")
     def _windows(self) -> FeatureConfig:
+        from features.registry import REASON_GROUPS
+
         if not self.windows or any(w < 1 for w in self.windows):
             raise ValueError(f"windows: expected positive days, got {list(self.windows)}")
+        if self.app_events_reason not in REASON_GROUPS:
+            raise ValueError(
+                f"app_events_reason: expected one of {sorted(REASON_GROUPS)}, "
+                f"got {self.app_events_reason!r}"
+            )
         return self
+
+    @property
+    def app_event_names(self) -> tuple[str, ...]:
+        """The in-app event names that get their own features under this definition."""
+        if self.app_events_chosen is not None:
+            return self.app_events_chosen
+        return tuple(dict.fromkeys(self.app_events))
 
 
 #: FeatureConfig fields a run resolves from other sections or from the data (a trained model
 #: keeps them); lapse.toml does not list them under [features].
-RESOLVED_FIELDS = ("renewal_leeway_hours",)
+RESOLVED_FIELDS = ("renewal_leeway_hours", "app_events_chosen")
 
 
 def feature_definition(features: FeatureConfig, labels: LabelSettings) -> FeatureConfig:

@@ -23,6 +23,7 @@ def leeway_micros(config: FeatureConfig) -> int:
     """The renewal leeway of ``config`` in epoch microseconds."""
     return round(config.renewal_leeway_hours * MICROS_PER_HOUR)
 
+
 START_EVENTS = ("activation", "trial_started", "discounted_offer")
 #: Events that open or extend a paid/trial period (and so mean auto-renew is on).
 CHARGE_EVENTS = (*START_EVENTS, "renewal", "renewal_from_billing_retry", "reactivation")

@@ -24,9 +24,11 @@ import pandas as pd
 from base import LapseError, safe_url
 from features import schema
 from features.build import feature_registry
+from features.engagement import choose_app_events
 from features.from_store import check_store, read_events
 from features.labelled import snapshots
 from features.registry import Feature
+from features.timeline import EventTable, to_micros
 from training import plots
 from training.evaluate import (
     RuleBaseline,
@@ -438,7 +440,13 @@ def train_store(
         t = config.training
         ts = events[schema.TS]
         cutoffs = data_cutoffs(ts.min(), ts.max(), t.first_cutoff_days, t.cutoff_every_days)
-    config = config.model_copy(update={"features": config.definition})
+    definition = config.definition
+    if definition.app_events_chosen is None:  # the app's own events, chosen before the hold-out
+        table = EventTable(events, definition)
+        chosen = choose_app_events(table, to_micros(cutoffs[-1]), definition) if cutoffs else ()
+        definition = definition.model_copy(update={"app_events_chosen": chosen})
+        del table
+    config = config.model_copy(update={"features": definition})
     frame = snapshots(events, cutoffs, horizon, config.features, progress=progress)
     del events
     return train_snapshots(frame, config, truth, progress)

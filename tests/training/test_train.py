@@ -250,4 +250,8 @@ def test_train_store_on_apps_unlike_ours(shape, tmp_path, mlflow_env) -> None:
     run = MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert "trial_or_offer_days_left" in run.data.params["dropped_features"].split(",")
-    assert result.model.feature_definition.renewal_leeway_hours == 24
+    definition = result.model.feature_definition
+    assert definition.renewal_leeway_hours == 24
+    if shape == "foreign":  # the social app's own events were chosen and built
+        assert {"like", "message", "unfriend"} <= set(definition.app_events_chosen)
+        assert "app_like_share_28d" in result.model.features_
