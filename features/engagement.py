@@ -9,6 +9,8 @@ not mistaken for an inactive one.
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 from features import schema as s
@@ -61,7 +63,7 @@ def describe(config: FeatureConfig) -> tuple[Feature, ...]:
         ("days_since_last_session", "Days since the last session (missing if none)"),
         ("days_since_last_in_app_event", "Days since the last in-app event (missing if none)"),
     ]
-    return tuple(
+    described = tuple(
         Feature(
             name,
             "engagement",
@@ -71,6 +73,65 @@ def describe(config: FeatureConfig) -> tuple[Feature, ...]:
         )
         for name, description in specs
     )
+    return described + tuple(
+        Feature(name, "engagement", "numeric", description, config.app_events_reason)
+        for name, description in _app_event_specs(config)
+    )
+
+
+def app_event_slug(name: str) -> str:
+    """An event name as a column-name part: lower case, other than letters and digits as ``_``."""
+    slug = re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+    return slug or "unnamed"
+
+
+def _app_event_columns(config: FeatureConfig) -> list[tuple[str, str]]:
+    """(event name, column prefix) for each per-event family, prefixes made unique."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in config.app_event_names:
+        slug = app_event_slug(name)
+        seen[slug] = seen.get(slug, 0) + 1
+        out.append((name, f"app_{slug}" if seen[slug] == 1 else f"app_{slug}_{seen[slug]}"))
+    return out
+
+
+def _app_event_specs(config: FeatureConfig) -> list[tuple[str, str]]:
+    longest, shortest = max(config.windows), min(config.windows)
+    specs = []
+    for name, prefix in _app_event_columns(config):
+        for w in sorted(config.windows):
+            specs.append((f"{prefix}_{w}d", f"'{name}' events in the last {w} days"))
+        specs += [
+            (f"{prefix}_rate_{longest}d", f"'{name}' events per observed day, last {longest} days"),
+            (
+                f"{prefix}_trend_{shortest}d_vs_{longest}d",
+                f"Log rate of '{name}' over the last {shortest} days minus over {longest} days",
+            ),
+            (f"{prefix}_days_since_last", f"Days since the last '{name}' event (missing if none)"),
+            (
+                f"{prefix}_share_{longest}d",
+                f"Share of '{name}' among all in-app events of the last {longest} days "
+                "(missing without any)",
+            ),
+        ]
+    return specs
+
+
+def choose_app_events(table: EventTable, t: int, config: FeatureConfig) -> tuple[str, ...]:
+    """``config.app_events`` plus the ``app_events_top`` most frequent in-app event names among
+    subscribers (anyone with a subscription row) before ``t``, most frequent first."""
+    top = ()
+    if config.app_events_top > 0:
+        found = table.query(
+            f"SELECT {s.EVENT}::VARCHAR AS name, count(*) AS n FROM events "
+            f"WHERE {s.KIND} = '{s.KIND_EVENT}' AND {s.TS} < {t} AND {s.EVENT} IS NOT NULL "
+            f"AND ({s.USER_ID}, {s.PLATFORM}) IN (SELECT ({s.USER_ID}, {s.PLATFORM}) FROM events "
+            f"WHERE {s.KIND} = '{s.KIND_SUBSCRIPTION}') "
+            f"GROUP BY 1 ORDER BY n DESC, name LIMIT {int(config.app_events_top)}"
+        )
+        top = tuple(found["name"].to_list())
+    return tuple(dict.fromkeys((*config.app_events, *top)))
 
 
 def feature_names(config: FeatureConfig) -> tuple[str, ...]:
@@ -132,6 +193,10 @@ def activity_counts(table: EventTable, t: int, config: FeatureConfig) -> pl.Data
         f"max({s.TS}) FILTER (WHERE {session}) AS _last_session",
         f"max({s.TS}) FILTER (WHERE {in_app}) AS _last_event",
     ]
+    for name, prefix in _app_event_columns(config):
+        this = f"{in_app} AND {s.EVENT} = {_sql_list((name,))[1:-1]}"
+        columns += [count(f"{this} AND {since(w)}", f"{prefix}_{w}d") for w in windows]
+        columns.append(f"max({s.TS}) FILTER (WHERE {this}) AS _last_{prefix}")
     aggregates = table.query(
         f"SELECT {s.USER_ID}::VARCHAR AS {s.USER_ID}, {s.PLATFORM}::VARCHAR AS {s.PLATFORM}, "
         f"{', '.join(columns)} FROM events "
@@ -163,6 +228,8 @@ def engagement(
         f"paywall_views_{longest}d",
         f"support_contacts_{longest}d",
     ]
+    app = _app_event_columns(config)
+    counts += [f"{prefix}_{w}d" for _, prefix in app for w in windows]
     per_sub = first_seen.join(aggregates, on=key, how="left").with_columns(
         pl.col(counts).fill_null(0.0)
     )
@@ -191,4 +258,22 @@ def engagement(
         days(pl.lit(t) - pl.col("_last_session")).alias("days_since_last_session"),
         days(pl.lit(t) - pl.col("_last_event")).alias("days_since_last_in_app_event"),
     )
+    shortest = windows[0]
+    all_events = pl.col(_name_events(longest))
+    per_event = []
+    for _, prefix in app:
+        n_long, n_short = pl.col(f"{prefix}_{longest}d"), pl.col(f"{prefix}_{shortest}d")
+        per_event += [
+            (n_long / observed(longest)).alias(f"{prefix}_rate_{longest}d"),
+            (log_rate(n_short, observed(shortest)) - log_rate(n_long, observed(longest))).alias(
+                f"{prefix}_trend_{shortest}d_vs_{longest}d"
+            ),
+            days(pl.lit(t) - pl.col(f"_last_{prefix}")).alias(f"{prefix}_days_since_last"),
+            pl.when(all_events > 0)
+            .then(n_long / all_events)
+            .otherwise(None)
+            .alias(f"{prefix}_share_{longest}d"),
+        ]
+    if per_event:
+        out = out.with_columns(per_event)
     return out.select(*key, *feature_names(config))

@@ -5,8 +5,11 @@ Entitlement at the horizon's end is decided by the same state machine as activit
 (``state.state_at``), on the events before that moment: a renewal, recovery or win-back before
 then counts, a trial that ended without converting is churn, a refund or revocation ends access
 at once, and grace, billing retry and account hold still count as entitled (the subscriber can
-recover). Sandbox rows are left out. A label exists only where the whole horizon is observed:
-the horizon must end by ``observed_until``, which defaults to the latest event time in
+recover). A renewal, recovery or reactivation delivered within ``config.renewal_leeway_hours``
+of the expiry it continues keeps entitlement continuous (``entitled_at``), so the label looks
+that far past the horizon. Sandbox rows are left out. A label exists only where the whole
+horizon (and the leeway after it) is observed: the horizon plus leeway must end by
+``observed_until``, which defaults to the latest event time in
 ``events`` (pass the store's own end when the events are a slice of it).
 """
 
@@ -37,18 +40,55 @@ def observed_end(table: EventTable, observed_until: AsOf | None) -> int:
     return -(2**62) if last is None else int(last)
 
 
+def entitled_at(table: EventTable, end: int, config: FeatureConfig) -> pl.DataFrame:
+    """(user_id, platform) of every subscriber entitled at ``end``: by the events before it
+    (``state.state_at``'s strict test), or by a renewal, recovery or reactivation delivered
+    after ``end`` but within the leeway of the expiry it continues (read from the events up
+    to ``end`` + leeway; a refund or revocation before ``end`` is not continued)."""
+    key = list(s.SUBSCRIBER_INDEX)
+    leeway = st.leeway_micros(config)
+    rows = table.lifecycle(end + leeway).filter(pl.col(s.KIND) == s.KIND_SUBSCRIPTION)
+    before = rows.filter(pl.col(s.TS) < end)
+    state = st.state_at(before, end, config)
+    strict = state.filter(pl.col(st.ENTITLED)).select(key)
+    if leeway <= 0:
+        return strict
+    # the latest expiry any row before ``end`` announced, and whether access was taken back
+    lapsed = before.group_by(key).agg(
+        pl.col(s.EXPIRES_AT).max().alias("_previous_expiry"),
+        pl.col(s.EVENT).last().is_in(("refund", "revoked")).alias("_taken_back"),
+    )
+    continued = (
+        rows.filter(
+            (pl.col(s.TS) >= end)
+            & pl.col(s.EVENT).is_in(st.CHARGE_EVENTS)
+            & (pl.col(s.EXPIRES_AT) > end)
+        )
+        .join(lapsed, on=key, how="inner")
+        .filter(
+            ~pl.col("_taken_back")
+            & (pl.col("_previous_expiry") <= end)
+            & (pl.col(s.TS) <= pl.col("_previous_expiry") + leeway)
+        )
+        .select(key)
+        .unique()
+    )
+    return pl.concat([strict, continued]).unique()
+
+
 def labels_at(
     table: EventTable, t: int, horizon_days: int, config: FeatureConfig, observed_until: int
 ) -> pl.DataFrame:
-    """(user_id, platform, churned) for subscribers active at ``t``; empty if unobserved."""
+    """(user_id, platform, churned) for subscribers active at ``t``; empty unless the horizon
+    and the renewal leeway after it are observed."""
     if horizon_days < 1:
         raise FeatureInputError(f"horizon_days: expected >= 1, got {horizon_days}")
     key = list(s.SUBSCRIBER_INDEX)
     end = t + horizon_days * MICROS_PER_DAY
     active = active_state(table, t, config).select(key)
-    if end > observed_until:
+    if end + st.leeway_micros(config) > observed_until:
         return active.head(0).with_columns(pl.lit(None, dtype=pl.Boolean).alias(s.CHURNED))
-    later = active_state(table, end, config).select(*key, st.ENTITLED)
+    later = entitled_at(table, end, config).with_columns(pl.lit(True).alias(st.ENTITLED))
     return (
         active.join(later, on=key, how="left")
         .select(*key, (~pl.col(st.ENTITLED).fill_null(False)).alias(s.CHURNED))

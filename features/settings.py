@@ -43,10 +43,32 @@ class IngestSettings(Section):
     )
 
 
+#: Hours after an expiry within which a renewal, recovery or reactivation still counts as
+#: continuous entitlement (DESIGN.md "The churn label").
+DEFAULT_RENEWAL_LEEWAY_HOURS = 24.0
+
+
 class LabelSettings(Section):
-    """The churn label's horizon."""
+    """The churn label: its horizon, and the leeway a late-delivered renewal gets.
+
+    Stores and Adjust deliver a renewal minutes to hours after the expiry it continues (Apple
+    retries a charge for up to a day before the period is lost; server notifications and
+    Adjust's callbacks add their own delays). Without a leeway a subscriber whose period ends at
+    cut-off + horizon and renews 30 minutes later is a false churner, and one whose period ended
+    the hour before a midnight cut-off is missing from the active set. 24 hours covers the
+    delays seen (0-90 minutes in the foreign app of issue 12) with room, while a real lapse still
+    shows within a day.
+    """
 
     horizon_days: int = Field(30, ge=1)
+    renewal_leeway_hours: float = Field(
+        DEFAULT_RENEWAL_LEEWAY_HOURS,
+        ge=0,
+        le=24 * 7,
+        description="A renewal, recovery or reactivation arriving up to this many hours after "
+        "the previous expiry keeps entitlement continuous (active set, label and state "
+        "features alike).",
+    )
 
 
 class FeatureConfig(Section):
@@ -77,9 +99,59 @@ class FeatureConfig(Section):
     support_events: tuple[str, ...] = Field(
         ("support_contacted",), description="The app's event names that mean a support contact."
     )
+    app_events_top: int = Field(
+        20,
+        ge=0,
+        description="At training, the most frequent in-app event names among subscribers each "
+        "get their own features (counts, rate, trend, recency, share); 0 = none.",
+    )
+    app_events: tuple[str, ...] = Field(
+        (), description="In-app event names that always get their own features."
+    )
+    app_events_reason: str = Field(
+        "falling_engagement", description="Reason group the per-event features count toward."
+    )
+    app_events_chosen: tuple[str, ...] | None = Field(
+        None,
+        description="Not a [features] key: the event names chosen at training (app_events plus "
+        "the top app_events_top); the model keeps them so scoring builds the same columns. "
+        "Unset: only app_events.",
+    )
+    renewal_leeway_hours: float = Field(
+        DEFAULT_RENEWAL_LEEWAY_HOURS,
+        ge=0,
+        le=24 * 7,
+        description="Not a [features] key: copied from labels.renewal_leeway_hours by "
+        "feature_definition(), so the model carries the rule its state features and labels used.",
+    )
 
     @model_validator(mode="after")
     def _windows(self) -> FeatureConfig:
+        from features.registry import REASON_GROUPS
+
         if not self.windows or any(w < 1 for w in self.windows):
             raise ValueError(f"windows: expected positive days, got {list(self.windows)}")
+        if self.app_events_reason not in REASON_GROUPS:
+            raise ValueError(
+                f"app_events_reason: expected one of {sorted(REASON_GROUPS)}, "
+                f"got {self.app_events_reason!r}"
+            )
         return self
+
+    @property
+    def app_event_names(self) -> tuple[str, ...]:
+        """The in-app event names that get their own features under this definition."""
+        if self.app_events_chosen is not None:
+            return self.app_events_chosen
+        return tuple(dict.fromkeys(self.app_events))
+
+
+#: FeatureConfig fields a run resolves from other sections or from the data (a trained model
+#: keeps them); lapse.toml does not list them under [features].
+RESOLVED_FIELDS = ("renewal_leeway_hours", "app_events_chosen")
+
+
+def feature_definition(features: FeatureConfig, labels: LabelSettings) -> FeatureConfig:
+    """The feature definition features and labels are built with: ``[features]`` plus the
+    label rule the state features share (``labels.renewal_leeway_hours``)."""
+    return features.model_copy(update={"renewal_leeway_hours": labels.renewal_leeway_hours})

@@ -16,6 +16,14 @@ from features import schema as s
 from features.registry import Feature
 from features.timeline import SUBSCRIBER, FeatureConfig, days
 
+MICROS_PER_HOUR = 3_600 * 1_000_000
+
+
+def leeway_micros(config: FeatureConfig) -> int:
+    """The renewal leeway of ``config`` in epoch microseconds."""
+    return round(config.renewal_leeway_hours * MICROS_PER_HOUR)
+
+
 START_EVENTS = ("activation", "trial_started", "discounted_offer")
 #: Events that open or extend a paid/trial period (and so mean auto-renew is on).
 CHARGE_EVENTS = (*START_EVENTS, "renewal", "renewal_from_billing_retry", "reactivation")
@@ -88,7 +96,8 @@ PRICE_DECLINED_PENDING = _feature(
 DAYS_TO_EXPIRY = _feature(
     "days_to_expiry",
     "numeric",
-    "Days until the paid or trial period ends (negative: days since it ended, in billing trouble)",
+    "Days until the paid or trial period ends (negative: days since it ended, in billing trouble "
+    "or awaiting a renewal within the leeway)",
     "plan_and_tenure",
 )
 DAYS_SINCE_CHARGE = _feature(
@@ -123,8 +132,10 @@ def state_at(subs: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
 
     ``subs`` are ordered subscription rows (``timeline.ordered``), all before ``t``; the result
     is keyed by SUBSCRIBER and carries user_id and platform.
-    ``_active`` follows DESIGN.md: in a trial, offer or paid period whose expiry is after ``t``,
-    or in grace, billing retry or account hold. ``_entitled`` is the label's test: the same.
+    ``_active`` follows DESIGN.md: in a trial, offer or paid period whose expiry is after ``t``
+    minus the renewal leeway (``config.renewal_leeway_hours``: a renewal delivered late is not
+    yet seen), or in grace, billing retry or account hold. ``_entitled`` is the strict test at
+    ``t`` (expiry after ``t``); the label adds the late renewals it can see (``labels``).
     """
     key = SUBSCRIBER
     ev = pl.col(s.EVENT)
@@ -166,8 +177,15 @@ def state_at(subs: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
         days(pl.lit(t) - pl.col("_last_ts")) <= config.max_retry_days
     )
     ended = last.is_in(ENDING_EVENTS + PAUSE_EVENTS)
-    entitled_period = ~ended & ~last.is_in(FAILURE_EVENTS) & (pl.col(EXPIRY) > t)
+    open_period = ~ended & ~last.is_in(FAILURE_EVENTS)
+    # a period that ended less than the leeway ago, with no ending row, is a renewal not yet
+    # delivered: still active (the label decides later whether it came)
+    leeway = leeway_micros(config)
+    # (up to the leeway inclusive: a renewal delivered exactly then still continues the period)
+    recent_enough = pl.col(EXPIRY) >= t - leeway if leeway > 0 else pl.col(EXPIRY) > t
+    entitled_period = open_period & recent_enough
     active = (in_trouble | entitled_period).fill_null(False)
+    entitled = (in_trouble | (open_period & (pl.col(EXPIRY) > t))).fill_null(False)
     kind = pl.col("_charge_event").replace_strict(
         _PERIOD_KIND, default=PAID, return_dtype=pl.String
     )
@@ -185,7 +203,7 @@ def state_at(subs: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
     period = days(pl.col(EXPIRY) - pl.col("_charge_ts"))
     return per_sub.with_columns(
         active.alias(ACTIVE),
-        active.alias(ENTITLED),
+        entitled.alias(ENTITLED),
         status.alias(STATUS),
         (kind == TRIAL).cast(pl.Float64).alias(IN_TRIAL),
         (kind == OFFER).cast(pl.Float64).alias(IN_OFFER),

@@ -24,6 +24,7 @@ from features.from_store import StoreFeatures, store_features
 from features.ingest import IngestSummary, StoreError
 from features.ingest import ingest as ingest_files
 from features.ingest import reprocess_quarantine as retry_quarantine
+from features.settings import feature_definition
 from features.synthetic import GenerationError, GenerationSummary, SyntheticConfig
 from features.synthetic import generate as generate_app
 from features.synthetic.calibration import TruthCheck, check_truth
@@ -131,7 +132,8 @@ def features(
     out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(out.parent, os.W_OK):
         raise StoreError(f"--out {out}: cannot write in {out.parent}")
-    built = store_features(settings.store.path, as_of, settings.features, progress)
+    definition = feature_definition(settings.features, settings.labels)
+    built = store_features(settings.store.path, as_of, definition, progress)
     built.frame.to_parquet(out)
     return FeaturesResult(built, out, time.perf_counter() - started)
 

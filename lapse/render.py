@@ -122,6 +122,13 @@ def training(result: TrainResult, registered_model: str) -> None:
                 ("trials finished (pruned)", f"{result.tuning.finished} ({result.tuning.pruned})"),
                 ("best validation ROC AUC", result.tuning.best_value),
                 ("calibration", result.model.calibration_),
+                ("dropped (constant or empty)", ", ".join(result.dropped_features) or "none"),
+                (
+                    "LightGBM margin, PR AUC",
+                    f"valid {m.get('lgbm_margin_valid_pr_auc', float('nan')):+.4f} "
+                    f"hold-out {m.get('lgbm_margin_holdout_pr_auc', float('nan')):+.4f}",
+                ),
+                *(("warning", w) for w in result.warnings),
                 ("oracle", oracle),
                 ("oracle_ratio", m.get("oracle_ratio", "no ground truth")),
                 ("seconds", round(result.seconds["total"], 1)),

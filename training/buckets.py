@@ -106,7 +106,6 @@ class BucketPolicy:
                 )
 
 
-
 def bucket_bounds(policy: BucketPolicy, probabilities: np.ndarray) -> np.ndarray:
     """Probability lower bounds of the non-rest buckets, riskiest first, for this population."""
     import numpy as np  # here, not above: the settings load BucketPolicy, and stay light

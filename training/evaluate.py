@@ -15,7 +15,7 @@ from feature_engine.wrappers import SklearnTransformerWrapper
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from features import schema
 from features.registry import Feature
@@ -73,7 +73,11 @@ def lift_quality(y, p) -> float:
 def score_metrics(y, p, prefix: str) -> dict[str, float]:
     """Every hold-out metric of probabilities ``p`` against outcomes ``y``, named ``<prefix>_…``."""
     y = np.asarray(y, dtype=int)
-    p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
+    p = np.asarray(p, dtype=float)
+    if not np.isfinite(p).all():  # a score that could not be computed ranks as the average one
+        finite = np.isfinite(p)
+        p = np.where(finite, p, p[finite].mean() if finite.any() else y.mean())
+    p = np.clip(p, EPS, 1 - EPS)
     lift10, recall10 = top_share(y, p, 0.10)
     lift20, recall20 = top_share(y, p, 0.20)
     values = {
@@ -89,6 +93,17 @@ def score_metrics(y, p, prefix: str) -> dict[str, float]:
         "lift_quality": lift_quality(y, p),
     }
     return {f"{prefix}_{name}": float(value) for name, value in values.items()}
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil's (1982) standard error of a ROC AUC on that many positives and negatives."""
+    if positives < 1 or negatives < 1:
+        return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (
+        positives * negatives
+    )
+    return float(np.sqrt(max(var, 0.0)))
 
 
 def oracle_ratio(model_auc: float, oracle_auc: float) -> float:
@@ -120,9 +135,7 @@ def bucket_table(y, p, buckets, order: list[str]) -> pd.DataFrame:
 # --- baselines -------------------------------------------------------------------------------
 
 
-def rule_columns(
-    columns, registry: Mapping[str, Feature], reasons=RULE_REASONS
-) -> list[str]:
+def rule_columns(columns, registry: Mapping[str, Feature], reasons=RULE_REASONS) -> list[str]:
     """Feature columns a CRM team would flag on: those the registry files under ``reasons``."""
     return [c for c in columns if c in registry and registry[c].reason in reasons]
 
@@ -157,9 +170,20 @@ class RuleBaseline:
         return np.column_stack([1 - q, q])
 
 
-def logreg_baseline(types: FeatureTypes, seed: int) -> Pipeline:
-    """Logistic regression on the same features: median-imputed numerics with missing flags,
-    one-hot top categories, standardised."""
+#: The logistic regression's inverse L2 strengths tried on validation (``tuned_logreg``).
+LOGREG_C_GRID = (0.003, 0.03, 0.3, 3.0)
+
+
+def signed_log1p(values):
+    """sign(x) log(1 + |x|): counts and days on a log scale, negative trends kept negative."""
+    values = np.asarray(values, dtype=float)
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def logreg_baseline(types: FeatureTypes, seed: int, C: float = 0.3) -> Pipeline:
+    """An honest logistic regression on the same features (L2, ``C``): numerics on a signed
+    log1p scale, median-imputed with missing-value indicators, top categories one-hot,
+    standardised. ``tuned_logreg`` picks ``C`` on validation."""
     numeric = [*types.numeric, *types.boolean]
     cats = list(types.categorical)
     steps: list[tuple[str, object]] = [
@@ -170,6 +194,16 @@ def logreg_baseline(types: FeatureTypes, seed: int) -> Pipeline:
             ("flags", AddMissingIndicator(variables=numeric, missing_only=True)),
             ("median", MeanMedianImputer(imputation_method="median", variables=numeric)),
         ]
+    if types.numeric:
+        steps.append(
+            (
+                "log1p",
+                SklearnTransformerWrapper(
+                    FunctionTransformer(signed_log1p, feature_names_out="one-to-one"),
+                    variables=list(types.numeric),
+                ),
+            )
+        )
     if cats:
         steps += [
             ("cat_missing", CategoricalImputer(fill_value=MISSING_CATEGORY, variables=cats)),
@@ -186,9 +220,26 @@ def logreg_baseline(types: FeatureTypes, seed: int) -> Pipeline:
         ]
     steps += [
         ("scale", StandardScaler().set_output(transform="pandas")),
-        ("model", LogisticRegression(C=1.0, max_iter=2000, random_state=seed)),
+        ("model", LogisticRegression(C=C, l1_ratio=0, max_iter=2000, random_state=seed)),
     ]
     return Pipeline(steps)
+
+
+def tuned_logreg(
+    types: FeatureTypes, seed: int, X, y, X_valid, y_valid, grid=LOGREG_C_GRID
+) -> tuple[Pipeline, float, float]:
+    """The logistic regression fitted on (X, y) with the ``C`` of ``grid`` that gives the best
+    validation PR AUC: (pipeline, C, its validation PR AUC)."""
+    best: tuple[float, float, Pipeline] | None = None
+    for C in grid:
+        fitted = logreg_baseline(types, seed, C).fit(X, y)
+        value = average_precision_score(
+            np.asarray(y_valid, dtype=int), fitted.predict_proba(X_valid)[:, 1]
+        )
+        if best is None or value > best[0]:
+            best = (float(value), C, fitted)
+    assert best is not None
+    return best[2], best[1], best[0]
 
 
 def join_truth(holdout_index: pd.MultiIndex, truth: pd.DataFrame) -> pd.Series:

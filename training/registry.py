@@ -121,36 +121,41 @@ def publish(
     if previous is not None:
         champion, why = score_champion(name, X_holdout, y, metric)
     new_version = log_model(model, X_holdout, name)
-    beats_floor = floor is None or not np.isfinite(floor) or candidate > floor
-    moved = beats_floor and (champion is None or candidate > champion)
-    if not beats_floor:
-        why = (
-            f"it does not beat the CRM rule on the same hold-out ({metric} {candidate:.4f} vs "
-            f"{floor:.4f}), so it is not served"
+    try:
+        beats_floor = floor is None or not np.isfinite(floor) or candidate > floor
+        moved = beats_floor and (champion is None or candidate > champion)
+        if not beats_floor:
+            why = (
+                f"it does not beat the CRM rule on the same hold-out ({metric} {candidate:.4f} vs "
+                f"{floor:.4f}), so it is not served"
+            )
+        decision = GateDecision(
+            metric=metric,
+            candidate=candidate,
+            champion=champion,
+            champion_version=previous,
+            version=new_version,
+            moved=moved,
+            reason=why,
         )
-    if moved:
-        client.set_registered_model_alias(name, CHAMPION, new_version)
-    decision = GateDecision(
-        metric=metric,
-        candidate=candidate,
-        champion=champion,
-        champion_version=previous,
-        version=new_version,
-        moved=moved,
-        reason=why,
-    )
-    mlflow.log_metric(f"gate_candidate_{metric}", candidate)
-    if champion is not None:
-        mlflow.log_metric(f"gate_champion_{metric}", champion)
-    mlflow.set_tags(
-        {
-            "gate.metric": metric,
-            "gate.moved": str(moved).lower(),
-            "gate.reason": why,
-            "gate.previous_champion_version": previous or "",
-            "registered_model_version": new_version,
-        }
-    )
+        mlflow.log_metric(f"gate_candidate_{metric}", candidate)
+        if champion is not None:
+            mlflow.log_metric(f"gate_champion_{metric}", champion)
+        mlflow.set_tags(
+            {
+                "gate.metric": metric,
+                "gate.moved": str(moved).lower(),
+                "gate.reason": why,
+                "gate.previous_champion_version": previous or "",
+                "registered_model_version": new_version,
+            }
+        )
+        if moved:  # last: the alias never points at a version that could still be removed
+            client.set_registered_model_alias(name, CHAMPION, new_version)
+    except BaseException:
+        # never leave a half-registered model: the version goes, the alias stays where it was
+        client.delete_model_version(name, new_version)
+        raise
     return decision
 
 

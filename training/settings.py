@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from base import Section
-from features.settings import FeatureConfig, LabelSettings
+from features.settings import FeatureConfig, LabelSettings, feature_definition
 from training.buckets import BucketPolicy
 
 
@@ -44,6 +44,13 @@ class TrainingSettings(Section):
     )
     valid_cutoffs: int = Field(
         1, ge=1, description="Latest eligible cut-offs used for validation (tuning, calibration)."
+    )
+    valid_share: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of subscribers held out of training for validation, at every "
+        "eligible cut-off (0: validate on the latest valid_cutoffs cut-offs instead).",
     )
     seed: int = 42
     min_churners: int = Field(50, ge=1, description="Churners needed in each split.")
@@ -103,6 +110,12 @@ class TrainConfig(BaseModel):
     def of(cls, settings: Any) -> TrainConfig:
         """The training slice of a ``lapse.settings.Settings`` (or anything with these sections)."""
         return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+
+    @property
+    def definition(self) -> FeatureConfig:
+        """``[features]`` with the label rule the state features share (the leeway): what
+        snapshots are built with and the model keeps."""
+        return feature_definition(self.features, self.labels)
 
     def replace(self, **sections: dict[str, Any]) -> TrainConfig:
         """A copy with some keys of some sections changed and checked, e.g.

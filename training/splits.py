@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 
 from base import LapseError
@@ -79,3 +80,37 @@ def check_sufficient(
             f"each split needs at least {min_churners} churners and {min_non_churners} "
             "non-churners (training.min_churners / training.min_non_churners)"
         )
+
+
+def held_out_subscribers(index: pd.MultiIndex, share: float, seed: int) -> np.ndarray:
+    """True for the rows of a stable ``share`` of subscribers (a hash of user_id, platform and
+    ``seed``): the same subscriber is held out at every cut-off and in every run."""
+    if share <= 0:
+        return np.zeros(len(index), dtype=bool)
+    who = index.to_frame(index=False)[list(schema.SUBSCRIBER_INDEX)].astype("str")
+    hashed = pd.util.hash_pandas_object(who, index=False, hash_key=f"{seed:016d}"[:16])
+    return (hashed.to_numpy() % 10_000) < round(share * 10_000)
+
+
+def split_rows(
+    frame: pd.DataFrame, split: TimeSplit, valid_share: float, seed: int
+) -> dict[str, pd.DataFrame]:
+    """Training, validation and hold-out rows of a labelled snapshot frame.
+
+    With ``valid_share`` > 0, validation holds out whole subscribers: a stable ``valid_share``
+    of them, at every cut-off whose label window ends by the hold-out, is never trained on (so
+    one subscriber's one renewal decision cannot sit in both, as overlapping label windows of
+    neighbouring cut-offs would put it); the others at those cut-offs are the training rows.
+    With 0, the time split alone: validation is the latest ``valid_cutoffs`` cut-offs.
+    The hold-out is always the latest cut-off, every subscriber.
+    """
+    holdout = split.part(frame, "holdout")
+    if valid_share <= 0:
+        return {
+            "train": split.part(frame, "train"),
+            "valid": split.part(frame, "valid"),
+            "holdout": holdout,
+        }
+    eligible = frame[frame.index.get_level_values(schema.AS_OF).isin([*split.train, *split.valid])]
+    held = held_out_subscribers(eligible.index, valid_share, seed)
+    return {"train": eligible[~held], "valid": eligible[held], "holdout": holdout}

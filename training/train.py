@@ -18,29 +18,33 @@ from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from base import LapseError, safe_url
 from features import schema
 from features.build import feature_registry
+from features.engagement import choose_app_events
 from features.from_store import check_store, read_events
 from features.labelled import snapshots
 from features.registry import Feature
+from features.timeline import EventTable, to_micros
 from training import plots
 from training.evaluate import (
     RuleBaseline,
+    auc_standard_error,
     bucket_table,
     join_truth,
-    logreg_baseline,
     oracle_ratio,
     rule_columns,
     score_metrics,
+    tuned_logreg,
 )
 from training.pipeline import ChurnModel, classifier, feature_types, fit_classifier, preprocessor
 from training.reasons import group_contributions, reason_table, top_reasons
 from training.registry import GateDecision, publish
 from training.settings import TrainConfig
-from training.splits import TimeSplit, check_sufficient, time_split
+from training.splits import TimeSplit, check_sufficient, split_rows, time_split
 from training.tune import TuneConfig, TuneResult, tune
 
 Progress = Callable[[str, int, int], None]
@@ -70,6 +74,10 @@ class TrainResult:
     fingerprint: str
     oracle_rows: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Features constant or empty on the training rows, left out of every model.
+    dropped_features: tuple[str, ...] = ()
+    #: Warnings of the run (also MLflow tags ``warning.*``), e.g. a validation/hold-out gap.
+    warnings: tuple[str, ...] = ()
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -109,6 +117,21 @@ def _xy(part: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     return part.drop(columns=schema.CHURNED), part[schema.CHURNED].astype(bool).astype(int)
 
 
+def constant_features(X: pd.DataFrame) -> list[str]:
+    """Columns with at most one distinct value (missing ignored) on ``X``: constant or empty on
+    the training rows, so no model can learn from them (an app without trials has an empty
+    ``trial_or_offer_days_left``)."""
+    return [c for c in X.columns if X[c].nunique(dropna=True) <= 1]
+
+
+#: A validation-to-hold-out ROC AUC gap above this many standard errors is a warning.
+GAP_Z = 2.0
+
+
+class TrainingFailedError(LapseError, RuntimeError):
+    """A run failed after its data checks; the MLflow run is marked FAILED with the reason."""
+
+
 def train_snapshots(
     snapshots: pd.DataFrame,
     config: TrainConfig,
@@ -119,11 +142,13 @@ def train_snapshots(
     """Split, tune, fit, calibrate, evaluate against baselines (and the oracle when ``truth`` is
     given), log everything to one MLflow run and register the model behind the champion gate.
 
-    ``snapshots`` were built with ``config.features`` (the model keeps that definition for
+    ``snapshots`` were built with ``config.definition`` (the model keeps that definition for
     scoring); ``registry`` describes their columns (kinds, reason groups; default: that
-    definition's registry).
+    definition's registry). A failure once the run has started marks it FAILED (tag
+    ``failure_reason``) and raises TrainingFailedError; no model version is left registered.
     """
-    clock = {"start": time.perf_counter()}
+    if config.features != config.definition:
+        config = config.model_copy(update={"features": config.definition})
     t = config.training
     horizon = config.labels.horizon_days
     registry = feature_registry(config.features) if registry is None else registry
@@ -131,87 +156,116 @@ def train_snapshots(
     split = time_split(
         labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
     )
-    (X, y), (Xv, yv), (Xh, yh) = (
-        _xy(split.part(labelled, n)) for n in ("train", "valid", "holdout")
-    )
+    parts = split_rows(labelled, split, t.valid_share, t.seed)
+    (X, y), (Xv, yv), (Xh, yh) = (_xy(parts[n]) for n in ("train", "valid", "holdout"))
     check_sufficient(
         {"train": y, "validation": yv, "hold-out": yh}, t.min_churners, t.min_non_churners
     )
+    dropped = constant_features(X)
+    X, Xv, Xh = (frame.drop(columns=dropped) for frame in (X, Xv, Xh))
     fp = fingerprint(labelled)
     rows = {"train": len(y), "validation": len(yv), "holdout": len(yh)}
     experiment_id = _experiment(config)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{fp[:8]}") as run:
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{fp[:8]}")
+    try:
         _log_inputs(config, split, rows, fp, labelled)
-        pre = preprocessor(feature_types(X, registry)).fit(X, y)
-        Xt, Xvt = pre.transform(X), pre.transform(Xv)
-        study = f"lapse-h{horizon}-s{t.seed}-{fp}"
-        tuning = tune(Xt, y, Xvt, yv, TuneConfig(config.optuna, study, t), progress)
-        clock["tuned"] = time.perf_counter()
-        mlflow.log_params({f"best_{k}": v for k, v in tuning.best_params.items()})
-        mlflow.log_metrics(
-            {
-                "valid_roc_auc": tuning.best_value,
-                "best_iteration": tuning.best_iteration,
-                "trials_finished": tuning.finished,
-                "trials_pruned": tuning.pruned,
-            }
+        mlflow.log_param("dropped_features", ",".join(dropped) or "none")
+        result = _fit_and_publish(
+            config, registry, split, rows, fp, X, y, Xv, yv, Xh, yh, truth, progress, run
         )
-        clf = fit_classifier(
-            classifier(tuning.best_params, t.seed),
-            Xt,
-            y,
-            Xvt,
-            yv,
-            early_stopping_rounds=t.early_stopping_rounds,
-        )
-        model = ChurnModel(
-            tuning.best_params,
-            t.seed,
-            config.buckets.policy(),
-            t.early_stopping_rounds,
-            config.features,
-        ).assemble(pre, clf, Xv, yv, registry)
-        mlflow.log_param("calibration", model.calibration_)
-        fitted = model.bucket_policy_
-        mlflow.log_dict(
-            {"bounds": [list(c) for c in fitted.cuts], "rest": fitted.rest}, "bucket_policy.json"
-        )
-        if progress:
-            progress("evaluate", 0, 3)
-        metrics, scores, oracle_rows = _evaluate(model, X, y, Xh, yh, truth, t.seed, registry)
-        mlflow.log_metrics(metrics)
-        buckets = bucket_table(
-            yh,
-            scores["model"],
-            model.buckets(scores["model"]),
-            list(model.bucket_policy_.names),
-        )
-        mlflow.log_text(buckets.to_csv(), "holdout_buckets.csv")
-        if progress:
-            progress("evaluate", 1, 3)
-        sample = Xh.sample(n=min(len(Xh), EXPLAIN_ROWS), random_state=t.seed)
-        contributions = model.contributions(sample)
-        reasons = reason_table(model.features_, model.reason_groups_)
-        top = top_reasons(group_contributions(contributions, reasons))
-        shares = top.map(lambda r: r[0] if r else "none").value_counts(normalize=True)
-        mlflow.log_text(reasons.to_csv(index=False), "reason_groups.csv")
-        mlflow.log_text(shares.to_csv(), "holdout_top_reason_shares.csv")
-        for name, figure in plots.all_plots(
-            yh.to_numpy(), scores, model, Xh, contributions
-        ).items():
-            mlflow.log_figure(figure, f"plots/{name}")
-        if progress:
-            progress("evaluate", 2, 3)
-        rule = metrics.get(t.gate_metric.replace("holdout_", "baseline_rule_", 1))
-        gate = publish(model, Xh, yh, config.mlflow.registered_model, t.gate_metric, floor=rule)
-        if progress:
-            progress("evaluate", 3, 3)
-        clock["end"] = time.perf_counter()
-        seconds = {
-            "tuning": clock["tuned"] - clock["start"],
-            "total": clock["end"] - clock["start"],
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        mlflow.set_tag("failure_reason", reason)
+        mlflow.end_run(status="FAILED" if not isinstance(exc, KeyboardInterrupt) else "KILLED")
+        if isinstance(exc, LapseError) or not isinstance(exc, Exception):
+            raise
+        raise TrainingFailedError(
+            f"training failed ({reason}); MLflow run {run.info.run_id} is marked FAILED and no "
+            "model was registered"
+        ) from exc
+    mlflow.end_run()
+    result.dropped_features = tuple(dropped)
+    return result
+
+
+def _fit_and_publish(
+    config, registry, split, rows, fp, X, y, Xv, yv, Xh, yh, truth, progress, run
+) -> TrainResult:
+    """Inside the active run: tune, fit, calibrate, evaluate, gate and register."""
+    clock = {"start": time.perf_counter()}
+    t = config.training
+    horizon = config.labels.horizon_days
+    pre = preprocessor(feature_types(X, registry)).fit(X, y)
+    Xt, Xvt = pre.transform(X), pre.transform(Xv)
+    study = f"lapse-h{horizon}-s{t.seed}-{fp}"
+    tuning = tune(Xt, y, Xvt, yv, TuneConfig(config.optuna, study, t), progress)
+    clock["tuned"] = time.perf_counter()
+    mlflow.log_params({f"best_{k}": v for k, v in tuning.best_params.items()})
+    mlflow.log_metrics(
+        {
+            "valid_roc_auc": tuning.best_value,
+            "best_iteration": tuning.best_iteration,
+            "trials_finished": tuning.finished,
+            "trials_pruned": tuning.pruned,
         }
-        mlflow.log_metrics({f"seconds_{k}": v for k, v in seconds.items()})
+    )
+    clf = fit_classifier(
+        classifier(tuning.best_params, t.seed),
+        Xt,
+        y,
+        Xvt,
+        yv,
+        early_stopping_rounds=t.early_stopping_rounds,
+    )
+    model = ChurnModel(
+        tuning.best_params,
+        t.seed,
+        config.buckets.policy(),
+        t.early_stopping_rounds,
+        config.features,
+    ).assemble(pre, clf, Xv, yv, registry)
+    mlflow.log_param("calibration", model.calibration_)
+    fitted = model.bucket_policy_
+    mlflow.log_dict(
+        {"bounds": [list(c) for c in fitted.cuts], "rest": fitted.rest}, "bucket_policy.json"
+    )
+    if progress:
+        progress("evaluate", 0, 3)
+    metrics, scores, oracle_rows = _evaluate(model, X, y, Xv, yv, Xh, yh, truth, t.seed, registry)
+    warnings = _gap_warnings(metrics, yv, yh)
+    mlflow.log_metrics(metrics)
+    if warnings:
+        mlflow.set_tag("warning.validation_gap", " ".join(warnings))
+    buckets = bucket_table(
+        yh,
+        scores["model"],
+        model.buckets(scores["model"]),
+        list(model.bucket_policy_.names),
+    )
+    mlflow.log_text(buckets.to_csv(), "holdout_buckets.csv")
+    if progress:
+        progress("evaluate", 1, 3)
+    sample = Xh.sample(n=min(len(Xh), EXPLAIN_ROWS), random_state=t.seed)
+    contributions = model.contributions(sample)
+    reasons = reason_table(model.features_, model.reason_groups_)
+    top = top_reasons(group_contributions(contributions, reasons))
+    shares = top.map(lambda r: r[0] if r else "none").value_counts(normalize=True)
+    mlflow.log_text(reasons.to_csv(index=False), "reason_groups.csv")
+    mlflow.log_text(shares.to_csv(), "holdout_top_reason_shares.csv")
+    for name, figure in plots.all_plots(yh.to_numpy(), scores, model, Xh, contributions).items():
+        mlflow.log_figure(figure, f"plots/{name}")
+    if progress:
+        progress("evaluate", 2, 3)
+    rule = metrics.get(t.gate_metric.replace("holdout_", "baseline_rule_", 1))
+    gate = publish(model, Xh, yh, config.mlflow.registered_model, t.gate_metric, floor=rule)
+    if progress:
+        progress("evaluate", 3, 3)
+    clock["end"] = time.perf_counter()
+    seconds = {
+        "tuning": clock["tuned"] - clock["start"],
+        "total": clock["end"] - clock["start"],
+    }
+    mlflow.log_metrics({f"seconds_{k}": v for k, v in seconds.items()})
     return TrainResult(
         run_id=run.info.run_id,
         model=model,
@@ -225,7 +279,29 @@ def train_snapshots(
         fingerprint=fp,
         oracle_rows=oracle_rows,
         seconds=seconds,
+        warnings=tuple(warnings),
     )
+
+
+def _gap_warnings(metrics: dict[str, float], yv, yh) -> list[str]:
+    """A warning when validation and hold-out ROC AUC differ by more than sampling noise
+    (GAP_Z standard errors, Hanley & McNeil, of the two independent estimates)."""
+    valid, hold = metrics.get("valid_final_roc_auc"), metrics.get("holdout_roc_auc")
+    if valid is None or hold is None:
+        return []
+    se = np.hypot(
+        auc_standard_error(valid, int(np.sum(yv)), int(len(yv) - np.sum(yv))),
+        auc_standard_error(hold, int(np.sum(yh)), int(len(yh) - np.sum(yh))),
+    )
+    metrics["valid_holdout_gap_roc_auc"] = valid - hold
+    metrics["valid_holdout_gap_se"] = float(se)
+    if np.isfinite(se) and abs(valid - hold) > GAP_Z * se:
+        return [
+            f"validation ROC AUC {valid:.4f} vs hold-out {hold:.4f}: a gap of "
+            f"{valid - hold:+.4f} is more than {GAP_Z:g} standard errors ({se:.4f}); "
+            "validation does not predict the hold-out (leakage or drift)"
+        ]
+    return []
 
 
 def _log_inputs(config: TrainConfig, split: TimeSplit, rows, fp: str, labelled) -> None:
@@ -266,8 +342,9 @@ def _log_inputs(config: TrainConfig, split: TimeSplit, rows, fp: str, labelled) 
     )
 
 
-def _evaluate(model, X, y, Xh, yh, truth, seed, registry):
-    """Metrics of the model, both baselines and (on matched rows) the oracle; scores by name."""
+def _evaluate(model, X, y, Xv, yv, Xh, yh, truth, seed, registry):
+    """Metrics of the model, both baselines and (on matched rows) the oracle, with LightGBM's
+    margin over the tuned logistic regression on validation and hold-out; scores by name."""
     p = model.predict_proba(Xh)[:, 1]
     metrics = score_metrics(yh, p, "holdout")
     scores = {"model": p}
@@ -276,9 +353,24 @@ def _evaluate(model, X, y, Xh, yh, truth, seed, registry):
         rule = RuleBaseline(rule_cols).fit(X, y).predict_proba(Xh)[:, 1]
         metrics |= score_metrics(yh, rule, "baseline_rule")
         scores["rule"] = rule
-    logreg = logreg_baseline(feature_types(X, registry), seed).fit(X, y).predict_proba(Xh)[:, 1]
-    metrics |= score_metrics(yh, logreg, "baseline_logreg")
-    scores["logistic regression"] = logreg
+    types = feature_types(X, registry)
+    logreg, c, _ = tuned_logreg(types, seed, X, y, Xv, yv)
+    mlflow.log_param("baseline_logreg_C", c)
+    metrics |= score_metrics(yh, logreg.predict_proba(Xh)[:, 1], "baseline_logreg")
+    scores["logistic regression"] = logreg.predict_proba(Xh)[:, 1]
+    # the model's raw score ranks the validation rows (its calibration was fitted on them)
+    valid = score_metrics(yv, model.predict_raw(Xv), "valid_final")
+    valid_logreg = score_metrics(yv, logreg.predict_proba(Xv)[:, 1], "valid_logreg")
+    metrics |= {k: valid[k] for k in ("valid_final_roc_auc", "valid_final_pr_auc")}
+    metrics |= {k: valid_logreg[k] for k in ("valid_logreg_roc_auc", "valid_logreg_pr_auc")}
+    for split, model_key, logreg_key in (
+        ("valid", "valid_final", "valid_logreg"),
+        ("holdout", "holdout", "baseline_logreg"),
+    ):
+        for metric in ("pr_auc", "roc_auc"):
+            metrics[f"lgbm_margin_{split}_{metric}"] = (
+                metrics[f"{model_key}_{metric}"] - metrics[f"{logreg_key}_{metric}"]
+            )
     oracle_rows = 0
     if truth is not None:
         oracle = join_truth(Xh.index, truth)
@@ -348,6 +440,13 @@ def train_store(
         t = config.training
         ts = events[schema.TS]
         cutoffs = data_cutoffs(ts.min(), ts.max(), t.first_cutoff_days, t.cutoff_every_days)
+    definition = config.definition
+    if definition.app_events_chosen is None:  # the app's own events, chosen before the hold-out
+        table = EventTable(events, definition)
+        chosen = choose_app_events(table, to_micros(cutoffs[-1]), definition) if cutoffs else ()
+        definition = definition.model_copy(update={"app_events_chosen": chosen})
+        del table
+    config = config.model_copy(update={"features": definition})
     frame = snapshots(events, cutoffs, horizon, config.features, progress=progress)
     del events
     return train_snapshots(frame, config, truth, progress)
@@ -356,6 +455,7 @@ def train_store(
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "TrainingFailedError",
     "TrainingInputError",
     "data_cutoffs",
     "default_truth_path",

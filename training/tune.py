@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import mlflow
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
@@ -40,16 +41,31 @@ class TuneConfig:
     report_interval: int = 10
 
 
-def search_space(trial: optuna.Trial) -> dict:
-    """LightGBM parameters to search; n_estimators is left to early stopping."""
-    return {
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
-        "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
-        "min_child_samples": trial.suggest_int("min_child_samples", 10, 400, log=True),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+def pos_weights(y) -> tuple[float, ...]:
+    """``scale_pos_weight`` choices for labels ``y``: none (1), or the square root of the
+    non-churner to churner ratio (a small, imbalanced app's churners count more)."""
+    y = np.asarray(y, dtype=int)
+    churners = max(int(y.sum()), 1)
+    ratio = (len(y) - churners) / churners
+    return (1.0, round(float(np.sqrt(max(ratio, 1.0))), 2))
+
+
+def search_space(trial: optuna.Trial, weights: tuple[float, ...] = (1.0,)) -> dict:
+    """LightGBM parameters to search; n_estimators is left to early stopping. Regularisation a
+    small, imbalanced app needs: few leaves, many samples per leaf, L1 and L2, feature and row
+    fractions, a slower learning rate, churners weighted up or not."""
+    params = {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 4, 63, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 10, 800, log=True),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
         "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
     }
+    if len(weights) > 1:
+        params["scale_pos_weight"] = trial.suggest_categorical("scale_pos_weight", list(weights))
+    return params
 
 
 def storage(url: str) -> optuna.storages.RDBStorage:
@@ -112,11 +128,12 @@ def tune(
 
 def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -> TuneResult:
     done = finished_trials(study)
+    weights = pos_weights(y)
     if progress:
         progress("tune", min(done, config.optuna.n_trials), config.optuna.n_trials)
 
     def objective(trial: optuna.Trial) -> float:
-        params = search_space(trial)
+        params = search_space(trial, weights)
         parent = mlflow.active_run()
         run = (
             mlflow.start_run(

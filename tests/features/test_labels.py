@@ -7,6 +7,7 @@ import pytest
 
 from features import FeatureInputError, churn_labels
 from features import schema as s
+from features.settings import FeatureConfig
 
 
 @pytest.fixture
@@ -55,10 +56,15 @@ def test_billing_trouble_at_the_horizon_end_is_not_churn(lives, day):
 
 def test_no_label_when_the_horizon_is_not_observed(lives, day):
     assert churn_labels(lives, day(10), 51).empty  # day 60 is the last event: not yet over
-    assert len(churn_labels(lives, day(10), 50)) == 6  # the state at day 60 is known
-    observed = churn_labels(lives, day(10), 51, observed_until=day(61))
+    # the horizon and the 24-hour renewal leeway after it must be observed
+    assert churn_labels(lives, day(10), 50).empty
+    assert len(churn_labels(lives, day(10), 49)) == 6  # day 59 + 1 day: known
+    no_leeway = FeatureConfig(renewal_leeway_hours=0)
+    assert len(churn_labels(lives, day(10), 50, no_leeway)) == 6  # the state at day 60 is known
+    observed = churn_labels(lives, day(10), 51, observed_until=day(62))
     assert len(observed) == 6
-    assert churn_labels(lives, day(10), 30, observed_until=day(39)).empty
+    assert churn_labels(lives, day(10), 51, observed_until=day(61.9)).empty
+    assert churn_labels(lives, day(10), 30, observed_until=day(40.9)).empty
 
 
 def test_horizon_must_be_positive(lives, day):
@@ -78,8 +84,9 @@ def test_naive_and_date_cut_offs_mean_utc_midnight(lives, day):
 
 
 def test_events_after_the_horizon_change_no_label(lives, day):
+    """Nothing after the horizon and its renewal leeway (24 hours) changes a label."""
     cut = day(10)
-    end = cut + pd.Timedelta(days=30)
+    end = cut + pd.Timedelta(days=31)
     before_end = lives[lives[s.TS] < end]
     pd.testing.assert_series_equal(
         churn_labels(lives, cut, 30), churn_labels(before_end, cut, 30, observed_until=end)

@@ -424,6 +424,8 @@ def test_train_end_to_end_with_the_oracle(
     assert re.search(r"oracle\W+[\d,]+ of [\d,]+ hold-out rows matched", stdout)
     assert re.search(r"roc_auc\W+0\.\d+\W+0\.\d+\W+0\.\d+\W+0\.\d+\W+0\.\d+", stdout)
     assert "champion moved to version 1" in " ".join(stdout.split())
+    margin = r"LightGBM margin, PR AUC\W+valid [+-]0\.\d{4} hold-out [+-]0\.\d{4}"
+    assert re.search(margin, " ".join(stdout.split())), stdout
     assert (clean_env / "mlflow.db").is_file() and (clean_env / "optuna.db").is_file()
     code, stdout, _ = invoke(capsys, *args)  # same data, same seed: same model, no move
     assert code == 0 and "champion stays on version 1" in " ".join(stdout.split())

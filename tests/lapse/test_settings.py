@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from features.settings import RESOLVED_FIELDS
 from lapse.settings import (
     API_KEY_ENV,
     BrazeSettings,
@@ -508,6 +509,8 @@ def test_shipped_lapse_toml_lists_every_key_with_its_default() -> None:
         # the shape options: a preset sets them, so the file leaves them unset (commented)
         *(("synthetic", k) for k in ("trials", "offers", "plans", "renewal_delay_minutes")),
         ("synthetic", "app_events"),
+        # resolved by a run (from [labels], from the data) and kept by the model, not set here
+        *(("features", k) for k in RESOLVED_FIELDS),
     }
     for section, info in Settings.model_fields.items():
         model = info.annotation

@@ -59,7 +59,18 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
         (m["oracle_matched_model_roc_auc"] - 0.5) / (m["oracle_roc_auc"] - 0.5)
     )
     assert m["holdout_roc_auc"] > m["baseline_rule_roc_auc"]
-    assert result.rows == {"train": 1800, "validation": 600, "holdout": 600}
+    # validation holds out a fifth of the subscribers at the 4 cut-offs whose windows end in time
+    assert result.rows["train"] + result.rows["validation"] == 2400
+    assert 380 < result.rows["validation"] < 580 and result.rows["holdout"] == 600
+    assert result.dropped_features == ("t_constant",)  # constant on the training rows
+    assert "t_constant" not in result.model.features_
+    for split in ("valid", "holdout"):
+        assert m[f"lgbm_margin_{split}_pr_auc"] == pytest.approx(
+            m["valid_final_pr_auc" if split == "valid" else "holdout_pr_auc"]
+            - m["valid_logreg_pr_auc" if split == "valid" else "baseline_logreg_pr_auc"]
+        )
+    assert abs(m["valid_holdout_gap_roc_auc"]) < 2 * m["valid_holdout_gap_se"]
+    assert result.warnings == ()
     assert result.gate.moved and result.gate.version == "1"
     assert list(result.buckets.index) == ["high", "medium", "low"]
     assert result.buckets["users"].sum() == 600
@@ -70,6 +81,9 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     assert run.data.tags["data_fingerprint"] == result.fingerprint
     assert run.data.tags["version.lightgbm"] == importlib.metadata.version("lightgbm")
     assert run.data.params["holdout_cutoff"] == "2026-03-09"
+    assert run.data.params["dropped_features"] == "t_constant"
+    assert float(run.data.params["baseline_logreg_C"]) in (0.003, 0.03, 0.3, 3.0)
+    assert "warning.validation_gap" not in run.data.tags
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "plots")}
     assert "plots/calibration.png" in artifacts and "plots/contributions.png" in artifacts
     served = mlflow.sklearn.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
@@ -167,3 +181,77 @@ def test_ground_truth_files_are_checked_with_the_reason(tmp_path) -> None:
     assert load_truth(tmp_path / "truth.parquet", 14)[schema.USER_ID].tolist() == ["b"]
     with pytest.raises(TrainingInputError, match=r"7-day horizon \(it has \[14, 30\]\)"):
         load_truth(tmp_path / "truth.parquet", 7)
+
+
+def test_a_failure_after_tuning_marks_the_run_failed_and_registers_nothing(
+    snapshots, tmp_path, mlflow_env, monkeypatch
+) -> None:
+    from training import registry, train
+
+    frame, _ = snapshots
+    cfg = config(tmp_path, mlflow_env)
+
+    def broken(*args, **kwargs):
+        raise OSError("artifact store unreachable\nsecond line")
+
+    monkeypatch.setattr(registry.mlflow, "log_metric", broken)  # after the version is created
+    with pytest.raises(train.TrainingFailedError) as caught:
+        train_snapshots(frame, cfg, registry=TEST_REGISTRY)
+    message = str(caught.value)
+    assert "\n" not in message and "OSError: artifact store unreachable" in message
+    assert "marked FAILED" in message
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+    (run,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.mlflow.runName LIKE 'train-%'"
+    )
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "OSError: artifact store unreachable"
+    assert client.search_model_versions(f"name='{cfg.mlflow.registered_model}'") == []
+    assert mlflow.active_run() is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["no-trials", "foreign"])
+def test_train_store_on_apps_unlike_ours(shape, tmp_path, mlflow_env) -> None:
+    """A small generated app of another shape, ingested and trained end to end: the empty trial
+    features are dropped once, every baseline and metric is computed, a model is registered."""
+    from datetime import date
+
+    from features.ingest import ingest
+    from features.synthetic import SyntheticConfig, generate
+    from training.train import default_truth_path, train_store
+
+    app = tmp_path / "app"
+    shaped = SyntheticConfig(shape=shape, users=1200, seed=3, start=date(2026, 1, 5), days=110)
+    generate(shaped, app)
+    store = tmp_path / "store"
+    ingest([app / "raw"], store)
+    (store / "synthetic" / "truth").mkdir(parents=True)
+    (app / "truth" / "churn_truth.parquet").rename(default_truth_path(store))
+    cfg = config(
+        tmp_path,
+        mlflow_env,
+        labels={"horizon_days": 30},
+        optuna={"n_trials": 3},
+        training={"early_stopping_rounds": 50},
+    )
+    result = train_store(store, cfg, default_truth_path(store))
+    m = result.metrics
+    assert "trial_or_offer_days_left" in result.dropped_features
+    assert "in_trial" in result.dropped_features
+    assert not set(result.dropped_features) & set(result.model.features_)
+    for prefix in ("holdout", "baseline_rule", "baseline_logreg", "oracle"):
+        assert np.isfinite(m[f"{prefix}_roc_auc"]) and np.isfinite(m[f"{prefix}_pr_auc"])
+    # 1,200 users and 3 trials: LightGBM is weak here (0.64-0.81); the tuned logistic regression
+    # reaches 0.78-0.88 (see docs/benchmarks.md); this test is about surviving the shape
+    assert m["holdout_roc_auc"] > 0.6 and m["baseline_logreg_roc_auc"] > 0.7
+    assert np.isfinite(m["lgbm_margin_holdout_pr_auc"])
+    run = MlflowClient().get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert "trial_or_offer_days_left" in run.data.params["dropped_features"].split(",")
+    definition = result.model.feature_definition
+    assert definition.renewal_leeway_hours == 24
+    if shape == "foreign":  # the social app's own events were chosen and built
+        assert {"like", "message", "unfriend"} <= set(definition.app_events_chosen)
+        assert "app_like_share_28d" in result.model.features_
