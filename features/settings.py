@@ -71,6 +71,10 @@ class LabelSettings(Section):
     )
 
 
+#: The longest engagement window: ten years.
+MAX_WINDOW_DAYS = 3650
+
+
 class FeatureConfig(Section):
     """How features and labels are computed (the ``[features]`` section); a trained model keeps
     the one it was trained with, and every scoring path builds features with that one.
@@ -131,6 +135,14 @@ class FeatureConfig(Section):
 
         if not self.windows or any(w < 1 for w in self.windows):
             raise ValueError(f"windows: expected positive days, got {list(self.windows)}")
+        repeated = sorted({w for w in self.windows if self.windows.count(w) > 1})
+        if repeated:
+            raise ValueError(f"windows: {repeated[0]} given twice in {list(self.windows)}")
+        if max(self.windows) > MAX_WINDOW_DAYS:
+            raise ValueError(
+                f"windows: {max(self.windows)} days is longer than any subscription history "
+                f"(at most {MAX_WINDOW_DAYS})"
+            )
         if self.app_events_reason not in REASON_GROUPS:
             raise ValueError(
                 f"app_events_reason: expected one of {sorted(REASON_GROUPS)}, "

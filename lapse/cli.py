@@ -192,9 +192,14 @@ def ingest(
     """
     settings = ctx.obj.settings(store={"path": store})
     now = datetime.now(UTC)  # the edge is where "now" lives
-    if reprocess_quarantine == bool(sources):
+    if reprocess_quarantine and sources:
         raise typer.BadParameter(
-            "give SRC files or folders, or --reprocess-quarantine (not both)", param_hint="SRC"
+            "give SRC files or folders, or --reprocess-quarantine, not both", param_hint="SRC"
+        )
+    if not reprocess_quarantine and not sources:
+        raise typer.BadParameter(
+            "nothing to ingest: give SRC files or folders (or --reprocess-quarantine)",
+            param_hint="SRC",
         )
     if reprocess_quarantine:
         summary = jobs.reprocess_quarantine(settings, now)
@@ -202,6 +207,13 @@ def ingest(
         with progress_bars() as report:
             summary = jobs.ingest(settings, sources or [], now, report)
     render.ingest(summary)
+    if summary.rows_read and not summary.rows_stored and not summary.duplicates:
+        # every row refused: most likely a rule or setting (ingest.earliest, the id column)
+        raise IngestError(
+            f"all {summary.rows_read:,} rows read were quarantined (reasons above); nothing was "
+            "stored. Fix the files or the [ingest] settings, then `lapse ingest "
+            "--reprocess-quarantine`"
+        )
     if summary.bad_files:  # everything readable is stored; the exit status tells cron the rest
         raise IngestError(
             f"{len(summary.bad_files)} of {summary.files} file(s) could not be read (listed "

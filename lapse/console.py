@@ -48,7 +48,9 @@ def table(
     t.add_column(columns[0], style="bold")
     t.add_column(columns[1], justify="right")
     for name, value in rows:
-        if isinstance(value, bool) or value is None:
+        if value is None:
+            text = "-"
+        elif isinstance(value, bool):
             text = str(value)
         elif isinstance(value, int):
             text = f"{value:,}"

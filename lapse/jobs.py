@@ -29,6 +29,7 @@ from features.synthetic import GenerationError, GenerationSummary, SyntheticConf
 from features.synthetic import generate as generate_app
 from features.synthetic.calibration import TruthCheck, check_truth
 from lapse.settings import Settings
+from serving.braze_client import BrazeAuthError
 from serving.emulator import Emulator, EmulatorConfig, EmulatorConfigError
 from serving.rescore import MAX_STALE_DAYS, RescoreResult
 from serving.rescore import rescore as score_store
@@ -36,7 +37,7 @@ from serving.scores import read_scores, read_scores_policy, write_scores
 from serving.sync import SyncConfig, SyncReport
 from serving.sync import sync as sync_scores
 from training.buckets import BucketPolicy
-from training.registry import champion_uri, load_model, model_info
+from training.registry import ModelInfo, champion_uri, load_model, model_info
 from training.settings import TrainConfig
 from training.train import TrainResult, default_truth_path, train_store
 
@@ -129,12 +130,20 @@ def features(
     import time
 
     started = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() not in (".parquet", ".pq"):
+        raise StoreError(f"--out {out}: expected a .parquet file name (features are Parquet)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"--out {out}: cannot create {out.parent} ({exc.strerror})") from None
     if not os.access(out.parent, os.W_OK):
         raise StoreError(f"--out {out}: cannot write in {out.parent}")
     definition = feature_definition(settings.features, settings.labels)
     built = store_features(settings.store.path, as_of, definition, progress)
-    built.frame.to_parquet(out)
+    try:
+        built.frame.to_parquet(out)
+    except OSError as exc:
+        raise StoreError(f"--out {out}: cannot write ({exc})") from None
     return FeaturesResult(built, out, time.perf_counter() - started)
 
 
@@ -215,7 +224,7 @@ class RescoreOutcome:
 
     result: RescoreResult
     path: Path | None
-    model_uri: str
+    model: ModelInfo
     sync: SyncOutcome
 
 
@@ -237,12 +246,16 @@ def rescore(
     A dry run writes the file only where asked (``out``): the day's file may be a real run's,
     still waiting for a ``lapse sync`` retry.
     """
+    if not dry_run and settings.braze.api_key is None:  # say so before the work, not after it
+        raise BrazeAuthError(
+            "no Braze API key: set the BRAZE_API_KEY environment variable (or use --dry-run)"
+        )
     uri = champion_uri(settings.mlflow.registered_model)
     model = load_model(settings.mlflow.tracking_uri, uri)
     result = score_store(settings.store.path, as_of, model, MAX_STALE_DAYS, progress)
+    info = model_info(settings.mlflow.tracking_uri, uri)
     path = None
     if not (dry_run and out is None):
-        info = model_info(settings.mlflow.tracking_uri, uri)
         provenance = {"as_of": result.as_of.isoformat(), "model": info.uri}
         provenance |= (
             {"model_name": info.name, "model_version": info.version} if info.version else {}
@@ -254,7 +267,7 @@ def rescore(
             provenance,
         )
     pushed = push(settings, result.scores, dry_run, model.bucket_policy_, progress)
-    return RescoreOutcome(result, path, uri, pushed)
+    return RescoreOutcome(result, path, info, pushed)
 
 
 # --- braze-emulator ------------------------------------------------------------------------------

@@ -79,6 +79,10 @@ def ingest(summary: IngestSummary) -> None:
         *((f"  {reason}", n) for reason, n in summary.quarantined.items()),
         ("commits", summary.commits),
     ]
+    if summary.already_retried:
+        rows.append(
+            ("quarantined rows already retried once (not read again)", summary.already_retried)
+        )
     out.print(table("Ingested", rows))
     notes = [(name, "; ".join(items)) for name, items in summary.notes.items() if items]
     if notes:
@@ -182,7 +186,7 @@ def rescore(outcome: RescoreOutcome) -> None:
         table(
             "Rescored",
             [
-                ("model", outcome.model_uri),
+                ("model", outcome.model.label),
                 ("as of", f"{result.as_of:%Y-%m-%d %H:%M} UTC"),
                 ("events read", result.events),
                 ("active subscribers scored", len(result.scores)),

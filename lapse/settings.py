@@ -414,16 +414,29 @@ def _describe(exc: ValidationError, record: _Load, overrides: Mapping[str, Any])
     lines = []
     for error in exc.errors(include_url=False):
         loc = tuple(str(part) for part in error["loc"])
-        if _has(overrides, loc):
+        reason = _reason(error, loc)
+        key = loc[:2]  # where a value came from is a section key's, not a list item's
+        named = re.match(r"^(\w+): ", reason)
+        if len(loc) == 1 and named and _has_key(loc[0], named[1]):
+            # a section's own check names the key: point at where that key was set
+            key = loc = (loc[0], named[1])
+            reason = reason[named.end() :]
+        if _has(overrides, key):
             where = f"override {_section_key(loc, error.get('input'))}"
-        elif _has(record.env, loc):
-            where = _env_name(loc)
-        elif _has(record.file, loc):
+        elif _has(record.env, key):
+            where = _env_name(key) + ("" if loc == key else f" (item {'.'.join(loc[2:])})")
+        elif _has(record.file, key):
             where = f"{record.config}: {_section_key(loc, error.get('input'))}"
         else:
             where = f"default {_section_key(loc, error.get('input'))}"
-        lines.append(f"{where}: {_reason(error, loc)}")
+        lines.append(f"{where}: {reason}")
     return "\n".join(lines)
+
+
+def _has_key(section: str, key: str) -> bool:
+    info = Settings.model_fields.get(section)
+    model = info.annotation if info else None
+    return isinstance(model, type) and key in getattr(model, "model_fields", {})
 
 
 def _section_key(loc: tuple[str, ...], value: Any = None) -> str:

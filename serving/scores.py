@@ -143,6 +143,15 @@ def prepare_scores(frame: pd.DataFrame, source: str = "scores", first_row: int =
         reasons = [_top_reason(v) for v in frame[REASONS].to_numpy()]
         out[REASONS] = pd.Series(reasons, index=out.index, dtype=object)
     out = out.sort_values([CHURN_PROBABILITY, USER_ID], ascending=[False, True], kind="stable")
+    repeated = out[USER_ID].duplicated(keep=False)
+    if repeated.any():
+        conflicting = out.loc[repeated].groupby(USER_ID)[CHURN_PROBABILITY].nunique().gt(1)
+        first = out.loc[repeated, USER_ID].iloc[0]
+        notes.append(
+            f"{out.loc[repeated, USER_ID].nunique():,} user(s) appear more than once (first: "
+            f"{first!r}), {int(conflicting.sum()):,} of them with different probabilities; "
+            "each user's highest probability was kept (one row per platform is expected)"
+        )
     out = out.drop_duplicates(USER_ID, keep="first").reset_index(drop=True)
     out.attrs[NOTES] = notes
     return out
@@ -213,7 +222,10 @@ def write_scores(
     into a Parquet file's metadata too, for the service's ``/lookup``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScoresFileError(f"{path}: cannot create {path.parent} ({exc.strerror})") from None
     if path.suffix.lower() in (".parquet", ".pq"):
         table = pa.Table.from_pandas(scores, preserve_index=False)
         metadata = dict(table.schema.metadata or {})
@@ -221,7 +233,10 @@ def write_scores(
             metadata[POLICY_METADATA] = policy.to_json()
         if provenance:
             metadata[PROVENANCE_METADATA] = json.dumps(dict(provenance))
-        pq.write_table(table.replace_schema_metadata(metadata), path)
+        try:
+            pq.write_table(table.replace_schema_metadata(metadata), path)
+        except OSError as exc:
+            raise ScoresFileError(f"{path}: cannot write the scores file ({exc})") from None
     elif path.name.lower().endswith((".csv", ".csv.gz")):
         flat = scores.assign(**{s.REASONS: [";".join(r) for r in scores[s.REASONS]]})
         flat.to_csv(path, index=False)

@@ -397,7 +397,12 @@ def load_truth(path: Path | None, horizon_days: int) -> pd.DataFrame | None:
         return None
     if not Path(path).is_file():
         raise TrainingInputError(f"{path}: ground-truth file not found")
-    truth = pd.read_parquet(path)
+    try:
+        truth = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise TrainingInputError(
+            f"{path}: cannot read the ground truth as Parquet ({str(exc).splitlines()[0]})"
+        ) from None
     missing = {*schema.SNAPSHOT_INDEX, schema.CHURN_PROBABILITY} - set(truth.columns)
     if missing:
         raise TrainingInputError(f"{path}: ground truth lacks column(s) {sorted(missing)}")

@@ -45,6 +45,7 @@ from features.ingest.store import (
     MANIFEST,
     Manifest,
     commit,
+    load_quarantine,
     month_of,
     quarantine_file,
     read_manifest,
@@ -97,6 +98,7 @@ class IngestSummary:
     notes: dict[str, list[str]] = field(default_factory=dict)  # file -> what was read differently
     commits: int = 0
     orphans_removed: int = 0
+    already_retried: int = 0  # quarantined rows a reprocess read once before (not read again)
 
     @property
     def rows_quarantined(self) -> int:
@@ -427,6 +429,10 @@ def reprocess_quarantine(
                     continue
                 tried.setdefault(rel, []).append(i)
                 groups.setdefault((row[s.SOURCE], _header_of(row)), []).append(row)
+        quarantined = load_quarantine(store)[s.LINE]
+        summary.already_retried = int((quarantined != BAD_FILE_LINE).sum()) - sum(
+            len(rows) for rows in tried.values()
+        )
         if not tried:
             return summary
         reads = [

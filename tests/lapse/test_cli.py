@@ -468,3 +468,36 @@ def test_ingest_reprocess_quarantine_retries_rows_once_after_a_rule_change(
     assert sorted(load_events(store)["user_id"]) == ["new-device", "old-device"]
     code, _, stderr = invoke(capsys, "ingest", str(src), "--reprocess-quarantine")
     assert code == 2 and "not both" in stderr
+
+
+def test_ingest_that_stores_nothing_exits_1_and_says_why(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (hostile review): an export whose every row is refused (here: before
+    ingest.earliest) exited 0 and the loss surfaced only at `lapse train`."""
+    src = clean_env / "old.csv"
+    src.write_text("created_at,adid,os_name,activity_kind\n1262304000,d,ios,session\n")
+    monkeypatch.setenv("LAPSE_INGEST__EARLIEST", "2020-01-01")
+    code, _, stderr = invoke(capsys, "ingest", str(src), "--store", str(clean_env / "s"))
+    assert code == 1 and "all 1 rows read were quarantined" in stderr
+    assert "--reprocess-quarantine" in stderr
+    code, _, stderr = invoke(capsys, "ingest", "--store", str(clean_env / "s"))
+    assert code == 2 and "nothing to ingest" in stderr
+
+
+def test_features_out_must_be_parquet(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (hostile review): --out f.csv got Parquet bytes."""
+    code, _, stderr = invoke(capsys, "features", "--as-of", "2026-02-01", "--out", "f.csv")
+    assert code == 1 and "--out f.csv: expected a .parquet file name" in stderr
+    assert not (clean_env / "f.csv").exists()
+
+
+def test_rescore_without_an_api_key_stops_before_scoring(
+    clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (hostile review): the whole scoring ran, then the sync said there was no key
+    without saying where the scores went; now it stops first (a dry run needs no key)."""
+    code, _, stderr = invoke(capsys, "rescore", "--as-of", "2026-02-01")
+    assert code == 1 and "no Braze API key" in stderr and "--dry-run" in stderr
+    code, _, stderr = invoke(capsys, "rescore", "--as-of", "2026-02-01", "--dry-run")
+    assert code == 1 and "no MLflow database" in stderr  # a dry run goes on to the model

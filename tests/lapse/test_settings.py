@@ -660,3 +660,22 @@ def test_a_config_file_with_a_utf8_bom_is_read(tmp_path: Path) -> None:
     cfg = tmp_path / "lapse.toml"
     cfg.write_bytes(b"\xef\xbb\xbf[braze]\nbatch_size = 10\n")
     assert Settings.load(cfg).braze.batch_size == 10
+
+
+def test_feature_windows_repeated_or_absurd_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression (hostile review): [7,7] crashed the build as 'unexpected DuplicateError', and
+    a list item's error was blamed on the defaults instead of the variable that set it."""
+    for name in [n for n in os.environ if n.upper().startswith("LAPSE_")]:
+        monkeypatch.delenv(name)
+    cases = {
+        "[7,7]": r"^LAPSE_FEATURES__WINDOWS: 7 given twice in \[7, 7\]$",
+        "[7,99999]": r"^LAPSE_FEATURES__WINDOWS: 99999 days is longer",
+        "[7.5]": r"^LAPSE_FEATURES__WINDOWS \(item 0\): Input should be a valid integer",
+        "[0]": r"^LAPSE_FEATURES__WINDOWS: expected positive days, got \[0\]$",
+    }
+    for value, message in cases.items():
+        monkeypatch.setenv("LAPSE_FEATURES__WINDOWS", value)
+        with pytest.raises(SettingsError, match=message):
+            Settings.load(None)

@@ -724,3 +724,13 @@ def test_given_buckets_are_sent_as_the_scores_file_says(emulator: Emulator, sqli
         sync(scores({"a": 0.9}), config, KEY)
     with pytest.raises(ScoresFileError, match="1 user.s. without a 'bucket' .first: user 'b'."):
         sync(scores({"a": 0.9, "b": 0.1}, **{BUCKET: ["watch", None]}), config, KEY)
+
+
+def test_a_user_scored_twice_is_kept_once_with_a_note() -> None:
+    """Regression (hostile review): conflicting rows of one user were reduced silently."""
+    frame = prepare_scores(
+        scores({"a": 0.1, "b": 0.5}).pipe(lambda f: pd.concat([f, scores({"a": 0.9})]))
+    )
+    assert dict(zip(frame[USER_ID], frame[CHURN_PROBABILITY], strict=True)) == {"a": 0.9, "b": 0.5}
+    (note,) = frame.attrs["lapse.notes"]
+    assert note.startswith("1 user(s) appear more than once (first: 'a'), 1 of them with different")

@@ -165,6 +165,11 @@ def test_ground_truth_files_are_checked_with_the_reason(tmp_path) -> None:
     assert load_truth(None, 30) is None
     with pytest.raises(TrainingInputError, match="ground-truth file not found"):
         load_truth(tmp_path / "nope.parquet", 30)
+    (tmp_path / "rev.csv").write_text("as_of,user_id\n")  # regression: "unexpected ArrowInvalid"
+    with pytest.raises(
+        TrainingInputError, match="rev.csv: cannot read the ground truth as Parquet"
+    ):
+        load_truth(tmp_path / "rev.csv", 30)
     truth = pd.DataFrame(
         {
             schema.AS_OF: pd.to_datetime(["2026-03-01"] * 2, utc=True),

@@ -439,6 +439,7 @@ def test_reprocess_quarantine_stores_rows_that_now_pass_exactly_once(tmp_path: P
     ]
     twice = reprocess_quarantine(store)
     assert (twice.rows_read, twice.rows_stored, twice.commits) == (0, 0, 0)
+    assert twice.already_retried == 1  # the truncated row: said, not silently skipped
     assert ingest([src], store).rows_stored == 0 and len(load_events(store)) == 3
 
 
