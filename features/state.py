@@ -178,11 +178,16 @@ def state_at(subs: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
     )
     ended = last.is_in(ENDING_EVENTS + PAUSE_EVENTS)
     open_period = ~ended & ~last.is_in(FAILURE_EVENTS)
-    # a period that ended less than the leeway ago, with no ending row, is a renewal not yet
-    # delivered: still active (the label decides later whether it came)
+    off = pl.col("_off_ts").is_not_null() & (
+        pl.col("_charge_ts").is_null() | (pl.col("_off_ts") > pl.col("_charge_ts"))
+    )
+    # a period that ended less than the leeway ago, with no ending row and auto-renew on, is a
+    # renewal not yet delivered: still active (the label decides later whether it came); with
+    # auto-renew off no renewal is coming, so the period ends at its expiry
     leeway = leeway_micros(config)
     # (up to the leeway inclusive: a renewal delivered exactly then still continues the period)
-    recent_enough = pl.col(EXPIRY) >= t - leeway if leeway > 0 else pl.col(EXPIRY) > t
+    awaiting = (pl.col(EXPIRY) >= t - leeway) & ~off if leeway > 0 else pl.lit(False)
+    recent_enough = (pl.col(EXPIRY) > t) | awaiting
     entitled_period = open_period & recent_enough
     active = (in_trouble | entitled_period).fill_null(False)
     entitled = (in_trouble | (open_period & (pl.col(EXPIRY) > t))).fill_null(False)
@@ -195,9 +200,6 @@ def state_at(subs: pl.DataFrame, t: int, config: FeatureConfig) -> pl.DataFrame:
         .when(entitled_period)
         .then(kind)
         .otherwise(pl.lit(None, dtype=pl.String))
-    )
-    off = pl.col("_off_ts").is_not_null() & (
-        pl.col("_charge_ts").is_null() | (pl.col("_off_ts") > pl.col("_charge_ts"))
     )
     # period length: from the last charge to the expiry it set (trial 7, monthly 30, annual 365)
     period = days(pl.col(EXPIRY) - pl.col("_charge_ts"))
