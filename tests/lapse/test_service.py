@@ -1,0 +1,292 @@
+"""The HTTP service, started for real (`bentoml serve` on a free loopback port) and called over
+HTTP: answers equal the in-process model, /score_events equals rescore on the same events, every
+bad request is a 4xx naming its field with no traceback logged, the token, a wrong model URI,
+and a champion swapped under load."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import load_events
+from features import schema as s
+from features.build import build_features
+from features.ingest.adjust import column_name
+from lapse import jobs
+from lapse import serve as serving
+from lapse.settings import Settings
+from serving.rescore import rescore
+from serving.scores import write_scores
+from serving.scoring import score
+from training.registry import champion_uri, load_model
+
+pytestmark = pytest.mark.slow
+
+AS_OF = "2026-04-20"  # inside the generated data (2026-01-05 + 120 days)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A small generated app, ingested and trained (2 trials) in its own folder and registry."""
+    root = tmp_path_factory.mktemp("service")
+    config = root / "lapse.toml"
+    config.write_text(
+        '[store]\npath = "store"\n[synthetic]\nusers = 600\ndays = 120\n'
+        "[optuna]\nn_trials = 2\n[training]\nmin_churners = 10\nmin_non_churners = 10\n"
+    )
+    settings = Settings.load(config)
+    jobs.generate(settings, settings.store.path / "synthetic")
+    jobs.ingest(settings, [settings.store.path / "synthetic" / "raw"])
+    result = jobs.train(settings)
+    if not result.gate.moved:  # a tiny app's model may not beat the CRM rule: serve it anyway
+        from mlflow.tracking import MlflowClient
+
+        name = settings.mlflow.registered_model
+        MlflowClient().set_registered_model_alias(name, "champion", result.gate.version)
+    return settings
+
+
+@contextlib.contextmanager
+def running(settings: Settings, **env: str) -> Iterator[serving.Server]:
+    import os
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        server = serving.start_server(settings, "127.0.0.1", serving.free_port())
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        yield server
+    finally:
+        serving.stop_server(server.process)
+
+
+@pytest.fixture(scope="module")
+def server(trained: Settings) -> Iterator[serving.Server]:
+    with running(trained, LAPSE_SERVING__MAX_ROWS="50", LAPSE_SERVING__MAX_BODY_MB="1") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def model(trained: Settings):
+    return load_model(trained.mlflow.tracking_uri, champion_uri(trained.mlflow.registered_model))
+
+
+def _feature_rows(settings: Settings, model) -> pd.DataFrame:
+    events = load_events(settings.store.path, end=AS_OF)
+    return build_features(events, AS_OF, model.feature_definition)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    flat = frame.reset_index()
+    return flat.astype(object).where(flat.notna(), None).to_dict("records")
+
+
+def test_score_answers_equal_the_in_process_model(server, http, trained, model) -> None:
+    features = _feature_rows(trained, model).head(50)
+    rows = [{**row, "not_a_feature": 1} for row in _records(features)]
+    answer = http.post(f"{server.url}/score", json={"rows": rows})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    expected = score(model, features)
+    got = pd.DataFrame(body["scores"])
+    np.testing.assert_allclose(got[s.CHURN_PROBABILITY], expected[s.CHURN_PROBABILITY], atol=1e-9)
+    assert got[s.BUCKET].tolist() == expected[s.BUCKET].tolist()
+    assert got[s.REASONS].tolist() == [list(r) for r in expected[s.REASONS]]
+    assert got[s.USER_ID].tolist() == expected[s.USER_ID].tolist()
+    unused = set(features.columns) - set(model.features_)  # dropped at training as constant
+    assert body["ignored_columns"] == sorted({"not_a_feature", *unused})
+    assert set(got["model_version"]) == {"1"}
+
+
+def _callbacks(settings: Settings, users: list[str]) -> list[dict]:
+    """The users' raw Adjust rows, from the export files the store names (source, line), as
+    the callback objects Adjust would have sent."""
+    events = load_events(settings.store.path)
+    mine = events[events[s.USER_ID].isin(users)]
+    objects = []
+    for source, lines in mine.groupby(s.SOURCE)[s.LINE]:
+        with gzip.open(source, "rt", newline="") as handle:
+            rows = list(csv.reader(io.StringIO(handle.read())))
+        header = [column_name(h) for h in rows[0]]  # "{created_at}" -> "created_at"
+        for line in sorted(set(lines)):
+            values = dict(zip(header, rows[line - 1], strict=True))
+            objects.append({k: v for k, v in values.items() if v != ""})
+    return objects
+
+
+def test_score_events_equals_rescore_on_the_same_events(
+    server, http, trained, model, tmp_path: Path
+) -> None:
+    active = _feature_rows(trained, model).reset_index()[s.USER_ID].unique()[:6].tolist()
+    objects = _callbacks(trained, active)
+    objects.insert(3, {**objects[0], "created_at": "yesterday"})  # refused, the rest scored
+    answer = http.post(f"{server.url}/score_events", json={"as_of": AS_OF, "events": objects})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [r["index"] for r in body["rejected"]] == [3]
+    assert body["rejected"][0]["reason"] == "bad_timestamp"
+    # the same callbacks as a callback log, ingested and rescored
+    log = tmp_path / "callbacks.log"
+    import json
+
+    log.write_text("\n".join(json.dumps(o) for o in objects) + "\n")
+    store = tmp_path / "store"
+    jobs.ingest(trained.updated(store={"path": store}), [log])
+    expected = rescore(store, AS_OF, model, max_stale_days=365).scores
+    got = pd.DataFrame(body["scores"]).sort_values(s.USER_ID).reset_index(drop=True)
+    expected = expected.sort_values(s.USER_ID).reset_index(drop=True)
+    assert got[s.USER_ID].tolist() == expected[s.USER_ID].tolist() and len(got) >= 1
+    np.testing.assert_allclose(got[s.CHURN_PROBABILITY], expected[s.CHURN_PROBABILITY], atol=1e-9)
+    assert got[s.BUCKET].tolist() == expected[s.BUCKET].tolist()
+    assert got[s.REASONS].tolist() == [list(r) for r in expected[s.REASONS]]
+
+
+def test_lookup_answers_from_the_newest_rescore(server, http, trained) -> None:
+    scores = jobs.rescore(trained, pd.Timestamp(AS_OF).date(), dry_run=True, out=None)
+    path = jobs.default_scores_path(trained, pd.Timestamp(AS_OF).date())
+    write_scores(
+        scores.result.scores,
+        path,
+        scores.sync.config.policy,
+        {"as_of": AS_OF, "model": "m", "model_name": "lapse-churn", "model_version": "1"},
+    )
+    user = scores.result.scores[s.USER_ID].iloc[0]
+    import time
+
+    deadline = time.monotonic() + 15  # the service looks for a newer file every 5 s
+    while True:
+        body = http.post(f"{server.url}/lookup", json={"user_ids": [user, "nobody"]}).json()
+        if body["results"][0]["scored"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    first, second = body["results"]
+    assert first["scored"] and first[s.AS_OF] == AS_OF and first["model_version"] == "1"
+    expected = scores.result.scores.set_index(s.USER_ID).loc[user]
+    assert first[s.CHURN_PROBABILITY] == pytest.approx(float(expected[s.CHURN_PROBABILITY]))
+    assert second == {s.USER_ID: "nobody", "scored": False}
+
+
+def test_metadata_names_the_model_and_its_definition(server, http, model) -> None:
+    body = http.get(f"{server.url}/metadata").json()
+    assert body["model"] == "lapse-churn" and body["model_version"] == "1"
+    assert [f["name"] for f in body["features"]] == list(model.features_)
+    assert all(f["description"] for f in body["features"])
+    assert "holdout_roc_auc" in body["metrics"] and body["run_id"]
+    assert body["feature_definition"]["windows"] == list(model.feature_definition.windows)
+
+
+BAD_REQUESTS = [
+    ("/score", b"{not json", "body: malformed JSON"),
+    ("/score", b'{"rowz": []}', "rows: Field required"),
+    ("/score", b'{"rows": [{"user_id": "a", "sessions_28d": [1]}]}', "rows[0].sessions_28d"),
+    ("/score", b'{"rows": [{"user_id": "a"}]}', "rows[0]: missing feature(s)"),
+    ("/score", b'{"rows": [' + b",".join([b'{"a": 1}'] * 51) + b"]}", "at most 50"),
+    ("/score_events", b'{"as_of": "soon", "events": [{}]}', "as_of: expected a date"),
+    ("/score_events", b'{"as_of": "2026-01-01"}', "events: Field required"),
+    ("/lookup", b'{"user_ids": "u1"}', "user_ids: Input should be a valid list"),
+    ("/lookup", b'{"user_ids": [' + b'"x",' * 600_000 + b'"y"]}', "body over 1 MB"),
+]
+
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize(("path", "body", "message"), BAD_REQUESTS)
+def test_a_bad_request_is_a_4xx_naming_its_field(server, http, path, body, message) -> None:
+    answer = http.post(
+        f"{server.url}{path}", content=body, headers={"content-type": "application/json"}
+    )
+    assert 400 <= answer.status_code < 500, answer.text
+    assert message in answer.json()["error"]
+
+
+def test_clients_mistakes_leave_no_traceback_in_the_log(server, http) -> None:
+    for path, body, _ in BAD_REQUESTS[:-1]:
+        http.post(f"{server.url}{path}", content=body)
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_an_unknown_event_is_reported_back_and_the_others_scored(server, http) -> None:
+    events = [{"activity_kind": "teleport", "created_at": 1767574008, "adid": "a"}]
+    body = http.post(
+        f"{server.url}/score_events", json={"as_of": "2026-02-01", "events": events}
+    ).json()
+    assert body["rejected"][0]["index"] == 0 and body["scores"] == []
+
+
+def test_a_token_guards_every_endpoint_but_the_probes(trained, http) -> None:
+    with running(trained, LAPSE_SERVING__TOKEN="t0k3n-for-tests") as srv:
+        assert http.get(f"{srv.url}/readyz").status_code == 200
+        assert http.get(f"{srv.url}/metadata").status_code == 401
+        wrong = {"authorization": "Bearer nope"}
+        assert http.get(f"{srv.url}/metadata", headers=wrong).status_code == 401
+        right = {"authorization": "Bearer t0k3n-for-tests"}
+        assert http.get(f"{srv.url}/metadata", headers=right).status_code == 200
+        assert "t0k3n-for-tests" not in srv.log.read_text()
+
+
+def test_a_model_uri_that_does_not_exist_fails_at_start_in_one_line(trained) -> None:
+    from training.registry import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match=r"^models:/nope@champion: no model to score"):
+        serving.start_server(trained, uri="models:/nope@champion", port=serving.free_port())
+
+
+def test_refresh_swaps_to_a_new_champion_without_a_failed_request(trained, http, model) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    rows = _records(_feature_rows(trained, model).head(3))
+    with running(trained, LAPSE_SERVING__REFRESH_S="0.5") as srv:
+        failures, versions, stop = [], set(), threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                answer = http.post(f"{srv.url}/score", json={"rows": rows})
+                if answer.status_code != 200:
+                    failures.append(answer.text)
+                else:
+                    versions.update(r["model_version"] for r in answer.json()["scores"])
+
+        workers = [threading.Thread(target=load) for _ in range(2)]
+        for w in workers:
+            w.start()
+        mlflow.set_tracking_uri(trained.mlflow.tracking_uri)
+        client = MlflowClient()
+        name = trained.mlflow.registered_model
+        current = client.get_model_version_by_alias(name, "champion")
+        new = client.create_model_version(name, current.source, run_id=current.run_id)
+        client.set_registered_model_alias(name, "champion", new.version)
+        import time
+
+        deadline = time.monotonic() + 30
+        while str(new.version) not in versions and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        for w in workers:
+            w.join()
+        client.set_registered_model_alias(name, "champion", current.version)
+        assert not failures and {"1", str(new.version)} <= versions
+        assert http.get(f"{srv.url}/metadata").json()["model_version"] == str(new.version)
