@@ -439,6 +439,14 @@ def serve(
             help="MLflow model URI (default: models:/<mlflow.registered_model>@champion).",
         ),
     ] = None,
+    build: Annotated[
+        bool,
+        typer.Option(
+            "--build",
+            help="Instead of serving: build a Bento (bentofile.yaml) that carries the model; "
+            "`bentoml serve <tag>` runs it, `bentoml containerize <tag>` makes an image.",
+        ),
+    ] = False,
 ) -> None:
     """Serve churn scores over HTTP (BentoML): /score, /score_events, /lookup, /metadata.
 
@@ -449,6 +457,13 @@ def serve(
     from lapse import serve as serving
 
     settings = ctx.obj.settings()
+    if build:
+        built = serving.build_bento(settings, model)
+        out.print(
+            f"Built Bento {built.tag} carrying {built.info.label} (BentoML model "
+            f"{built.model_tag}); run it with `bentoml serve {built.tag}`"
+        )
+        return
     with progress_bars() as report:
         server = serving.start_server(
             settings, host, port, model, waiting=lambda s: report("starting", min(int(s), 60), 60)
@@ -495,3 +510,7 @@ def main(argv: list[str] | None = None) -> None:
         hint = "" if verbose or known else " (run with -v for the traceback)"
         err.print(f"[red]error:[/red] {escape(message + hint)}", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

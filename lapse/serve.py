@@ -33,7 +33,13 @@ from lapse.settings import CONFIG_ENV, Settings
 from serving.scores import LatestScores, latest_scores
 from serving.scoring import LeanScorer
 from training.pipeline import ChurnModel
-from training.registry import ModelInfo, champion_uri, load_model, model_info
+from training.registry import (
+    ModelInfo,
+    champion_uri,
+    load_model,
+    load_model_at,
+    model_info,
+)
 
 __all__ = [
     "EventScores",
@@ -75,6 +81,14 @@ def load_served_model(settings: Settings, uri: str | None = None) -> ServedModel
     uri = model_uri(settings, uri)
     model = load_model(settings.mlflow.tracking_uri, uri)
     return ServedModel(model, LeanScorer(model), model_info(settings.mlflow.tracking_uri, uri))
+
+
+def served_from_path(path: str | Path, metadata: Mapping[str, Any]) -> ServedModel:
+    """A model a Bento carries: its MLflow folder, and who it is (recorded when it was imported)."""
+    model = load_model_at(path)
+    known = {k: metadata.get(k) for k in ("uri", "name", "version", "run_id", "trained_at")}
+    info = ModelInfo(**{**known, "uri": known["uri"] or str(path)}, metrics=metadata.get("metrics"))
+    return ServedModel(model, LeanScorer(model), info)
 
 
 # --- POST /score ---------------------------------------------------------------------------------
@@ -373,3 +387,48 @@ def stop_server(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# --- lapse serve --build -------------------------------------------------------------------------
+
+#: The BentoML model name a Bento's model is imported under.
+BENTO_MODEL_NAME = "lapse-churn"
+
+
+@dataclass(frozen=True)
+class BuiltBento:
+    """A Bento of the service and the BentoML model it carries."""
+
+    tag: str
+    model_tag: str
+    info: ModelInfo
+
+
+def build_bento(settings: Settings, uri: str | None = None) -> BuiltBento:
+    """Import the model (default: the champion) into BentoML's model store, with who it is, and
+    build ``bentofile.yaml`` into a Bento that carries it (``bentoml serve <tag>`` runs it)."""
+    import bentoml
+    import mlflow
+
+    uri = model_uri(settings, uri)
+    load_model(settings.mlflow.tracking_uri, uri)  # refuse a missing or old model first
+    info = model_info(settings.mlflow.tracking_uri, uri)
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    metadata = {
+        "uri": info.uri,
+        "name": info.name,
+        "version": info.version,
+        "run_id": info.run_id,
+        "trained_at": info.trained_at,
+        "metrics": info.metrics or {},
+    }
+    stored = bentoml.mlflow.import_model(BENTO_MODEL_NAME, model_uri=uri, metadata=metadata)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LAPSE_BENTO_MODEL": str(stored.tag), "BENTOML_DO_NOT_TRACK": "true"}
+    command = [sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml", "--output", "tag"]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RequestError(f"bentoml build failed: {last[:400]}")
+    tag = done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    return BuiltBento(tag, str(stored.tag), info)

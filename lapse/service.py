@@ -17,8 +17,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -33,6 +35,32 @@ from lapse.settings import Settings
 from training.registry import model_info
 
 log = logging.getLogger("lapse.service")
+
+#: Set by `lapse serve --build`: the BentoML model the built Bento carries.
+BENTO_MODEL_ENV = "LAPSE_BENTO_MODEL"
+
+
+def _bento_model() -> str | None:
+    """The BentoML model tag to serve: while building, $LAPSE_BENTO_MODEL; inside a built Bento
+    (BentoML runs it from the Bento's src folder, bento.yaml beside it), the model it carries;
+    from source, none (the model comes from MLflow)."""
+    if os.environ.get(BENTO_MODEL_ENV):
+        return os.environ[BENTO_MODEL_ENV]
+    here = (Path(__file__).resolve().parents[1], Path.cwd())
+    manifest = next((p.parent / "bento.yaml" for p in here if p.name == "src"), None)
+    if manifest is None or not manifest.is_file():
+        return None
+    import yaml
+
+    info = yaml.safe_load(manifest.read_text()) or {}
+    models = list(info.get("models") or [])
+    for service in info.get("services") or []:  # BentoML 1.4 lists them per service
+        models += service.get("models") or []
+    tags = [str(m["tag"]) for m in models if str(m.get("tag", "")).startswith("lapse-churn:")]
+    return tags[0] if tags else None
+
+
+BENTO_MODEL = _bento_model()
 
 Value = float | int | bool | str | None
 
@@ -197,9 +225,17 @@ async def _reply(send, status: int, message: str) -> None:
 class LapseChurn:
     """Scores, buckets and reasons from feature rows, from Adjust events, or by subscriber id."""
 
+    if BENTO_MODEL:  # a Bento carries its model in BentoML's store
+        bento_model = bentoml.models.BentoModel(BENTO_MODEL)
+
     def __init__(self) -> None:
         self.settings = Settings.load()
-        self.served = jobs.load_served_model(self.settings)
+        if BENTO_MODEL:
+            stored = self.bento_model
+            carried = stored.path_of("mlflow_model")
+            self.served = jobs.served_from_path(carried, stored.info.metadata)
+        else:
+            self.served = jobs.load_served_model(self.settings)
         self.scores = jobs.ScoresCache(
             jobs.scores_folder(self.settings), self.settings.serving.lookup_refresh_s
         )
@@ -216,6 +252,8 @@ class LapseChurn:
         interval = self.settings.serving.refresh_s
         while not self._stop.wait(interval):
             try:
+                if BENTO_MODEL:  # a Bento serves the model it carries
+                    return
                 info = model_info(self.settings.mlflow.tracking_uri, self.served.info.uri)
                 if info.version and info.version != self.served.info.version:
                     self.served = jobs.load_served_model(self.settings, self.served.info.uri)

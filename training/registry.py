@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 
 import mlflow
 import mlflow.sklearn
@@ -186,8 +187,17 @@ def load_model(tracking_uri: str, uri: str):
             f"{uri}: no model to score with at {safe_url(tracking_uri)} ({message}); "
             "run `lapse train` first"
         ) from None
+    return _checked(model, uri)
+
+
+def load_model_at(path: str | Path):
+    """The ``ChurnModel`` of an MLflow model folder (one a Bento carries), checked as above."""
+    return _checked(mlflow.sklearn.load_model(str(path)), str(path))
+
+
+def _checked(model, where: str):
     if not isinstance(model, ChurnModel):
-        raise ModelVersionError(f"{uri}: not a Lapse churn model ({type(model).__name__})")
+        raise ModelVersionError(f"{where}: not a Lapse churn model ({type(model).__name__})")
     model.feature_definition  # noqa: B018 - refuses a model saved by an older Lapse
     return model
 

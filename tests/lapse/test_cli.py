@@ -331,6 +331,8 @@ def test_demo_runs_the_whole_flow(clean_env: Path) -> None:
         '[mlflow]\ntracking_uri = "sqlite:///mlflow.db"\nartifact_location = "mlruns"\n\n'
         '[optuna]\nstorage = "sqlite:///optuna.db"\n\n'
         "[synthetic]\nusers = 1500\n"
+        # a fifth of 1,500 subscribers validates: fewer churners than the production floor
+        "[training]\nmin_churners = 20\nmin_non_churners = 20\n"
     )
     done = run_lapse("--config", str(config), "demo", "--trials", "2", cwd=clean_env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

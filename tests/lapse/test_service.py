@@ -9,6 +9,7 @@ import contextlib
 import csv
 import gzip
 import io
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -290,3 +291,60 @@ def test_refresh_swaps_to_a_new_champion_without_a_failed_request(trained, http,
         client.set_registered_model_alias(name, "champion", current.version)
         assert not failures and {"1", str(new.version)} <= versions
         assert http.get(f"{srv.url}/metadata").json()["model_version"] == str(new.version)
+
+
+def test_a_built_bento_carries_the_model_and_answers(trained, http, tmp_path: Path) -> None:
+    """`lapse serve --build` into a temporary BENTOML_HOME; the Bento serves from another
+    folder, with no MLflow at hand, the model it carries."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
+    config = str(trained.config_file)
+    done = subprocess.run(
+        [sys.executable, "-m", "lapse.cli", "--config", config, "serve", "--build"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    tag = re.search(r"Built Bento (\S+) carrying lapse-churn version \d+", done.stdout)[1]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    port = serving.free_port()
+    command = [sys.executable, "-m", "bentoml", "serve", tag, "--port", str(port)]
+    with (tmp_path / "bento.log").open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=elsewhere, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if http.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        body = http.get(f"http://127.0.0.1:{port}/metadata").json()
+        assert body["model"] == "lapse-churn" and body["model_version"] == "1"
+    finally:
+        serving.stop_server(process)
+
+
+def test_the_bentos_requirements_are_the_lock_files() -> None:
+    """bentofile.yaml installs requirements-serve.txt: it must be uv.lock's runtime set."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    # uv is where the Makefile put it: beside the interpreter that made the venv, or on PATH
+    uv = [shutil.which("uv")] if shutil.which("uv") else [shutil.which("python3"), "-m", "uv"]
+    exported = subprocess.run(
+        [*uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes",
+         "--no-annotate"],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert (root / "requirements-serve.txt").read_text() == exported, (
+        "requirements-serve.txt is stale: regenerate it with the command in its first lines"
+    )
