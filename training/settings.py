@@ -30,6 +30,7 @@ class MlflowSettings(Section):
         if problem:
             raise ValueError(problem)
         return url
+
     artifact_location: str = Field("mlruns", min_length=1)
     experiment: str = Field("lapse-churn", min_length=1)
     registered_model: str = Field("lapse-churn", min_length=1)
@@ -47,6 +48,7 @@ class OptunaSettings(Section):
         if problem:
             raise ValueError(problem)
         return url
+
     n_trials: int = Field(30, ge=1)
     timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 
