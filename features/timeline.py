@@ -57,11 +57,15 @@ def to_timestamp(when: date | datetime | str | pd.Timestamp) -> pd.Timestamp:
         when = datetime(when.year, when.month, when.day, tzinfo=UTC)
     try:
         ts = pd.Timestamp(when)
-    except (ValueError, TypeError):
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        ts = ts.as_unit("ns")  # times are compared as epoch ns/µs: beyond 1677..2262 they overflow
+    except (ValueError, TypeError, OverflowError):  # OutOfBoundsDatetime is a ValueError
         ts = pd.NaT
     if ts is pd.NaT:
-        raise FeatureInputError(f"as_of: expected a date or time (YYYY-MM-DD), got {when!r}")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        raise FeatureInputError(
+            f"as_of: expected a date or time (YYYY-MM-DD) between 1678 and 2261, got {when!r}"
+        )
+    return ts
 
 
 def to_micros(when: date | datetime | str | pd.Timestamp) -> int:

@@ -450,7 +450,8 @@ def serve(
 ) -> None:
     """Serve churn scores over HTTP (BentoML): /score, /score_events, /lookup, /metadata.
 
-    The OpenAPI page is at /docs; /livez and /readyz are the probes. Ctrl-C stops it.
+    The OpenAPI page is at / (its spec at /docs.json); /livez and /readyz are the probes.
+    Ctrl-C stops it.
     """
     import threading
 
@@ -468,7 +469,7 @@ def serve(
         server = serving.start_server(
             settings, host, port, model, waiting=lambda s: report("starting", min(int(s), 60), 60)
         )
-    out.print(f"Serving {server.info.label} on {server.url} (OpenAPI page: {server.url}/docs)")
+    out.print(f"Serving {server.info.label} on {server.url} (OpenAPI page: {server.url}/)")
 
     def relay() -> None:  # the service's own log, from here on
         with server.log.open(errors="replace") as log:
@@ -489,7 +490,10 @@ def serve(
         code = 0
     finally:
         serving.stop_server(server.process)
+        log = server.log.read_text(errors="replace") if code else ""
+        server.log.unlink(missing_ok=True)
     if code:
+        err.print(log[-3000:], highlight=False, markup=False)
         raise serving.RequestError(f"the service stopped with exit status {code} (log above)")
     out.print(f"Stopped after {time.perf_counter() - started:.0f} s.")
 

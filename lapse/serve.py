@@ -7,6 +7,7 @@ turns results and ``LapseError``s into answers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -123,8 +124,8 @@ def score_rows(served: ServedModel, rows: Sequence[Mapping[str, Any]], max_rows:
     scored = served.lean.score(rows)
     results = [
         {
-            s.USER_ID: row.get(s.USER_ID),
-            s.PLATFORM: row.get(s.PLATFORM),
+            s.USER_ID: _text(row.get(s.USER_ID)),
+            s.PLATFORM: _text(row.get(s.PLATFORM)),
             s.CHURN_PROBABILITY: p,
             s.BUCKET: b,
             s.REASONS: r,
@@ -135,6 +136,11 @@ def score_rows(served: ServedModel, rows: Sequence[Mapping[str, Any]], max_rows:
         )
     ]
     return RowScores(results, sorted(ignored))
+
+
+def _text(value: Any) -> str | None:
+    """An id as text (a number sent as an id is answered as its text)."""
+    return None if value is None else str(value)
 
 
 # --- POST /score_events --------------------------------------------------------------------------
@@ -166,7 +172,9 @@ def score_events(
     try:
         when = to_timestamp(as_of)
     except LapseError:
-        raise RequestError(f"as_of: expected a date or time (YYYY-MM-DD), got {as_of!r}") from None
+        raise RequestError(
+            f"as_of: expected a date or time (YYYY-MM-DD) between 1678 and 2261, got {as_of!r}"
+        ) from None
     if len(events) > settings.serving.max_events:
         raise RequestError(
             f"events: {len(events):,} callbacks, at most {settings.serving.max_events:,} "
@@ -225,6 +233,7 @@ class ScoresCache:
         self._checked = -float("inf")
         self._lock = threading.Lock()
         self._latest = latest_scores(folder)
+        self._stamp = _stamp(self._latest.path)
 
     def get(self) -> LatestScores:
         now = self._clock()
@@ -233,9 +242,18 @@ class ScoresCache:
                 if now - self._checked >= self.interval_s:
                     self._checked = now
                     newest = max(self.folder.glob("scores-*.parquet"), default=None)
-                    if newest is not None and newest != self._latest.path:
-                        self._latest = latest_scores(self.folder)
+                    stamp = _stamp(newest)
+                    if newest is not None and (newest, stamp) != (self._latest.path, self._stamp):
+                        self._latest, self._stamp = latest_scores(self.folder), stamp
         return self._latest
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    """A file's modification time and size: a rescore rewriting the day's file changes it."""
+    if path is None or not path.exists():
+        return None
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
 
 
 def scores_folder(settings: Settings) -> Path:
@@ -336,6 +354,14 @@ def start_server(
     load_model(settings.mlflow.tracking_uri, uri)  # refuse a missing model before any process
     host = host or settings.serving.host
     port = settings.serving.port if port is None else port
+    try:  # a busy port would answer /readyz for another server: say so instead
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        raise RequestError(
+            f"--port {port}: cannot listen on {host} ({exc.strerror or exc}); "
+            "is another service on it? Pick another port"
+        ) from None
     env = {**os.environ, "LAPSE_SERVING__MODEL_URI": uri, "BENTOML_DO_NOT_TRACK": "true"}
     if settings.config_file is not None:
         env[CONFIG_ENV] = str(settings.config_file)
@@ -347,7 +373,9 @@ def start_server(
     # a file, not a pipe: nobody reads a pipe once the service is up, and a full one blocks it
     log = Path(tempfile.mkstemp(prefix="lapse-serve-", suffix=".log")[1])
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env=env, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     started = time.monotonic()
     with httpx.Client(timeout=1.0) as client:  # one client: building one costs ~50 ms
@@ -355,6 +383,7 @@ def start_server(
             output = log.read_text(errors="replace")
             if process.poll() is not None or "Traceback" in output:  # a worker failed to start
                 stop_server(process)
+                log.unlink(missing_ok=True)
                 raise RequestError(_start_failure(output, uri))
             try:
                 if client.get(f"{url}/readyz").status_code == 200:
@@ -369,6 +398,15 @@ def start_server(
                 waiting(elapsed)
             time.sleep(0.2)
     return Server(process, url, model_info(settings.mlflow.tracking_uri, uri), log)
+
+
+def _die_with_parent() -> None:
+    """In the server's process, before it runs: SIGTERM it when the process that started it
+    dies, even by SIGKILL (Linux), so a killed `lapse serve` leaves no server behind."""
+    import ctypes
+
+    with contextlib.suppress(OSError):  # not Linux: a killed parent may leave it running
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _start_failure(output: str, uri: str) -> str:

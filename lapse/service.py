@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from base import LapseError
 from lapse import serve as jobs
@@ -81,13 +82,14 @@ _EVENT_EXAMPLE = {
     "user_id": "u-1842",
     "subscription_event_type": "activation",
     "subscription_product_id": "monthly_9_99",
-    "subscription_expiration_date": "2026-02-05T08:00:00Z",
+    "subscription_expiration_time": "2026-02-05T08:00:00Z",
 }
 
 
 class ScoreRequest(BaseModel):
-    """Feature rows: each maps the model's feature names to values (GET /metadata lists them),
-    plus `user_id` and optionally `platform`; unknown keys are ignored and listed."""
+    """Feature rows: each maps EVERY feature of the model to a value or null (GET /metadata
+    lists them; the example shows a few), plus `user_id` and optionally `platform`; unknown keys
+    are ignored and listed. Categories are text."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"rows": [_ROW_EXAMPLE]}]})
     rows: list[dict[str, Value]] = Field(min_length=1)
@@ -144,6 +146,21 @@ class LookupResponse(BaseModel):
     results: list[dict[str, Any]]
 
 
+class ErrorAnswer(BaseModel):
+    """Every refusal: what was wrong, naming the field (and row) at fault."""
+
+    error: str
+
+
+#: The refusals every endpoint documents (all answers are {"error": "..."}).
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorAnswer, "description": "A value the model cannot score (named)"},
+    401: {"model": ErrorAnswer, "description": "Missing or wrong bearer token"},
+    413: {"model": ErrorAnswer, "description": "Body over serving.max_body_mb"},
+    422: {"model": ErrorAnswer, "description": "A malformed body (the field and row named)"},
+}
+
+
 app = FastAPI(
     title="Lapse churn scores",
     description="Churn probability, bucket and reasons per subscriber.",
@@ -175,6 +192,12 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
 _UNION_MEMBERS = {"float", "int", "bool", "str"}
 
 
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own refusals (an unparseable body, a wrong method) in the same shape."""
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+
 @app.exception_handler(LapseError)
 async def _refused(request: Request, exc: LapseError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=400)
@@ -183,7 +206,8 @@ async def _refused(request: Request, exc: LapseError) -> JSONResponse:
 class _Limits:
     """Pure ASGI middleware: the bearer token (when set) and the body size limit."""
 
-    OPEN = ("/livez", "/readyz", "/healthz", "/docs", "/docs.json", "/metrics", "/static_content")
+    #: The probes and the OpenAPI page (Swagger at /, its spec at /docs.json) need no token.
+    OPEN = ("/livez", "/readyz", "/healthz", "/docs.json", "/static_content")
 
     def __init__(self, app) -> None:
         self.app = app
@@ -197,14 +221,37 @@ class _Limits:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         headers = dict(scope.get("headers") or [])
-        if self.token is not None and not path.startswith(self.OPEN):
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, b"Bearer " + self.token):
+        if self.token is not None and not (path == "/" or path.startswith(self.OPEN)):
+            scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
                 return await _reply(send, 401, "missing or wrong bearer token (Authorization)")
         length = headers.get(b"content-length")
+        too_big = f"body over {self.max_bytes / 1024 / 1024:g} MB (serving.max_body_mb)"
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            mb = self.max_bytes / 1024 / 1024
-            return await _reply(send, 413, f"body over {mb:g} MB (serving.max_body_mb)")
+            return await _reply(send, 413, too_big)
+        if length is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+            # a chunked body: read it here, up to the limit, and hand it on whole
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                more = message.get("more_body", False)
+                if size > self.max_bytes:
+                    return await _reply(send, 413, too_big)
+            body = b"".join(chunks)
+            sent = False
+
+            async def replay():
+                nonlocal sent
+                if sent:
+                    return await receive()
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            return await self.app(scope, replay, send)
         return await self.app(scope, receive, send)
 
 
@@ -261,13 +308,13 @@ class LapseChurn:
             except Exception as exc:  # noqa: BLE001 - keep serving the model we have
                 log.warning("model refresh failed, keeping %s: %s", self.served.info.label, exc)
 
-    @app.post("/score", response_model=ScoreResponse)
+    @app.post("/score", responses=REFUSALS, response_model=ScoreResponse)
     def score(self, body: ScoreRequest) -> dict:
         """Churn probability (calibrated), bucket and up to three reasons per feature row."""
         result = jobs.score_rows(self.served, body.rows, self.settings.serving.max_rows)
         return {"scores": result.results, "ignored_columns": result.ignored}
 
-    @app.post("/score_events", response_model=ScoreEventsResponse)
+    @app.post("/score_events", responses=REFUSALS, response_model=ScoreEventsResponse)
     def score_events(self, body: ScoreEventsRequest) -> dict:
         """Scores of the subscribers whose Adjust callbacks are given, as `lapse rescore
         --as-of` would write them for the same events; refused callbacks come back with their
@@ -284,12 +331,12 @@ class LapseChurn:
             "duplicates": result.duplicates,
         }
 
-    @app.post("/lookup", response_model=LookupResponse)
+    @app.post("/lookup", responses=REFUSALS, response_model=LookupResponse)
     def lookup(self, body: LookupRequest) -> dict:
         """Each subscriber's latest score from the newest rescore (or `scored: false`)."""
         return {"results": jobs.lookup(self.scores.get(), body.user_ids)}
 
-    @app.get("/metadata")
+    @app.get("/metadata", responses={401: REFUSALS[401]})
     def metadata(self) -> dict:
         """The model that answers: version, run, metrics, features, buckets, definition."""
         return jobs.metadata(self.served)

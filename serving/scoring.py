@@ -97,6 +97,11 @@ class LeanScorer:
             for j, column in enumerate(self.columns):
                 value = row.get(column)
                 if column in self._codes:
+                    if not (value is None or isinstance(value, str) or _is_nan(value)):
+                        raise RowError(
+                            f"row {i}, field {column!r}: expected text or null (a category), "
+                            f"got {value!r}"
+                        )
                     out[i, j] = self._code(column, value)
                 else:
                     out[i, j] = _number(value, i, column)
@@ -133,11 +138,20 @@ class LeanScorer:
         }
 
 
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _number(value: Any, row: int, column: str) -> float:
     if value is None:
         return math.nan
     if isinstance(value, bool | int | float | np.number):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise RowError(
+                f"row {row}, field {column!r}: {str(value)[:20]}... is too large for a number"
+            ) from None
     if isinstance(value, str):
         try:
             return float(value)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from base import Section
+from base import Section, db_url_problem
 from features.settings import FeatureConfig, LabelSettings, feature_definition
 from training.buckets import BucketPolicy
 
@@ -22,6 +22,15 @@ class MlflowSettings(Section):
     """Tracking server, artifact root and registry names."""
 
     tracking_uri: str = Field("sqlite:///mlflow.db", min_length=1)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, url: str) -> str:
+        problem = db_url_problem(url, parse=False) if "://" in url else None
+        if problem:
+            raise ValueError(problem)
+        return url
+
     artifact_location: str = Field("mlruns", min_length=1)
     experiment: str = Field("lapse-churn", min_length=1)
     registered_model: str = Field("lapse-churn", min_length=1)
@@ -31,6 +40,15 @@ class OptunaSettings(Section):
     """Hyper-parameter search storage and budget."""
 
     storage: str = Field("sqlite:///optuna.db", min_length=1)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, url: str) -> str:
+        problem = db_url_problem(url, parse=False)
+        if problem:
+            raise ValueError(problem)
+        return url
+
     n_trials: int = Field(30, ge=1)
     timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 

@@ -616,32 +616,43 @@ def _url_decode(values: pa.Array) -> pa.Array:
 
 
 def _json_rows(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, list]:
-    """JSON objects → text columns; parsed by Arrow, line by line only if some line is broken."""
+    """JSON objects → text columns; parsed by Arrow, line by line if Arrow cannot take them all
+    (a broken line, or shapes its reader mishandles, e.g. odd nested lists)."""
     if not len(lines):
         return _no_rows(), []
     try:
         table = pajson.read_json(pa.py_buffer("\n".join(lines.to_pylist()).encode()))
         if table.num_rows != len(lines):
             raise pa.ArrowInvalid("a line holds more or less than one object")
-        records, rejected = None, []
-    except pa.ArrowInvalid:
-        records, rejected = [], []
-        for line, raw in zip(number.to_pylist(), lines.to_pylist(), strict=True):
-            try:
-                obj = json.loads(raw)
-            except ValueError as exc:
-                obj, why = None, f"invalid JSON: {exc}"
-            else:
-                why = "" if isinstance(obj, dict) else "JSON value is not an object"
-            if why:
-                rejected.append((line, "invalid_callback", why, raw))
-            else:
-                records.append((line, obj))
-        table = pa.Table.from_pylist([{k: _text(v) for k, v in obj.items()} for _, obj in records])
-        number = pa.array([line for line, _ in records], pa.int64())
-    columns = {c: _as_text(table.column(c)) for c in table.column_names}
+        columns = {c: _as_text(table.column(c)) for c in table.column_names}
+        rejected: list = []
+    except pa.ArrowException:
+        table, number, rejected = _json_lines(lines, number)
+        columns = {c: _as_text(table.column(c)) for c in table.column_names}
     columns[_LINE] = number
     return pa.table(columns) if table.num_rows else _no_rows(), rejected
+
+
+def _json_lines(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, pa.Array, list]:
+    """Each line on its own: objects become rows of text values, the rest is rejected."""
+    records, rejected = [], []
+    for line, raw in zip(number.to_pylist(), lines.to_pylist(), strict=True):
+        try:
+            obj = json.loads(raw)
+            # a \\u escape of half a surrogate pair is JSON but no character: refuse the line
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            obj, why = None, "a \\u escape that is not a character (a lone surrogate)"
+        except ValueError as exc:
+            obj, why = None, f"invalid JSON: {exc}"
+        else:
+            why = "" if isinstance(obj, dict) else "JSON value is not an object"
+        if why:
+            rejected.append((line, "invalid_callback", why, raw))
+        else:
+            records.append((line, obj))
+    table = pa.Table.from_pylist([{k: _text(v) for k, v in obj.items()} for _, obj in records])
+    return table, pa.array([line for line, _ in records], pa.int64()), rejected
 
 
 def _text(value) -> str | None:

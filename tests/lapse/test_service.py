@@ -9,6 +9,7 @@ import contextlib
 import csv
 import gzip
 import io
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -187,6 +188,18 @@ def test_lookup_answers_from_the_newest_rescore(server, http, trained) -> None:
     expected = scores.result.scores.set_index(s.USER_ID).loc[user]
     assert first[s.CHURN_PROBABILITY] == pytest.approx(float(expected[s.CHURN_PROBABILITY]))
     assert second == {s.USER_ID: "nobody", "scored": False}
+    # regression (hostile review): the day's file rewritten in place (a rescore retried) was
+    # never read again
+    later = scores.result.scores.assign(**{s.CHURN_PROBABILITY: 0.123456})
+    time.sleep(0.01)
+    write_scores(later, path, scores.sync.config.policy, {"as_of": "2026-04-21", "model": "m"})
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        again = http.post(f"{server.url}/lookup", json={"user_ids": [user]}).json()["results"][0]
+        if again[s.AS_OF] == "2026-04-21":
+            break
+        time.sleep(0.5)
+    assert again[s.AS_OF] == "2026-04-21" and again[s.CHURN_PROBABILITY] == 0.123456
 
 
 def test_metadata_names_the_model_and_its_definition(server, http, model) -> None:
@@ -198,6 +211,8 @@ def test_metadata_names_the_model_and_its_definition(server, http, model) -> Non
     assert body["feature_definition"]["windows"] == list(model.feature_definition.windows)
 
 
+_HUGE = b"1" + b"0" * 400
+
 BAD_REQUESTS = [
     ("/score", b"{not json", "body: malformed JSON"),
     ("/score", b'{"rowz": []}', "rows: Field required"),
@@ -207,6 +222,10 @@ BAD_REQUESTS = [
     ("/score_events", b'{"as_of": "soon", "events": [{}]}', "as_of: expected a date"),
     ("/score_events", b'{"as_of": "2026-01-01"}', "events: Field required"),
     ("/lookup", b'{"user_ids": "u1"}', "user_ids: Input should be a valid list"),
+    # regressions (hostile review): each of these was a 500 with a logged traceback
+    ("/score_events", b'{"as_of": "9999-12-31", "events": [{}]}', "between 1678 and 2261"),
+    ("/score_events", b'{"as_of": "0001-01-01", "events": [{}]}', "between 1678 and 2261"),
+    ("/score", b'{"rows": [' + b"1" * 5000 + b"]}", "error parsing the body"),
     ("/lookup", b'{"user_ids": [' + b'"x",' * 600_000 + b'"y"]}', "body over 1 MB"),
 ]
 
@@ -221,6 +240,44 @@ def test_a_bad_request_is_a_4xx_naming_its_field(server, http, path, body, messa
     )
     assert 400 <= answer.status_code < 500, answer.text
     assert message in answer.json()["error"]
+
+
+def test_row_values_of_the_wrong_kind_are_named_or_read_as_text(
+    server, http, trained, model
+) -> None:
+    """Regressions (hostile review): a numeric user_id was a 500 (the answer's ids are text);
+    a huge number and a boolean category were taken in silently or crashed."""
+    row = _records(_feature_rows(trained, model).head(1))[0]
+    answer = http.post(f"{server.url}/score", json={"rows": [{**row, "user_id": 5}]})
+    assert answer.status_code == 200 and answer.json()["scores"][0]["user_id"] == "5"
+    category = next(f for f in model.features_ if f in ("status", "country", "network"))
+    answer = http.post(f"{server.url}/score", json={"rows": [{**row, category: True}]})
+    assert answer.status_code == 400 and f"field {category!r}: expected text" in answer.text
+    feature = next(f for f in model.features_ if f not in (category,) and "days" in f)
+    body = (
+        b'{"rows": ['
+        + json.dumps({**row, feature: 0})
+        .encode()
+        .replace(f'"{feature}": 0'.encode(), f'"{feature}": '.encode() + _HUGE)
+        + b"]}"
+    )
+    answer = http.post(f"{server.url}/score", content=body, headers=JSON)
+    assert answer.status_code == 400 and f"field {feature!r}" in answer.text
+
+
+def test_a_chunked_body_over_the_limit_is_refused(server, http) -> None:
+    """Regression (hostile review): without Content-Length the 1 MB limit was not applied."""
+
+    def chunks():
+        yield b'{"user_ids": ["'
+        for _ in range(40):
+            yield b"x" * 65_536
+        yield b'"]}'
+
+    answer = http.post(f"{server.url}/lookup", content=chunks(), headers=JSON)
+    assert answer.status_code == 413 and "serving.max_body_mb" in answer.json()["error"]
+    small = http.post(f"{server.url}/lookup", content=iter([b'{"user_ids": ["a"]}']), headers=JSON)
+    assert small.status_code == 200
 
 
 def test_clients_mistakes_leave_no_traceback_in_the_log(server, http) -> None:
@@ -245,7 +302,54 @@ def test_a_token_guards_every_endpoint_but_the_probes(trained, http) -> None:
         assert http.get(f"{srv.url}/metadata", headers=wrong).status_code == 401
         right = {"authorization": "Bearer t0k3n-for-tests"}
         assert http.get(f"{srv.url}/metadata", headers=right).status_code == 200
+        lower = {"authorization": "bearer t0k3n-for-tests"}  # the scheme is case-insensitive
+        assert http.get(f"{srv.url}/metadata", headers=lower).status_code == 200
+        assert http.get(f"{srv.url}/metrics").status_code == 401
+        assert http.get(f"{srv.url}/docs.json").status_code == 200
         assert "t0k3n-for-tests" not in srv.log.read_text()
+
+
+def test_a_busy_port_is_one_line_not_someone_elses_readyz(server, trained) -> None:
+    """Regression (hostile review): another server's /readyz was taken as ours."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with pytest.raises(serving.RequestError, match=rf"^--port {port}: cannot listen"):
+        serving.start_server(trained, "127.0.0.1", port)
+
+
+def test_a_killed_lapse_serve_takes_its_server_with_it(trained, http) -> None:
+    """Regression (hostile review): SIGKILL of `lapse serve` left BentoML serving, orphaned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = serving.free_port()
+    command = [sys.executable, "-m", "lapse.cli", "--config", str(trained.config_file), "serve",
+               "--port", str(port)]  # fmt: skip
+    cli = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if http.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        os.kill(cli.pid, signal.SIGKILL)
+        cli.wait()
+        deadline = time.monotonic() + 30
+        alive = True
+        while alive and time.monotonic() < deadline:
+            try:
+                http.get(f"{url}/livez", timeout=1)
+                time.sleep(0.5)
+            except httpx.HTTPError:
+                alive = False
+        assert not alive, "the server outlived the lapse serve that started it"
+    finally:
+        if cli.poll() is None:
+            cli.kill()
 
 
 def test_a_model_uri_that_does_not_exist_fails_at_start_in_one_line(trained) -> None:
@@ -348,3 +452,21 @@ def test_the_bentos_requirements_are_the_lock_files() -> None:
     assert (root / "requirements-serve.txt").read_text() == exported, (
         "requirements-serve.txt is stale: regenerate it with the command in its first lines"
     )
+
+
+def test_schemathesis_finds_no_server_error(server, tmp_path: Path) -> None:
+    """Property-based requests generated from the OpenAPI page BentoML serves (bounded in
+    examples and time): no answer is a 5xx."""
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).with_name("schemathesis")
+    done = subprocess.run(
+        [str(cli), "run", f"{server.url}/docs.json", "--checks", "not_a_server_error",
+         "--max-examples", "25", "--request-timeout", "20", "--seed", "7",
+         "--phases", "examples,coverage,fuzzing", "--max-time", "60"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**__import__("os").environ, "SCHEMATHESIS_HOOKS": ""},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[done.stdout.find("FAILURES") :][:4000]
+    assert "Traceback" not in server.log.read_text()

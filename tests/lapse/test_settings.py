@@ -679,3 +679,19 @@ def test_feature_windows_repeated_or_absurd_are_refused_naming_the_variable(
         monkeypatch.setenv("LAPSE_FEATURES__WINDOWS", value)
         with pytest.raises(SettingsError, match=message):
             Settings.load(None)
+
+
+def test_optuna_and_mlflow_urls_with_a_bad_port_name_the_key_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression (issue 13 §16, found after the ledger's fix): 'unexpected ValueError'."""
+    for name in [n for n in os.environ if n.upper().startswith("LAPSE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LAPSE_OPTUNA__STORAGE", "postgresql://u:s3cret@h:abc/db")
+    with pytest.raises(SettingsError, match=r"^LAPSE_OPTUNA__STORAGE: the port 'abc'") as exc:
+        Settings.load(None)
+    assert "s3cret" not in str(exc.value)
+    monkeypatch.delenv("LAPSE_OPTUNA__STORAGE")
+    monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", "http://mlflow.internal:abc")
+    with pytest.raises(SettingsError, match=r"^LAPSE_MLFLOW__TRACKING_URI: the port 'abc'"):
+        Settings.load(None)

@@ -1,0 +1,47 @@
+"""features.ingest.callbacks: callback objects in memory go through ingest's own rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from features import schema as s
+from features.ingest.callbacks import callback_events
+
+SESSION = {"activity_kind": "session", "created_at": 1767574008, "adid": "a1", "os_name": "ios"}
+NOW = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+def test_each_refusal_names_its_index_and_copies_are_dropped() -> None:
+    objects = [
+        SESSION,
+        SESSION,  # the same callback twice: one event
+        {**SESSION, "created_at": "garbage"},
+        "not an object",
+        {**SESSION, "adid": "a2", "note": "\udbab"},  # a lone surrogate: was a crash (500)
+        {**SESSION, "adid": "a3", "created_at": 0},  # 1970: before ingest.earliest
+    ]
+    got = callback_events(objects, now=NOW)
+    assert got.events.column(s.USER_ID).to_pylist() == ["a1"] and got.duplicates == 1
+    assert [(r.index, r.reason) for r in got.rejected] == [
+        (2, "bad_timestamp"),
+        (3, "invalid_callback"),
+        (4, "invalid_callback"),
+        (5, "implausible_time"),
+    ]
+    assert "lone surrogate" in got.rejected[2].detail
+
+
+def test_a_callback_log_line_with_a_lone_surrogate_costs_only_that_line(tmp_path) -> None:
+    """Regression (hostile review): one such line aborted the whole ingest run."""
+    from features import load_events
+    from features.ingest import ingest
+
+    log = tmp_path / "callbacks.log"
+    log.write_text(
+        '{"activity_kind":"session","created_at":1767574008,"adid":"a1","os_name":"ios",'
+        '"x":"\\udbab"}\n'
+        '{"activity_kind":"session","created_at":1767574009,"adid":"a2","os_name":"ios"}\n'
+    )
+    summary = ingest([log], tmp_path / "store", now=NOW)
+    assert (summary.rows_stored, summary.quarantined) == (1, {"invalid_callback": 1})
+    assert load_events(tmp_path / "store")[s.USER_ID].tolist() == ["a2"]
