@@ -11,14 +11,15 @@ import importlib
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a URL is parsed: settings stay cheap to load
     import sqlalchemy as sa
 
 __all__ = [
+    "DatabaseUrl",
     "LapseError",
     "Section",
     "lazy_names",
@@ -101,6 +102,18 @@ def db_url_problem(url: str, *, parse: bool = True) -> str | None:
     except ValueError as exc:
         return f"cannot parse it ({exc})"
     return None
+
+
+def _checked_db_url(url: str) -> str:
+    problem = db_url_problem(url, parse=False) if "://" in url else None
+    if problem:
+        raise ValueError(problem)
+    return url
+
+
+#: A settings value that must be a usable database (or tracking server) URL; checked without
+#: SQLAlchemy, so a bad port is named where it was set when the settings load.
+DatabaseUrl = Annotated[str, Field(min_length=1), AfterValidator(_checked_db_url)]
 
 
 def safe_url(url: str) -> str:

@@ -7,9 +7,9 @@ only from the ``BRAZE_API_KEY`` environment variable.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
-from base import Section, db_url_problem
+from base import DatabaseUrl, Section
 
 __all__ = ["BrazeSettings", "LedgerSettings", "ServingSettings", "api_key_problem"]
 
@@ -43,15 +43,7 @@ def api_key_problem(key: str) -> str | None:
 class LedgerSettings(Section):
     """The sync ledger's database (acknowledged Braze state)."""
 
-    url: str = Field("sqlite:///ledger.db", min_length=1)
-
-    @field_validator("url")
-    @classmethod
-    def _parseable(cls, url: str) -> str:
-        problem = db_url_problem(url, parse=False)
-        if problem:
-            raise ValueError(problem)
-        return url
+    url: DatabaseUrl = "sqlite:///ledger.db"
 
     table_prefix: str = Field(
         "lapse_sync_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Prefix of the tables."

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from base import Section, db_url_problem
+from base import DatabaseUrl, Section
 from features.settings import FeatureConfig, LabelSettings, feature_definition
 from training.buckets import BucketPolicy
 
@@ -21,15 +21,7 @@ from training.buckets import BucketPolicy
 class MlflowSettings(Section):
     """Tracking server, artifact root and registry names."""
 
-    tracking_uri: str = Field("sqlite:///mlflow.db", min_length=1)
-
-    @field_validator("tracking_uri")
-    @classmethod
-    def _tracking_uri(cls, url: str) -> str:
-        problem = db_url_problem(url, parse=False) if "://" in url else None
-        if problem:
-            raise ValueError(problem)
-        return url
+    tracking_uri: DatabaseUrl = "sqlite:///mlflow.db"
 
     artifact_location: str = Field("mlruns", min_length=1)
     experiment: str = Field("lapse-churn", min_length=1)
@@ -39,15 +31,7 @@ class MlflowSettings(Section):
 class OptunaSettings(Section):
     """Hyper-parameter search storage and budget."""
 
-    storage: str = Field("sqlite:///optuna.db", min_length=1)
-
-    @field_validator("storage")
-    @classmethod
-    def _storage(cls, url: str) -> str:
-        problem = db_url_problem(url, parse=False)
-        if problem:
-            raise ValueError(problem)
-        return url
+    storage: DatabaseUrl = "sqlite:///optuna.db"
 
     n_trials: int = Field(30, ge=1)
     timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
