@@ -21,7 +21,7 @@ import pandas as pd
 from base import LapseError
 from features import schema as s
 from training.pipeline import ChurnModel, apply_calibrator
-from training.reasons import explain, group_contributions, reason_table, top_reasons
+from training.reasons import explain, membership, reason_table, strongest
 
 __all__ = ["TOP_REASONS", "LeanScorer", "RowError", "ScoringError", "score"]
 
@@ -87,8 +87,8 @@ class LeanScorer:
                 rare_code = float(codes[rare]) if rare in codes else unseen
                 self._codes[column] = (table, rare_code)
         self._fill = {c: fill[c] for c in self._codes} if self._codes else {}
-        self._table = reason_table(model.features_, model.reason_groups_)
-        self._names = [*self.columns, "bias"]
+        table = reason_table(model.features_, model.reason_groups_)
+        self._groups, self._member = membership([*self.columns, "bias"], table)
 
     def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """The booster's input for ``rows`` (RowError names the row and field of a bad value)."""
@@ -124,8 +124,7 @@ class LeanScorer:
         contributions = self._booster.predict(
             matrix, num_iteration=self._iteration, num_threads=1, pred_contrib=True
         )
-        frame = pd.DataFrame(contributions, columns=self._names)
-        return top_reasons(group_contributions(frame, self._table), top).tolist()
+        return strongest(contributions @ self._member, self._groups, top)
 
     def score(self, rows: Sequence[Mapping[str, Any]], top: int = TOP_REASONS) -> dict[str, list]:
         """Probability (rounded as in the scores file), bucket and reasons per row."""

@@ -41,24 +41,35 @@ def reason_table(columns: Iterable[str], groups: Mapping[str, Feature | str]) ->
     return pd.DataFrame(rows, columns=[FEATURE, REASON_GROUP, DESCRIPTION])
 
 
+def membership(columns: list[str], table: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """(reason groups, a 0/1 matrix column x group): ``contributions @ matrix`` sums each
+    group's columns; columns the table does not know (``bias``) belong to none."""
+    groups = table.set_index(FEATURE)[REASON_GROUP]
+    known = [c for c in columns if c in groups.index]
+    names = sorted(set(groups[known]))
+    member = np.zeros((len(columns), len(names)))
+    for i, column in enumerate(columns):
+        if column in groups.index:
+            member[i, names.index(groups[column])] = 1.0
+    return names, member
+
+
 def group_contributions(contributions: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """Sum per-feature log-odds contributions (not ``bias``) into one column per reason group."""
-    groups = table.set_index(FEATURE)[REASON_GROUP]
-    features = [c for c in contributions.columns if c in groups.index]
-    names = sorted(set(groups[features]))
-    member = np.zeros((len(features), len(names)))
-    member[np.arange(len(features)), [names.index(groups[f]) for f in features]] = 1.0
-    return pd.DataFrame(
-        contributions[features].to_numpy() @ member, index=contributions.index, columns=names
-    )
+    names, member = membership(list(contributions.columns), table)
+    return pd.DataFrame(contributions.to_numpy() @ member, index=contributions.index, columns=names)
+
+
+def strongest(values: np.ndarray, names: list[str], k: int = 3) -> list[list[str]]:
+    """Per row of grouped contributions, up to ``k`` groups that raise the risk, strongest
+    first."""
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    return [[str(names[j]) for j in row if values[i, j] > 0] for i, row in enumerate(order)]
 
 
 def top_reasons(grouped: pd.DataFrame, k: int = 3) -> pd.Series:
     """Per row, up to ``k`` reason groups that raise the churn risk, strongest first."""
-    values = grouped.to_numpy()
-    names = np.asarray(grouped.columns)
-    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
-    reasons = [[str(names[j]) for j in row if values[i, j] > 0] for i, row in enumerate(order)]
+    reasons = strongest(grouped.to_numpy(), list(grouped.columns), k)
     return pd.Series(reasons, index=grouped.index, name=schema.REASONS)
 
 
