@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +101,14 @@ def ingest(
     """Add Adjust exports to the event store (``store.path``) under the ``[ingest]`` rules; bad
     files are listed in the summary's ``bad_files`` (everything readable is stored). Times more
     than ``ingest.max_future_days`` after ``now`` (default: the clock) are implausible."""
+    now = now or datetime.now(UTC)  # the application's edge reads the clock, once
     return ingest_files(sources, settings.store.path, settings.ingest, progress=progress, now=now)
 
 
 def reprocess_quarantine(settings: Settings, now: datetime | None = None) -> IngestSummary:
     """Run the quarantined rows of the store through today's ``[ingest]`` rules, once each:
     those that pass now are stored and leave the quarantine."""
-    return retry_quarantine(settings.store.path, settings.ingest, now=now)
+    return retry_quarantine(settings.store.path, settings.ingest, now=now or datetime.now(UTC))
 
 
 # --- features ------------------------------------------------------------------------------------

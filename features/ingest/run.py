@@ -195,20 +195,21 @@ class Rules:
     user_id_column: str
     keep_unknown_columns: bool
     earliest: datetime
-    latest: datetime
+    latest: datetime | None
 
     @classmethod
     def of(cls, settings: IngestSettings | None, now: datetime | None) -> Rules:
-        """The ``[ingest]`` rules with the window made absolute: ``now`` is read once, here, if
-        not given."""
+        """The ``[ingest]`` rules with the window made absolute. ``now`` comes from the caller
+        (the CLI, the service: the edge reads the clock, never a transform); without it only
+        times past 2100 count as from the future."""
         settings = settings or IngestSettings()
-        now = datetime.now(UTC) if now is None else _utc(now)
         earliest = settings.earliest
+        latest = None if now is None else _utc(now) + timedelta(days=settings.max_future_days)
         return cls(
             settings.user_id_column,
             settings.keep_unknown_columns,
             _utc(datetime(earliest.year, earliest.month, earliest.day)),
-            now + timedelta(days=settings.max_future_days),
+            latest,
         )
 
     def normalise(self, rows: pa.Table) -> Normalised:
@@ -243,7 +244,8 @@ def ingest(
 
     ``settings`` are the ``[ingest]`` rules (default: their defaults). Times outside
     [``earliest``, ``now`` + ``max_future_days``) are quarantined as ``implausible_time``;
-    ``now`` (aware, or naive UTC) defaults to the clock at the start.
+    ``now`` (aware, or naive UTC) is the caller's clock (`lapse ingest` passes the run's start);
+    without it only times past 2100 count as from the future.
     """
     rules = Rules.of(settings, now)
     store = Path(store)
