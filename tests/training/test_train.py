@@ -16,6 +16,7 @@ from training.settings import TrainConfig
 from training.splits import DataSufficiencyError
 from training.train import (
     TrainingInputError,
+    check_truth_matches,
     data_cutoffs,
     fingerprint,
     load_truth,
@@ -186,6 +187,15 @@ def test_ground_truth_files_are_checked_with_the_reason(tmp_path) -> None:
     assert load_truth(tmp_path / "truth.parquet", 14)[schema.USER_ID].tolist() == ["b"]
     with pytest.raises(TrainingInputError, match=r"7-day horizon \(it has \[14, 30\]\)"):
         load_truth(tmp_path / "truth.parquet", 7)
+
+
+def test_a_ground_truth_of_other_subscribers_is_refused(snapshots) -> None:
+    frame, truth = snapshots
+    check_truth_matches(frame.index, truth, None)  # the store's own truth
+    check_truth_matches(frame.index, truth.iloc[: len(truth) * 6 // 10], None)  # partial is fine
+    other = truth.assign(**{schema.USER_ID: "x" + truth[schema.USER_ID].astype(str)})
+    with pytest.raises(TrainingInputError, match=r"t.parquet: the ground truth matches 0 of [\d,]+ "):
+        check_truth_matches(frame.index, other, "t.parquet")
 
 
 def test_a_failure_after_tuning_marks_the_run_failed_and_registers_nothing(
