@@ -383,25 +383,27 @@ def start_server(
         )
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     started = time.monotonic()
-    with httpx.Client(timeout=1.0) as client:  # one client: building one costs ~50 ms
-        while True:
-            output = log.read_text(errors="replace")
-            if process.poll() is not None or "Traceback" in output:  # a worker failed to start
-                stop_server(process)
-                log.unlink(missing_ok=True)
-                raise RequestError(_start_failure(output, uri))
-            try:
-                if client.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            elapsed = time.monotonic() - started
-            if elapsed > timeout_s:
-                stop_server(process)
-                raise RequestError(f"the service on {url} was not ready after {timeout_s:g} s")
-            if waiting:
-                waiting(elapsed)
-            time.sleep(0.2)
+    try:
+        with httpx.Client(timeout=1.0) as client:  # one client: building one costs ~50 ms
+            while True:
+                output = log.read_text(errors="replace")
+                if process.poll() is not None or "Traceback" in output:  # a worker failed
+                    raise RequestError(_start_failure(output, uri))
+                try:
+                    if client.get(f"{url}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                elapsed = time.monotonic() - started
+                if elapsed > timeout_s:
+                    raise RequestError(f"the service on {url} was not ready after {timeout_s:g} s")
+                if waiting:
+                    waiting(elapsed)
+                time.sleep(0.2)
+    except BaseException:  # a failed start, or Ctrl-C while waiting: leave nothing running
+        stop_server(process)
+        log.unlink(missing_ok=True)
+        raise
     return Server(process, url, model_info(settings.mlflow.tracking_uri, uri), log)
 
 

@@ -333,6 +333,28 @@ def test_a_killed_lapse_serve_takes_its_server_with_it(trained, http) -> None:
             cli.kill()
 
 
+def test_an_interrupted_start_leaves_no_server_running(
+    trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while waiting for /readyz (the demo's, `lapse serve`'s) stops the started server."""
+    import subprocess
+
+    started: list[subprocess.Popen] = []
+
+    def popen(*args, **kwargs):
+        started.append(subprocess.Popen(*args, **kwargs))
+        return started[-1]
+
+    def interrupt(elapsed: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serving.subprocess, "Popen", popen)
+    with pytest.raises(KeyboardInterrupt):
+        serving.start_server(trained, "127.0.0.1", serving.free_port(), waiting=interrupt)
+    (process,) = started
+    assert process.poll() is not None  # stopped, not left behind
+
+
 def test_a_model_uri_that_does_not_exist_fails_at_start_in_one_line(trained) -> None:
     from training.registry import ModelNotFoundError
 
