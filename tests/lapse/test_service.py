@@ -340,9 +340,10 @@ def test_an_interrupted_start_leaves_no_server_running(
     import subprocess
 
     started: list[subprocess.Popen] = []
+    real = subprocess.Popen
 
     def popen(*args, **kwargs):
-        started.append(subprocess.Popen(*args, **kwargs))
+        started.append(real(*args, **kwargs))
         return started[-1]
 
     def interrupt(elapsed: float) -> None:
