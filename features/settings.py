@@ -18,7 +18,11 @@ from base import Section
 class StoreSettings(Section):
     """Where the Parquet event store (and its quarantine) lives."""
 
-    path: Path = Path("data")
+    path: Path = Field(
+        Path("data"),
+        description="Root of the Parquet event store (quarantine in <path>/quarantine/, rescore "
+        "scores in <path>/scores/); a folder or an object-store path.",
+    )
 
 
 #: Above this a revenue_float is implausible (IngestSettings.max_price says why).
@@ -28,7 +32,9 @@ DEFAULT_MAX_PRICE = 1e9
 class IngestSettings(Section):
     """How Adjust exports are read into canonical events."""
 
-    keep_unknown_columns: bool = True
+    keep_unknown_columns: bool = Field(
+        True, description="Keep columns the Adjust export has but Lapse does not know (extra)."
+    )
     user_id_column: str = Field(
         "user_id",
         description="Adjust callback parameter carrying the app's customer user id; rows where it "
@@ -71,7 +77,11 @@ class LabelSettings(Section):
     shows within a day.
     """
 
-    horizon_days: int = Field(30, ge=1)
+    horizon_days: int = Field(
+        30,
+        ge=1,
+        description="A subscriber churns when not entitled this many days after the cut-off.",
+    )
     renewal_leeway_hours: float = Field(
         DEFAULT_RENEWAL_LEEWAY_HOURS,
         ge=0,

@@ -8,6 +8,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import IntEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,20 @@ from features.ingest import IngestError
 from lapse import __version__, jobs, render
 from lapse.console import err, out, progress_bars
 from lapse.settings import Settings
+
+
+class ExitCode(IntEnum):
+    """Every exit status `lapse` returns; docs/operations.md says what each means to an
+    operator and how a failed run resumes."""
+
+    #: The command did its work.
+    OK = 0
+    #: The command failed (a one-line reason on stderr) or was interrupted (Ctrl-C): a
+    #: LapseError (what was found, what was expected, where), an OS error, or a bug.
+    FAILED = 1
+    #: The command line was wrong (unknown option, missing argument, bad value): nothing ran.
+    USAGE = 2
+
 
 app = typer.Typer(
     name="lapse",
@@ -513,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
         message = str(exc) if known else f"unexpected {type(exc).__name__}: {exc}"
         hint = "" if verbose or known else " (run with -v for the traceback)"
         err.print(f"[red]error:[/red] {escape(message + hint)}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,19 @@ same functions, so no caller holds application logic of its own.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from base import LapseError
 from features import schema as s
 from features.from_store import StoreFeatures, store_features
 from features.ingest import IngestSummary, StoreError
@@ -47,6 +49,7 @@ StepDone = Callable[[str, Any], None]
 
 __all__ = [
     "DemoResult",
+    "ServiceAnswers",
     "FeaturesResult",
     "RescoreOutcome",
     "SyncOutcome",
@@ -334,6 +337,40 @@ def profile_ids(path: Path) -> list[str]:
 # --- demo ----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ServiceAnswers:
+    """What the running service answered about one subscriber: ``POST /score_events`` on the
+    subscriber's Adjust callbacks and ``POST /lookup`` on its id (the response bodies), next to
+    the probability the rescore wrote for it."""
+
+    url: str
+    user_id: str
+    platform: str
+    as_of: date
+    callbacks: int
+    score_events: dict[str, Any]
+    lookup: dict[str, Any]
+    rescored: float
+
+    @property
+    def scored(self) -> dict[str, Any]:
+        """The /score_events answer for this subscriber (platform included)."""
+        return next(
+            r
+            for r in self.score_events["scores"]
+            if (r[s.USER_ID], r[s.PLATFORM]) == (self.user_id, self.platform)
+        )
+
+    @property
+    def looked_up(self) -> dict[str, Any]:
+        """The /lookup answer for this subscriber on its platform."""
+        return next(
+            r
+            for r in self.lookup["results"]
+            if r.get("scored") and r.get(s.PLATFORM) == self.platform
+        )
+
+
 @dataclass
 class DemoResult:
     """Every step's result, and where the demo keeps its store, registry and ledger."""
@@ -347,6 +384,12 @@ class DemoResult:
     rescore: RescoreOutcome | None = None
     again: SyncOutcome | None = None
     landed: dict[str, Any] = field(default_factory=dict)
+    service: ServiceAnswers | None = None
+
+    @property
+    def service_file(self) -> Path:
+        """Where the demo keeps the service's answers (JSON), beside its store."""
+        return self.root / "service-answers.json"
 
 
 def demo_settings(settings: Settings, root: Path) -> Settings:
@@ -372,8 +415,11 @@ def demo(
     """The main job end to end in ``<store.path>/demo`` (replaced each run): generate a
     synthetic app (and check its ground truth), ingest it, train and register the model, rescore
     on the day after the data ends and push the buckets to a Braze emulator on a free loopback
-    port, then sync the same scores again (nothing unchanged is sent). ``on_step(title, result)``
-    is told as each step ends."""
+    port, then sync the same scores again (nothing unchanged is sent); last, start the HTTP
+    service on a free loopback port and score the riskiest subscriber by ``/score_events`` (its
+    Adjust callbacks) and ``/lookup`` (kept in ``service-answers.json``), then stop it.
+    Everything started is stopped on the way out, on failure and on Ctrl-C too.
+    ``on_step(title, result)`` is told as each step ends."""
     from pydantic import SecretStr
 
     step = on_step or (lambda title, result: None)
@@ -428,4 +474,60 @@ def demo(
         )
         step("5. the same scores again: nothing has changed, so nothing is sent", result.again)
         result.landed = braze.stats()
+    result.service = ask_service(local, result.rescore, progress)
+    result.service_file.write_text(json.dumps(asdict(result.service), default=str, indent=2))
+    step("6. the service over HTTP: one subscriber by /score_events and /lookup", result.service)
     return result
+
+
+def ask_service(
+    settings: Settings, rescored: RescoreOutcome, progress: Progress | None = None
+) -> ServiceAnswers:
+    """Start the service on the champion (a free loopback port), score the subscriber the
+    rescore found riskiest by ``/score_events`` on its stored Adjust callbacks and by
+    ``/lookup`` on its id, and stop the service (also on failure or Ctrl-C)."""
+    import httpx
+
+    from features.ingest.callbacks import stored_callbacks
+    from lapse.serve import free_port, start_server, stop_server
+
+    scores = rescored.result.scores
+    top = scores.loc[scores[s.CHURN_PROBABILITY].idxmax()]
+    user, platform = str(top[s.USER_ID]), str(top[s.PLATFORM])
+    as_of = rescored.result.as_of.date()
+    callbacks = stored_callbacks(settings.store.path, [user])
+    report = _quiet(progress)
+    server = start_server(
+        settings,
+        "127.0.0.1",
+        free_port(),
+        waiting=lambda seconds: report("service", min(int(seconds), 60), 60),
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            events = client.post(
+                "/score_events", json={"as_of": as_of.isoformat(), "events": callbacks}
+            )
+            looked = client.post("/lookup", json={"user_ids": [user]})
+    finally:
+        stop_server(server.process)
+        server.log.unlink(missing_ok=True)
+    for name, answer in (("/score_events", events), ("/lookup", looked)):
+        if answer.status_code != 200:
+            raise ServiceAnswerError(
+                f"POST {name} on {server.url} answered {answer.status_code}: {answer.text[:300]}"
+            )
+    return ServiceAnswers(
+        server.url,
+        user,
+        platform,
+        as_of,
+        len(callbacks),
+        events.json(),
+        looked.json(),
+        float(top[s.CHURN_PROBABILITY]),
+    )
+
+
+class ServiceAnswerError(LapseError):
+    """The demo's service refused a request it should have answered."""

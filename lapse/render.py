@@ -16,7 +16,7 @@ from features.ingest import IngestSummary
 from features.synthetic import GenerationSummary
 from features.synthetic.calibration import TruthCheck
 from lapse.console import out, table
-from lapse.jobs import DemoResult, FeaturesResult, RescoreOutcome, SyncOutcome
+from lapse.jobs import DemoResult, FeaturesResult, RescoreOutcome, ServiceAnswers, SyncOutcome
 from training.train import TrainResult
 
 
@@ -294,14 +294,86 @@ def demo_step(title: str, result: Any, registered_model: str) -> None:
         rescore(result)
     elif isinstance(result, SyncOutcome):
         sync(result)
+    elif isinstance(result, ServiceAnswers):
+        service_answers(result)
+
+
+def service_answers(answers: ServiceAnswers) -> None:
+    """Both HTTP answers about one subscriber, side by side, with what the rescore wrote."""
+    scored, looked = answers.scored, answers.looked_up
+    both = Table(
+        title=f"The service on {answers.url} (stopped again): subscriber {answers.user_id} "
+        f"({answers.platform})",
+        title_justify="left",
+    )
+    both.add_column("", style="bold")
+    both.add_column(f"POST /score_events ({answers.callbacks} callbacks)", justify="right")
+    both.add_column("POST /lookup (the rescore's file)", justify="right")
+    both.add_row("as of", str(answers.score_events.get("as_of", answers.as_of)), looked[s.AS_OF])
+    both.add_row(
+        "churn probability",
+        f"{scored[s.CHURN_PROBABILITY]:.6f}",
+        f"{looked[s.CHURN_PROBABILITY]:.6f}",
+    )
+    both.add_row("bucket", scored[s.BUCKET], looked[s.BUCKET])
+    both.add_row("reasons", ", ".join(scored[s.REASONS]), ", ".join(looked[s.REASONS]))
+    both.add_row("model version", str(scored["model_version"]), str(looked["model_version"]))
+    out.print(both)
+    out.print(
+        f"The rescore wrote {answers.rescored:.6f} for this subscriber; /score_events rebuilt its "
+        "features from the callbacks alone. The answers are in service-answers.json.",
+        highlight=False,
+    )
 
 
 def demo(result: DemoResult) -> None:
+    """The demo's closing summary: the model against its baselines and the oracle, the buckets,
+    what Braze billed, and where to look next (MLflow, the notebooks)."""
     rows = [(k.replace("_", " "), v) for k, v in result.landed.items() if not isinstance(v, dict)]
     out.print(table("What landed in the Braze emulator", rows))
-    raw = result.root / "synthetic" / "raw"
+    out.rule("Summary")
+    training, rescored = result.training, result.rescore
+    if training is not None:
+        m = training.metrics
+        columns = [("model", "holdout"), ("CRM rule", "baseline_rule")]
+        columns += [("logistic regression", "baseline_logreg")]
+        columns += [("oracle", "oracle")] if "oracle_roc_auc" in m else []
+        metrics = Table(title="Hold-out metrics against the baselines and the oracle")
+        metrics.title_justify = "left"
+        metrics.add_column("metric", style="bold")
+        for label, _ in columns:
+            metrics.add_column(label, justify="right")
+        for name in ("roc_auc", "pr_auc", "brier", "top10_lift"):
+            values = [m.get(f"{prefix}_{name}") for _, prefix in columns]
+            metrics.add_row(name, *("-" if v is None else f"{v:.4f}" for v in values))
+        out.print(metrics)
+    rows = []
+    if training is not None and "oracle_ratio" in training.metrics:
+        rows.append(("oracle_ratio (model AUC gain / oracle's)", training.metrics["oracle_ratio"]))
+    if rescored is not None:
+        policy = rescored.sync.config.policy
+        bounds = ", ".join(f"{name} >= {bound:.3g}" for name, bound in policy.cuts)
+        rows.append(("bucket bounds", f"{bounds}, else {policy.rest}"))
+        counts = rescored.result.scores[s.BUCKET].value_counts()
+        rows += [(f"  subscribers in {name}", int(n)) for name, n in counts.items()]
+    if result.landed:
+        rows.append(("Braze data points used (both syncs)", result.landed.get("data_points")))
+    if training is not None:
+        rows.append(("MLflow run", training.run_id))
+    mlflow = result.settings.mlflow
+    rows += [
+        ("MLflow tracking", mlflow.tracking_uri),
+        ("MLflow artifacts", mlflow.artifact_location),
+        ("event store", result.root),
+        ("raw Adjust export", result.root / "synthetic" / "raw"),
+    ]
+    out.print(table("The demo", rows))
     out.print(
-        f"Raw export in {raw}, event store in {result.root}; `mlflow ui --backend-store-uri "
-        f"{result.settings.mlflow.tracking_uri}` shows the training run (the demo keeps its own "
-        "MLflow registry: your mlflow.tracking_uri and its champion are untouched)."
+        f"Open the run: mlflow ui --backend-store-uri {mlflow.tracking_uri}\n"
+        "Notebooks: notebooks/ (explore, train and explain, score and sync; they read the demo's "
+        "data): uv run --with jupyterlab jupyter lab notebooks/\n"
+        "The demo keeps its own MLflow registry: your mlflow.tracking_uri and its champion are "
+        "untouched.",
+        highlight=False,
+        soft_wrap=True,
     )

@@ -43,7 +43,10 @@ def api_key_problem(key: str) -> str | None:
 class LedgerSettings(Section):
     """The sync ledger's database (acknowledged Braze state)."""
 
-    url: DatabaseUrl = "sqlite:///ledger.db"
+    url: DatabaseUrl = Field(
+        "sqlite:///ledger.db",
+        description="The sync ledger (what Braze acknowledged): SQLite or PostgreSQL.",
+    )
 
     table_prefix: str = Field(
         "lapse_sync_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Prefix of the tables."
@@ -56,12 +59,26 @@ class LedgerSettings(Section):
 class BrazeSettings(Section):
     """Braze /users/track endpoint, pacing and payload; `api_key` comes only from BRAZE_API_KEY."""
 
-    url: str = Field("http://127.0.0.1:4010", min_length=1)
-    attribute: str = Field("churn_risk", min_length=1)
-    batch_size: int = Field(75, ge=1, le=75)
-    max_rps: float = Field(50.0, gt=0, allow_inf_nan=False)
-    id_field: str = Field("external_id", min_length=1)
-    null_unscored: bool = True
+    url: str = Field(
+        "http://127.0.0.1:4010",
+        min_length=1,
+        description="Braze REST endpoint; the default is the local emulator.",
+    )
+    attribute: str = Field(
+        "churn_risk", min_length=1, description="Custom attribute that receives the bucket."
+    )
+    batch_size: int = Field(
+        75, ge=1, le=75, description="Users per /users/track request (Braze's limit: 75)."
+    )
+    max_rps: float = Field(
+        50.0, gt=0, allow_inf_nan=False, description="Requests per second to Braze, at most."
+    )
+    id_field: str = Field(
+        "external_id", min_length=1, description="Braze identifier the user id is sent as."
+    )
+    null_unscored: bool = Field(
+        True, description="Set the attribute to null, once, for users no longer scored."
+    )
     update_existing_only: bool = Field(
         True, description="Send _update_existing_only: scoring never creates Braze profiles."
     )
@@ -71,10 +88,12 @@ class BrazeSettings(Section):
     reason_attribute: str | None = Field(
         None, min_length=1, description="Also send the top churn reason under this name."
     )
-    timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    timeout_s: float = Field(
+        10.0, gt=0, allow_inf_nan=False, description="Seconds to wait for Braze's answer."
+    )
     max_attempts: int = Field(5, ge=1, description="Tries per batch on 5xx, timeouts, drops.")
     backoff_s: float = Field(0.5, gt=0, description="First retry wait; doubles, with jitter.")
-    backoff_max_s: float = Field(30.0, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0, description="Longest wait between retries.")
     concurrency: int = Field(
         1, ge=1, le=16, description="Batches in flight; a crash may re-send up to this many."
     )
@@ -88,14 +107,16 @@ class BrazeSettings(Section):
         description="Refuse a sync that would null more than this share of the users Braze "
         "holds a bucket for (a truncated scores file); 1 = never refuse.",
     )
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(
+        None, description="Braze REST API key: only from the BRAZE_API_KEY environment variable."
+    )
 
 
 class ServingSettings(Section):
     """The HTTP scoring service (`lapse serve`); `token` comes only from LAPSE_SERVING__TOKEN."""
 
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(3000, ge=1, le=65535)
+    host: str = Field("127.0.0.1", min_length=1, description="Address `lapse serve` listens on.")
+    port: int = Field(3000, ge=1, le=65535, description="Port `lapse serve` listens on.")
     model_uri: str | None = Field(
         None,
         min_length=1,

@@ -21,20 +21,38 @@ from training.buckets import BucketPolicy
 class MlflowSettings(Section):
     """Tracking server, artifact root and registry names."""
 
-    tracking_uri: DatabaseUrl = "sqlite:///mlflow.db"
+    tracking_uri: DatabaseUrl = Field(
+        "sqlite:///mlflow.db",
+        description="MLflow tracking store: SQLite, or an MLflow server URL (http://host:5000).",
+    )
 
-    artifact_location: str = Field("mlruns", min_length=1)
-    experiment: str = Field("lapse-churn", min_length=1)
-    registered_model: str = Field("lapse-churn", min_length=1)
+    artifact_location: str = Field(
+        "mlruns",
+        min_length=1,
+        description="Artifact root of new experiments: a folder or an object-store URI (s3://...).",
+    )
+    experiment: str = Field(
+        "lapse-churn", min_length=1, description="MLflow experiment of the training runs."
+    )
+    registered_model: str = Field(
+        "lapse-churn",
+        min_length=1,
+        description="Registered model name; the served model is models:/<name>@champion.",
+    )
 
 
 class OptunaSettings(Section):
     """Hyper-parameter search storage and budget."""
 
-    storage: DatabaseUrl = "sqlite:///optuna.db"
+    storage: DatabaseUrl = Field(
+        "sqlite:///optuna.db",
+        description="Optuna study storage: SQLite, or PostgreSQL to share trials between workers.",
+    )
 
-    n_trials: int = Field(30, ge=1)
-    timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    n_trials: int = Field(30, ge=1, description="Trials per tuning run.")
+    timeout_s: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Wall-clock budget for tuning; unset: none."
+    )
 
 
 class TrainingSettings(Section):
@@ -54,7 +72,11 @@ class TrainingSettings(Section):
         description="Share of subscribers held out of training for validation, at every "
         "eligible cut-off (0: validate on the latest valid_cutoffs cut-offs instead).",
     )
-    seed: int = 42
+    seed: int = Field(
+        42,
+        description="Seed of LightGBM, the sampler and the calibrator split: same data and "
+        "seed, same model.",
+    )
     min_churners: int = Field(50, ge=1, description="Churners needed in each split.")
     min_non_churners: int = Field(50, ge=1, description="Non-churners needed in each split.")
     gate_metric: str = Field(
@@ -71,7 +93,11 @@ class TrainingSettings(Section):
 class BucketSettings(Section):
     """How churn probabilities become the bucket values marketers see in Braze."""
 
-    mode: Literal["probability", "share", "given"] = "probability"
+    mode: Literal["probability", "share", "given"] = Field(
+        "probability",
+        description="probability: fixed bounds (thresholds); share: bounds giving each bucket its "
+        "share of users; given: the scores file's own bucket column.",
+    )
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"high": 0.5, "medium": 0.2},
         description="mode probability: bucket -> lowest churn probability in it, riskiest first.",

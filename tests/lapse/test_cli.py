@@ -324,7 +324,8 @@ def _demo_config(folder: Path, *, horizon_days: int | None) -> Path:
 
 @pytest.mark.slow
 def test_demo_runs_the_whole_flow(clean_env: Path) -> None:
-    """`demo` generates, ingests, trains, rescores and syncs to the emulator, then syncs nothing."""
+    """`demo` generates, ingests, trains, rescores and syncs to the emulator, then syncs nothing;
+    then it scores one subscriber over HTTP (equal to the rescore) and stops the service."""
     config = clean_env / "demo.toml"
     config.write_text(
         f"[store]\npath = {json.dumps(str(clean_env / 'store'))}\n\n"
@@ -349,6 +350,30 @@ def test_demo_runs_the_whole_flow(clean_env: Path) -> None:
     scored = len(pd.read_parquet(scores[0]))
     syncs = re.findall(r"│ sent\s+│\s+([\d,]+) │", stdout)
     assert [int(n.replace(",", "")) for n in syncs] == [scored, 0]
+    # the service over HTTP: the riskiest subscriber by /score_events and /lookup, then stopped
+    answers = json.loads((root / "service-answers.json").read_text())
+    frame = pd.read_parquet(scores[0]).set_index(["user_id", "platform"])
+    mine = frame.loc[(answers["user_id"], answers["platform"])]
+    assert mine["churn_probability"] == frame["churn_probability"].max()
+    (by_events,) = answers["score_events"]["scores"]
+    assert answers["callbacks"] > 0 and answers["score_events"]["rejected"] == []
+    assert abs(by_events["churn_probability"] - mine["churn_probability"]) <= 1e-9
+    assert by_events["bucket"] == mine["bucket"]
+    assert by_events["reasons"] == list(mine["reasons"])
+    (looked,) = answers["lookup"]["results"]
+    assert looked["scored"] and looked["churn_probability"] == mine["churn_probability"]
+    for seen in ("POST /score_events", "POST /lookup", "stopped again"):
+        assert seen in stdout
+    import socket
+
+    with socket.socket() as probe:  # nothing listens any more where the service was
+        assert probe.connect_ex(("127.0.0.1", int(answers["url"].rsplit(":", 1)[1]))) != 0
+    # the closing summary: metrics against baselines and oracle, buckets, data points, MLflow
+    for seen in ("oracle_ratio", "bucket bounds", "Braze data points used", "MLflow run"):
+        assert seen in stdout
+    tracking = f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    assert f"mlflow ui --backend-store-uri {tracking}" in stdout
+    assert "notebooks/" in stdout
 
 
 def test_demo_with_short_period_and_default_horizon(clean_env: Path) -> None:

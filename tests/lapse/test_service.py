@@ -6,9 +6,6 @@ and a champion swapped under load."""
 from __future__ import annotations
 
 import contextlib
-import csv
-import gzip
-import io
 import json
 import re
 import threading
@@ -23,7 +20,7 @@ import pytest
 from features import load_events
 from features import schema as s
 from features.build import build_features
-from features.ingest.adjust import column_name
+from features.ingest.callbacks import stored_callbacks
 from lapse import jobs
 from lapse import serve as serving
 from lapse.settings import Settings
@@ -122,27 +119,11 @@ def test_score_answers_equal_the_in_process_model(server, http, trained, model) 
     assert set(got["model_version"]) == {"1"}
 
 
-def _callbacks(settings: Settings, users: list[str]) -> list[dict]:
-    """The users' raw Adjust rows, from the export files the store names (source, line), as
-    the callback objects Adjust would have sent."""
-    events = load_events(settings.store.path)
-    mine = events[events[s.USER_ID].isin(users)]
-    objects = []
-    for source, lines in mine.groupby(s.SOURCE)[s.LINE]:
-        with gzip.open(source, "rt", newline="") as handle:
-            rows = list(csv.reader(io.StringIO(handle.read())))
-        header = [column_name(h) for h in rows[0]]  # "{created_at}" -> "created_at"
-        for line in sorted(set(lines)):
-            values = dict(zip(header, rows[line - 1], strict=True))
-            objects.append({k: v for k, v in values.items() if v != ""})
-    return objects
-
-
 def test_score_events_equals_rescore_on_the_same_events(
     server, http, trained, model, tmp_path: Path
 ) -> None:
     active = _feature_rows(trained, model).reset_index()[s.USER_ID].unique()[:6].tolist()
-    objects = _callbacks(trained, active)
+    objects = stored_callbacks(trained.store.path, active)
     objects.insert(3, {**objects[0], "created_at": "yesterday"})  # refused, the rest scored
     answer = http.post(f"{server.url}/score_events", json={"as_of": AS_OF, "events": objects})
     assert answer.status_code == 200, answer.text
@@ -350,6 +331,29 @@ def test_a_killed_lapse_serve_takes_its_server_with_it(trained, http) -> None:
     finally:
         if cli.poll() is None:
             cli.kill()
+
+
+def test_an_interrupted_start_leaves_no_server_running(
+    trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while waiting for /readyz (the demo's, `lapse serve`'s) stops the started server."""
+    import subprocess
+
+    started: list[subprocess.Popen] = []
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    def interrupt(elapsed: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serving.subprocess, "Popen", popen)
+    with pytest.raises(KeyboardInterrupt):
+        serving.start_server(trained, "127.0.0.1", serving.free_port(), waiting=interrupt)
+    (process,) = started
+    assert process.poll() is not None  # stopped, not left behind
 
 
 def test_a_model_uri_that_does_not_exist_fails_at_start_in_one_line(trained) -> None:
