@@ -356,8 +356,6 @@ def profile_ids(path: Path) -> list[str]:
 
 # --- a sample app (the notebooks) ---------------------------------------------------------------
 
-#: The environment variable naming the folder the notebooks keep their sample app in.
-SAMPLE_DIR_ENV = "LAPSE_NOTEBOOK_DIR"
 #: The file that marks a folder as a sample app's and records the generator settings it holds.
 SAMPLE_MARK = "sample.json"
 
@@ -380,12 +378,17 @@ class SampleApp:
 
 
 def sample_settings(
-    settings: Settings, root: Path, users: int = 1500, trials: int = 3, min_labels: int = 20
+    settings: Settings,
+    folder: str = "notebooks",
+    users: int = 1500,
+    trials: int = 3,
+    min_labels: int = 20,
 ) -> Settings:
-    """The settings of a small sample app in ``root`` (its own store, registry, study and
-    ledger, as ``demo_settings``): ``users`` generated, ``trials`` Optuna trials, and splits
-    accepted from ``min_labels`` churners and non-churners, so a notebook runs in minutes."""
-    return demo_settings(settings, root).updated(
+    """The settings of a small sample app in ``<store.path>/<folder>`` (its own store,
+    registry, study and ledger, as ``demo_settings``): ``users`` generated, ``trials`` Optuna
+    trials, and splits accepted from ``min_labels`` churners and non-churners, so a notebook
+    runs in minutes."""
+    return demo_settings(settings, settings.store.path / folder).updated(
         synthetic={"users": users},
         optuna={"n_trials": trials},
         training={"min_churners": min_labels, "min_non_churners": min_labels},
@@ -427,7 +430,7 @@ def _sample_store(settings: Settings, progress: Progress | None) -> SampleApp:
     elif root.exists() and any(root.iterdir()):
         raise StoreError(
             f"{root}: not empty and not a sample app (no {SAMPLE_MARK}); "
-            f"point {SAMPLE_DIR_ENV} at an empty or new folder"
+            "choose another store.path (LAPSE_STORE__PATH) or folder"
         )
     folder = root / "synthetic"
     generation = generate(settings, folder, overwrite=True, progress=progress)

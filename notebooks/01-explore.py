@@ -20,13 +20,11 @@
 #
 # Every cell calls the packages (`features`, `lapse.jobs`); the notebook holds no logic of its
 # own. The data is a small synthetic app made by `lapse generate` and stored by `lapse ingest`,
-# in `$LAPSE_NOTEBOOK_DIR` (default `data/notebooks` at the repository's root); the three
-# notebooks share it, and whichever runs first makes it.
+# in `<store.path>/notebooks` (`data/notebooks` by the repository's `lapse.toml`; the
+# environment variable `LAPSE_STORE__PATH` moves it); the three notebooks share it, and
+# whichever runs first makes it.
 
 # %%
-import os
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -35,8 +33,7 @@ from features import schema as s
 from lapse import jobs
 from lapse.settings import Settings
 
-root = Path(os.environ.get(jobs.SAMPLE_DIR_ENV, "../data/notebooks")).resolve()
-settings = jobs.sample_settings(Settings.load(), root)
+settings = jobs.sample_settings(Settings.load("../lapse.toml"))
 app = jobs.sample_app(settings)
 store = settings.store.path
 print(f"store: {store} ({'reused' if app.reused else 'generated and ingested now'})")
@@ -45,10 +42,12 @@ print(f"store: {store} ({'reused' if app.reused else 'generated and ingested now
 # ## The events
 #
 # `load_events(store, start, end, columns)` reads the canonical events (one row per Adjust
-# activity, typed, UTC, legacy names mapped, duplicates dropped).
+# activity, typed, UTC, legacy names mapped, duplicates dropped). Store-sandbox purchases (a
+# tester's renewals every few minutes) are kept in the store but left out here, as features and
+# labels leave them out.
 
 # %%
-events = load_events(store)
+events = load_events(store, include_sandbox=False)
 print(f"{len(events):,} events from {events[s.TS].min():%Y-%m-%d} to {events[s.TS].max():%Y-%m-%d}")
 events.groupby([s.KIND, s.EVENT], observed=True).size().rename("rows").to_frame()
 

@@ -18,14 +18,11 @@
 # what its MLflow run recorded (the model against a CRM rule, a logistic regression and the
 # oracle, and the plots), why one subscriber scores as they do, and two runs side by side.
 #
-# The sample app is the one of `01-explore` (`$LAPSE_NOTEBOOK_DIR`, default `data/notebooks`),
-# made here if that notebook has not run. It has its own MLflow registry, so nothing trained
+# The sample app is the one of `01-explore` (`<store.path>/notebooks`), made here if that
+# notebook has not run. It has its own MLflow registry, so nothing trained
 # here becomes a real deployment's champion.
 
 # %%
-import os
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 from IPython.display import Image, display
 
@@ -36,8 +33,7 @@ from lapse.settings import Settings
 from training import compare
 from training.reasons import explain
 
-root = Path(os.environ.get(jobs.SAMPLE_DIR_ENV, "../data/notebooks")).resolve()
-settings = jobs.sample_settings(Settings.load(), root)
+settings = jobs.sample_settings(Settings.load("../lapse.toml"))
 app = jobs.sample_app(settings)
 tracking_uri = settings.mlflow.tracking_uri
 print(f"store: {settings.store.path}\nMLflow: {tracking_uri}")
@@ -83,7 +79,7 @@ compare.metrics_table(run.metrics).round(3)
 first.buckets
 
 # %%
-plots = compare.run_plots(tracking_uri, first.run_id, root / "plots" / first.run_id)
+plots = compare.run_plots(tracking_uri, first.run_id, settings.store.path / "plots" / first.run_id)
 print(", ".join(plots))
 for name in ("calibration.png", "cumulative_gains.png", "score_distribution.png", "contributions.png"):
     display(Image(filename=str(plots[name]), width=520))
@@ -104,7 +100,7 @@ reasons, grouped = explain(model, riskiest)
 print(f"subscriber {riskiest.index[0][1]} ({riskiest.index[0][2]}) at {riskiest.index[0][0]:%Y-%m-%d}")
 print(f"P(churn within {settings.labels.horizon_days} days) = {probability.max():.2f}, "
       f"bucket {model.buckets(probability.max(keepdims=True))[0]}, reasons {reasons.iloc[0]}")
-grouped.T.rename(columns=lambda _: "log-odds").sort_values("log-odds")
+grouped.iloc[0].rename("log-odds of churn, by reason group").sort_values(ascending=False).to_frame()
 
 # %%
 contributions = model.contributions(riskiest).drop(columns="bias").iloc[0]
@@ -112,7 +108,7 @@ strongest = contributions[contributions.abs().sort_values().index[-10:]]
 ax = strongest.plot.barh(color=["#d62728" if v > 0 else "#1f77b4" for v in strongest], figsize=(7, 4))
 ax.set_xlabel("contribution to the log-odds of churn")
 ax.set_title("The ten features that moved this score most");
-riskiest[strongest.index[::-1]].T
+riskiest.reindex(columns=strongest.index[::-1]).T.set_axis(["value"], axis=1)
 
 # %% [markdown]
 # ## Two runs side by side

@@ -19,13 +19,11 @@
 # sent. Then the same model over HTTP: the service started from Python, asked by
 # `/score_events` (a subscriber's Adjust callbacks) and `/lookup` (the latest scores file).
 #
-# The sample app is the one of the other notebooks (`$LAPSE_NOTEBOOK_DIR`, default
-# `data/notebooks`); a champion is trained here if `02-train-and-explain` has not made one.
+# The sample app is the one of the other notebooks (`<store.path>/notebooks`); a champion is
+# trained here if `02-train-and-explain` has not made one.
 
 # %%
-import os
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -37,8 +35,7 @@ from lapse import jobs
 from lapse import serve
 from lapse.settings import Settings
 
-root = Path(os.environ.get(jobs.SAMPLE_DIR_ENV, "../data/notebooks")).resolve()
-settings = jobs.sample_settings(Settings.load(), root)
+settings = jobs.sample_settings(Settings.load("../lapse.toml"))
 app = jobs.sample_app(settings, champion=True)
 print(f"store: {settings.store.path}")
 

@@ -22,7 +22,7 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
         if name.upper().startswith("LAPSE_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    base = jobs.sample_settings(Settings.load(), tmp_path / "app", users=40)
+    base = jobs.sample_settings(Settings.load(store={"path": tmp_path}), "app", users=40)
     return base.updated(synthetic={"days": 45}, labels={"horizon_days": 7})
 
 
@@ -30,6 +30,7 @@ def test_a_sample_app_is_made_once_and_reused(settings: Settings) -> None:
     made = jobs.sample_app(settings)
     assert not made.reused and made.ingest is not None and made.ingest.rows_stored > 0
     root = settings.store.path
+    assert root == settings.store.path.parent / "app"
     assert settings.mlflow.tracking_uri == f"sqlite:///{(root / 'mlflow.db').resolve()}"
     assert (root / jobs.SAMPLE_MARK).is_file()
     again = jobs.sample_app(settings)
@@ -44,7 +45,7 @@ def test_a_folder_that_is_not_a_sample_app_is_refused(settings: Settings) -> Non
     root = settings.store.path
     root.mkdir(parents=True)
     (root / "precious.txt").write_text("keep me")
-    with pytest.raises(StoreError, match=f"not empty and not a sample app .*{jobs.SAMPLE_DIR_ENV}"):
+    with pytest.raises(StoreError, match="not empty and not a sample app .*LAPSE_STORE__PATH"):
         jobs.sample_app(settings)
     assert (root / "precious.txt").read_text() == "keep me"
 
