@@ -15,21 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from base import LapseError
 from features import schema as s
-from features.ingest.adjust import (
-    SOURCE_INDEX,
-    BadFile,
-    _is_callback_log,
-    column_name,
-    read_source,
-)
+from features.ingest.adjust import SOURCE_INDEX, BadFile, read_source
 from features.ingest.run import Rules
 from features.settings import IngestSettings
-
-
-class StoredRowError(LapseError, ValueError):
-    """A stored event's export row cannot be read back (file gone, changed, or not a CSV)."""
 
 
 @dataclass(frozen=True)
@@ -89,42 +78,3 @@ def callback_events(
 
 def _empty() -> pa.Table:
     return pa.table({name: pa.array([], pa.string()) for name in (s.USER_ID, s.PLATFORM)})
-
-
-def stored_callbacks(events: Any) -> list[dict[str, str]]:
-    """The callback objects Adjust would have sent for stored events (a frame with ``source``
-    and ``line``, e.g. one subscriber's rows of ``load_events``): each event's raw-export row,
-    read back from the file ingest took it from, as column -> text with empty values left out.
-    What ``/score_events`` takes, to score stored subscribers over HTTP."""
-    import csv
-    import gzip
-    import io
-    from pathlib import Path
-
-    objects: list[dict[str, str]] = []
-    pairs = sorted(
-        {(str(a), int(b)) for a, b in zip(events[s.SOURCE], events[s.LINE], strict=True)}
-    )
-    by_source: dict[str, list[int]] = {}
-    for source, line in pairs:
-        by_source.setdefault(source, []).append(line)
-    for source, lines in by_source.items():
-        path = Path(source)
-        try:
-            data = path.read_bytes()
-            text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8")
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise StoredRowError(f"{source}: cannot read the export ingest read ({exc})") from None
-        rows = list(csv.reader(io.StringIO(text)))
-        if not rows or _is_callback_log(path.name, text.partition("\n")[0]):
-            raise StoredRowError(f"{source}: not a raw-export CSV file (a header and rows)")
-        header = [column_name(h) for h in rows[0]]
-        for line in lines:
-            if not 2 <= line <= len(rows) or len(rows[line - 1]) != len(header):
-                raise StoredRowError(
-                    f"{source}: line {line} is not a row of {len(header)} columns; "
-                    "was the file changed after ingest?"
-                )
-            values = dict(zip(header, rows[line - 1], strict=True))
-            objects.append({k: v for k, v in values.items() if v != ""})
-    return objects
