@@ -126,9 +126,9 @@ def main() -> None:
     build_ms = float(np.median(build))
 
     # /score_events: the subscriber's stored events as Adjust callbacks, from the export files
-    from tests.lapse.test_service import _callbacks
+    from features.ingest.callbacks import stored_callbacks
 
-    callbacks = _callbacks(settings, [user])
+    callbacks = stored_callbacks(settings.store.path, [user])
     # a rescore file for /lookup
     scored = jobs.rescore(settings, pd.Timestamp(as_of).date(), dry_run=True)
     from serving.scores import write_scores

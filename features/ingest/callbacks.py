@@ -6,15 +6,18 @@ is what the store would have held for them.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from base import LapseError
 from features import schema as s
 from features.ingest.adjust import SOURCE_INDEX, BadFile, read_source
 from features.ingest.run import Rules
@@ -78,3 +81,33 @@ def callback_events(
 
 def _empty() -> pa.Table:
     return pa.table({name: pa.array([], pa.string()) for name in (s.USER_ID, s.PLATFORM)})
+
+
+def stored_callbacks(store: str | os.PathLike[str], users: Sequence[str]) -> list[dict[str, str]]:
+    """The stored events of ``users`` as the callback objects Adjust would have sent for them:
+    each event's own row, read again from the export file the store names (``source``, ``line``),
+    with its non-empty values. What a caller posts to ``/score_events`` to score subscribers the
+    store holds (the demo, the service benchmark); a source file no longer on disk is an error."""
+    from features.ingest.store import load_events
+
+    events = load_events(store, columns=[s.USER_ID, s.SOURCE, s.LINE])
+    mine = events[events[s.USER_ID].isin(list(users))]
+    objects: list[dict[str, str]] = []
+    for source, lines in mine.groupby(s.SOURCE, sort=True)[s.LINE]:
+        path = Path(source)
+        try:
+            read = read_source(path.name, path.read_bytes())
+        except OSError as exc:
+            raise StoredSourceError(
+                f"{source}: cannot read the export file the store names ({exc.strerror or exc}); "
+                "the callbacks of its events are lost with it"
+            ) from None
+        wanted = pa.array(sorted({int(n) for n in lines}), pa.int64())
+        rows = read.rows.filter(pc.is_in(read.rows.column(s.LINE), value_set=wanted))
+        for row in rows.drop_columns([s.LINE]).to_pylist():
+            objects.append({k: v for k, v in row.items() if v not in (None, "")})
+    return objects
+
+
+class StoredSourceError(LapseError):
+    """An export file the store names cannot be read again."""

@@ -6,9 +6,6 @@ and a champion swapped under load."""
 from __future__ import annotations
 
 import contextlib
-import csv
-import gzip
-import io
 import json
 import re
 import threading
@@ -23,7 +20,7 @@ import pytest
 from features import load_events
 from features import schema as s
 from features.build import build_features
-from features.ingest.adjust import column_name
+from features.ingest.callbacks import stored_callbacks
 from lapse import jobs
 from lapse import serve as serving
 from lapse.settings import Settings
@@ -122,27 +119,11 @@ def test_score_answers_equal_the_in_process_model(server, http, trained, model) 
     assert set(got["model_version"]) == {"1"}
 
 
-def _callbacks(settings: Settings, users: list[str]) -> list[dict]:
-    """The users' raw Adjust rows, from the export files the store names (source, line), as
-    the callback objects Adjust would have sent."""
-    events = load_events(settings.store.path)
-    mine = events[events[s.USER_ID].isin(users)]
-    objects = []
-    for source, lines in mine.groupby(s.SOURCE)[s.LINE]:
-        with gzip.open(source, "rt", newline="") as handle:
-            rows = list(csv.reader(io.StringIO(handle.read())))
-        header = [column_name(h) for h in rows[0]]  # "{created_at}" -> "created_at"
-        for line in sorted(set(lines)):
-            values = dict(zip(header, rows[line - 1], strict=True))
-            objects.append({k: v for k, v in values.items() if v != ""})
-    return objects
-
-
 def test_score_events_equals_rescore_on_the_same_events(
     server, http, trained, model, tmp_path: Path
 ) -> None:
     active = _feature_rows(trained, model).reset_index()[s.USER_ID].unique()[:6].tolist()
-    objects = _callbacks(trained, active)
+    objects = stored_callbacks(trained.store.path, active)
     objects.insert(3, {**objects[0], "created_at": "yesterday"})  # refused, the rest scored
     answer = http.post(f"{server.url}/score_events", json={"as_of": AS_OF, "events": objects})
     assert answer.status_code == 200, answer.text

@@ -45,3 +45,37 @@ def test_a_callback_log_line_with_a_lone_surrogate_costs_only_that_line(tmp_path
     summary = ingest([log], tmp_path / "store", now=NOW)
     assert (summary.rows_stored, summary.quarantined) == (1, {"invalid_callback": 1})
     assert load_events(tmp_path / "store")[s.USER_ID].tolist() == ["a2"]
+
+
+def _tiny_store(tmp_path):
+    from features.ingest import ingest
+    from features.synthetic import SyntheticConfig, generate
+
+    generate(SyntheticConfig(users=40, days=20, shape="monthly"), tmp_path / "app")
+    ingest([tmp_path / "app" / "raw"], tmp_path / "store", now=datetime(2030, 1, 1, tzinfo=UTC))
+    return tmp_path / "store"
+
+
+def test_stored_events_read_back_as_callbacks_normalise_to_the_same_events(tmp_path) -> None:
+    """stored_callbacks gives back what Adjust sent: through callback_events, the same events."""
+    import pytest
+
+    from features import load_events
+    from features.ingest.callbacks import StoredSourceError, stored_callbacks
+
+    store = _tiny_store(tmp_path)
+    events = load_events(store)
+    users = sorted(events[s.USER_ID].unique())[:3]
+    objects = stored_callbacks(store, users)
+    mine = events[events[s.USER_ID].isin(users)]
+    assert len(objects) == len(mine) > 0
+    assert all("created_at" in o and "{" not in "".join(o) for o in objects)  # bare names
+    again = callback_events(objects, now=datetime(2030, 1, 1, tzinfo=UTC)).events
+    assert again.num_rows == len(mine) and sorted(again.column(s.EVENT_KEY).to_pylist()) == sorted(
+        mine[s.EVENT_KEY]
+    )
+    assert stored_callbacks(store, ["nobody"]) == []
+    for path in (tmp_path / "app" / "raw").rglob("*.gz"):
+        path.unlink()
+    with pytest.raises(StoredSourceError, match="cannot read the export file"):
+        stored_callbacks(store, users)
