@@ -30,7 +30,7 @@ from features import schema as s
 from features.build import build_features, feature_registry
 from features.ingest.callbacks import CallbackEvents, Rejection, callback_events
 from features.timeline import to_timestamp
-from lapse.settings import CONFIG_ENV, Settings
+from lapse.settings import CONFIG_ENV, ENV_PREFIX, Settings
 from serving.scores import LatestScores, latest_scores
 from serving.scoring import LeanScorer
 from training.pipeline import ChurnModel
@@ -362,7 +362,12 @@ def start_server(
             f"--port {port}: cannot listen on {host} ({exc.strerror or exc}); "
             "is another service on it? Pick another port"
         ) from None
-    env = {**os.environ, "LAPSE_SERVING__MODEL_URI": uri, "BENTOML_DO_NOT_TRACK": "true"}
+    env = {
+        **os.environ,
+        **location_env(settings),
+        "LAPSE_SERVING__MODEL_URI": uri,
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
     if settings.config_file is not None:
         env[CONFIG_ENV] = str(settings.config_file)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])])
@@ -398,6 +403,18 @@ def start_server(
                 waiting(elapsed)
             time.sleep(0.2)
     return Server(process, url, model_info(settings.mlflow.tracking_uri, uri), log)
+
+
+def location_env(settings: Settings) -> dict[str, str]:
+    """Where the service finds its store and models, as ``LAPSE_`` variables for its process:
+    the caller's settings, also when changed in code (the demo's own folder), not only what the
+    file and environment say."""
+    return {
+        f"{ENV_PREFIX}STORE__PATH": str(settings.store.path),
+        f"{ENV_PREFIX}MLFLOW__TRACKING_URI": str(settings.mlflow.tracking_uri),
+        f"{ENV_PREFIX}MLFLOW__ARTIFACT_LOCATION": str(settings.mlflow.artifact_location),
+        f"{ENV_PREFIX}MLFLOW__REGISTERED_MODEL": settings.mlflow.registered_model,
+    }
 
 
 def _die_with_parent() -> None:
