@@ -65,8 +65,8 @@ timeline = explore.subscriber_timeline(events, *busiest)
 timeline.periods
 
 # %%
-explore.plot_timeline(timeline);
-
+explore.plot_timeline(timeline)
+plt.show()
 # %% [markdown]
 # ## Who churns: by product, platform and tenure
 #
@@ -75,7 +75,9 @@ explore.plot_timeline(timeline);
 # labelled snapshot rows, with a 95% Wilson interval.
 
 # %%
-cutoffs = pd.date_range(events[s.TS].min().normalize() + pd.Timedelta(days=28), periods=6, freq="14D")
+cutoffs = pd.date_range(
+    events[s.TS].min().normalize() + pd.Timedelta(days=28), periods=6, freq="14D"
+)
 frame = snapshots(events, cutoffs, horizon_days=settings.labels.horizon_days)
 print(f"{len(frame):,} snapshot rows, {int(frame[s.CHURNED].notna().sum()):,} labelled")
 explore.churn_by(frame, s.PRODUCT_ID)
@@ -90,11 +92,13 @@ by_tenure
 # %%
 ax = by_tenure["churn_rate"].plot.bar(
     yerr=[by_tenure["churn_rate"] - by_tenure["low"], by_tenure["high"] - by_tenure["churn_rate"]],
-    rot=0, color="#6baed6", figsize=(7, 3),
+    rot=0,
+    color="#6baed6",
+    figsize=(7, 3),
 )
 ax.set_xlabel("tenure (days)")
-ax.set_ylabel("30-day churn rate");
-
+ax.set_ylabel("30-day churn rate")
+plt.show()
 # %% [markdown]
 # ## How long subscribers stay: Kaplan–Meier by cohort
 #
@@ -115,11 +119,14 @@ left.set_ylabel("still subscribed")
 for curve in explore.survival_curves(lives, explore.FIRST_PRODUCT).values():
     curve.plot_survival_function(ax=right)
 right.set_title("by first product")
-right.set_xlabel("days since the first period");
-
+right.set_xlabel("days since the first period")
+plt.show()
 # %%
 pd.DataFrame(
-    {name: curve.survival_function_at_times([7, 30, 60]).to_numpy() for name, curve in curves.items()},
+    {
+        name: curve.survival_function_at_times([7, 30, 60]).to_numpy()
+        for name, curve in curves.items()
+    },
     index=pd.Index([7, 30, 60], name="still subscribed after (days)"),
 ).T
 

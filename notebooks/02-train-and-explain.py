@@ -61,7 +61,8 @@ explore.churn_by(frame, s.AS_OF)
 # %%
 first = jobs.train(settings)
 print(f"run {first.run_id}: {first.tuning.finished} trials, champion moved: {first.gate.moved}")
-print(f"hold-out ROC AUC {first.metrics['holdout_roc_auc']:.3f}, oracle ratio {first.metrics['oracle_ratio']:.2f}")
+auc, ratio = first.metrics["holdout_roc_auc"], first.metrics["oracle_ratio"]
+print(f"hold-out ROC AUC {auc:.3f}, oracle ratio {ratio:.2f}")
 
 # %% [markdown]
 # ## The run in MLflow
@@ -89,7 +90,12 @@ first.buckets
 # %%
 plots = compare.run_plots(tracking_uri, first.run_id, settings.store.path / "plots" / first.run_id)
 print(", ".join(plots))
-for name in ("calibration.png", "cumulative_gains.png", "score_distribution.png", "contributions.png"):
+for name in (
+    "calibration.png",
+    "cumulative_gains.png",
+    "score_distribution.png",
+    "contributions.png",
+):
     display(Image(filename=str(plots[name]), width=520))
 
 # %% [markdown]
@@ -105,17 +111,23 @@ holdout = first.split.part(frame, "holdout").drop(columns=s.CHURNED)
 probability = model.predict_proba(holdout)[:, 1]
 riskiest = holdout.iloc[[probability.argmax()]]
 reasons, grouped = explain(model, riskiest)
-print(f"subscriber {riskiest.index[0][1]} ({riskiest.index[0][2]}) at {riskiest.index[0][0]:%Y-%m-%d}")
-print(f"P(churn within {settings.labels.horizon_days} days) = {probability.max():.2f}, "
-      f"bucket {model.buckets(probability.max(keepdims=True))[0]}, reasons {reasons.iloc[0]}")
+as_of, user_id, platform = riskiest.index[0]
+print(f"subscriber {user_id} ({platform}) at {as_of:%Y-%m-%d}")
+print(
+    f"P(churn within {settings.labels.horizon_days} days) = {probability.max():.2f}, "
+    f"bucket {model.buckets(probability.max(keepdims=True))[0]}, reasons {reasons.iloc[0]}"
+)
 grouped.iloc[0].rename("log-odds of churn, by reason group").sort_values(ascending=False).to_frame()
 
 # %%
 contributions = model.contributions(riskiest).drop(columns="bias").iloc[0]
 strongest = contributions[contributions.abs().sort_values().index[-10:]]
-ax = strongest.plot.barh(color=["#d62728" if v > 0 else "#1f77b4" for v in strongest], figsize=(7, 4))
+ax = strongest.plot.barh(
+    color=["#d62728" if v > 0 else "#1f77b4" for v in strongest], figsize=(7, 4)
+)
 ax.set_xlabel("contribution to the log-odds of churn")
-ax.set_title("The ten features that moved this score most");
+ax.set_title("The ten features that moved this score most")
+plt.show()
 riskiest.reindex(columns=strongest.index[::-1]).T.set_axis(["value"], axis=1)
 
 # %% [markdown]

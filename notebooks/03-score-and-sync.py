@@ -26,13 +26,12 @@
 from datetime import timedelta
 
 import httpx
+import matplotlib.pyplot as plt
 import pandas as pd
 
-from features import load_events
 from features import schema as s
 from features.ingest.callbacks import stored_callbacks
-from lapse import jobs
-from lapse import serve
+from lapse import jobs, serve
 from lapse.settings import Settings
 
 settings = jobs.sample_settings(Settings.load("../lapse.toml"))
@@ -52,11 +51,15 @@ print(f"store: {settings.store.path}")
 today = settings.synthetic.start + timedelta(days=settings.synthetic.days)
 outcome = jobs.rescore(settings, today, out=jobs.default_scores_path(settings, today), dry_run=True)
 scores = outcome.result.scores
-print(f"{len(scores):,} subscribers scored on {today} by {outcome.model.label}; file {outcome.path}")
+print(
+    f"{len(scores):,} subscribers scored on {today} by {outcome.model.label}; file {outcome.path}"
+)
 scores.sort_values(s.CHURN_PROBABILITY, ascending=False).head(8)
 
 # %%
-summary = scores.groupby(s.BUCKET, observed=True)[s.CHURN_PROBABILITY].agg(["size", "mean", "min", "max"])
+summary = scores.groupby(s.BUCKET, observed=True)[s.CHURN_PROBABILITY].agg(
+    ["size", "mean", "min", "max"]
+)
 summary.sort_values("mean", ascending=False)
 
 # %%
@@ -64,8 +67,8 @@ ax = scores[s.CHURN_PROBABILITY].plot.hist(bins=40, color="#6baed6", figsize=(7,
 for _bucket, bound in outcome.sync.config.policy.cuts:
     ax.axvline(bound, color="#d62728", linestyle="--")
 ax.set_xlabel("P(churn within 30 days); dashed: the bucket bounds")
-ax.set_ylabel("subscribers");
-
+ax.set_ylabel("subscribers")
+plt.show()
 # %%
 scores[s.REASONS].explode().value_counts().rename("subscribers with this reason").to_frame()
 
@@ -79,8 +82,11 @@ scores[s.REASONS].explode().value_counts().rename("subscribers with this reason"
 
 # %%
 dry = jobs.sync(settings, outcome.path, dry_run=True).report
-print(f"{dry.changed:,} users would change, {dry.nulled:,} set to null, {dry.data_points:,} data points, "
-      f"{dry.batches} requests of at most {settings.braze.batch_size}")
+print(
+    f"{dry.changed:,} users would change, {dry.nulled:,} set to null, "
+    f"{dry.data_points:,} data points, {dry.batches} requests of at most "
+    f"{settings.braze.batch_size}"
+)
 pd.Series(dry.transitions, name="users").rename_axis(["from", "to"]).to_frame()
 
 # %%
@@ -102,16 +108,22 @@ print(f"service on {server.url}, model {server.info.label}")
 
 # %%
 subscriber = scores.sort_values(s.CHURN_PROBABILITY).iloc[-1]
-events = load_events(settings.store.path, end=pd.Timestamp(today, tz="UTC"))
-callbacks = stored_callbacks(events[events[s.USER_ID] == subscriber[s.USER_ID]])
+callbacks = stored_callbacks(settings.store.path, [subscriber[s.USER_ID]])
 with httpx.Client(base_url=server.url, timeout=60) as http:
     by_events = http.post("/score_events", json={"as_of": str(today), "events": callbacks})
     by_lookup = http.post("/lookup", json={"user_ids": [subscriber[s.USER_ID]]})
-print(f"{len(callbacks)} callbacks of subscriber {subscriber[s.USER_ID]} sent")
-by_events.raise_for_status().json()["scores"]
+print(f"{len(callbacks)} callbacks of subscriber {subscriber[s.USER_ID]} sent to /score_events")
+answers = {
+    "rescore (the scores file)": subscriber,
+    "POST /score_events": by_events.raise_for_status().json()["scores"][0],
+    "POST /lookup": by_lookup.raise_for_status().json()["results"][0],
+}
+pd.DataFrame({k: pd.Series(v) for k, v in answers.items()}).loc[
+    [s.USER_ID, s.PLATFORM, s.CHURN_PROBABILITY, s.BUCKET, s.REASONS]
+]
 
 # %%
-by_lookup.raise_for_status().json()
+by_events.json()
 
 # %%
 serve.stop_server(server.process)

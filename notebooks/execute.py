@@ -1,7 +1,7 @@
 """Run the notebooks top to bottom in this project's Python and write them with their outputs.
 
-    python notebooks/execute.py                 # every notebook, in place (what `make notebooks` runs)
-    python notebooks/execute.py --out DIR 01    # those whose name starts with 01, written to DIR
+    python notebooks/execute.py               # every notebook, in place (`make notebooks`)
+    python notebooks/execute.py --out DIR 01  # those whose name starts with 01, written to DIR
 
 The text file of each pair (``NN-name.py``, jupytext ``py:percent``) is the source: it is read,
 executed with nbclient on a kernel of ``sys.executable`` (never whatever ``python3`` kernel
