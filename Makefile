@@ -40,4 +40,4 @@ notebooks: setup
 	$(RUN) python notebooks/execute.py
 
 lint: setup
-	$(RUN) ruff check lapse features training serving tests benchmarks
+	$(RUN) ruff check lapse features training serving tests benchmarks notebooks

@@ -141,9 +141,10 @@ def plot_timeline(timeline: Timeline) -> Figure:
     for period in timeline.periods.itertuples(index=False):
         start = mdates.date2num(period.start)
         width = mdates.date2num(period.end) - start
-        top.broken_barh([(start, width)], (0.2, 0.6), color=PERIOD_COLOURS[period.kind])
-    for event, rows in timeline.marks.groupby(s.EVENT, observed=True):
-        top.plot(rows[s.TS], np.full(len(rows), 0.5), "|", markersize=18, label=event)
+        top.broken_barh([(start, width)], (0.05, 0.5), color=PERIOD_COLOURS[period.kind])
+    for event, rows in timeline.marks.groupby(s.EVENT, observed=True):  # above the bars
+        top.plot(rows[s.TS], np.full(len(rows), 0.8), "v", markersize=9, label=event)
+    top.set_ylim(0, 1)
     top.set_yticks([])
     top.set_title(f"Subscriber {timeline.user_id} ({timeline.platform})")
     kinds = [Patch(color=c, label=k) for k, c in PERIOD_COLOURS.items()]
