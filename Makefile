@@ -20,11 +20,14 @@ setup: .venv/.lapse-synced
 demo: setup
 	$(RUN) lapse demo
 
+# Two pytest workers, each taking whole files (module fixtures train once): most tests wait on
+# servers, subprocesses and SQLite as much as on the CPU, so two share the two cores well.
+PYTEST_WORKERS ?= 2
 test: setup
-	$(RUN) pytest
+	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: setup
-	$(RUN) pytest -m "not slow"
+	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: setup
 	$(RUN) python benchmarks/generate.py

@@ -21,6 +21,10 @@ class StoreSettings(Section):
     path: Path = Path("data")
 
 
+#: Above this a revenue_float is implausible (IngestSettings.max_price says why).
+DEFAULT_MAX_PRICE = 1e9
+
+
 class IngestSettings(Section):
     """How Adjust exports are read into canonical events."""
 
@@ -40,6 +44,13 @@ class IngestSettings(Section):
         ge=0,
         description="Event, install and purchase times more than this many days after the ingest "
         "run started are implausible and quarantined; expiry times may lie further ahead.",
+    )
+    max_price: float = Field(
+        DEFAULT_MAX_PRICE,
+        gt=0,
+        description="revenue_float above this is implausible and quarantined (implausible_price): "
+        "no store sells a subscription for more in any currency (annual plans in IDR or VND reach "
+        "millions), and larger values would overflow revenue sums to infinity.",
     )
 
 

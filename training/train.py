@@ -462,11 +462,31 @@ def train_store(
     truth_path: Path | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Read the store, build snapshots at the cut-offs (``store_snapshots``), and run
-    ``train_snapshots``."""
+    """Read the store, build snapshots at the cut-offs (``store_snapshots``), check that the
+    ground truth is this app's, and run ``train_snapshots``."""
     truth = load_truth(truth_path, config.labels.horizon_days)
     frame, config = store_snapshots(store, config, truth, progress)
+    if truth is not None:
+        check_truth_matches(frame.index, truth, truth_path)
     return train_snapshots(frame, config, truth, progress)
+
+
+#: Below this share of snapshot rows with a ground-truth row, the truth file is another app's.
+MIN_TRUTH_MATCH = 0.5
+
+
+def check_truth_matches(index: pd.MultiIndex, truth: pd.DataFrame, path: Path | None) -> None:
+    """Raise TrainingInputError when the ground truth describes other subscribers than the
+    store's (another app, another generation run): the oracle would silently be missing."""
+    if len(index) == 0:
+        return
+    matched = int(join_truth(index, truth).notna().sum())
+    if matched < MIN_TRUTH_MATCH * len(index):
+        raise TrainingInputError(
+            f"{path}: the ground truth matches {matched:,} of {len(index):,} snapshot rows "
+            f"(user_id, platform, as_of); expected at least {MIN_TRUTH_MATCH:.0%}: it belongs to "
+            "another app or generation run (regenerate, or train without it)"
+        )
 
 
 __all__ = [
@@ -475,6 +495,7 @@ __all__ = [
     "TrainingFailedError",
     "TrainingInputError",
     "data_cutoffs",
+    "check_truth_matches",
     "default_truth_path",
     "fingerprint",
     "load_truth",

@@ -35,6 +35,7 @@ import pyarrow.json as pajson
 
 from base import LapseError
 from features import schema as s
+from features.settings import DEFAULT_MAX_PRICE
 
 #: Why a row was quarantined (the ``reason`` column); ``detail`` names the field and value.
 REASONS: Final = {
@@ -48,6 +49,7 @@ REASONS: Final = {
     "unknown_event": "subscription event (and subtype) in neither the current nor the legacy list",
     "bad_number": "revenue_float is not a (finite) number",
     "negative_price": "revenue_float is negative",
+    "implausible_price": "revenue_float is above ingest.max_price",
     "expiry_before_purchase": "subscription_expiration_time is before subscription_purchased_at",
     "invalid_callback": "a callback log line is neither a URL with a query string nor JSON",
     "wrong_encoding": "the line holds bytes that are not UTF-8 text (or a NUL)",
@@ -348,12 +350,12 @@ def _read_csv(name: str, text: str, data: bytes) -> Source:
     except csv.Error as exc:
         raise BadFile("unreadable_csv", f"header: {exc}") from None
     header = [column_name(t) for t in tokens]
+    known = KNOWN_COLUMNS.intersection(header)
+    if not known:  # before the duplicate check: a file without a header starts with a data row
+        raise BadFile("not_adjust_csv", f"header {header_text[:120]!r} names no Adjust column")
     if len(set(header)) != len(header):
         dup = sorted({h for h in header if header.count(h) > 1})
         raise BadFile("duplicate_column", f"header names {', '.join(dup)} more than once")
-    known = KNOWN_COLUMNS.intersection(header)
-    if not known:
-        raise BadFile("not_adjust_csv", f"header {header_text[:120]!r} names no Adjust column")
     if s.CREATED_AT not in header:
         raise BadFile(
             "missing_column",
@@ -691,6 +693,7 @@ def normalise(
     keep_unknown: bool = True,
     earliest: datetime | None = DEFAULT_EARLIEST,
     latest: datetime | None = None,
+    max_price: float = DEFAULT_MAX_PRICE,
 ) -> Normalised:
     """Validate and map read rows (text columns + ``line`` + SOURCE_INDEX) to canonical events.
 
@@ -815,6 +818,15 @@ def normalise(
         )
     )
     problems.append(("negative_price", pc.less(price, 0.0), _detail(s.REVENUE_FLOAT, revenue)))
+    problems.append(
+        (
+            "implausible_price",
+            pc.and_(pc.is_finite(price), pc.greater(price, max_price)),
+            lambda at: pc.binary_join_element_wise(
+                _detail(s.REVENUE_FLOAT, revenue)(at), f" is above ingest.max_price {max_price:g}", ""
+            ),
+        )
+    )
     purchased, expires = times[s.SUB_PURCHASED_AT], times[s.SUB_EXPIRATION_TIME]
     problems.append(
         (

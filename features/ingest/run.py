@@ -53,7 +53,7 @@ from features.ingest.store import (
     stored_keys,
     writer_lock,
 )
-from features.settings import IngestSettings
+from features.settings import DEFAULT_MAX_PRICE, IngestSettings
 
 #: Called as progress(stage, done, total), e.g. lapse.console.progress_bars()'s report.
 Progress = Callable[[str, int, int], None]
@@ -196,6 +196,7 @@ class Rules:
     keep_unknown_columns: bool
     earliest: datetime
     latest: datetime | None
+    max_price: float = DEFAULT_MAX_PRICE
 
     @classmethod
     def of(cls, settings: IngestSettings | None, now: datetime | None) -> Rules:
@@ -210,6 +211,7 @@ class Rules:
             settings.keep_unknown_columns,
             _utc(datetime(earliest.year, earliest.month, earliest.day)),
             latest,
+            settings.max_price,
         )
 
     def normalise(self, rows: pa.Table) -> Normalised:
@@ -219,6 +221,7 @@ class Rules:
             keep_unknown=self.keep_unknown_columns,
             earliest=self.earliest,
             latest=self.latest,
+            max_price=self.max_price,
         )
 
 

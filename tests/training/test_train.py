@@ -16,6 +16,7 @@ from training.settings import TrainConfig
 from training.splits import DataSufficiencyError
 from training.train import (
     TrainingInputError,
+    check_truth_matches,
     data_cutoffs,
     fingerprint,
     load_truth,
@@ -188,6 +189,15 @@ def test_ground_truth_files_are_checked_with_the_reason(tmp_path) -> None:
         load_truth(tmp_path / "truth.parquet", 7)
 
 
+def test_a_ground_truth_of_other_subscribers_is_refused(snapshots) -> None:
+    frame, truth = snapshots
+    check_truth_matches(frame.index, truth, None)  # the store's own truth
+    check_truth_matches(frame.index, truth.iloc[: len(truth) * 6 // 10], None)  # partial is fine
+    other = truth.assign(**{schema.USER_ID: "x" + truth[schema.USER_ID].astype(str)})
+    with pytest.raises(TrainingInputError, match=r"t.parquet: the ground truth matches 0 of [\d,]+ "):
+        check_truth_matches(frame.index, other, "t.parquet")
+
+
 def test_a_failure_after_tuning_marks_the_run_failed_and_registers_nothing(
     snapshots, tmp_path, mlflow_env, monkeypatch
 ) -> None:
@@ -260,3 +270,49 @@ def test_train_store_on_apps_unlike_ours(shape, tmp_path, mlflow_env) -> None:
     if shape == "foreign":  # the social app's own events were chosen and built
         assert {"like", "message", "unfriend"} <= set(definition.app_events_chosen)
         assert "app_like_share_28d" in result.model.features_
+
+
+POSTGRES_SERVER = os.environ.get(
+    "LAPSE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def postgres_mlflow_db():
+    """A fresh PostgreSQL database for an MLflow backend, dropped after the test."""
+    import psycopg
+
+    admin = POSTGRES_SERVER.replace("+psycopg", "")
+    name = f"lapse_mlflow_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {admin}: {exc}")
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield POSTGRES_SERVER.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.mark.slow
+def test_mlflow_on_a_postgresql_backend_tracks_registers_and_serves(
+    snapshots, tmp_path, mlflow_env, postgres_mlflow_db
+) -> None:
+    """The production path: runs, the registry and the champion alias on PostgreSQL."""
+    from training.registry import champion_uri, load_model
+
+    frame, _ = snapshots
+    cfg = config(tmp_path, mlflow_env, mlflow={"tracking_uri": postgres_mlflow_db})
+    result = train_snapshots(frame, cfg, registry=TEST_REGISTRY)
+    assert result.gate.moved and result.gate.version == "1"
+    client = MlflowClient(postgres_mlflow_db)
+    assert client.get_run(result.run_id).data.metrics["holdout_roc_auc"] == pytest.approx(
+        result.metrics["holdout_roc_auc"]
+    )
+    champion = client.get_model_version_by_alias(cfg.mlflow.registered_model, "champion")
+    assert str(champion.version) == "1"  # an int on PostgreSQL, a str on SQLite
+    served = load_model(postgres_mlflow_db, champion_uri(cfg.mlflow.registered_model))
+    X = frame.drop(columns=schema.CHURNED).iloc[:200]
+    np.testing.assert_array_equal(served.predict_proba(X), result.model.predict_proba(X))

@@ -128,6 +128,7 @@ def test_legacy_events_map_to_the_current_vocabulary(name, subtype, event, conve
         ),
         ({"subscription_event_type": "renewal", "revenue_float": "abc"}, "bad_number"),
         ({"subscription_event_type": "renewal", "revenue_float": "-4.99"}, "negative_price"),
+        ({"subscription_event_type": "renewal", "revenue_float": "1e308"}, "implausible_price"),
         (
             {
                 "subscription_event_type": "renewal",
@@ -231,6 +232,8 @@ def test_sandbox_rows_are_flagged() -> None:
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "wrong_encoding"),
         (b"name,age\nbob,3\n", "not_adjust_csv"),
         (b"{created_at},{adid},{adid}\n1,a,b\n", "duplicate_column"),
+        # no header: the first data row (two empty fields) is not read as a header naming '' twice
+        (b"session,1767571999,,ios,,u1\nsession,1767572999,,ios,,u1\n", "not_adjust_csv"),
     ],
 )
 def test_bad_files(data: bytes, reason: str) -> None:

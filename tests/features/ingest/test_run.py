@@ -350,6 +350,21 @@ def test_the_time_window_comes_from_the_arguments_and_now(tmp_path: Path) -> Non
     assert (later.rows_stored, later.quarantined) == (3, {})
 
 
+def test_the_price_bound_comes_from_the_settings(tmp_path: Path) -> None:
+    a = "a" * 32
+    src = tmp_path / "a.csv"
+    src.write_text(
+        f"{PURCHASE_HEADER}\n1767571999,{a},ios,event,purchase,150\n"
+        f"1767572999,{a},ios,event,purchase,1e308\n"
+    )
+    summary = ingest([src], tmp_path / "store")
+    assert (summary.rows_stored, summary.quarantined) == (1, {"implausible_price": 1})
+    reason = load_quarantine(tmp_path / "store")
+    assert reason[s.LINE].tolist() == [3]
+    strict = ingest([src], tmp_path / "strict", IngestSettings(max_price=100))
+    assert (strict.rows_stored, strict.quarantined) == (0, {"implausible_price": 2})
+
+
 def test_ingest_settings_have_the_window_defaults() -> None:
     from features.settings import IngestSettings
 
