@@ -73,8 +73,8 @@ def test_a_failing_cell_fails_with_its_source(environment: Path, tmp_path: Path)
     from nbclient.exceptions import CellExecutionError
 
     broken = tmp_path / "broken.py"
-    broken.write_text("# %%\nx = 1\n\n# %%\nfrom lapse import jobs\njobs.no_such_job()\n")
-    with pytest.raises(CellExecutionError, match=r"(?s)jobs\.no_such_job\(\).*AttributeError"):
+    broken.write_text("# %%\nx = 1\n\n# %%\ny = x + 1\nno_such_job(y)\n")
+    with pytest.raises(CellExecutionError, match=r"(?s)y = x \+ 1\nno_such_job\(y\).*NameError"):
         execute(broken, tmp_path / "broken.ipynb", timeout_s=120)
 
 
