@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -222,6 +222,8 @@ def push(
     """Sync a scores frame to Braze: ``policy`` (a model's bounds) replaces ``[buckets]``, with
     today's hysteresis, so Braze gets the buckets the model was evaluated with, kept steady."""
     if policy is not None:
+        from dataclasses import replace
+
         policy = replace(policy, hysteresis=settings.buckets.hysteresis)
     config = SyncConfig.from_settings(settings, policy)
     key = settings.braze.api_key.get_secret_value() if settings.braze.api_key else None
@@ -415,6 +417,8 @@ def sample_app(
                 f"the sample app's model (run {trained.run_id}) did not beat the CRM rule, so "
                 "there is no champion to score with; make the app larger (users=)"
             ) from None
+        from dataclasses import replace
+
         return replace(app, training=trained)
     return app
 
