@@ -8,7 +8,7 @@ export UV_PYTHON_DOWNLOADS := never
 export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: setup demo test test-fast bench lint
+.PHONY: setup demo test test-fast bench lint notebooks
 
 setup: .venv/.lapse-synced
 
@@ -36,5 +36,11 @@ bench: setup
 	$(RUN) python benchmarks/braze_sync.py
 	$(RUN) python benchmarks/train.py
 
+# Re-run the notebooks from their paired text files (notebooks/NN-*.py, the source) on a fresh
+# sample app in data/notebooks, and write them with their outputs (notebooks/NN-*.ipynb).
+notebooks: setup
+	rm -rf data/notebooks
+	$(RUN) python notebooks/execute.py
+
 lint: setup
-	$(RUN) ruff check lapse features training serving tests benchmarks
+	$(RUN) ruff check lapse features training serving tests benchmarks notebooks

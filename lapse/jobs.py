@@ -39,9 +39,21 @@ from serving.scores import read_scores, read_scores_policy, write_scores
 from serving.sync import SyncConfig, SyncReport
 from serving.sync import sync as sync_scores
 from training.buckets import BucketPolicy
-from training.registry import ModelInfo, champion_uri, load_model, model_info
+from training.registry import (
+    ModelInfo,
+    ModelNotFoundError,
+    champion_uri,
+    load_model,
+    model_info,
+)
 from training.settings import TrainConfig
-from training.train import TrainResult, default_truth_path, train_store
+from training.train import (
+    TrainResult,
+    default_truth_path,
+    load_truth,
+    store_snapshots,
+    train_store,
+)
 
 Progress = Callable[[str, int, int], None]
 #: Called by `demo` as each step ends: (step title, that step's result).
@@ -52,6 +64,7 @@ __all__ = [
     "ServiceAnswers",
     "FeaturesResult",
     "RescoreOutcome",
+    "SampleApp",
     "SyncOutcome",
     "demo",
     "emulator",
@@ -60,8 +73,11 @@ __all__ = [
     "ingest",
     "reprocess_quarantine",
     "rescore",
+    "sample_app",
+    "sample_settings",
     "sync",
     "train",
+    "training_snapshots",
 ]
 
 
@@ -176,6 +192,15 @@ def train(settings: Settings, progress: Progress | None = None) -> TrainResult:
     return train_store(
         settings.store.path, TrainConfig.of(settings), truth_path(settings), progress
     )
+
+
+def training_snapshots(settings: Settings, progress: Progress | None = None) -> pd.DataFrame:
+    """The labelled snapshots ``train`` learns from: the same store, cut-offs (the ground
+    truth's when there is one), feature definition and label horizon."""
+    config = TrainConfig.of(settings)
+    truth = load_truth(truth_path(settings), config.labels.horizon_days)
+    frame, _ = store_snapshots(settings.store.path, config, truth, progress)
+    return frame
 
 
 # --- sync ----------------------------------------------------------------------------------------
@@ -332,6 +357,93 @@ def profile_ids(path: Path) -> list[str]:
         found = ", ".join(map(str, frame.columns)) or "no columns"
         raise EmulatorConfigError(f"--profiles {path}: no {s.USER_ID!r} column (found {found})")
     return frame[s.USER_ID].dropna().astype(str).tolist()
+
+
+# --- a sample app (the notebooks) ---------------------------------------------------------------
+
+#: The file that marks a folder as a sample app's and records the generator settings it holds.
+SAMPLE_MARK = "sample.json"
+
+
+@dataclass(frozen=True)
+class SampleApp:
+    """A small synthetic app in its own folder: the settings that point at it, and what was
+    generated and ingested (both None when an app made earlier with the same settings is
+    reused)."""
+
+    settings: Settings
+    generation: GenerationSummary | None = None
+    ingest: IngestSummary | None = None
+    #: The run that made the champion, when ``sample_app(champion=True)`` had to train one.
+    training: TrainResult | None = None
+
+    @property
+    def reused(self) -> bool:
+        return self.generation is None
+
+
+def sample_settings(
+    settings: Settings,
+    folder: str = "notebooks",
+    users: int = 1500,
+    trials: int = 3,
+    min_labels: int = 20,
+) -> Settings:
+    """The settings of a small sample app in ``<store.path>/<folder>`` (its own store,
+    registry, study and ledger, as ``demo_settings``): ``users`` generated, ``trials`` Optuna
+    trials, and splits accepted from ``min_labels`` churners and non-churners, so a notebook
+    runs in minutes."""
+    return demo_settings(settings, settings.store.path / folder).updated(
+        synthetic={"users": users},
+        optuna={"n_trials": trials},
+        training={"min_churners": min_labels, "min_non_churners": min_labels},
+    )
+
+
+def sample_app(
+    settings: Settings, champion: bool = False, progress: Progress | None = None
+) -> SampleApp:
+    """Generate and ingest the synthetic app of ``settings`` into ``store.path`` (from
+    ``sample_settings``), or reuse the one already there when it was made with the same
+    ``[synthetic]`` settings, so each notebook runs alone or after another. A folder that holds
+    something else is refused rather than replaced. With ``champion``, also train a model when
+    the app's registry has no champion yet (a notebook that scores needs one)."""
+    app = _sample_store(settings, progress)
+    if not champion:
+        return app
+    try:
+        load_model(settings.mlflow.tracking_uri, champion_uri(settings.mlflow.registered_model))
+    except ModelNotFoundError:
+        trained = train(settings, progress)
+        if not trained.gate.moved:
+            raise ModelNotFoundError(
+                f"the sample app's model (run {trained.run_id}) did not beat the CRM rule, so "
+                "there is no champion to score with; make the app larger (users=)"
+            ) from None
+        from dataclasses import replace
+
+        return replace(app, training=trained)
+    return app
+
+
+def _sample_store(settings: Settings, progress: Progress | None) -> SampleApp:
+    root = settings.store.path
+    mark = root / SAMPLE_MARK
+    wanted = settings.synthetic.model_dump_json()
+    if mark.is_file():
+        if mark.read_text() == wanted:
+            return SampleApp(settings)
+        shutil.rmtree(root)  # a sample app of other settings: ours to replace
+    elif root.exists() and any(root.iterdir()):
+        raise StoreError(
+            f"{root}: not empty and not a sample app (no {SAMPLE_MARK}); "
+            "choose another store.path (LAPSE_STORE__PATH) or folder"
+        )
+    folder = root / "synthetic"
+    generation = generate(settings, folder, overwrite=True, progress=progress)
+    ingested = ingest(settings, [folder / "raw"], progress=progress)
+    mark.write_text(wanted)
+    return SampleApp(settings, generation, ingested)
 
 
 # --- demo ----------------------------------------------------------------------------------------

@@ -417,21 +417,21 @@ def load_truth(path: Path | None, horizon_days: int) -> pd.DataFrame | None:
     return truth
 
 
-def train_store(
+def store_snapshots(
     store: Path,
     config: TrainConfig,
-    truth_path: Path | None = None,
+    truth: pd.DataFrame | None = None,
     progress: Progress | None = None,
-) -> TrainResult:
-    """Read the store, build snapshots at the cut-offs, and run ``train_snapshots``.
+) -> tuple[pd.DataFrame, TrainConfig]:
+    """The labelled snapshots ``train_store`` learns from, and ``config`` with the app's own
+    events chosen (the feature definition the model will keep).
 
-    Cut-offs are the ground truth's when a truth file is used (the oracle exists only there),
-    else every ``training.cutoff_every_days`` from ``training.first_cutoff_days`` after the
-    first event.
+    Cut-offs are the ground truth's when one is given (``load_truth``: the oracle exists only
+    there), else every ``training.cutoff_every_days`` from ``training.first_cutoff_days`` after
+    the first event.
     """
     horizon = config.labels.horizon_days
     check_store(store)
-    truth = load_truth(truth_path, horizon)
     if progress:
         progress("load", 0, 1)
     events = read_events(store, config.features)
@@ -453,7 +453,19 @@ def train_store(
         del table
     config = config.model_copy(update={"features": definition})
     frame = snapshots(events, cutoffs, horizon, config.features, progress=progress)
-    del events
+    return frame, config
+
+
+def train_store(
+    store: Path,
+    config: TrainConfig,
+    truth_path: Path | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Read the store, build snapshots at the cut-offs (``store_snapshots``), check that the
+    ground truth is this app's, and run ``train_snapshots``."""
+    truth = load_truth(truth_path, config.labels.horizon_days)
+    frame, config = store_snapshots(store, config, truth, progress)
     if truth is not None:
         check_truth_matches(frame.index, truth, truth_path)
     return train_snapshots(frame, config, truth, progress)
@@ -487,6 +499,7 @@ __all__ = [
     "default_truth_path",
     "fingerprint",
     "load_truth",
+    "store_snapshots",
     "train_snapshots",
     "train_store",
 ]
