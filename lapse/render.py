@@ -370,8 +370,9 @@ def demo(result: DemoResult) -> None:
     out.print(table("The demo", rows))
     out.print(
         f"Open the run: mlflow ui --backend-store-uri {mlflow.tracking_uri}\n"
-        "Notebooks: notebooks/ (explore, train and explain, score and sync; they read the demo's "
-        "data): uv run --with jupyterlab jupyter lab notebooks/\n"
+        "Notebooks: notebooks/ (explore, train and explain, score and sync; the first one run "
+        "makes a small sample app under <store.path>/notebooks): "
+        "uv run --with jupyterlab jupyter lab notebooks/\n"
         "The demo keeps its own MLflow registry: your mlflow.tracking_uri and its champion are "
         "untouched.",
         highlight=False,
