@@ -30,6 +30,11 @@ app = typer.Typer(
 )
 
 
+#: `lapse rescore --fail-on-drift`'s exit status when drift was found (1 is an error, 2 a
+#: usage error): the scores were written and pushed, a scheduler can still tell.
+DRIFT_EXIT = 3
+
+
 @dataclass(frozen=True)
 class _Global:
     config: Path | None
@@ -116,11 +121,19 @@ def generate(
             "foreign (synthetic.shape; see docs/synthetic-data.md)."
         ),
     ] = None,
+    drift: Annotated[
+        str | None,
+        typer.Option(
+            help="Change the app half-way through, for monitoring to catch: none (default) or "
+            "acquisition (most new installs from paid social networks; synthetic.drift)."
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic app's Adjust raw export, with the true churn probability per subscriber."""
     settings = ctx.obj.settings(
         synthetic={
             "shape": shape,
+            "drift": drift,
             "users": users,
             "seed": seed,
             "start": start.date() if start else None,
@@ -412,17 +425,35 @@ def rescore(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Score and show what would be sent; send nothing.")
     ] = False,
+    fail_on_drift: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-drift",
+            help=f"Exit with status {DRIFT_EXIT} when a feature or the score drifted past "
+            "monitoring.psi_threshold (after the scores are written and pushed).",
+        ),
+    ] = False,
 ) -> None:
     """Score every active subscriber with the champion model, then push changed buckets to Braze.
 
     The scores file is written first (user_id, platform, churn_probability, bucket, reasons), so
-    a failed push can be retried with `lapse sync --scores FILE`.
+    a failed push can be retried with `lapse sync --scores FILE`. The drift of the scored
+    population from the model's training data (PSI per feature and of the score) is shown and
+    kept in <store>/monitoring/drift/.
     """
     settings = ctx.obj.settings(store={"path": store})
     when = as_of.date() if as_of else datetime.now(UTC).date()  # the edge is where "now" lives
     with progress_bars() as report:
         outcome = jobs.rescore(settings, when, out_file, dry_run, report)
     render.rescore(outcome)
+    if fail_on_drift and outcome.result.drift.drifted:
+        flagged = ", ".join(outcome.result.drift.flagged)
+        err.print(
+            f"drift: {flagged} past PSI {settings.monitoring.psi_threshold:g} "
+            f"(exit status {DRIFT_EXIT}, --fail-on-drift)",
+            highlight=False,
+        )
+        raise typer.Exit(DRIFT_EXIT)
 
 
 @app.command()

@@ -30,6 +30,7 @@ from features.synthetic import generate as generate_app
 from features.synthetic.calibration import TruthCheck, check_truth
 from lapse.settings import Settings
 from serving.braze_client import BrazeAuthError
+from serving.drift import DriftRecord, write_drift
 from serving.emulator import Emulator, EmulatorConfig, EmulatorConfigError
 from serving.rescore import MAX_STALE_DAYS, RescoreResult
 from serving.rescore import rescore as score_store
@@ -221,12 +222,14 @@ def sync(
 @dataclass(frozen=True)
 class RescoreOutcome:
     """The scores, where they were written (None: a dry run without --out), the model's version
-    and bucket policy, and what the sync did with them."""
+    and bucket policy, what the sync did with them, and where the drift record went (None: a
+    dry run keeps none; the drift itself is ``result.drift``)."""
 
     result: RescoreResult
     path: Path | None
     model: ModelInfo
     sync: SyncOutcome
+    drift_path: Path | None = None
 
 
 def default_scores_path(settings: Settings, as_of: date) -> Path:
@@ -245,7 +248,10 @@ def rescore(
     scores file, then push the changed buckets to Braze.
 
     A dry run writes the file only where asked (``out``): the day's file may be a real run's,
-    still waiting for a ``lapse sync`` retry.
+    still waiting for a ``lapse sync`` retry. The drift of the scored population from the
+    model's training data (PSI, ``monitoring.psi_threshold``) is kept in
+    ``<store>/monitoring/drift/`` before the push (not by a dry run), where ``lapse train
+    --if-due`` reads it.
     """
     if not dry_run and settings.braze.api_key is None:  # say so before the work, not after it
         raise BrazeAuthError(
@@ -253,7 +259,14 @@ def rescore(
         )
     uri = champion_uri(settings.mlflow.registered_model)
     model = load_model(settings.mlflow.tracking_uri, uri)
-    result = score_store(settings.store.path, as_of, model, MAX_STALE_DAYS, progress)
+    result = score_store(
+        settings.store.path,
+        as_of,
+        model,
+        MAX_STALE_DAYS,
+        progress,
+        psi_threshold=settings.monitoring.psi_threshold,
+    )
     info = model_info(settings.mlflow.tracking_uri, uri)
     path = None
     if not (dry_run and out is None):
@@ -267,8 +280,12 @@ def rescore(
             model.bucket_policy_,
             provenance,
         )
+    drift_path = None
+    if not dry_run:
+        record = DriftRecord(as_of, info.name, info.version, result.drift)
+        drift_path = write_drift(settings.store.path, record)
     pushed = push(settings, result.scores, dry_run, model.bucket_policy_, progress)
-    return RescoreOutcome(result, path, info, pushed)
+    return RescoreOutcome(result, path, info, pushed, drift_path)
 
 
 # --- braze-emulator ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from features.synthetic import GenerationSummary
 from features.synthetic.calibration import TruthCheck
 from lapse.console import out, table
 from lapse.jobs import DemoResult, FeaturesResult, RescoreOutcome, SyncOutcome
+from training.drift import SCORE, DriftReport
 from training.train import TrainResult
 
 
@@ -193,10 +194,28 @@ def rescore(outcome: RescoreOutcome) -> None:
                 *((f"  model bucket {name}", int(n)) for name, n in counts.items()),
                 ("mean churn probability", float(result.scores[s.CHURN_PROBABILITY].mean())),
                 ("scores file", path),
+                *drift_rows(result.drift),
+                ("drift record", outcome.drift_path or "(not kept: dry run)"),
             ],
         )
     )
     sync(outcome.sync)
+
+
+def drift_rows(report: DriftReport) -> list[tuple[str, object]]:
+    """The drift lines of a rescore summary: the score's PSI and the features past the
+    threshold, largest first (or why drift could not be measured)."""
+    if not report.available:
+        return [("drift", f"unavailable: {report.reason}")]
+    rows: list[tuple[str, object]] = [("score PSI", report.score_psi)]
+    if not report.flagged:
+        largest = max(report.feature_psi.items(), key=lambda kv: kv[1], default=None)
+        worst = f" (largest: {largest[0]} {largest[1]:.3f})" if largest else ""
+        return [*rows, (f"drift (PSI > {report.threshold:g})", f"none{worst}")]
+    values = {**report.feature_psi, SCORE: report.score_psi}
+    rows.append((f"DRIFT (PSI > {report.threshold:g})", f"{len(report.flagged)} flagged"))
+    rows += [(f"  {name}", float(values[name])) for name in report.flagged]
+    return rows
 
 
 def sync(outcome: SyncOutcome, from_file: str | None = None) -> None:
