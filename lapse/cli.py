@@ -293,6 +293,15 @@ def train(
             dir_okay=False,
         ),
     ] = None,
+    if_due: Annotated[
+        bool,
+        typer.Option(
+            "--if-due",
+            help="Train only when due: no champion, champion older than training.max_age_days, "
+            "the newest backtest below monitoring.min_roc_auc or above monitoring.max_ece, or "
+            "drift flagged by the newest rescore; else say why not and exit 0.",
+        ),
+    ] = False,
 ) -> None:
     """Tune, fit, calibrate and evaluate the churn model; register it, moving `champion` only
     if it beats the current champion on the same hold-out.
@@ -306,6 +315,11 @@ def train(
         labels={"horizon_days": horizon},
         training={"truth_path": truth.resolve() if truth else None},
     )
+    if if_due:
+        with progress_bars() as report:
+            outcome = jobs.train_if_due(settings, datetime.now(UTC), report)
+        render.if_due(outcome, settings.mlflow.registered_model)
+        return
     with progress_bars() as report:
         result = jobs.train(settings, report)
     render.training(result, settings.mlflow.registered_model)

@@ -30,7 +30,8 @@ from features.synthetic import generate as generate_app
 from features.synthetic.calibration import TruthCheck, check_truth
 from lapse.settings import Settings
 from serving.braze_client import BrazeAuthError
-from serving.drift import DriftRecord, write_drift
+from serving.drift import DriftRecord, newest_drift, write_drift
+from serving.due import DueDecision, champion_of, newest_backtest, retrain_due
 from serving.emulator import Emulator, EmulatorConfig, EmulatorConfigError
 from serving.rescore import MAX_STALE_DAYS, RescoreResult
 from serving.rescore import rescore as score_store
@@ -49,6 +50,7 @@ StepDone = Callable[[str, Any], None]
 __all__ = [
     "DemoResult",
     "FeaturesResult",
+    "IfDueOutcome",
     "RescoreOutcome",
     "SyncOutcome",
     "demo",
@@ -60,6 +62,7 @@ __all__ = [
     "rescore",
     "sync",
     "train",
+    "train_if_due",
 ]
 
 
@@ -174,6 +177,36 @@ def train(settings: Settings, progress: Progress | None = None) -> TrainResult:
     return train_store(
         settings.store.path, TrainConfig.of(settings), truth_path(settings), progress
     )
+
+
+@dataclass(frozen=True)
+class IfDueOutcome:
+    """What `lapse train --if-due` decided, and the training run when it was due."""
+
+    decision: DueDecision
+    training: TrainResult | None = None
+
+
+def train_if_due(
+    settings: Settings, now: datetime | None = None, progress: Progress | None = None
+) -> IfDueOutcome:
+    """Train (as ``train``) only when the champion is due (``serving.due.retrain_due``): none
+    yet, older than ``training.max_age_days``, the newest backtest past ``monitoring.min_roc_auc``
+    or ``monitoring.max_ece``, or drift flagged by the newest rescore; else say why not."""
+    now = now or datetime.now(UTC)  # the application's edge reads the clock, once
+    tracking = settings.mlflow.tracking_uri
+    decision = retrain_due(
+        now,
+        champion_of(tracking, settings.mlflow.registered_model),
+        newest_backtest(tracking, settings.monitoring.experiment),
+        newest_drift(settings.store.path),
+        max_age_days=settings.training.max_age_days,
+        min_roc_auc=settings.monitoring.min_roc_auc,
+        max_ece=settings.monitoring.max_ece,
+    )
+    if not decision.due:
+        return IfDueOutcome(decision)
+    return IfDueOutcome(decision, train(settings, progress))
 
 
 # --- sync ----------------------------------------------------------------------------------------

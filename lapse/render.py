@@ -16,7 +16,7 @@ from features.ingest import IngestSummary
 from features.synthetic import GenerationSummary
 from features.synthetic.calibration import TruthCheck
 from lapse.console import out, table
-from lapse.jobs import DemoResult, FeaturesResult, RescoreOutcome, SyncOutcome
+from lapse.jobs import DemoResult, FeaturesResult, IfDueOutcome, RescoreOutcome, SyncOutcome
 from training.drift import SCORE, DriftReport
 from training.train import TrainResult
 
@@ -177,6 +177,21 @@ def training(result: TrainResult, registered_model: str) -> None:
         f"Registered {registered_model} version {gate.version}; {gate.metric} {gate.candidate:.4f}"
         f"{against}. {gate.reason[:1].upper()}{gate.reason[1:]}: champion {champion}."
     )
+
+
+def if_due(outcome: IfDueOutcome, registered_model: str) -> None:
+    """Why `lapse train --if-due` trained (then the training summary), or why it did not."""
+    decision = outcome.decision
+    if decision.due:
+        out.print("Retraining: due because", highlight=False)
+        for reason in decision.reasons:
+            out.print(f"  - {reason}", highlight=False)
+    else:
+        out.print("Not due, nothing trained:", highlight=False)
+    for note in decision.notes:
+        out.print(f"  {'-' if not decision.due else '·'} {note}", highlight=False)
+    if outcome.training is not None:
+        training(outcome.training, registered_model)
 
 
 def rescore(outcome: RescoreOutcome) -> None:

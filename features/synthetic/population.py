@@ -26,11 +26,11 @@ NOT_SUBSCRIBED = np.iinfo(np.int32).max
 #: The acquisition mix after an ``acquisition`` drift (``synthetic.drift``): paid social takes
 #: over from organic installs (network name -> share; the names of catalog.NETWORKS).
 SHIFTED_NETWORKS = {
-    "Organic": 0.10,
+    "Organic": 0.02,
     "Apple Search Ads": 0.05,
-    "Google Ads": 0.10,
-    "Meta": 0.35,
-    "TikTok": 0.40,
+    "Google Ads": 0.08,
+    "Meta": 0.30,
+    "TikTok": 0.55,
 }
 
 
