@@ -111,10 +111,9 @@ def _counts(spec: Mapping[str, Any], values) -> np.ndarray:
         levels = list(spec["levels"])
         series = pd.Series(values, dtype="object")
         missing = series.isna().to_numpy()
-        text = series.astype(str).to_numpy()
-        position = {level: i for i, level in enumerate(levels)}
-        index = np.array([position.get(t, len(levels)) for t in text], dtype=np.int64)
-        index[missing] = len(levels) + 1  # levels..., other, missing
+        codes = pd.Index(levels, dtype="object").get_indexer(series.astype(str).to_numpy())
+        index = np.where(codes < 0, len(levels), codes)  # levels..., other, missing
+        index[missing] = len(levels) + 1
         return np.bincount(index, minlength=len(levels) + 2)
     edges = np.asarray(spec["edges"], dtype="float64")
     x = _numeric(values)
