@@ -33,6 +33,9 @@ class ExitCode(IntEnum):
     FAILED = 1
     #: The command line was wrong (unknown option, missing argument, bad value): nothing ran.
     USAGE = 2
+    #: `lapse rescore --fail-on-drift` found drift past monitoring.psi_threshold: the scores
+    #: were written and pushed; a scheduler can still tell.
+    DRIFT = 3
 
 
 app = typer.Typer(
@@ -131,11 +134,19 @@ def generate(
             "foreign (synthetic.shape; see docs/synthetic-data.md)."
         ),
     ] = None,
+    drift: Annotated[
+        str | None,
+        typer.Option(
+            help="Change the app half-way through, for monitoring to catch: none (default) or "
+            "acquisition (most new installs from paid social networks; synthetic.drift)."
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic app's Adjust raw export, with the true churn probability per subscriber."""
     settings = ctx.obj.settings(
         synthetic={
             "shape": shape,
+            "drift": drift,
             "users": users,
             "seed": seed,
             "start": start.date() if start else None,
@@ -295,6 +306,15 @@ def train(
             dir_okay=False,
         ),
     ] = None,
+    if_due: Annotated[
+        bool,
+        typer.Option(
+            "--if-due",
+            help="Train only when due: no champion, champion older than training.max_age_days, "
+            "the newest backtest below monitoring.min_roc_auc or above monitoring.max_ece, or "
+            "drift flagged by the newest rescore; else say why not and exit 0.",
+        ),
+    ] = False,
 ) -> None:
     """Tune, fit, calibrate and evaluate the churn model; register it, moving `champion` only
     if it beats the current champion on the same hold-out.
@@ -308,6 +328,11 @@ def train(
         labels={"horizon_days": horizon},
         training={"truth_path": truth.resolve() if truth else None},
     )
+    if if_due:
+        with progress_bars() as report:
+            outcome = jobs.train_if_due(settings, datetime.now(UTC), report)
+        render.if_due(outcome, settings.mlflow.registered_model)
+        return
     with progress_bars() as report:
         result = jobs.train(settings, report)
     render.training(result, settings.mlflow.registered_model)
@@ -427,17 +452,35 @@ def rescore(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Score and show what would be sent; send nothing.")
     ] = False,
+    fail_on_drift: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-drift",
+            help=f"Exit with status {ExitCode.DRIFT.value} when a feature or the score drifted "
+            "past monitoring.psi_threshold (after the scores are written and pushed).",
+        ),
+    ] = False,
 ) -> None:
     """Score every active subscriber with the champion model, then push changed buckets to Braze.
 
     The scores file is written first (user_id, platform, churn_probability, bucket, reasons), so
-    a failed push can be retried with `lapse sync --scores FILE`.
+    a failed push can be retried with `lapse sync --scores FILE`. The drift of the scored
+    population from the model's training data (PSI per feature and of the score) is shown and
+    kept in <store>/monitoring/drift/.
     """
     settings = ctx.obj.settings(store={"path": store})
     when = as_of.date() if as_of else datetime.now(UTC).date()  # the edge is where "now" lives
     with progress_bars() as report:
         outcome = jobs.rescore(settings, when, out_file, dry_run, report)
     render.rescore(outcome)
+    if fail_on_drift and outcome.result.drift.drifted:
+        flagged = ", ".join(outcome.result.drift.flagged)
+        err.print(
+            f"drift: {flagged} past PSI {settings.monitoring.psi_threshold:g} "
+            f"(exit status {ExitCode.DRIFT.value}, --fail-on-drift)",
+            highlight=False,
+        )
+        raise typer.Exit(ExitCode.DRIFT.value)
 
 
 @app.command()

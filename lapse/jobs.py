@@ -32,6 +32,8 @@ from features.synthetic import generate as generate_app
 from features.synthetic.calibration import TruthCheck, check_truth
 from lapse.settings import Settings
 from serving.braze_client import BrazeAuthError
+from serving.drift import DriftRecord, newest_drift, write_drift
+from serving.due import DueDecision, champion_of, newest_backtest, retrain_due
 from serving.emulator import Emulator, EmulatorConfig, EmulatorConfigError
 from serving.rescore import MAX_STALE_DAYS, RescoreResult
 from serving.rescore import rescore as score_store
@@ -63,6 +65,7 @@ __all__ = [
     "DemoResult",
     "ServiceAnswers",
     "FeaturesResult",
+    "IfDueOutcome",
     "RescoreOutcome",
     "SampleApp",
     "SyncOutcome",
@@ -78,6 +81,7 @@ __all__ = [
     "sync",
     "train",
     "training_snapshots",
+    "train_if_due",
 ]
 
 
@@ -203,6 +207,36 @@ def training_snapshots(settings: Settings, progress: Progress | None = None) -> 
     return frame
 
 
+@dataclass(frozen=True)
+class IfDueOutcome:
+    """What `lapse train --if-due` decided, and the training run when it was due."""
+
+    decision: DueDecision
+    training: TrainResult | None = None
+
+
+def train_if_due(
+    settings: Settings, now: datetime | None = None, progress: Progress | None = None
+) -> IfDueOutcome:
+    """Train (as ``train``) only when the champion is due (``serving.due.retrain_due``): none
+    yet, older than ``training.max_age_days``, the newest backtest past ``monitoring.min_roc_auc``
+    or ``monitoring.max_ece``, or drift flagged by the newest rescore; else say why not."""
+    now = now or datetime.now(UTC)  # the application's edge reads the clock, once
+    tracking = settings.mlflow.tracking_uri
+    decision = retrain_due(
+        now,
+        champion_of(tracking, settings.mlflow.registered_model),
+        newest_backtest(tracking, settings.monitoring.experiment),
+        newest_drift(settings.store.path),
+        max_age_days=settings.training.max_age_days,
+        min_roc_auc=settings.monitoring.min_roc_auc,
+        max_ece=settings.monitoring.max_ece,
+    )
+    if not decision.due:
+        return IfDueOutcome(decision)
+    return IfDueOutcome(decision, train(settings, progress))
+
+
 # --- sync ----------------------------------------------------------------------------------------
 
 
@@ -249,12 +283,14 @@ def sync(
 @dataclass(frozen=True)
 class RescoreOutcome:
     """The scores, where they were written (None: a dry run without --out), the model's version
-    and bucket policy, and what the sync did with them."""
+    and bucket policy, what the sync did with them, and where the drift record went (None: a
+    dry run keeps none; the drift itself is ``result.drift``)."""
 
     result: RescoreResult
     path: Path | None
     model: ModelInfo
     sync: SyncOutcome
+    drift_path: Path | None = None
 
 
 def default_scores_path(settings: Settings, as_of: date) -> Path:
@@ -273,7 +309,10 @@ def rescore(
     scores file, then push the changed buckets to Braze.
 
     A dry run writes the file only where asked (``out``): the day's file may be a real run's,
-    still waiting for a ``lapse sync`` retry.
+    still waiting for a ``lapse sync`` retry. The drift of the scored population from the
+    model's training data (PSI, ``monitoring.psi_threshold``) is kept in
+    ``<store>/monitoring/drift/`` before the push (not by a dry run), where ``lapse train
+    --if-due`` reads it.
     """
     if not dry_run and settings.braze.api_key is None:  # say so before the work, not after it
         raise BrazeAuthError(
@@ -281,7 +320,14 @@ def rescore(
         )
     uri = champion_uri(settings.mlflow.registered_model)
     model = load_model(settings.mlflow.tracking_uri, uri)
-    result = score_store(settings.store.path, as_of, model, MAX_STALE_DAYS, progress)
+    result = score_store(
+        settings.store.path,
+        as_of,
+        model,
+        MAX_STALE_DAYS,
+        progress,
+        psi_threshold=settings.monitoring.psi_threshold,
+    )
     info = model_info(settings.mlflow.tracking_uri, uri)
     path = None
     if not (dry_run and out is None):
@@ -295,8 +341,12 @@ def rescore(
             model.bucket_policy_,
             provenance,
         )
+    drift_path = None
+    if not dry_run:
+        record = DriftRecord(as_of, info.name, info.version, result.drift)
+        drift_path = write_drift(settings.store.path, record)
     pushed = push(settings, result.scores, dry_run, model.bucket_policy_, progress)
-    return RescoreOutcome(result, path, info, pushed)
+    return RescoreOutcome(result, path, info, pushed, drift_path)
 
 
 # --- braze-emulator ------------------------------------------------------------------------------

@@ -16,7 +16,15 @@ from features.ingest import IngestSummary
 from features.synthetic import GenerationSummary
 from features.synthetic.calibration import TruthCheck
 from lapse.console import out, table
-from lapse.jobs import DemoResult, FeaturesResult, RescoreOutcome, ServiceAnswers, SyncOutcome
+from lapse.jobs import (
+    DemoResult,
+    FeaturesResult,
+    IfDueOutcome,
+    RescoreOutcome,
+    ServiceAnswers,
+    SyncOutcome,
+)
+from training.drift import SCORE, DriftReport
 from training.train import TrainResult
 
 
@@ -178,6 +186,21 @@ def training(result: TrainResult, registered_model: str) -> None:
     )
 
 
+def if_due(outcome: IfDueOutcome, registered_model: str) -> None:
+    """Why `lapse train --if-due` trained (then the training summary), or why it did not."""
+    decision = outcome.decision
+    if decision.due:
+        out.print("Retraining: due because", highlight=False)
+        for reason in decision.reasons:
+            out.print(f"  - {reason}", highlight=False)
+    else:
+        out.print("Not due, nothing trained:", highlight=False)
+    for note in decision.notes:
+        out.print(f"  {'-' if not decision.due else '·'} {note}", highlight=False)
+    if outcome.training is not None:
+        training(outcome.training, registered_model)
+
+
 def rescore(outcome: RescoreOutcome) -> None:
     result = outcome.result
     counts = result.scores[s.BUCKET].value_counts()
@@ -193,10 +216,28 @@ def rescore(outcome: RescoreOutcome) -> None:
                 *((f"  model bucket {name}", int(n)) for name, n in counts.items()),
                 ("mean churn probability", float(result.scores[s.CHURN_PROBABILITY].mean())),
                 ("scores file", path),
+                *drift_rows(result.drift),
+                ("drift record", outcome.drift_path or "(not kept: dry run)"),
             ],
         )
     )
     sync(outcome.sync)
+
+
+def drift_rows(report: DriftReport) -> list[tuple[str, object]]:
+    """The drift lines of a rescore summary: the score's PSI and the features past the
+    threshold, largest first (or why drift could not be measured)."""
+    if not report.available:
+        return [("drift", f"unavailable: {report.reason}")]
+    rows: list[tuple[str, object]] = [("score PSI", report.score_psi)]
+    if not report.flagged:
+        largest = max(report.feature_psi.items(), key=lambda kv: kv[1], default=None)
+        worst = f" (largest: {largest[0]} {largest[1]:.3f})" if largest else ""
+        return [*rows, (f"drift (PSI > {report.threshold:g})", f"none{worst}")]
+    values = {**report.feature_psi, SCORE: report.score_psi}
+    rows.append((f"DRIFT (PSI > {report.threshold:g})", f"{len(report.flagged)} flagged"))
+    rows += [(f"  {name}", float(values[name])) for name in report.flagged]
+    return rows
 
 
 def sync(outcome: SyncOutcome, from_file: str | None = None) -> None:

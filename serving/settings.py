@@ -1,4 +1,5 @@
-"""The settings sections the serving package reads: ``[ledger]``, ``[braze]``, ``[serving]``;
+"""The settings sections the serving package reads: ``[ledger]``, ``[braze]``, ``[serving]``,
+``[monitoring]``;
 each default is written here once (``lapse.settings.Settings`` composes them).
 
 The Braze API key is part of ``[braze]`` but never comes from a file: ``lapse.settings`` reads it
@@ -11,7 +12,13 @@ from pydantic import Field, SecretStr
 
 from base import DatabaseUrl, Section
 
-__all__ = ["BrazeSettings", "LedgerSettings", "ServingSettings", "api_key_problem"]
+__all__ = [
+    "BrazeSettings",
+    "LedgerSettings",
+    "MonitoringSettings",
+    "ServingSettings",
+    "api_key_problem",
+]
 
 
 def api_key_problem(key: str) -> str | None:
@@ -140,4 +147,33 @@ class ServingSettings(Section):
     )
     token: SecretStr | None = Field(
         None, description="Bearer token every request must carry; environment only, never logged."
+    )
+
+
+class MonitoringSettings(Section):
+    """Watching the served model: drift at every rescore, backtests, and when to retrain."""
+
+    experiment: str = Field(
+        "lapse-monitoring", min_length=1, description="MLflow experiment of the backtest runs."
+    )
+    psi_threshold: float = Field(
+        0.2,
+        gt=0,
+        allow_inf_nan=False,
+        description="A feature (or the score) whose population stability index against the "
+        "model's training data exceeds this has drifted (0.1-0.2 moderate, above 0.2 major).",
+    )
+    min_roc_auc: float = Field(
+        0.7,
+        ge=0.5,
+        le=1,
+        description="`lapse train --if-due` retrains when the newest backtest's realised ROC AUC "
+        "is below this.",
+    )
+    max_ece: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="`lapse train --if-due` retrains when the newest backtest's realised expected "
+        "calibration error is above this.",
     )

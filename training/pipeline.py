@@ -7,6 +7,7 @@ calibrated probabilities, ``buckets`` applies the bucket policy learnt on valida
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -27,6 +28,7 @@ from features import schema
 from features.build import feature_registry
 from features.registry import Feature
 from features.settings import FeatureConfig
+from training import drift
 from training.buckets import BucketPolicy, BucketPolicyError, assign_buckets, bucket_bounds
 from training.settings import BucketSettings
 
@@ -280,7 +282,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             y_valid,
             early_stopping_rounds=self.early_stopping_rounds,
         )
-        return self.assemble(pre, clf, X_valid, y_valid, registry)
+        return self.assemble(pre, clf, X_valid, y_valid, registry, X_reference=X)
 
     def assemble(
         self,
@@ -289,9 +291,13 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         X_valid: pd.DataFrame,
         y_valid,
         registry: Mapping[str, Feature] | None = None,
+        X_reference: pd.DataFrame | None = None,
     ) -> ChurnModel:
         """Join a fitted preprocessor and classifier, then calibrate and bucket on validation;
-        keep the feature definition and the reason group of each column (``registry``)."""
+        keep the feature definition, the reason group of each column (``registry``) and the
+        drift reference (``drift_reference``): the features' bins on ``X_reference`` (the
+        training rows; default the validation rows) and the score's on the validation rows,
+        which the classifier did not learn from, as it will score new subscribers."""
         config = self.feature_config or FeatureConfig()
         if registry is None:
             registry = feature_registry(config)
@@ -320,6 +326,13 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 "buckets.mode 'given' takes buckets from a scores file; a trained model needs "
                 "'probability' or 'share'"
             )
+        schema_step = pre.named_steps["schema"]
+        kinds = {c: "numeric" for c in schema_step.numeric}
+        kinds |= {c: "boolean" for c in schema_step.boolean}
+        kinds |= {c: "categorical" for c in schema_step.categorical}
+        rows = X_valid if X_reference is None else X_reference
+        # plain JSON, like the feature definition: the saved model holds a text, no new class
+        self.drift_reference_ = json.dumps(drift.reference(rows[self.features_], q, kinds))
         bounds = bucket_bounds(policy, q)
         self.bucket_policy_ = replace(
             policy,
@@ -338,6 +351,13 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 "definition; run `lapse train` again"
             )
         return FeatureConfig.model_validate_json(text)
+
+    @property
+    def drift_reference(self) -> dict | None:
+        """The bins and shares of the training data's features and score (``training.drift``),
+        or None for a model saved before Lapse kept them."""
+        text = getattr(self, "drift_reference_", None)
+        return None if text is None else drift.reference_from_json(text)
 
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
         """LightGBM's uncalibrated churn probability."""

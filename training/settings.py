@@ -85,6 +85,11 @@ class TrainingSettings(Section):
     early_stopping_rounds: int = Field(
         50, ge=1, description="LightGBM rounds without a validation AUC gain before it stops."
     )
+    max_age_days: int = Field(
+        30,
+        ge=1,
+        description="`lapse train --if-due` retrains a champion trained this many days ago.",
+    )
     truth_path: Path | None = Field(
         None, description="Generator ground truth; default <store>/synthetic/truth/… if present."
     )

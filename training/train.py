@@ -223,8 +223,9 @@ def _fit_and_publish(
         config.buckets.policy(),
         t.early_stopping_rounds,
         config.features,
-    ).assemble(pre, clf, Xv, yv, registry)
+    ).assemble(pre, clf, Xv, yv, registry, X_reference=X)
     mlflow.log_param("calibration", model.calibration_)
+    mlflow.log_text(model.drift_reference_, "drift_reference.json")
     fitted = model.bucket_policy_
     mlflow.log_dict(
         {"bounds": [list(c) for c in fitted.cuts], "rest": fitted.rest}, "bucket_policy.json"

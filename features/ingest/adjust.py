@@ -823,7 +823,9 @@ def normalise(
             "implausible_price",
             pc.and_(pc.is_finite(price), pc.greater(price, max_price)),
             lambda at: pc.binary_join_element_wise(
-                _detail(s.REVENUE_FLOAT, revenue)(at), f" is above ingest.max_price {max_price:g}", ""
+                _detail(s.REVENUE_FLOAT, revenue)(at),
+                f" is above ingest.max_price {max_price:g}",
+                "",
             ),
         )
     )

@@ -165,6 +165,12 @@ def generate(
         np.random.default_rng(seq) for seq in seeds.spawn(5)
     )
     first_day = -config.burn_in_days
+    shift = {}
+    if config.drift == "acquisition":  # its own random stream: every other draw is unchanged
+        shift = {
+            "shift_day": config.days // 2,
+            "rng_shift": np.random.default_rng([config.seed, 1]),
+        }
     pop = draw_population(
         rng_pop,
         config.users,
@@ -173,6 +179,7 @@ def generate(
         trials=config.trials,
         offers=config.offers,
         plans=config.plans,
+        **shift,
     )
     legacy_end = round(config.legacy_share * config.days)
     increase = round(0.6 * config.days)
@@ -283,9 +290,10 @@ def generate(
 
 
 def _recorded_settings(config: SyntheticConfig) -> dict[str, Any]:
-    """The parameters for manifest.json: shape options only where they differ from the default,
-    so the default app's manifest (and every other byte) is what it was before shapes existed."""
-    shape = set(SHAPE_OPTIONS)
+    """The parameters for manifest.json: shape options and the drift switch only where they
+    differ from the default, so the default app's manifest (and every other byte) is what it
+    was before shapes existed."""
+    shape = {*SHAPE_OPTIONS, "drift"}
     recorded = config.model_dump(exclude=shape)
     recorded.update(config.model_dump(include=shape, exclude_defaults=True))
     return recorded

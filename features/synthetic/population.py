@@ -23,6 +23,15 @@ FIRST_KIND_SHARES = {  # (first period kind, product): share of subscribers
 }
 KIND_CODES = {"trial": 0, "offer": 1, "paid": 2}
 NOT_SUBSCRIBED = np.iinfo(np.int32).max
+#: The acquisition mix after an ``acquisition`` drift (``synthetic.drift``): paid social takes
+#: over from organic installs (network name -> share; the names of catalog.NETWORKS).
+SHIFTED_NETWORKS = {
+    "Organic": 0.02,
+    "Apple Search Ads": 0.05,
+    "Google Ads": 0.08,
+    "Meta": 0.30,
+    "TikTok": 0.55,
+}
 
 
 @dataclass
@@ -63,12 +72,18 @@ def draw_population(
     trials: bool = True,
     offers: bool = True,
     plans: str = "monthly+annual",
+    shift_day: int | None = None,
+    rng_shift: np.random.Generator | None = None,
 ) -> Population:
     """Draw ``users`` app users installing between ``first_day`` and ``last_day``, plus twins.
 
     An app without trials (or offers) sells the first period at full price to those who would
     have started one; a single-plan app sells its plan to everyone. Every other draw is the same
     as the default app's, so one seed gives the same users in every shape.
+
+    ``shift_day`` (with its own ``rng_shift``) changes the acquisition mix for installs from that
+    day on (``SHIFTED_NETWORKS``); their intent follows the new networks, every other draw is
+    unchanged.
     """
     n = users
     platform = (rng.random(n) < 0.45).astype(np.int8)  # 55% iOS
@@ -76,14 +91,27 @@ def draw_population(
     network = rng.choice(len(catalog.NETWORKS), n, p=[nw[1] for nw in catalog.NETWORKS])
     # Apple Search Ads acquires iOS users only; on Android those installs come from Google Ads
     names = [nw[0] for nw in catalog.NETWORKS]
-    asa_on_android = (network == names.index("Apple Search Ads")) & (platform == catalog.ANDROID)
-    network[asa_on_android] = names.index("Google Ads")
+
+    def no_asa_on_android() -> None:
+        asa_on_android = (network == names.index("Apple Search Ads")) & (
+            platform == catalog.ANDROID
+        )
+        network[asa_on_android] = names.index("Google Ads")
+
+    no_asa_on_android()
     anonymous = rng.random(n) < ANONYMOUS
     user_num = np.where(anonymous, -1, rng.permutation(n).astype(np.int64) + 1)
     traveler = rng.random(n) < 0.03
 
     install_day = rng.integers(first_day, last_day, n).astype(np.int32)
     install_ts = install_day * 86400.0 + rng.random(n) * 86400.0
+    if shift_day is not None:
+        shifted = install_day >= shift_day
+        mix = [SHIFTED_NETWORKS[name] for name in names]
+        network[shifted] = (rng_shift or np.random.default_rng()).choice(
+            len(names), int(shifted.sum()), p=mix
+        )
+        no_asa_on_android()
     subscribes = rng.random(n) >= NEVER_SUBSCRIBE
     lag_days = np.where(rng.random(n) < 0.7, 0, rng.geometric(0.3, n))
     start_ts = install_ts + lag_days * 86400.0 + rng.random(n) * 3600.0

@@ -109,6 +109,12 @@ class SyntheticSettings(Section):
         description="The app's own in-app event kinds, name -> {rate, drive}; empty: the fitness "
         "app's workout events.",
     )
+    drift: Literal["none", "acquisition"] = Field(
+        "none",
+        description="A change in the app's population half-way through the period, for "
+        "monitoring to catch: 'acquisition' = from then on most installs come from paid social "
+        "networks (Meta, TikTok), with their lower intent; 'none' = a stable app.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -107,9 +107,12 @@ def test_version_subprocess(clean_env: Path) -> None:
                 "--cutoff",
                 "--legacy-share",
                 "--overwrite",
+                "--drift",
             ],
         ),
         (["demo", "--help"], ["--users"]),
+        (["rescore", "--help"], ["--fail-on-drift", "status 3"]),
+        (["train", "--help"], ["--if-due", "training.max_age_days"]),
     ],
 )
 def test_help_lists_options(args: list[str], options: list[str]) -> None:

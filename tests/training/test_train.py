@@ -194,7 +194,7 @@ def test_a_ground_truth_of_other_subscribers_is_refused(snapshots) -> None:
     check_truth_matches(frame.index, truth, None)  # the store's own truth
     check_truth_matches(frame.index, truth.iloc[: len(truth) * 6 // 10], None)  # partial is fine
     other = truth.assign(**{schema.USER_ID: "x" + truth[schema.USER_ID].astype(str)})
-    with pytest.raises(TrainingInputError, match=r"t.parquet: the ground truth matches 0 of [\d,]+ "):
+    with pytest.raises(TrainingInputError, match=r"t.parquet: the ground truth matches 0 of "):
         check_truth_matches(frame.index, other, "t.parquet")
 
 
