@@ -124,9 +124,12 @@ def build_feature_records(
 
 
 def typed(frame: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
-    """The registry's types on a polars feature frame: categoricals text, the rest float."""
+    """The registry's types on a polars feature frame: categoricals text, the rest float, and
+    missing always null (never NaN)."""
     kinds = {name: feature.kind for name, feature in feature_registry(config).items()}
     return frame.with_columns(
-        pl.col(name).cast(pl.String if kind == "categorical" else pl.Float64)
+        pl.col(name).cast(pl.String)
+        if kind == "categorical"
+        else pl.col(name).cast(pl.Float64).fill_nan(None)
         for name, kind in kinds.items()
     )

@@ -188,9 +188,16 @@ def _database():
         return _DATABASE
 
 
+#: Databases inherited across a fork: kept referenced, since closing one in the child would
+#: wait for the parent's DuckDB threads, which a fork does not copy.
+_INHERITED: list[object] = []
+
+
 def _forget_database() -> None:
-    """A forked child opens its own: a DuckDB database is not carried across a fork."""
+    """A forked child opens its own on first use: a DuckDB database does not survive a fork."""
     global _DATABASE, _DATABASE_LOCK
+    if _DATABASE is not None:
+        _INHERITED.append(_DATABASE)
     _DATABASE, _DATABASE_LOCK = None, threading.Lock()
 
 

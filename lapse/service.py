@@ -270,7 +270,7 @@ async def _reply(send, status: int, message: str) -> None:
 
 @bentoml.service(
     name="lapse",
-    workers=1,
+    workers=Settings.load().serving.workers,
     traffic={"timeout": 120},
     logging={"access": {"enabled": False}},  # an access log costs a fifth of the throughput
 )
