@@ -318,53 +318,67 @@ class LapseChurn:
             except Exception as exc:  # noqa: BLE001 - keep serving the model we have
                 log.warning("model refresh failed, keeping %s: %s", self.served.info.label, exc)
 
-    # The endpoints are coroutines: a small answer is computed on the event loop (a thread
-    # hand-off costs more than a one-row score); big ones go to the thread pool so that the loop
-    # keeps reading other requests. Answers are serialised once by orjson and returned as they
-    # are: FastAPI's re-validation of the result against `response_model` (which documents it)
-    # and its jsonable_encoder took longer than the scoring itself.
 
-    @app.post("/score", responses=REFUSALS, response_model=ScoreResponse)
-    async def score(self, body: ScoreRequest) -> Response:
-        """Churn probability (calibrated), bucket and up to three reasons per feature row."""
-        max_rows, served = self.settings.serving.max_rows, self.served
-        args = (served, body.rows, max_rows, body.reasons)
-        if len(body.rows) <= INLINE_ROWS:
-            result = jobs.score_rows(*args)
-        else:
-            result = await run_in_threadpool(jobs.score_rows, *args)
-        return _json({"scores": result.results, "ignored_columns": result.ignored})
+# The endpoints are module coroutines, not methods: BentoML hands a method its instance through
+# a synchronous FastAPI dependency, which FastAPI runs in the thread pool on every request (a
+# sixth of a one-row request's CPU); bentoml.get_current_service() is a plain call. A small
+# answer is computed on the event loop (a thread hand-off costs more than a one-row score); big
+# ones go to the thread pool so that the loop keeps reading other requests. Answers are
+# serialised once by orjson and returned as they are: FastAPI's re-validation of the result
+# against `response_model` (which documents it) and its jsonable_encoder took longer than the
+# scoring itself.
 
-    @app.post("/score_events", responses=REFUSALS, response_model=ScoreEventsResponse)
-    async def score_events(self, body: ScoreEventsRequest) -> Response:
-        """Scores of the subscribers whose Adjust callbacks are given, as `lapse rescore
-        --as-of` would write them for the same events; refused callbacks come back with their
-        index and reason, the rest are scored."""
-        arrived = datetime.now(UTC)
-        as_of = body.as_of if body.as_of is not None else arrived
-        served = self.served
-        result = await run_in_threadpool(
-            jobs.score_events, self.settings, served, body.events, as_of, now=arrived
-        )
-        return _json(
-            {
-                "as_of": result.as_of.isoformat(),
-                "scores": result.results,
-                "rejected": [vars(r) for r in result.rejected],
-                "not_active": result.inactive,
-                "duplicates": result.duplicates,
-            }
-        )
 
-    @app.post("/lookup", responses=REFUSALS, response_model=LookupResponse)
-    async def lookup(self, body: LookupRequest) -> Response:
-        """Each subscriber's latest score from the newest rescore (or `scored: false`)."""
-        return _json({"results": jobs.lookup(self.scores.get(), body.user_ids)})
+def _service() -> LapseChurn:
+    """The service instance of this worker."""
+    return bentoml.get_current_service()
 
-    @app.get("/metadata", responses={401: REFUSALS[401]})
-    async def metadata(self) -> Response:
-        """The model that answers: version, run, metrics, features, buckets, definition."""
-        return _json(jobs.metadata(self.served))
+
+@app.post("/score", responses=REFUSALS, response_model=ScoreResponse)
+async def score(body: ScoreRequest) -> Response:
+    """Churn probability (calibrated), bucket and up to three reasons per feature row."""
+    service = _service()
+    max_rows, served = service.settings.serving.max_rows, service.served
+    args = (served, body.rows, max_rows, body.reasons)
+    if len(body.rows) <= INLINE_ROWS:
+        result = jobs.score_rows(*args)
+    else:
+        result = await run_in_threadpool(jobs.score_rows, *args)
+    return _json({"scores": result.results, "ignored_columns": result.ignored})
+
+
+@app.post("/score_events", responses=REFUSALS, response_model=ScoreEventsResponse)
+async def score_events(body: ScoreEventsRequest) -> Response:
+    """Scores of the subscribers whose Adjust callbacks are given, as `lapse rescore
+    --as-of` would write them for the same events; refused callbacks come back with their
+    index and reason, the rest are scored."""
+    arrived = datetime.now(UTC)
+    as_of = body.as_of if body.as_of is not None else arrived
+    service = _service()
+    result = await run_in_threadpool(
+        jobs.score_events, service.settings, service.served, body.events, as_of, now=arrived
+    )
+    return _json(
+        {
+            "as_of": result.as_of.isoformat(),
+            "scores": result.results,
+            "rejected": [vars(r) for r in result.rejected],
+            "not_active": result.inactive,
+            "duplicates": result.duplicates,
+        }
+    )
+
+
+@app.post("/lookup", responses=REFUSALS, response_model=LookupResponse)
+async def lookup(body: LookupRequest) -> Response:
+    """Each subscriber's latest score from the newest rescore (or `scored: false`)."""
+    return _json({"results": jobs.lookup(_service().scores.get(), body.user_ids)})
+
+
+@app.get("/metadata", responses={401: REFUSALS[401]})
+async def metadata() -> Response:
+    """The model that answers: version, run, metrics, features, buckets, definition."""
+    return _json(jobs.metadata(_service().served))
 
 
 #: /score requests up to this many rows are scored on the event loop (~1 ms), bigger ones in
