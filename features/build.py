@@ -114,12 +114,13 @@ def build_features(
 
 
 def build_feature_records(
-    events: Events, as_of: AsOf, config: FeatureConfig = DEFAULT_CONFIG
+    events: Events, as_of: AsOf, config: FeatureConfig = DEFAULT_CONFIG, *, shared: bool = False
 ) -> list[dict[str, object]]:
     """``build_features`` as plain rows (user_id, platform, then the features; missing is None):
     the same values without the pandas frame, whose per-column conversion costs more than the
-    whole build for the few subscribers of one service request."""
-    frame = features_at(EventTable(events, config), to_micros(as_of), config)
+    whole build for the few subscribers of one service request. ``shared`` runs DuckDB in the
+    process's long-lived database (see ``timeline.EventTable``) instead of opening one."""
+    frame = features_at(EventTable(events, config, shared), to_micros(as_of), config)
     return typed(frame, config).to_dicts()
 
 

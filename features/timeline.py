@@ -91,10 +91,15 @@ class EventTable:
     FeatureInputError on a missing column or a wrong time type.
     """
 
-    def __init__(self, events: Events, config: FeatureConfig) -> None:
+    def __init__(self, events: Events, config: FeatureConfig, shared: bool = False) -> None:
         self._events = events
         self._names = _checked_names(events)
-        self._con = _database().cursor()  # its own connection: the view below is its own
+        if shared:  # a connection of its own to the process's database: its view is its own
+            self._con = _database().cursor()
+        else:
+            import duckdb
+
+            self._con = duckdb.connect()  # closed with this table: nothing left running
         if isinstance(events, pd.DataFrame):
             self._ts = _pandas_micros(events[s.TS])
             environment = events[s.ENVIRONMENT] if s.ENVIRONMENT in self._names else None
@@ -176,9 +181,12 @@ _DATABASE_LOCK = threading.Lock()
 
 
 def _database():
-    """One in-memory DuckDB for the process, opened on first use. Opening one costs ~10-200 ms
-    (more than a one-subscriber build); each ``EventTable`` takes a cursor on it (a connection
-    of its own, ~10 µs) whose registered input and temporary view no other connection sees."""
+    """One in-memory DuckDB for the process, opened on first use, for the ``shared`` tables of a
+    long-lived process that builds features for a few subscribers at a time (the service):
+    opening a database costs ~10-200 ms, more than such a build; a cursor on this one (a
+    connection of its own, ~10 µs) keeps its registered input and temporary view to itself.
+    Its threads stay up, so a process that forks and then uses DuckDB in the child should not
+    use it: by default each table opens and closes a database of its own."""
     global _DATABASE
     with _DATABASE_LOCK:
         if _DATABASE is None:

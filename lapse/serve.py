@@ -199,9 +199,9 @@ def score_events(
         )
     normalised: CallbackEvents = callback_events(events, settings.ingest, now=now)
     config = served.model.feature_definition
-    rows = (
-        build_feature_records(normalised.events, when, config) if normalised.events.num_rows else []
-    )
+    rows = []
+    if normalised.events.num_rows:  # the service's long-lived DuckDB: no database per request
+        rows = build_feature_records(normalised.events, when, config, shared=True)
     named = _subscribers(normalised)
     results = _answers(served, rows) if rows else []
     active = {(r[s.USER_ID], r[s.PLATFORM]) for r in results}
