@@ -268,9 +268,17 @@ async def _reply(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _workers() -> int:
+    """serving.workers; 1 while `lapse serve --build` imports this module to build the Bento
+    (its LAPSE_BENTO_MODEL is no setting, and the settings refuse it)."""
+    if os.environ.get(BENTO_MODEL_ENV):
+        return 1
+    return Settings.load().serving.workers
+
+
 @bentoml.service(
     name="lapse",
-    workers=Settings.load().serving.workers,
+    workers=_workers(),
     traffic={"timeout": 120},
     logging={"access": {"enabled": False}},  # an access log costs a fifth of the throughput
 )
