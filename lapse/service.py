@@ -332,9 +332,8 @@ class LapseChurn:
 # sixth of a one-row request's CPU); bentoml.get_current_service() is a plain call. A small
 # answer is computed on the event loop (a thread hand-off costs more than a one-row score); big
 # ones go to the thread pool so that the loop keeps reading other requests. Answers are
-# serialised once by orjson and returned as they are: FastAPI's re-validation of the result
-# against `response_model` (which documents it) and its jsonable_encoder took longer than the
-# scoring itself.
+# serialised once by orjson and returned as a Response, which FastAPI passes on as it is
+# (no re-validation against `response_model`, which documents it, and no jsonable_encoder).
 
 
 def _service() -> LapseChurn:
