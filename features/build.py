@@ -111,3 +111,26 @@ def build_features(
     """
     table = EventTable(events, config)
     return to_pandas(features_at(table, to_micros(as_of), config, progress), config)
+
+
+def build_feature_records(
+    events: Events, as_of: AsOf, config: FeatureConfig = DEFAULT_CONFIG, *, shared: bool = False
+) -> list[dict[str, object]]:
+    """``build_features`` as plain rows (user_id, platform, then the features; missing is None):
+    the same values without the pandas frame, whose per-column conversion costs more than the
+    whole build for the few subscribers of one service request. ``shared`` runs DuckDB in the
+    process's long-lived database (see ``timeline.EventTable``) instead of opening one."""
+    frame = features_at(EventTable(events, config, shared), to_micros(as_of), config)
+    return typed(frame, config).to_dicts()
+
+
+def typed(frame: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
+    """The registry's types on a polars feature frame: categoricals text, the rest float, and
+    missing always null (never NaN)."""
+    kinds = {name: feature.kind for name, feature in feature_registry(config).items()}
+    return frame.with_columns(
+        pl.col(name).cast(pl.String)
+        if kind == "categorical"
+        else pl.col(name).cast(pl.Float64).fill_nan(None)
+        for name, kind in kinds.items()
+    )

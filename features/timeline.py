@@ -8,6 +8,8 @@ Arrow table, no copy); the few lifecycle rows come out as polars, times as epoch
 
 from __future__ import annotations
 
+import os
+import threading
 from datetime import UTC, date, datetime
 
 import numpy as np
@@ -89,12 +91,15 @@ class EventTable:
     FeatureInputError on a missing column or a wrong time type.
     """
 
-    def __init__(self, events: Events, config: FeatureConfig) -> None:
-        import duckdb
-
+    def __init__(self, events: Events, config: FeatureConfig, shared: bool = False) -> None:
         self._events = events
         self._names = _checked_names(events)
-        self._con = duckdb.connect()
+        if shared:  # a connection of its own to the process's database: its view is its own
+            self._con = _database().cursor()
+        else:
+            import duckdb
+
+            self._con = duckdb.connect()  # closed with this table: nothing left running
         if isinstance(events, pd.DataFrame):
             self._ts = _pandas_micros(events[s.TS])
             environment = events[s.ENVIRONMENT] if s.ENVIRONMENT in self._names else None
@@ -116,7 +121,7 @@ class EventTable:
             f"WHERE {s.ENVIRONMENT} IS DISTINCT FROM '{s.ENV_SANDBOX}'" if self.has_sandbox else ""
         )
         self._con.register("input", core)
-        self._con.execute(f"CREATE VIEW events AS SELECT * FROM input {where}")
+        self._con.execute(f"CREATE TEMP VIEW events AS SELECT * FROM input {where}")
 
     def query(self, sql: str, params: dict | None = None) -> pl.DataFrame:
         """Run SQL over the view ``events``; the result as polars."""
@@ -169,6 +174,42 @@ class EventTable:
             if any(is_text(column.type) for is_text in text)
             else pc.cast(column, pa.string())
         )
+
+
+_DATABASE = None
+_DATABASE_LOCK = threading.Lock()
+
+
+def _database():
+    """One in-memory DuckDB for the process, opened on first use, for the ``shared`` tables of a
+    long-lived process that builds features for a few subscribers at a time (the service):
+    opening a database costs ~10-200 ms, more than such a build; a cursor on this one (a
+    connection of its own, ~10 µs) keeps its registered input and temporary view to itself.
+    Its threads stay up, so a process that forks and then uses DuckDB in the child should not
+    use it: by default each table opens and closes a database of its own."""
+    global _DATABASE
+    with _DATABASE_LOCK:
+        if _DATABASE is None:
+            import duckdb
+
+            _DATABASE = duckdb.connect()
+        return _DATABASE
+
+
+#: Databases inherited across a fork: kept referenced, since closing one in the child would
+#: wait for the parent's DuckDB threads, which a fork does not copy.
+_INHERITED: list[object] = []
+
+
+def _forget_database() -> None:
+    """A forked child opens its own on first use: a DuckDB database does not survive a fork."""
+    global _DATABASE, _DATABASE_LOCK
+    if _DATABASE is not None:
+        _INHERITED.append(_DATABASE)
+    _DATABASE, _DATABASE_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_database)
 
 
 def _pandas_micros(column: pd.Series) -> np.ndarray:

@@ -27,15 +27,16 @@ import pandas as pd
 
 from base import LapseError
 from features import schema as s
-from features.build import build_features, feature_registry
+from features.build import build_feature_records, feature_registry
 from features.ingest.callbacks import CallbackEvents, Rejection, callback_events
 from features.timeline import to_timestamp
 from lapse.settings import CONFIG_ENV, ENV_PREFIX, Settings
 from serving.scores import LatestScores, latest_scores
 from serving.scoring import LeanScorer
-from training.pipeline import ChurnModel
+from training.pipeline import ChurnModel, ModelVersionError
 from training.registry import (
     ModelInfo,
+    ModelNotFoundError,
     champion_uri,
     load_model,
     load_model_at,
@@ -103,39 +104,55 @@ class RowScores:
     ignored: list[str]
 
 
-def score_rows(served: ServedModel, rows: Sequence[Mapping[str, Any]], max_rows: int) -> RowScores:
+def score_rows(
+    served: ServedModel,
+    rows: Sequence[Mapping[str, Any]],
+    max_rows: int,
+    reasons: bool = True,
+) -> RowScores:
     """Score feature rows (each a mapping of feature name to value, plus ``user_id`` and
     optionally ``platform``). A missing feature names the row and the feature; extra columns
-    are ignored and listed once."""
+    are ignored and listed once. Without ``reasons`` each row's reasons are None (a bulk caller
+    that needs only probabilities and buckets is spared TreeSHAP)."""
     if len(rows) > max_rows:
         raise RequestError(f"rows: {len(rows):,} rows, at most {max_rows:,} (serving.max_rows)")
     features = served.lean.features
-    known = {*features, s.USER_ID, s.PLATFORM}
+    required = frozenset(features)
+    known = required | {s.USER_ID, s.PLATFORM}
     ignored: set[str] = set()
     for i, row in enumerate(rows):
-        missing = [f for f in features if f not in row]
-        if missing:
+        keys = row.keys()
+        if not keys >= required:
+            missing = [f for f in features if f not in row]
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             raise RequestError(
                 f"rows[{i}]: missing feature(s) {', '.join(missing[:3])}{more} "
                 f"(the model takes {len(features)} features; GET /metadata lists them)"
             )
-        ignored.update(k for k in row if k not in known)
-    scored = served.lean.score(rows)
-    results = [
+        if not keys <= known:
+            ignored.update(keys - known)
+    return RowScores(_answers(served, rows, reasons=reasons), sorted(ignored))
+
+
+def _answers(
+    served: ServedModel, rows: Sequence[Mapping[str, Any]], reasons: bool = True
+) -> list[dict[str, Any]]:
+    """The answer per scored row: who, probability, bucket, reasons and the model's identity."""
+    scored = served.lean.score(rows, reasons=reasons)
+    identity = served.identity()
+    return [
         {
             s.USER_ID: _text(row.get(s.USER_ID)),
             s.PLATFORM: _text(row.get(s.PLATFORM)),
             s.CHURN_PROBABILITY: p,
             s.BUCKET: b,
             s.REASONS: r,
-            **served.identity(),
+            **identity,
         }
         for row, p, b, r in zip(
             rows, scored[s.CHURN_PROBABILITY], scored[s.BUCKET], scored[s.REASONS], strict=True
         )
     ]
-    return RowScores(results, sorted(ignored))
 
 
 def _text(value: Any) -> str | None:
@@ -182,29 +199,11 @@ def score_events(
         )
     normalised: CallbackEvents = callback_events(events, settings.ingest, now=now)
     config = served.model.feature_definition
-    frame = (
-        build_features(normalised.events, when, config)
-        if normalised.events.num_rows
-        else pd.DataFrame()
-    )
+    rows = []
+    if normalised.events.num_rows:  # the service's long-lived DuckDB: no database per request
+        rows = build_feature_records(normalised.events, when, config, shared=True)
     named = _subscribers(normalised)
-    results: list[dict[str, Any]] = []
-    if len(frame):
-        rows = frame.reset_index().to_dict("records")
-        scored = served.lean.score(rows)
-        results = [
-            {
-                s.USER_ID: row[s.USER_ID],
-                s.PLATFORM: row[s.PLATFORM],
-                s.CHURN_PROBABILITY: p,
-                s.BUCKET: b,
-                s.REASONS: r,
-                **served.identity(),
-            }
-            for row, p, b, r in zip(
-                rows, scored[s.CHURN_PROBABILITY], scored[s.BUCKET], scored[s.REASONS], strict=True
-            )
-        ]
+    results = _answers(served, rows) if rows else []
     active = {(r[s.USER_ID], r[s.PLATFORM]) for r in results}
     inactive = [{s.USER_ID: u, s.PLATFORM: p} for u, p in sorted(named) if (u, p) not in active]
     return EventScores(when, results, normalised.rejected, inactive, normalised.duplicates)
@@ -347,11 +346,12 @@ def start_server(
     waiting: Callable[[float], None] | None = None,
 ) -> Server:
     """Start the service (``bentoml serve lapse.service:LapseChurn``) on the model and wait until
-    ``/readyz`` answers; a model that cannot be loaded stops it with the loader's one line."""
+    ``/readyz`` answers; a model that cannot be loaded stops it with the loader's one line (its
+    ModelNotFoundError or ModelVersionError). Only the service loads the model (and opens the
+    registry): this process learns which version it serves from its ``/metadata``."""
     import httpx
 
     uri = model_uri(settings, uri)
-    load_model(settings.mlflow.tracking_uri, uri)  # refuse a missing model before any process
     host = host or settings.serving.host
     port = settings.serving.port if port is None else port
     try:  # a busy port would answer /readyz for another server: say so instead
@@ -383,12 +383,14 @@ def start_server(
         )
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     started = time.monotonic()
+    token = settings.serving.token
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
     try:
-        with httpx.Client(timeout=1.0) as client:  # one client: building one costs ~50 ms
+        with httpx.Client(timeout=1.0, headers=headers) as client:  # building one costs ~50 ms
             while True:
                 output = log.read_text(errors="replace")
                 if process.poll() is not None or "Traceback" in output:  # a worker failed
-                    raise RequestError(_start_failure(output, uri))
+                    raise _start_failure(_whole_failure(process, log), uri)
                 try:
                     if client.get(f"{url}/readyz").status_code == 200:
                         break
@@ -400,11 +402,31 @@ def start_server(
                 if waiting:
                     waiting(elapsed)
                 time.sleep(0.2)
+            served = client.get(f"{url}/metadata", timeout=30.0).json()
     except BaseException:  # a failed start, or Ctrl-C while waiting: leave nothing running
         stop_server(process)
         log.unlink(missing_ok=True)
         raise
-    return Server(process, url, model_info(settings.mlflow.tracking_uri, uri), log)
+    info = ModelInfo(
+        uri,
+        served.get("model"),
+        served.get("model_version"),
+        served.get("run_id"),
+        served.get("trained_at"),
+        served.get("metrics"),
+    )
+    return Server(process, url, info, log)
+
+
+def _whole_failure(process: subprocess.Popen, log: Path, wait_s: float = 10.0) -> str:
+    """The service's output once its traceback has ended in an error line (or it exited)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        output = log.read_text(errors="replace")
+        ended = any(_ERROR_LINE.match(line.strip()) for line in output.splitlines())
+        if ended or process.poll() is not None or time.monotonic() > deadline:
+            return output
+        time.sleep(0.1)
 
 
 def location_env(settings: Settings) -> dict[str, str]:
@@ -428,11 +450,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _start_failure(output: str, uri: str) -> str:
+_ERROR_LINE = re.compile(r"^([\w.]+)(Error|Exception): (.*)")
+
+
+def _start_failure(output: str, uri: str) -> LapseError:
+    """The loader's own error when the model could not be loaded, else the last error line."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
+    errors = [line for line in lines if _ERROR_LINE.match(line)]
     last = (errors or lines or ["no output"])[-1]
-    return f"the service for {uri} could not start: {last[:400]}"
+    if found := _ERROR_LINE.match(last):
+        name = found[1].rsplit(".", 1)[-1] + found[2]
+        for error in (ModelNotFoundError, ModelVersionError):
+            if name == error.__name__:
+                return error(found[3])
+    return RequestError(f"the service for {uri} could not start: {last[:400]}")
 
 
 def stop_server(process: subprocess.Popen, timeout_s: float = 15.0) -> None:

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from base import LapseError
@@ -90,10 +92,13 @@ _EVENT_EXAMPLE = {
 class ScoreRequest(BaseModel):
     """Feature rows: each maps EVERY feature of the model to a value or null (GET /metadata
     lists them; the example shows a few), plus `user_id` and optionally `platform`; unknown keys
-    are ignored and listed. Categories are text."""
+    are ignored and listed. Categories are text. `reasons: false` leaves the reasons out (null):
+    a bulk caller that needs only probabilities and buckets is spared their cost (TreeSHAP,
+    several times the prediction's)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"rows": [_ROW_EXAMPLE]}]})
     rows: list[dict[str, Value]] = Field(min_length=1)
+    reasons: bool = True
 
 
 class Scored(BaseModel):
@@ -101,7 +106,7 @@ class Scored(BaseModel):
     platform: str | None = None
     churn_probability: float
     bucket: str
-    reasons: list[str]
+    reasons: list[str] | None
     model: str | None = None
     model_version: str | None = None
 
@@ -263,9 +268,17 @@ async def _reply(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _workers() -> int:
+    """serving.workers; 1 while `lapse serve --build` imports this module to build the Bento
+    (its LAPSE_BENTO_MODEL is no setting, and the settings refuse it)."""
+    if os.environ.get(BENTO_MODEL_ENV):
+        return 1
+    return Settings.load().serving.workers
+
+
 @bentoml.service(
     name="lapse",
-    workers=1,
+    workers=_workers(),
     traffic={"timeout": 120},
     logging={"access": {"enabled": False}},  # an access log costs a fifth of the throughput
 )
@@ -313,38 +326,78 @@ class LapseChurn:
             except Exception as exc:  # noqa: BLE001 - keep serving the model we have
                 log.warning("model refresh failed, keeping %s: %s", self.served.info.label, exc)
 
-    @app.post("/score", responses=REFUSALS, response_model=ScoreResponse)
-    def score(self, body: ScoreRequest) -> dict:
-        """Churn probability (calibrated), bucket and up to three reasons per feature row."""
-        result = jobs.score_rows(self.served, body.rows, self.settings.serving.max_rows)
-        return {"scores": result.results, "ignored_columns": result.ignored}
 
-    @app.post("/score_events", responses=REFUSALS, response_model=ScoreEventsResponse)
-    def score_events(self, body: ScoreEventsRequest) -> dict:
-        """Scores of the subscribers whose Adjust callbacks are given, as `lapse rescore
-        --as-of` would write them for the same events; refused callbacks come back with their
-        index and reason, the rest are scored."""
-        arrived = datetime.now(UTC)
-        as_of = body.as_of if body.as_of is not None else arrived
-        served = self.served
-        result = jobs.score_events(self.settings, served, body.events, as_of, now=arrived)
-        return {
+# The endpoints are module coroutines, not methods: BentoML hands a method its instance through
+# a synchronous FastAPI dependency, which FastAPI runs in the thread pool on every request (a
+# sixth of a one-row request's CPU); bentoml.get_current_service() is a plain call. A small
+# answer is computed on the event loop (a thread hand-off costs more than a one-row score); big
+# ones go to the thread pool so that the loop keeps reading other requests. Answers are
+# serialised once by orjson and returned as a Response, which FastAPI passes on as it is
+# (no re-validation against `response_model`, which documents it, and no jsonable_encoder).
+
+
+def _service() -> LapseChurn:
+    """The service instance of this worker."""
+    return bentoml.get_current_service()
+
+
+@app.post("/score", responses=REFUSALS, response_model=ScoreResponse)
+async def score(body: ScoreRequest) -> Response:
+    """Churn probability (calibrated), bucket and up to three reasons per feature row."""
+    service = _service()
+    max_rows, served = service.settings.serving.max_rows, service.served
+    args = (served, body.rows, max_rows, body.reasons)
+    if len(body.rows) <= INLINE_ROWS:
+        result = jobs.score_rows(*args)
+    else:
+        result = await run_in_threadpool(jobs.score_rows, *args)
+    return _json({"scores": result.results, "ignored_columns": result.ignored})
+
+
+@app.post("/score_events", responses=REFUSALS, response_model=ScoreEventsResponse)
+async def score_events(body: ScoreEventsRequest) -> Response:
+    """Scores of the subscribers whose Adjust callbacks are given, as `lapse rescore
+    --as-of` would write them for the same events; refused callbacks come back with their
+    index and reason, the rest are scored."""
+    arrived = datetime.now(UTC)
+    as_of = body.as_of if body.as_of is not None else arrived
+    service = _service()
+    result = await run_in_threadpool(
+        jobs.score_events, service.settings, service.served, body.events, as_of, now=arrived
+    )
+    return _json(
+        {
             "as_of": result.as_of.isoformat(),
             "scores": result.results,
             "rejected": [vars(r) for r in result.rejected],
             "not_active": result.inactive,
             "duplicates": result.duplicates,
         }
+    )
 
-    @app.post("/lookup", responses=REFUSALS, response_model=LookupResponse)
-    def lookup(self, body: LookupRequest) -> dict:
-        """Each subscriber's latest score from the newest rescore (or `scored: false`)."""
-        return {"results": jobs.lookup(self.scores.get(), body.user_ids)}
 
-    @app.get("/metadata", responses={401: REFUSALS[401]})
-    def metadata(self) -> dict:
-        """The model that answers: version, run, metrics, features, buckets, definition."""
-        return jobs.metadata(self.served)
+@app.post("/lookup", responses=REFUSALS, response_model=LookupResponse)
+async def lookup(body: LookupRequest) -> Response:
+    """Each subscriber's latest score from the newest rescore (or `scored: false`)."""
+    return _json({"results": jobs.lookup(_service().scores.get(), body.user_ids)})
+
+
+@app.get("/metadata", responses={401: REFUSALS[401]})
+async def metadata() -> Response:
+    """The model that answers: version, run, metrics, features, buckets, definition."""
+    return _json(jobs.metadata(_service().served))
+
+
+#: /score requests up to this many rows are scored on the event loop (~1 ms), bigger ones in
+#: the thread pool.
+INLINE_ROWS = 20
+
+
+def _json(payload: dict) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
+
+
+JSON = "application/json"
 
 
 LapseChurn.add_asgi_middleware(_Limits)

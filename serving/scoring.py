@@ -20,7 +20,7 @@ import pandas as pd
 
 from base import LapseError
 from features import schema as s
-from training.pipeline import ChurnModel, apply_calibrator
+from training.pipeline import ChurnModel, calibration_function
 from training.reasons import explain, membership, reason_table, strongest
 
 __all__ = ["TOP_REASONS", "LeanScorer", "RowError", "ScoringError", "score"]
@@ -89,9 +89,31 @@ class LeanScorer:
         self._fill = {c: fill[c] for c in self._codes} if self._codes else {}
         table = reason_table(model.features_, model.reason_groups_)
         self._groups, self._member = membership([*self.columns, "bias"], table)
+        self._calibrate = calibration_function(model.calibration_, model.calibrator_)
 
     def matrix(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """The booster's input for ``rows`` (RowError names the row and field of a bad value)."""
+        try:  # column by column, numbers converted by numpy (None is NaN, "4" is 4.0)
+            return self._columns(rows)
+        except (ValueError, TypeError, OverflowError):
+            return self._rows(rows)  # a value numpy would not take: name its row and field
+
+    def _columns(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        out = np.empty((len(rows), len(self.columns)), dtype=np.float64)
+        for j, column in enumerate(self.columns):
+            values = [row.get(column) for row in rows]
+            if column in self._codes:
+                if not all(v is None or isinstance(v, str) or _is_nan(v) for v in values):
+                    raise TypeError(column)
+                out[:, j] = [self._code(column, v) for v in values]
+            else:
+                numbers = np.array(values, dtype=np.float64)  # as float() reads each
+                if numbers.shape != (len(rows),):  # a list among the values
+                    raise ValueError(column)
+                out[:, j] = numbers
+        return out
+
+    def _rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         out = np.empty((len(rows), len(self.columns)), dtype=np.float64)
         for i, row in enumerate(rows):
             for j, column in enumerate(self.columns):
@@ -116,8 +138,7 @@ class LeanScorer:
     def probabilities(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated churn probabilities of a matrix from ``matrix``."""
         raw = self._booster.predict(matrix, num_iteration=self._iteration, num_threads=1)
-        model = self.model
-        return apply_calibrator(model.calibration_, model.calibrator_, raw)
+        return self._calibrate(raw)
 
     def reasons(self, matrix: np.ndarray, top: int = TOP_REASONS) -> list[list[str]]:
         """Up to ``top`` reason groups raising each row's risk, strongest first."""
@@ -126,14 +147,18 @@ class LeanScorer:
         )
         return strongest(contributions @ self._member, self._groups, top)
 
-    def score(self, rows: Sequence[Mapping[str, Any]], top: int = TOP_REASONS) -> dict[str, list]:
-        """Probability (rounded as in the scores file), bucket and reasons per row."""
+    def score(
+        self, rows: Sequence[Mapping[str, Any]], top: int = TOP_REASONS, reasons: bool = True
+    ) -> dict[str, list]:
+        """Probability (rounded as in the scores file), bucket and reasons per row; without
+        ``reasons`` the reasons are not computed (TreeSHAP costs several times the prediction)
+        and come back as None."""
         matrix = self.matrix(rows)
         probability = self.probabilities(matrix)
         return {
             s.CHURN_PROBABILITY: probability.round(6).tolist(),
             s.BUCKET: self.model.buckets(probability).tolist(),
-            s.REASONS: self.reasons(matrix, top),
+            s.REASONS: self.reasons(matrix, top) if reasons else [None] * len(rows),
         }
 
 

@@ -129,6 +129,12 @@ class ServingSettings(Section):
         min_length=1,
         description="MLflow model URI to serve; unset = models:/<registered_model>@champion.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Service worker processes (each loads the model; one per core at most).",
+    )
     max_rows: int = Field(10_000, ge=1, description="Feature rows per /score request, at most.")
     max_events: int = Field(
         100_000, ge=1, description="Adjust callbacks per /score_events request, at most."

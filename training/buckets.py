@@ -130,6 +130,20 @@ def bucket_bounds(policy: BucketPolicy, probabilities: np.ndarray) -> np.ndarray
     return np.array(bounds, dtype=float)
 
 
+def bucket_names(probabilities: np.ndarray, policy: BucketPolicy) -> np.ndarray:
+    """``assign_buckets`` without history, on a bare array (no pandas: the service's path)."""
+    import numpy as np
+
+    p = np.asarray(probabilities, dtype=float)
+    index = _bucket_index(p, bucket_bounds(policy, p))
+    return np.array(policy.names, dtype=object)[index]
+
+
+def _bucket_index(p: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Index of the first bound p reaches; len(bounds) (= rest) when it reaches none."""
+    return (p[:, None] < bounds[None, :]).sum(axis=1)
+
+
 def assign_buckets(
     probabilities: pd.Series, policy: BucketPolicy, previous: pd.Series | None = None
 ) -> pd.Series:
@@ -140,8 +154,7 @@ def assign_buckets(
     p = probabilities.to_numpy(dtype=float)
     bounds = bucket_bounds(policy, p)
     names = np.array(policy.names, dtype=object)
-    # index of the first bound p reaches; len(bounds) (= rest) when it reaches none
-    raw = (p[:, None] < bounds[None, :]).sum(axis=1)
+    raw = _bucket_index(p, bounds)
     result = raw.copy()
     if previous is not None and policy.hysteresis > 0 and len(p):
         position = {name: i for i, name in enumerate(policy.names)}

@@ -165,3 +165,75 @@ def test_categorical_and_arrow_inputs_give_the_same_frame(history, day):
         else:
             columns[name] = pa.array(values)
     pd.testing.assert_frame_equal(build_features(pa.table(columns), day(10)), expected)
+
+
+def _plain(value):
+    """A frame cell as build_feature_records gives it: missing is None."""
+    return None if pd.isna(value) else value
+
+
+@settings(SETTINGS, max_examples=10)
+@given(drawn=rows, cut=quarter_days)
+def test_records_are_the_frames_rows(new_history, day, drawn, cut):
+    """build_feature_records (the service's path, no pandas) gives build_features' rows."""
+    from features.build import build_feature_records
+
+    events = table(new_history, drawn)
+    frame = build_features(events, day(cut)).reset_index()
+    expected = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    assert build_feature_records(events, day(cut)) == expected
+
+
+@pytest.mark.slow
+def test_records_are_the_frames_rows_on_a_generated_app(tmp_path):
+    """The same on 300 generated subscribers of a non-default shape, every feature family."""
+    from datetime import date
+
+    from features import load_events
+    from features.build import build_feature_records
+    from features.ingest import ingest
+    from features.synthetic import SyntheticConfig, generate
+
+    config = SyntheticConfig(shape="foreign", users=300, seed=5, start=date(2026, 1, 5), days=60)
+    generate(config, tmp_path)
+    ingest([tmp_path / "raw"], tmp_path / "store")
+    events = load_events(tmp_path / "store")
+    frame = build_features(events, "2026-02-20").reset_index()
+    assert len(frame) > 50
+    expected = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    got = build_feature_records(events, "2026-02-20")
+    assert got == expected
+    assert {type(v) for row in got for v in row.values()} <= {str, float, type(None)}
+
+
+def test_builds_on_threads_at_once_see_only_their_own_events(history, day):
+    """One shared DuckDB, a connection per build: concurrent builds do not mix inputs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from features.build import build_feature_records
+
+    tables = []
+    for i in range(6):
+        h = history.__class__()
+        h.sub(f"u{i}", 0, "activation", expires=30, price=9.99).sessions(f"u{i}", 0, 10, i + 1)
+        tables.append(h.frame())
+    alone = [build_feature_records(t, day(10)) for t in tables]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(
+            pool.map(lambda t: build_feature_records(t, day(10), shared=True), tables * 3)
+        )
+    for i, rows in enumerate(together):
+        assert rows == alone[i % 6]
+
+
+def test_a_subprocess_starts_after_a_shared_build(history, day):
+    """A fork after a shared build (subprocess with a preexec_fn, as `lapse serve` starts
+    BentoML) leaves the inherited database alone: closing it in the child killed the child."""
+    import subprocess
+
+    from features.build import build_feature_records
+
+    h = history.sub("u", 0, "activation", expires=30, price=9.99).sessions("u", 0, 10, 2)
+    assert build_feature_records(h.frame(), day(10), shared=True)
+    done = subprocess.run(["true"], preexec_fn=lambda: None, timeout=60)
+    assert done.returncode == 0

@@ -119,6 +119,33 @@ def test_score_answers_equal_the_in_process_model(server, http, trained, model) 
     assert set(got["model_version"]) == {"1"}
 
 
+@pytest.mark.parametrize("n", [5, 40])  # scored on the event loop, and in the thread pool
+def test_reasons_false_gives_the_same_scores_without_reasons(server, http, trained, model, n):
+    rows = _records(_feature_rows(trained, model).head(n))
+    full = http.post(f"{server.url}/score", json={"rows": rows})
+    bare = http.post(f"{server.url}/score", json={"rows": rows, "reasons": False})
+    assert full.status_code == bare.status_code == 200, bare.text
+    full_scores, bare_scores = full.json()["scores"], bare.json()["scores"]
+    for key in (s.USER_ID, s.CHURN_PROBABILITY, s.BUCKET, "model_version"):
+        assert [r[key] for r in bare_scores] == [r[key] for r in full_scores]
+    assert all(r[s.REASONS] is None for r in bare_scores)
+    assert all(isinstance(r[s.REASONS], list) for r in full_scores)
+
+
+def test_a_start_failure_is_the_loaders_own_error() -> None:
+    from training.pipeline import ModelVersionError
+    from training.registry import ModelNotFoundError
+
+    log = "Traceback (most recent call last):\n  File ...\n"
+    found = serving._start_failure(log + "training.registry.ModelNotFoundError: m: no model", "m")
+    assert isinstance(found, ModelNotFoundError) and str(found) == "m: no model"
+    old = serving._start_failure(log + "training.pipeline.ModelVersionError: m: too old", "m")
+    assert isinstance(old, ModelVersionError) and str(old) == "m: too old"
+    other = serving._start_failure(log + "OSError: [Errno 98] in use", "m")
+    assert isinstance(other, serving.RequestError)
+    assert str(other) == "the service for m could not start: OSError: [Errno 98] in use"
+
+
 def test_score_events_equals_rescore_on_the_same_events(
     server, http, trained, model, tmp_path: Path
 ) -> None:
@@ -203,6 +230,7 @@ BAD_REQUESTS = [
     ("/score_events", b'{"as_of": "soon", "events": [{}]}', "as_of: expected a date"),
     ("/score_events", b'{"as_of": "2026-01-01"}', "events: Field required"),
     ("/lookup", b'{"user_ids": "u1"}', "user_ids: Input should be a valid list"),
+    ("/score", b'{"rows": [{"a": 1}], "reasons": "maybe"}', "reasons: Input should be a valid"),
     # regressions (hostile review): each of these was a 500 with a logged traceback
     ("/score_events", b'{"as_of": "9999-12-31", "events": [{}]}', "between 1678 and 2261"),
     ("/score_events", b'{"as_of": "0001-01-01", "events": [{}]}', "between 1678 and 2261"),

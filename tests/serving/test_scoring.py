@@ -98,3 +98,41 @@ def test_numbers_as_text_are_read_and_a_word_is_refused_naming_row_and_field(mod
     rows[2]["auto_renew_off"] = "yes"
     with pytest.raises(RowError, match="row 2, field 'auto_renew_off': expected a number"):
         LeanScorer(model).matrix(rows)
+
+
+def test_without_reasons_the_same_scores_come_back_with_no_reasons(model) -> None:
+    X, _ = frame(200, 10, unseen=True)
+    lean = LeanScorer(model)
+    full = lean.score(records(X))
+    bare = lean.score(records(X), reasons=False)
+    assert bare[s.CHURN_PROBABILITY] == full[s.CHURN_PROBABILITY]
+    assert bare[s.BUCKET] == full[s.BUCKET]
+    assert bare[s.REASONS] == [None] * 200 and all(r is not None for r in full[s.REASONS])
+
+
+def test_the_lean_calibration_is_the_fitted_calibrators(model) -> None:
+    from training.pipeline import apply_calibrator, calibration_function
+
+    raw = np.concatenate([np.linspace(0, 1, 2001), [1e-12, 1 - 1e-12]])
+    expected = apply_calibrator(model.calibration_, model.calibrator_, raw)
+    got = calibration_function(model.calibration_, model.calibrator_)(raw)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("sessions_28d", [4], "row 1, field 'sessions_28d': expected a number or null, got [4]"),
+        ("sessions_28d", 10**400, "row 1, field 'sessions_28d': 1000000000"),
+        ("country", 7, "row 1, field 'country': expected text or null (a category), got 7"),
+    ],
+)
+def test_a_value_numpy_would_not_read_is_named_by_row_and_field(
+    model, field, value, message
+) -> None:
+    X, _ = frame(3, 11)
+    rows = records(X)
+    rows[1][field] = value
+    with pytest.raises(RowError) as caught:
+        LeanScorer(model).matrix(rows)
+    assert str(caught.value).startswith(message)
