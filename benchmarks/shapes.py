@@ -75,8 +75,9 @@ def bootstrap(y, scores: dict, oracle, resamples: int, seed: int) -> dict[str, d
             out[f"model-logreg.{metric}"] = out[f"model.{metric}"] - out[f"logreg.{metric}"]
         m = idx[matched[idx]]
         if len(m) and 0 < y[m].sum() < len(m):
-            out["oracle_ratio"] = oracle_ratio(_metrics(y[m], scores["model"][m])[0],
-                                               _metrics(y[m], oracle[m])[0])
+            out["oracle_ratio"] = oracle_ratio(
+                _metrics(y[m], scores["model"][m])[0], _metrics(y[m], oracle[m])[0]
+            )
         return out
 
     point = values(np.arange(n))
@@ -90,17 +91,16 @@ def bootstrap(y, scores: dict, oracle, resamples: int, seed: int) -> dict[str, d
 def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> dict:
     """Generate, ingest and train one app; hold-out scores of the three scorers and the run's
     validation numbers."""
-    import numpy as np
     import pandas as pd
 
     from features import schema
+    from features.build import feature_registry
     from features.engagement import choose_app_events
     from features.from_store import read_events
     from features.ingest import ingest
     from features.labelled import snapshots
     from features.synthetic import SyntheticConfig, generate
     from features.timeline import EventTable, to_micros
-    from features.build import feature_registry
     from training.evaluate import RuleBaseline, join_truth, rule_columns, tuned_logreg
     from training.pipeline import feature_types
     from training.settings import TrainConfig
