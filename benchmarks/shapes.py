@@ -114,30 +114,45 @@ def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> d
 
     clock = time.perf_counter()
     raw, store = folder / "synthetic", folder / "store"
-    generate(SyntheticConfig(shape=shape, users=users, seed=seed), raw)
-    ingest([raw / "raw"], store)
+    cached = folder / "snapshots.parquet"  # a --work folder of an earlier run is reused
+    if not cached.exists():
+        generate(SyntheticConfig(shape=shape, users=users, seed=seed), raw, overwrite=True)
+        ingest([raw / "raw"], store)
     prepared = time.perf_counter() - clock
     config = TrainConfig().replace(
         mlflow=dict(
             experiment=f"shapes-{shape}",
             registered_model=f"shapes-{shape}",
-            tracking_uri=f"sqlite:///{(folder / 'mlflow.db').resolve()}",
+            tracking_uri=f"sqlite:///{(folder / f'mlflow-{time.time_ns()}.db').resolve()}",
             artifact_location=(folder / "mlruns").resolve().as_uri(),
         ),
-        optuna=dict(storage=f"sqlite:///{(folder / 'optuna.db').resolve()}", n_trials=trials),
+        # a fresh study each run (a study of the same data would resume, not search again)
+        optuna=dict(
+            storage=f"sqlite:///{(folder / f'optuna-{time.time_ns()}.db').resolve()}",
+            n_trials=trials,
+        ),
     )
     horizon = config.labels.horizon_days
     truth = load_truth(raw / "truth" / "churn_truth.parquet", horizon)
     # train_store's steps, kept here so the snapshot frame is at hand for the hold-out rows
-    events = read_events(store, config.features)
-    cutoffs = sorted(pd.to_datetime(truth[schema.AS_OF], utc=True).unique())
     definition = config.definition
-    chosen = choose_app_events(EventTable(events, definition), to_micros(cutoffs[-1]), definition)
+    if cached.exists():
+        frame = pd.read_parquet(cached)
+        chosen = tuple(json.loads((folder / "app_events.json").read_text()))
+    else:
+        events = read_events(store, config.features)
+        cutoffs = sorted(pd.to_datetime(truth[schema.AS_OF], utc=True).unique())
+        table = EventTable(events, definition)
+        chosen = choose_app_events(table, to_micros(cutoffs[-1]), definition)
+        del table
+        update = {"app_events_chosen": chosen}
+        frame = snapshots(events, cutoffs, horizon, definition.model_copy(update=update))
+        del events
+        frame.to_parquet(cached)
+        (folder / "app_events.json").write_text(json.dumps(list(chosen)))
     config = config.model_copy(
         update={"features": definition.model_copy(update={"app_events_chosen": chosen})}
     )
-    frame = snapshots(events, cutoffs, horizon, config.features)
-    del events
     clock = time.perf_counter()
     result = train_snapshots(frame, config, truth)
     trained = time.perf_counter() - clock
