@@ -32,6 +32,7 @@ bench: setup
 	$(RUN) python benchmarks/features.py
 	$(RUN) python benchmarks/braze_sync.py
 	$(RUN) python benchmarks/train.py
+	$(RUN) python benchmarks/shapes.py
 
 lint: setup
 	$(RUN) ruff check lapse features training serving tests benchmarks
