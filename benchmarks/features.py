@@ -11,9 +11,16 @@ references measured in the same run.
 * DuckDB: one hand-written SQL query over the same in-memory frame, computing the same state and
   engagement aggregates (the fast single-node reference).
 
+With ``--app-events N`` (issue 12; 20 in ``make bench``), the generated app has N in-app event
+names (N - 2 of its own kinds plus paywall views and support contacts), ours builds the per-name
+features of all N (``app_events_chosen``: what a model trained on that app keeps), and the DuckDB
+reference computes the same per-name aggregates (window counts, last time) in its one query.
+``--app-events 0`` is the issue-5 setup (the fitness app, no per-name features).
+
 1M subscribers = the 100k store's events replicated 10x with suffixed user ids. Each measurement
 runs in its own child process, so its peak RSS (which includes loading the events) is its own.
-Targets (issue 5): >= 20x the naive reference, <= 1.5x DuckDB, < 8 GiB peak at 1M, linear growth.
+Targets (issue 5): >= 20x the naive reference, <= 1.5x DuckDB, < 8 GiB peak at 1M, linear growth;
+(issue 12) <= 1.5x DuckDB with 20 app event names.
 """
 
 from __future__ import annotations
@@ -79,13 +86,50 @@ WITH sub AS (
         count(*) FILTER (WHERE kind = 'event' AND ts >= $as_of - INTERVAL 14 DAY) AS e14,
         count(*) FILTER (WHERE kind = 'event' AND ts >= $as_of - INTERVAL 28 DAY) AS e28,
         max(ts) FILTER (WHERE kind = 'session') AS last_session,
-        max(ts) FILTER (WHERE kind = 'event') AS last_in_app
+        max(ts) FILTER (WHERE kind = 'event') AS last_in_app{per_name}
     FROM events WHERE kind IN ('session', 'event') AND ts < $as_of
     GROUP BY user_id, platform
 )
 SELECT a.*, e.* EXCLUDE (user_id, platform)
 FROM active a LEFT JOIN engagement e USING (user_id, platform)
 """
+
+
+STATE_EVENT_NAMES = ("paywall_viewed", "support_contacted")  # every generated app keeps these
+
+
+def app_event_kinds(n_names: int) -> dict[str, dict[str, float]]:
+    """The generated app's own event kinds, so that it has ``n_names`` in-app event names in all:
+    Zipf-like rates summing to about the fitness app's one event a day, drives of both signs."""
+    k = max(n_names - len(STATE_EVENT_NAMES), 0)
+    weights = [1.0 / (j + 1) for j in range(k)]
+    return {
+        f"action_{j + 1:02d}": {
+            "rate": round(w / sum(weights), 4),
+            "drive": 1.0 if j % 3 else -0.8,
+        }
+        for j, w in enumerate(weights)
+    }
+
+
+def app_event_names(n_names: int) -> tuple[str, ...]:
+    """The in-app event names of the app ``app_event_kinds(n_names)`` generates (none for 0)."""
+    if n_names <= 0:
+        return ()
+    return (*app_event_kinds(n_names), *STATE_EVENT_NAMES)
+
+
+def duckdb_query(names: tuple[str, ...]) -> str:
+    """DUCKDB_QUERY with, per app event name, its counts over 7/14/28 days and its last time."""
+    per_name = []
+    for j, name in enumerate(names):
+        this = f"kind = 'event' AND event = '{name}'"
+        per_name += [
+            f"count(*) FILTER (WHERE {this} AND ts >= $as_of - INTERVAL {w} DAY) AS app{j}_{w}"
+            for w in (7, 14, 28)
+        ]
+        per_name.append(f"max(ts) FILTER (WHERE {this}) AS app{j}_last")
+    return DUCKDB_QUERY.replace("{per_name}", "".join(",\n        " + c for c in per_name))
 
 
 def naive_features(history, as_of):
@@ -177,8 +221,7 @@ def load(store: Path, scale: int):
     return table.to_pandas()
 
 
-def child(kind: str, store: Path, scale: int) -> None:
-
+def child(kind: str, store: Path, scale: int, n_names: int) -> None:
     from features import schema as s
     from features.timeline import to_timestamp
 
@@ -199,22 +242,25 @@ def child(kind: str, store: Path, scale: int) -> None:
         result["extrapolated_s"] = seconds * len(subscribers) / len(sample)
     else:
         if kind == "ours":
-            from features import build_features
+            from features import FeatureConfig, build_features
+
+            config = FeatureConfig(app_events_chosen=app_event_names(n_names))
 
             def run():
-                return build_features(events, as_of)
+                return build_features(events, as_of, config)
         else:
             import duckdb
             import pyarrow as pa
 
             read = [s.USER_ID, s.PLATFORM, s.TS, s.KIND, s.EVENT, s.EXPIRES_AT]
+            query = duckdb_query(app_event_names(n_names))
 
             def run():
                 # handed pandas, DuckDB iterates each categorical's categories in Python at
                 # bind time; Arrow (converted in the timing, as ours does) is its fast path
                 con = duckdb.connect()
                 con.register("events", pa.Table.from_pandas(events[read], preserve_index=False))
-                return con.execute(DUCKDB_QUERY, {"as_of": as_of.to_pydatetime()}).df()
+                return con.execute(query, {"as_of": as_of.to_pydatetime()}).df()
 
         seconds, out = float("inf"), None
         for _ in range(REPEATS):  # best of a few: the machine is shared
@@ -229,9 +275,10 @@ def child(kind: str, store: Path, scale: int) -> None:
     print(json.dumps(result))
 
 
-def _in_child(kind: str, store: Path, scale: int) -> dict:
+def _in_child(kind: str, store: Path, scale: int, n_names: int) -> dict:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--store", str(store), "--scale", str(scale)],
+        [sys.executable, __file__, "--child", kind, "--store", str(store), "--scale", str(scale)]
+        + ["--app-events", str(n_names)],
         check=True,
         capture_output=True,
         text=True,
@@ -239,14 +286,16 @@ def _in_child(kind: str, store: Path, scale: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _prepare(users: int, folder: Path) -> Path:
-    """Generate ``users`` with the default calendar and ingest them into folder/store."""
+def _prepare(users: int, folder: Path, n_names: int) -> Path:
+    """Generate ``users`` with the default calendar (and ``n_names`` in-app event names, if any)
+    and ingest them into folder/store."""
     from features.ingest import ingest
     from features.synthetic import SyntheticConfig, generate
 
     raw = folder / "synthetic"
     print(f"generating {users:,} users and ingesting them (once) ...", flush=True)
-    generate(SyntheticConfig(users=users, seed=7, start=date(2026, 1, 5), days=120), raw)
+    shape = {"app_events": app_event_kinds(n_names)} if n_names > 0 else {}
+    generate(SyntheticConfig(users=users, seed=7, start=date(2026, 1, 5), days=120, **shape), raw)
     ingest([raw / "raw"], folder / "store")
     return folder / "store"
 
@@ -255,14 +304,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, help="An ingested store (default: generate one).")
     parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument(
+        "--app-events",
+        type=int,
+        default=20,
+        help="In-app event names of the generated app, each with its own features (0: the "
+        "fitness app without per-name features). With --store, the names the store's app has.",
+    )
+    parser.add_argument("--keep", type=Path, help="Generate and ingest into this folder, kept.")
     parser.add_argument("--child", choices=["ours", "duckdb", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.store, args.scale)
+        child(args.child, args.store, args.scale, args.app_events)
         return
     with tempfile.TemporaryDirectory(prefix="lapse-bench-features-") as tmp:
-        store = args.store or _prepare(args.users, Path(tmp))
+        store = args.store or _prepare(args.users, args.keep or Path(tmp), args.app_events)
+        print(f"{args.app_events} in-app event names with their own features", flush=True)
         runs = {}
         for label, kind, scale in (
             ("ours 100k", "ours", 1),
@@ -271,7 +329,7 @@ def main() -> None:
             ("ours 1M", "ours", 10),
             ("DuckDB 1M", "duckdb", 10),
         ):
-            runs[label] = r = _in_child(kind, store, scale)
+            runs[label] = r = _in_child(kind, store, scale, args.app_events)
             seconds = r.get("extrapolated_s", r["seconds"])
             print(
                 f"{label:<28} {seconds:8.2f} s  peak {r['peak_mb'] / 1024:5.2f} GiB  "

@@ -50,14 +50,25 @@ def pos_weights(y) -> tuple[float, ...]:
     return (1.0, round(float(np.sqrt(max(ratio, 1.0))), 2))
 
 
-def search_space(trial: optuna.Trial, weights: tuple[float, ...] = (1.0,)) -> dict:
+def max_child_samples(rows: int) -> int:
+    """The largest ``min_child_samples`` worth trying on ``rows`` training rows: a leaf needs a
+    few percent of a small app's rows, not a fixed 800 (over half the rows, no split is made)."""
+    return int(min(800, max(20, rows // 8)))
+
+
+def search_space(
+    trial: optuna.Trial, weights: tuple[float, ...] = (1.0,), rows: int = 6400
+) -> dict:
     """LightGBM parameters to search; n_estimators is left to early stopping. Regularisation a
-    small, imbalanced app needs: few leaves, many samples per leaf, L1 and L2, feature and row
-    fractions, a slower learning rate, churners weighted up or not."""
+    small, imbalanced app needs: few leaves (down to stumps, an additive model like the
+    logistic baseline), samples per leaf up to an eighth of the ``rows``, L1 and L2, feature and
+    row fractions, a slower learning rate, churners weighted up or not."""
     params = {
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
-        "num_leaves": trial.suggest_int("num_leaves", 4, 63, log=True),
-        "min_child_samples": trial.suggest_int("min_child_samples", 10, 800, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 2, 63, log=True),
+        "min_child_samples": trial.suggest_int(
+            "min_child_samples", 10, max_child_samples(rows), log=True
+        ),
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
         "subsample": trial.suggest_float("subsample", 0.5, 1.0),
         "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
@@ -66,6 +77,22 @@ def search_space(trial: optuna.Trial, weights: tuple[float, ...] = (1.0,)) -> di
     if len(weights) > 1:
         params["scale_pos_weight"] = trial.suggest_categorical("scale_pos_weight", list(weights))
     return params
+
+
+def first_trial(rows: int) -> dict:
+    """The search's first point: shallow, slow, well-regularised trees, which hold up on a small
+    app where a few random TPE start-up trials often do not (issue 12: 3 trials on 1,200 users
+    lost to the logistic regression)."""
+    return {
+        "learning_rate": 0.03,
+        "num_leaves": 4,
+        "min_child_samples": int(min(max_child_samples(rows), max(10, rows // 100))),
+        "colsample_bytree": 0.5,
+        "subsample": 0.8,
+        "reg_alpha": 0.01,
+        "reg_lambda": 3.0,
+        "scale_pos_weight": 1.0,
+    }
 
 
 def storage(url: str) -> optuna.storages.RDBStorage:
@@ -129,11 +156,13 @@ def tune(
 def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -> TuneResult:
     done = finished_trials(study)
     weights = pos_weights(y)
+    if not study.get_trials(deepcopy=False):  # a new study starts from a safe point
+        study.enqueue_trial(first_trial(len(y)))
     if progress:
         progress("tune", min(done, config.optuna.n_trials), config.optuna.n_trials)
 
     def objective(trial: optuna.Trial) -> float:
-        params = search_space(trial, weights)
+        params = search_space(trial, weights, len(y))
         parent = mlflow.active_run()
         run = (
             mlflow.start_run(

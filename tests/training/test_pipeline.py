@@ -12,6 +12,8 @@ from training.buckets import BucketPolicy, BucketPolicyError
 from training.pipeline import (
     ChurnModel,
     FeatureSchemaError,
+    _fit_calibrator,
+    apply_calibrator,
     choose_calibration,
     feature_types,
 )
@@ -126,3 +128,16 @@ def test_calibration_choice_prefers_platt_for_a_logistic_distortion() -> None:
     distorted = 1 / (1 + np.exp(-(0.5 * logit - 1)))  # monotone, logistic in the logit
     method, scores = choose_calibration(distorted, y, seed=0)
     assert method == "platt" and scores["platt"] <= scores["isotonic"]
+
+
+def test_isotonic_calibration_keeps_the_raw_order_within_a_step() -> None:
+    rng = np.random.default_rng(2)
+    raw = rng.uniform(0.0, 0.5, 300)
+    y = (rng.random(300) < raw).astype(int)
+    calibrator = _fit_calibrator("isotonic", raw, y, seed=0)
+    steps = calibrator.predict(raw)
+    assert len(np.unique(steps)) < 40  # a step function: many raw scores share a step
+    q = apply_calibrator("isotonic", calibrator, raw)
+    order = np.argsort(raw)
+    assert (np.diff(q[order]) > 0).all()  # no ties left, in LightGBM's order
+    assert np.abs(q - np.clip(steps, 1e-6, 1 - 1e-6)).max() <= 1e-6  # calibration unchanged

@@ -1,6 +1,7 @@
 """training.train: the whole run on small data, the oracle join, data sufficiency, leakage."""
 
 import importlib.metadata
+import logging
 import os
 import uuid
 
@@ -42,6 +43,17 @@ def config(tmp_path, mlflow_env, name: str | None = None, **kw) -> TrainConfig:
     return TrainConfig().replace(**base)
 
 
+class _Records(logging.Handler):
+    """Keeps every record it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     snapshots, tmp_path, mlflow_env
 ) -> None:
@@ -49,7 +61,15 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     truth = truth.iloc[: len(truth) - 100]  # 100 hold-out rows have no truth
     seen = []
     cfg = config(tmp_path, mlflow_env)
-    result = train_snapshots(frame, cfg, truth, lambda *a: seen.append(a), TEST_REGISTRY)
+    # MLflow's logger does not propagate to the root (caplog): listen to it directly
+    warned = _Records()
+    logging.getLogger("mlflow").addHandler(warned)
+    try:
+        result = train_snapshots(frame, cfg, truth, lambda *a: seen.append(a), TEST_REGISTRY)
+    finally:
+        logging.getLogger("mlflow").removeHandler(warned)
+    # a uv venv had no pip, and logging the model warned about its version on every run
+    assert not [r for r in warned.records if r.levelno >= logging.WARNING], warned.records
     m = result.metrics
     for prefix in ("holdout", "baseline_rule", "baseline_logreg", "oracle"):
         for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top10_lift"):

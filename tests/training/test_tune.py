@@ -12,7 +12,14 @@ from features import schema
 from training.pipeline import feature_types, preprocessor
 from training.settings import OptunaSettings, TrainingSettings
 from training.splits import time_split
-from training.tune import TuneConfig, TuningError, storage, tune
+from training.tune import (
+    TuneConfig,
+    TuningError,
+    first_trial,
+    max_child_samples,
+    storage,
+    tune,
+)
 
 
 def tune_config(url: str, name: str, n_trials: int, seed: int = 0, stop: int = 50) -> TuneConfig:
@@ -68,6 +75,25 @@ def test_trials_are_nested_mlflow_runs(prepared, tmp_path, mlflow_env) -> None:
     )
     assert sorted(runs["tags.mlflow.runName"]) == ["trial-0", "trial-1"]
     assert runs["params.num_leaves"].notna().all()
+
+
+def test_a_new_study_starts_from_the_safe_point_sized_to_the_rows(prepared, tmp_path) -> None:
+    Xt, y, *_ = prepared
+    url = f"sqlite:///{(tmp_path / 'optuna.db').resolve()}"
+    tune(*prepared, tune_config(url, "first", 2, stop=5))
+    rdb = storage(url)
+    trials = optuna.load_study(study_name="first", storage=rdb).get_trials()
+    rdb.engine.dispose()
+    start = first_trial(len(y))
+    assert {k: trials[0].params[k] for k in start} == start
+    assert len(y) == 1800 and start["min_child_samples"] == 18  # a hundredth of the rows
+    assert trials[1].params != trials[0].params  # then the search proper
+    # a leaf of a small app may need no more than an eighth of its rows; large apps keep 800
+    assert (max_child_samples(2400), max_child_samples(100), max_child_samples(10**6)) == (
+        300,
+        20,
+        800,
+    )
 
 
 def test_postgresql_storage(prepared) -> None:

@@ -1,0 +1,266 @@
+"""Benchmark: model quality on apps of every generator shape (issue 12), against the CRM rule and
+the tuned logistic regression measured on the same hold-out rows in the same run.
+
+    python benchmarks/shapes.py                                  # every shape, 3,000 users each
+    python benchmarks/shapes.py --shapes no-trials,foreign --users 1200 --trials 3
+
+For each shape: generate the app (``SyntheticConfig(shape=...)``), ingest it, build snapshots
+exactly as ``lapse train`` does (``train_store``'s steps) and run ``train_snapshots`` (Optuna x
+LightGBM, calibration, baselines, the gate) into a throwaway MLflow store. Then, on the hold-out
+cut-off:
+
+* ROC-AUC, PR-AUC and top-decile lift of the registered model, the CRM rule and the logistic
+  regression (the run's own baselines, refitted here on the very same rows: both are
+  deterministic), each with a bootstrap interval over ``--resamples`` resamples of the hold-out
+  rows; the LightGBM - logreg PR-AUC and ROC-AUC differences are paired (same resample);
+* ``oracle_ratio`` (against the generator's exact churn probability) with its interval;
+* validation vs hold-out ROC-AUC and the gap in standard errors (the run's warning threshold).
+
+Targets (issue 12): oracle_ratio >= 0.95 on every shape; the registered model >= the logistic
+regression on PR-AUC on every shape (the paired interval of the difference reaching 0 or above);
+validation within noise of the hold-out; no regression on the default shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# run as a script, this file's folder comes first on sys.path; keep the repo's packages visible
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHAPES = ("default", "no-trials", "monthly", "annual", "late-renewals", "social", "foreign")
+TARGET_ORACLE_RATIO = 0.95
+
+
+def _metrics(y, p, share: float = 0.10) -> tuple[float, float, float]:
+    """(ROC-AUC, PR-AUC, top-``share`` lift) of scores ``p``; NaN where undefined."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from training.evaluate import top_share
+
+    if y.min() == y.max():
+        return (float("nan"),) * 3
+    return (
+        float(roc_auc_score(y, p)),
+        float(average_precision_score(y, p)),
+        float(top_share(y, np.asarray(p), share)[0]),
+    )
+
+
+def bootstrap(y, scores: dict, oracle, resamples: int, seed: int) -> dict[str, dict[str, list]]:
+    """Point value and 95% percentile interval of each metric of each scorer, and of the paired
+    differences model - logreg, over ``resamples`` resamples of the hold-out rows."""
+    import numpy as np
+
+    from training.evaluate import oracle_ratio
+
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    matched = np.isfinite(oracle)
+
+    def values(idx) -> dict[str, float]:
+        out = {}
+        for name, p in scores.items():
+            roc, pr, lift = _metrics(y[idx], p[idx])
+            out |= {f"{name}.roc_auc": roc, f"{name}.pr_auc": pr, f"{name}.top10_lift": lift}
+        for metric in ("roc_auc", "pr_auc"):
+            out[f"model-logreg.{metric}"] = out[f"model.{metric}"] - out[f"logreg.{metric}"]
+        m = idx[matched[idx]]
+        if len(m) and 0 < y[m].sum() < len(m):
+            out["oracle_ratio"] = oracle_ratio(
+                _metrics(y[m], scores["model"][m])[0], _metrics(y[m], oracle[m])[0]
+            )
+        return out
+
+    point = values(np.arange(n))
+    draws = [values(rng.integers(0, n, n)) for _ in range(resamples)]
+    return {
+        key: [value, *np.nanpercentile([d.get(key, np.nan) for d in draws], [2.5, 97.5]).tolist()]
+        for key, value in point.items()
+    }
+
+
+def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> dict:
+    """Generate, ingest and train one app; hold-out scores of the three scorers and the run's
+    validation numbers."""
+    import pandas as pd
+
+    from features import schema
+    from features.build import feature_registry
+    from features.engagement import choose_app_events
+    from features.from_store import read_events
+    from features.ingest import ingest
+    from features.labelled import snapshots
+    from features.synthetic import SyntheticConfig, generate
+    from features.timeline import EventTable, to_micros
+    from training.evaluate import RuleBaseline, join_truth, rule_columns, tuned_logreg
+    from training.pipeline import feature_types
+    from training.settings import TrainConfig
+    from training.splits import split_rows, time_split
+    from training.train import (
+        _xy,
+        constant_features,
+        load_truth,
+        train_snapshots,
+    )
+
+    clock = time.perf_counter()
+    raw, store = folder / "synthetic", folder / "store"
+    cached = folder / "snapshots.parquet"  # a --work folder of an earlier run is reused
+    if not cached.exists():
+        generate(SyntheticConfig(shape=shape, users=users, seed=seed), raw, overwrite=True)
+        ingest([raw / "raw"], store)
+    prepared = time.perf_counter() - clock
+    config = TrainConfig().replace(
+        mlflow=dict(
+            experiment=f"shapes-{shape}",
+            registered_model=f"shapes-{shape}",
+            tracking_uri=f"sqlite:///{(folder / f'mlflow-{time.time_ns()}.db').resolve()}",
+            artifact_location=(folder / "mlruns").resolve().as_uri(),
+        ),
+        # a fresh study each run (a study of the same data would resume, not search again)
+        optuna=dict(
+            storage=f"sqlite:///{(folder / f'optuna-{time.time_ns()}.db').resolve()}",
+            n_trials=trials,
+        ),
+    )
+    horizon = config.labels.horizon_days
+    truth = load_truth(raw / "truth" / "churn_truth.parquet", horizon)
+    # train_store's steps, kept here so the snapshot frame is at hand for the hold-out rows
+    definition = config.definition
+    if cached.exists():
+        frame = pd.read_parquet(cached)
+        chosen = tuple(json.loads((folder / "app_events.json").read_text()))
+    else:
+        events = read_events(store, config.features)
+        cutoffs = sorted(pd.to_datetime(truth[schema.AS_OF], utc=True).unique())
+        table = EventTable(events, definition)
+        chosen = choose_app_events(table, to_micros(cutoffs[-1]), definition)
+        del table
+        update = {"app_events_chosen": chosen}
+        frame = snapshots(events, cutoffs, horizon, definition.model_copy(update=update))
+        del events
+        frame.to_parquet(cached)
+        (folder / "app_events.json").write_text(json.dumps(list(chosen)))
+    config = config.model_copy(
+        update={"features": definition.model_copy(update={"app_events_chosen": chosen})}
+    )
+    clock = time.perf_counter()
+    result = train_snapshots(frame, config, truth)
+    trained = time.perf_counter() - clock
+
+    # the run's own rows and baselines, again (deterministic: same split, same seed)
+    t = config.training
+    labelled = frame[frame[schema.CHURNED].notna()]
+    split = time_split(
+        labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
+    )
+    parts = split_rows(labelled, split, t.valid_share, t.seed)
+    (X, y), (Xv, yv), (Xh, yh) = (_xy(parts[n]) for n in ("train", "valid", "holdout"))
+    dropped = constant_features(X)
+    X, Xv, Xh = (f.drop(columns=dropped) for f in (X, Xv, Xh))
+    registry = feature_registry(config.features)
+    scores = {"model": result.model.predict_proba(Xh)[:, 1]}
+    rule_cols = rule_columns(X.columns, registry)
+    scores["rule"] = RuleBaseline(rule_cols).fit(X, y).predict_proba(Xh)[:, 1]
+    logreg, _, _ = tuned_logreg(feature_types(X, registry), t.seed, X, y, Xv, yv)
+    scores["logreg"] = logreg.predict_proba(Xh)[:, 1]
+    m = result.metrics
+    assert abs(_metrics(yh.to_numpy(), scores["logreg"])[1] - m["baseline_logreg_pr_auc"]) < 1e-9
+    oracle = join_truth(Xh.index, truth).to_numpy(dtype=float)
+    return {
+        "shape": shape,
+        "users": users,
+        "trials": trials,
+        "y": yh.to_numpy(),
+        "scores": scores,
+        "oracle": oracle,
+        "holdout_rows": len(yh),
+        "holdout_churners": int(yh.sum()),
+        "valid_rows": len(yv),
+        "valid_roc_auc": m["valid_final_roc_auc"],
+        "holdout_roc_auc": m["holdout_roc_auc"],
+        "gap_se": m["valid_holdout_gap_se"],
+        "valid_logreg_roc_auc": m["valid_logreg_roc_auc"],
+        "warnings": list(result.warnings),
+        "dropped": len(dropped),
+        "best_params": result.tuning.best_params,
+        "prepare_s": prepared,
+        "train_s": trained,
+    }
+
+
+def _fmt(v: list[float], digits: int = 3) -> str:
+    return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}, {v[2]:.{digits}f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated shape names")
+    parser.add_argument("--users", type=int, default=3000)
+    parser.add_argument("--trials", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=7, help="generator seed")
+    parser.add_argument("--resamples", type=int, default=300, help="bootstrap resamples")
+    parser.add_argument("--work", type=Path, help="folder for data, MLflow, Optuna (default: tmp)")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    work = args.work or Path(tempfile.mkdtemp(prefix="lapse-bench-shapes-"))
+    report = []
+    for shape in args.shapes.split(","):
+        run = run_shape(shape, args.users, args.trials, args.seed, work / shape)
+        stats = bootstrap(run["y"], run["scores"], run["oracle"], args.resamples, seed=1)
+        gap = (run["valid_roc_auc"] - run["holdout_roc_auc"]) / run["gap_se"]
+        row = {k: v for k, v in run.items() if k not in ("y", "scores", "oracle")}
+        row |= {"stats": stats, "gap_z": gap}
+        report.append(row)
+        print(
+            f"\n== {shape}: {args.users:,} users, {args.trials} trials; hold-out "
+            f"{run['holdout_rows']:,} rows ({run['holdout_churners']:,} churners); generate+ingest "
+            f"{run['prepare_s']:.0f} s, train {run['train_s']:.0f} s",
+            flush=True,
+        )
+        for name in ("model", "rule", "logreg"):
+            print(
+                f"  {name:<7} ROC-AUC {_fmt(stats[f'{name}.roc_auc'])}  PR-AUC "
+                f"{_fmt(stats[f'{name}.pr_auc'])}  top-10% lift "
+                f"{_fmt(stats[f'{name}.top10_lift'], 2)}"
+            )
+        print(
+            f"  model - logreg  PR-AUC {_fmt(stats['model-logreg.pr_auc'])}  ROC-AUC "
+            f"{_fmt(stats['model-logreg.roc_auc'])}"
+        )
+        print(
+            f"  oracle_ratio {_fmt(stats['oracle_ratio'])} (target >= {TARGET_ORACLE_RATIO})  "
+            f"validation ROC-AUC {run['valid_roc_auc']:.3f} vs hold-out "
+            f"{run['holdout_roc_auc']:.3f}: {gap:+.1f} SE  (logreg on validation "
+            f"{run['valid_logreg_roc_auc']:.3f})",
+            flush=True,
+        )
+    print("\nshape          oracle_ratio          model-logreg PR-AUC       valid-hold (SE)")
+    for row in report:
+        s = row["stats"]
+        print(
+            f"{row['shape']:<14} {_fmt(s['oracle_ratio'])}  {_fmt(s['model-logreg.pr_auc'])}"
+            f"  {row['gap_z']:+.1f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
