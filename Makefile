@@ -36,6 +36,7 @@ bench: setup
 	$(RUN) python benchmarks/braze_sync.py
 	$(RUN) python benchmarks/train.py
 	$(RUN) python benchmarks/shapes.py
+	$(RUN) python benchmarks/serve.py
 
 # Re-run the notebooks from their paired text files (notebooks/NN-*.py, the source) on a fresh
 # sample app in data/notebooks, and write them with their outputs (notebooks/NN-*.ipynb).
