@@ -31,6 +31,7 @@ from features.synthetic.calibration import TruthCheck, check_truth
 from lapse.settings import Settings
 from serving.braze_client import BrazeAuthError
 from serving.emulator import Emulator, EmulatorConfig, EmulatorConfigError
+from serving.history import HistoryWrite, append_history
 from serving.rescore import MAX_STALE_DAYS, RescoreResult
 from serving.rescore import rescore as score_store
 from serving.scores import read_scores, read_scores_policy, write_scores
@@ -221,12 +222,14 @@ def sync(
 @dataclass(frozen=True)
 class RescoreOutcome:
     """The scores, where they were written (None: a dry run without --out), the model's version
-    and bucket policy, and what the sync did with them."""
+    and bucket policy, what the sync did with them, and where the scores history keeps them
+    (None: a dry run records nothing)."""
 
     result: RescoreResult
     path: Path | None
     model: ModelInfo
     sync: SyncOutcome
+    history: HistoryWrite | None = None
 
 
 def default_scores_path(settings: Settings, as_of: date) -> Path:
@@ -245,7 +248,8 @@ def rescore(
     scores file, then push the changed buckets to Braze.
 
     A dry run writes the file only where asked (``out``): the day's file may be a real run's,
-    still waiting for a ``lapse sync`` retry.
+    still waiting for a ``lapse sync`` retry. A real run also records the scores in the store's
+    scores history (``serving.history``) before the push, once per day and model version.
     """
     if not dry_run and settings.braze.api_key is None:  # say so before the work, not after it
         raise BrazeAuthError(
@@ -267,8 +271,22 @@ def rescore(
             model.bucket_policy_,
             provenance,
         )
+    history = None
+    if not dry_run:  # what was scored is history, whether or not the push goes through
+        name, version = history_identity(info)
+        history = append_history(settings.store.path, result.scores, result.as_of, name, version)
     pushed = push(settings, result.scores, dry_run, model.bucket_policy_, progress)
-    return RescoreOutcome(result, path, info, pushed)
+    return RescoreOutcome(result, path, info, pushed, history)
+
+
+def history_identity(info: ModelInfo) -> tuple[str, str]:
+    """(model name, version) a rescore is recorded under; a model outside the registry (a
+    ``runs:/`` URI) is ``model`` with a version made from its URI, so it still never mixes."""
+    if info.name and info.version:
+        return info.name, info.version
+    import hashlib
+
+    return info.name or "model", "uri-" + hashlib.sha256(info.uri.encode()).hexdigest()[:12]
 
 
 # --- braze-emulator ------------------------------------------------------------------------------

@@ -193,10 +193,20 @@ def rescore(outcome: RescoreOutcome) -> None:
                 *((f"  model bucket {name}", int(n)) for name, n in counts.items()),
                 ("mean churn probability", float(result.scores[s.CHURN_PROBABILITY].mean())),
                 ("scores file", path),
+                ("scores history", _history(outcome)),
             ],
         )
     )
     sync(outcome.sync)
+
+
+def _history(outcome: RescoreOutcome) -> str:
+    written = outcome.history
+    if written is None:
+        return "(not recorded: dry run)"
+    if written.written:
+        return str(written.path)
+    return f"{written.path} (kept: this model version already recorded the day)"
 
 
 def sync(outcome: SyncOutcome, from_file: str | None = None) -> None:
