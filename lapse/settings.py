@@ -34,6 +34,7 @@ from pydantic_settings import SettingsError as _SourceError
 from base import LapseError, resolve_sqlite_url, safe_url
 from features.settings import FeatureConfig, IngestSettings, LabelSettings, StoreSettings
 from features.synthetic.settings import SyntheticSettings
+from serving.monitoring_settings import MonitoringSettings
 from serving.settings import BrazeSettings, LedgerSettings, ServingSettings, api_key_problem
 from training.settings import BucketSettings, MlflowSettings, OptunaSettings, TrainingSettings
 
@@ -48,6 +49,7 @@ __all__ = [
     "LabelSettings",
     "LedgerSettings",
     "MlflowSettings",
+    "MonitoringSettings",
     "OptunaSettings",
     "ServingSettings",
     "Settings",
@@ -184,6 +186,7 @@ class Settings(BaseSettings):
     buckets: BucketSettings = Field(default_factory=BucketSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     _config_file: Path | None = PrivateAttr(default=None)
 
