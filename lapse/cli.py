@@ -426,6 +426,54 @@ def rescore(
 
 
 @app.command()
+def backtest(
+    ctx: typer.Context,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="First scoring day to check (UTC)."
+        ),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="Last scoring day to check (UTC)."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="HTML report to write (default: <store>/reports/backtest-<newest day>.html).",
+            dir_okay=False,
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(help="Event store (default: store.path).", file_okay=False),
+    ] = None,
+) -> None:
+    """Check every past rescore against what really happened: realised ROC/PR AUC, Brier,
+    calibration (ECE), lift quality, top-decile lift and churn per bucket, per scoring day.
+
+    Scoring days come from the scores history every `lapse rescore` keeps in the store; a day
+    is checked once its labels.horizon_days (plus the renewal leeway) have passed by the newest
+    stored event, else it is listed as pending. One run goes to the MLflow experiment
+    monitoring.experiment; the report is one HTML file that opens with no server.
+    """
+    settings = ctx.obj.settings(store={"path": store})
+    with progress_bars() as progress:
+        outcome = jobs.backtest(
+            settings,
+            since.date() if since else None,
+            until.date() if until else None,
+            report,
+            progress,
+        )
+    render.backtest(outcome)
+
+
+@app.command()
 def serve(
     ctx: typer.Context,
     port: Annotated[
