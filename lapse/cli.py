@@ -416,7 +416,8 @@ def rescore(
     """Score every active subscriber with the champion model, then push changed buckets to Braze.
 
     The scores file is written first (user_id, platform, churn_probability, bucket, reasons), so
-    a failed push can be retried with `lapse sync --scores FILE`.
+    a failed push can be retried with `lapse sync --scores FILE`; the scores are also kept in the
+    store's scores history (once per day and model version) for `lapse backtest`.
     """
     settings = ctx.obj.settings(store={"path": store})
     when = as_of.date() if as_of else datetime.now(UTC).date()  # the edge is where "now" lives
