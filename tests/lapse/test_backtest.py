@@ -16,6 +16,7 @@ from lapse import jobs
 from lapse.cli import main
 from lapse.settings import API_KEY_ENV, ENV_PREFIX, Settings
 from serving.backtest import BACKTEST_KIND, KIND_TAG, BacktestError, epoch_day
+from serving.emulator import Emulator, EmulatorConfig
 from serving.history import append_history, history_days, read_history
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -121,7 +122,9 @@ def test_a_report_that_is_not_html_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_rescore_records_each_day_once_and_a_dry_run_records_nothing(rescored_app) -> None:
+def test_rescore_records_each_day_once_and_a_dry_run_records_nothing(
+    rescored_app, tmp_path: Path
+) -> None:
     settings, outcomes, holdout = rescored_app
     store = settings.store.path
     assert history_days(store) == sorted(outcomes)
@@ -130,7 +133,12 @@ def test_rescore_records_each_day_once_and_a_dry_run_records_nothing(rescored_ap
         assert outcome.history.path.parent.name == f"as_of={day}"
         assert outcome.history.path.name == f"lapse-churn-v{outcome.model.version}.parquet"
     before = outcomes[holdout].history.path.read_bytes()
-    again = jobs.rescore(settings, holdout, out=outcomes[holdout].path)
+    with Emulator(EmulatorConfig(api_keys=frozenset({"emu-key"}))) as braze:  # a scheduler's retry
+        local = settings.updated(
+            braze={"url": braze.url},
+            ledger={"url": f"sqlite:///{(tmp_path / 'ledger.db').resolve()}"},
+        )
+        again = jobs.rescore(local, holdout, out=tmp_path / "again.parquet")
     assert not again.history.written and again.history.path == outcomes[holdout].history.path
     assert outcomes[holdout].history.path.read_bytes() == before
     dry = jobs.rescore(settings, date(2026, 4, 27), dry_run=True)
