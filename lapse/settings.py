@@ -34,8 +34,13 @@ from pydantic_settings import SettingsError as _SourceError
 from base import LapseError, resolve_sqlite_url, safe_url
 from features.settings import FeatureConfig, IngestSettings, LabelSettings, StoreSettings
 from features.synthetic.settings import SyntheticSettings
-from serving.monitoring_settings import MonitoringSettings
-from serving.settings import BrazeSettings, LedgerSettings, ServingSettings, api_key_problem
+from serving.settings import (
+    BrazeSettings,
+    LedgerSettings,
+    MonitoringSettings,
+    ServingSettings,
+    api_key_problem,
+)
 from training.settings import BucketSettings, MlflowSettings, OptunaSettings, TrainingSettings
 
 __all__ = [
@@ -185,8 +190,8 @@ class Settings(BaseSettings):
     braze: BrazeSettings = Field(default_factory=BrazeSettings)
     buckets: BucketSettings = Field(default_factory=BucketSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
-    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
 
     _config_file: Path | None = PrivateAttr(default=None)
 

@@ -1,4 +1,5 @@
-"""The settings sections the serving package reads: ``[ledger]``, ``[braze]``, ``[serving]``;
+"""The settings sections the serving package reads: ``[ledger]``, ``[braze]``, ``[serving]``,
+``[monitoring]``;
 each default is written here once (``lapse.settings.Settings`` composes them).
 
 The Braze API key is part of ``[braze]`` but never comes from a file: ``lapse.settings`` reads it
@@ -11,7 +12,13 @@ from pydantic import Field, SecretStr
 
 from base import DatabaseUrl, Section
 
-__all__ = ["BrazeSettings", "LedgerSettings", "ServingSettings", "api_key_problem"]
+__all__ = [
+    "BrazeSettings",
+    "LedgerSettings",
+    "MonitoringSettings",
+    "ServingSettings",
+    "api_key_problem",
+]
 
 
 def api_key_problem(key: str) -> str | None:
@@ -119,4 +126,12 @@ class ServingSettings(Section):
     )
     token: SecretStr | None = Field(
         None, description="Bearer token every request must carry; environment only, never logged."
+    )
+
+
+class MonitoringSettings(Section):
+    """Watching the served model: backtests of past scores against realised churn."""
+
+    experiment: str = Field(
+        "lapse-monitoring", min_length=1, description="MLflow experiment of the backtest runs."
     )
