@@ -71,7 +71,8 @@ def figures(
     }
     buckets = result.buckets
     by_bucket: dict[str, pd.Series] = {}
-    for (bucket, version), rows in buckets.groupby([s.BUCKET, s.MODEL_VERSION], sort=False):
+    grouped = buckets.groupby([s.BUCKET, s.MODEL_VERSION], sort=False) if len(buckets) else []
+    for (bucket, version), rows in grouped:
         by_bucket[f"{bucket} (v{version})"] = (
             rows.set_index(s.AS_OF)["realised_churn_rate"].astype(float).sort_index()
         )

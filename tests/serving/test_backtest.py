@@ -139,6 +139,17 @@ def test_a_day_with_one_outcome_shows_its_rates_and_says_why_no_metric(tmp_path:
     assert any("0 churner(s)" in note for note in result.notes)
 
 
+def test_when_every_day_is_pending_the_report_says_so(tmp_path: Path) -> None:
+    append_history(tmp_path, _scores(SCORES), day(20), "m", "1")
+    result = backtest(read_history(tmp_path), _events(), 30, FeatureConfig())
+    assert result.days.empty and result.newest is None and stepped_metrics(result) == []
+    (pending,) = result.pending
+    assert pending.complete_on == day(51)
+    page = report_html(result)
+    assert "Pending: horizon not yet over" in page and "2026-02-21 00:00 UTC" in page
+    assert page.count("data:image/png;base64,") == 3  # no decile plot without a complete day
+
+
 def test_steps_are_days_since_the_epoch(hand_built: pd.DataFrame) -> None:
     result = backtest(hand_built, _events(), 30, FeatureConfig())
     assert epoch_day(day(10)) == (day(10) - pd.Timestamp(0, tz="UTC")).days == 20_464
