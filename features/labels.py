@@ -76,6 +76,12 @@ def entitled_at(table: EventTable, end: int, config: FeatureConfig) -> pl.DataFr
     return pl.concat([strict, continued]).unique()
 
 
+def observed_by(t: int, horizon_days: int, config: FeatureConfig) -> int:
+    """Epoch microseconds by which the labels of cut-off ``t`` are complete: the horizon and
+    the renewal leeway after it; a store observed until then (or later) can label ``t``."""
+    return t + horizon_days * MICROS_PER_DAY + st.leeway_micros(config)
+
+
 def labels_at(
     table: EventTable, t: int, horizon_days: int, config: FeatureConfig, observed_until: int
 ) -> pl.DataFrame:
@@ -86,7 +92,7 @@ def labels_at(
     key = list(s.SUBSCRIBER_INDEX)
     end = t + horizon_days * MICROS_PER_DAY
     active = active_state(table, t, config).select(key)
-    if end + st.leeway_micros(config) > observed_until:
+    if observed_by(t, horizon_days, config) > observed_until:
         return active.head(0).with_columns(pl.lit(None, dtype=pl.Boolean).alias(s.CHURNED))
     later = entitled_at(table, end, config).with_columns(pl.lit(True).alias(st.ENTITLED))
     return (

@@ -194,3 +194,17 @@ STATE: Final = "state"
 
 #: Snapshot frames (features + label at many cut-offs) are indexed by (as_of, user_id, platform).
 SNAPSHOT_INDEX: Final = (AS_OF, USER_ID, PLATFORM)
+
+# --- Scores history (``<store>/scores_history/``): what every rescore scored, and with what -------
+MODEL_NAME: Final = "model_name"
+MODEL_VERSION: Final = "model_version"
+#: The columns of a scores-history file, in order.
+HISTORY_COLUMNS: Final = (
+    USER_ID,
+    PLATFORM,
+    AS_OF,
+    CHURN_PROBABILITY,
+    BUCKET,
+    MODEL_NAME,
+    MODEL_VERSION,
+)

@@ -464,9 +464,10 @@ def rescore(
     """Score every active subscriber with the champion model, then push changed buckets to Braze.
 
     The scores file is written first (user_id, platform, churn_probability, bucket, reasons), so
-    a failed push can be retried with `lapse sync --scores FILE`. The drift of the scored
-    population from the model's training data (PSI per feature and of the score) is shown and
-    kept in <store>/monitoring/drift/.
+    a failed push can be retried with `lapse sync --scores FILE`; the scores are also kept in the
+    store's scores history (once per day and model version) for `lapse backtest`. The drift of
+    the scored population from the model's training data (PSI per feature and of the score) is
+    shown and kept in <store>/monitoring/drift/.
     """
     settings = ctx.obj.settings(store={"path": store})
     when = as_of.date() if as_of else datetime.now(UTC).date()  # the edge is where "now" lives
@@ -481,6 +482,54 @@ def rescore(
             highlight=False,
         )
         raise typer.Exit(ExitCode.DRIFT.value)
+
+
+@app.command()
+def backtest(
+    ctx: typer.Context,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="First scoring day to check (UTC)."
+        ),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="Last scoring day to check (UTC)."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="HTML report to write (default: <store>/reports/backtest-<newest day>.html).",
+            dir_okay=False,
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(help="Event store (default: store.path).", file_okay=False),
+    ] = None,
+) -> None:
+    """Check every past rescore against what really happened: realised ROC/PR AUC, Brier,
+    calibration (ECE), lift quality, top-decile lift and churn per bucket, per scoring day.
+
+    Scoring days come from the scores history every `lapse rescore` keeps in the store; a day
+    is checked once its labels.horizon_days (plus the renewal leeway) have passed by the newest
+    stored event, else it is listed as pending. One run goes to the MLflow experiment
+    monitoring.experiment; the report is one HTML file that opens with no server.
+    """
+    settings = ctx.obj.settings(store={"path": store})
+    with progress_bars() as progress:
+        outcome = jobs.backtest(
+            settings,
+            since.date() if since else None,
+            until.date() if until else None,
+            report,
+            progress,
+        )
+    render.backtest(outcome)
 
 
 @app.command()

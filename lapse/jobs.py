@@ -22,7 +22,7 @@ import pandas as pd
 
 from base import LapseError
 from features import schema as s
-from features.from_store import StoreFeatures, store_features
+from features.from_store import StoreFeatures, read_events, store_features
 from features.ingest import IngestSummary, StoreError
 from features.ingest import ingest as ingest_files
 from features.ingest import reprocess_quarantine as retry_quarantine
@@ -31,10 +31,13 @@ from features.synthetic import GenerationError, GenerationSummary, SyntheticConf
 from features.synthetic import generate as generate_app
 from features.synthetic.calibration import TruthCheck, check_truth
 from lapse.settings import Settings
+from serving.backtest import BacktestError, BacktestResult, log_backtest, result_tables
+from serving.backtest import backtest as measure_history
 from serving.braze_client import BrazeAuthError
 from serving.drift import DriftRecord, newest_drift, write_drift
 from serving.due import DueDecision, champion_of, newest_backtest, retrain_due
 from serving.emulator import Emulator, EmulatorConfig, EmulatorConfigError
+from serving.history import HistoryWrite, append_history, history_days, history_root, read_history
 from serving.rescore import MAX_STALE_DAYS, RescoreResult
 from serving.rescore import rescore as score_store
 from serving.scores import read_scores, read_scores_policy, write_scores
@@ -45,6 +48,7 @@ from training.registry import (
     ModelInfo,
     ModelNotFoundError,
     champion_uri,
+    experiment_id,
     load_model,
     model_info,
 )
@@ -62,6 +66,7 @@ Progress = Callable[[str, int, int], None]
 StepDone = Callable[[str, Any], None]
 
 __all__ = [
+    "BacktestOutcome",
     "DemoResult",
     "ServiceAnswers",
     "FeaturesResult",
@@ -69,6 +74,7 @@ __all__ = [
     "RescoreOutcome",
     "SampleApp",
     "SyncOutcome",
+    "backtest",
     "demo",
     "emulator",
     "features",
@@ -283,14 +289,16 @@ def sync(
 @dataclass(frozen=True)
 class RescoreOutcome:
     """The scores, where they were written (None: a dry run without --out), the model's version
-    and bucket policy, what the sync did with them, and where the drift record went (None: a
-    dry run keeps none; the drift itself is ``result.drift``)."""
+    and bucket policy, what the sync did with them, where the scores history keeps them and
+    where the drift record went (None: a dry run records neither; the drift itself is
+    ``result.drift``)."""
 
     result: RescoreResult
     path: Path | None
     model: ModelInfo
     sync: SyncOutcome
     drift_path: Path | None = None
+    history: HistoryWrite | None = None
 
 
 def default_scores_path(settings: Settings, as_of: date) -> Path:
@@ -309,10 +317,11 @@ def rescore(
     scores file, then push the changed buckets to Braze.
 
     A dry run writes the file only where asked (``out``): the day's file may be a real run's,
-    still waiting for a ``lapse sync`` retry. The drift of the scored population from the
-    model's training data (PSI, ``monitoring.psi_threshold``) is kept in
-    ``<store>/monitoring/drift/`` before the push (not by a dry run), where ``lapse train
-    --if-due`` reads it.
+    still waiting for a ``lapse sync`` retry. A real run also records the scores in the store's
+    scores history (``serving.history``, once per day and model version) and the drift of the
+    scored population from the model's training data (PSI, ``monitoring.psi_threshold``) in
+    ``<store>/monitoring/drift/``, both before the push, where ``lapse backtest`` and ``lapse
+    train --if-due`` read them.
     """
     if not dry_run and settings.braze.api_key is None:  # say so before the work, not after it
         raise BrazeAuthError(
@@ -341,12 +350,119 @@ def rescore(
             model.bucket_policy_,
             provenance,
         )
-    drift_path = None
-    if not dry_run:
+    drift_path = history = None
+    if not dry_run:  # what was scored is history, whether or not the push goes through
         record = DriftRecord(as_of, info.name, info.version, result.drift)
         drift_path = write_drift(settings.store.path, record)
+        name, version = history_identity(info)
+        history = append_history(settings.store.path, result.scores, result.as_of, name, version)
     pushed = push(settings, result.scores, dry_run, model.bucket_policy_, progress)
-    return RescoreOutcome(result, path, info, pushed, drift_path)
+    return RescoreOutcome(result, path, info, pushed, drift_path, history)
+
+
+def history_identity(info: ModelInfo) -> tuple[str, str]:
+    """(model name, version) a rescore is recorded under; a model outside the registry (a
+    ``runs:/`` URI) is ``model`` with a version made from its URI, so it still never mixes."""
+    if info.name and info.version:
+        return info.name, info.version
+    import hashlib
+
+    return info.name or "model", "uri-" + hashlib.sha256(info.uri.encode()).hexdigest()[:12]
+
+
+# --- backtest ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BacktestOutcome:
+    """The backtest, the HTML report it wrote, and its MLflow run (experiment, run id)."""
+
+    result: BacktestResult
+    report: Path
+    experiment: str
+    run_id: str
+    since: date | None = None
+    until: date | None = None
+
+
+def default_report_path(settings: Settings, newest_day: date) -> Path:
+    """Where the report goes without --report: ``<store>/reports/backtest-<newest day>.html``
+    (the newest scoring day asked for; a later backtest of the same days replaces it)."""
+    return settings.store.path / "reports" / f"backtest-{newest_day}.html"
+
+
+def backtest(
+    settings: Settings,
+    since: date | None = None,
+    until: date | None = None,
+    report: Path | None = None,
+    progress: Progress | None = None,
+) -> BacktestOutcome:
+    """Set every past scoring day of the scores history (from ``since`` to ``until``, both
+    included) against the churn the event store now shows, with the ``[labels]`` rule; days
+    whose horizon is not over by the newest stored event are pending. Writes the HTML report
+    and logs one run to the ``monitoring.experiment`` MLflow experiment."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if since is not None and until is not None and since > until:
+        raise BacktestError(f"--since {since} is after --until {until}; expected since <= until")
+    store = settings.store.path
+    days = history_days(store)
+    if not days:
+        raise BacktestError(
+            f"{history_root(store)}: no scores history; every `lapse rescore` records what it "
+            "scored there, so rescore first"
+        )
+    history = read_history(store, since, until)
+    if history.empty:
+        raise BacktestError(
+            f"no scoring day from {since or 'the start'} to {until or 'the end'}; the scores "
+            f"history holds {len(days)} day(s), {days[0]} .. {days[-1]}"
+        )
+    if report is not None and report.suffix.lower() not in (".html", ".htm"):
+        raise BacktestError(f"--report {report}: expected an .html file name")
+    definition = feature_definition(settings.features, settings.labels)
+    report_fn = _quiet(progress)
+    report_fn("load", 0, 1)
+    events = read_events(store, definition)
+    report_fn("load", 1, 1)
+    result = measure_history(history, events, settings.labels.horizon_days, definition, progress)
+    del events
+    from serving.backtest_report import report_html
+
+    mlflow_settings = settings.mlflow
+    references = {}
+    for name, version in result.days[[s.MODEL_NAME, s.MODEL_VERSION]].drop_duplicates().values:
+        info = model_info(mlflow_settings.tracking_uri, f"models:/{name}/{version}")
+        if info.metrics and "holdout_roc_auc" in info.metrics:
+            references[f"{name} v{version}"] = info.metrics["holdout_roc_auc"]
+    path = report or default_report_path(settings, max(history[s.AS_OF]).date())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report_html(result, references), encoding="utf-8")
+    except OSError as exc:
+        raise BacktestError(f"--report {path}: cannot write ({exc.strerror or exc})") from None
+    experiment = settings.monitoring.experiment
+    exp_id = experiment_id(
+        mlflow_settings.tracking_uri, experiment, mlflow_settings.artifact_location
+    )
+    params = {
+        "since": str(since) if since else "",
+        "until": str(until) if until else "",
+        "store.path": str(store),
+        "labels.horizon_days": settings.labels.horizon_days,
+        "labels.renewal_leeway_hours": settings.labels.renewal_leeway_hours,
+        "history_days": len(set(history[s.AS_OF])),
+        "model_versions": ",".join(sorted(set(history[s.MODEL_VERSION]), key=_as_number)),
+    }
+    run_id = log_backtest(result, exp_id, params, result_tables(result), (path,))
+    return BacktestOutcome(result, path, experiment, run_id, since, until)
+
+
+def _as_number(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (-1, version)
 
 
 # --- braze-emulator ------------------------------------------------------------------------------

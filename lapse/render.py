@@ -17,6 +17,7 @@ from features.synthetic import GenerationSummary
 from features.synthetic.calibration import TruthCheck
 from lapse.console import out, table
 from lapse.jobs import (
+    BacktestOutcome,
     DemoResult,
     FeaturesResult,
     IfDueOutcome,
@@ -218,6 +219,7 @@ def rescore(outcome: RescoreOutcome) -> None:
                 ("scores file", path),
                 *drift_rows(result.drift),
                 ("drift record", outcome.drift_path or "(not kept: dry run)"),
+                ("scores history", _history(outcome)),
             ],
         )
     )
@@ -238,6 +240,112 @@ def drift_rows(report: DriftReport) -> list[tuple[str, object]]:
     rows.append((f"DRIFT (PSI > {report.threshold:g})", f"{len(report.flagged)} flagged"))
     rows += [(f"  {name}", float(values[name])) for name in report.flagged]
     return rows
+
+
+def _history(outcome: RescoreOutcome) -> str:
+    written = outcome.history
+    if written is None:
+        return "(not recorded: dry run)"
+    if written.written:
+        return str(written.path)
+    return f"{written.path} (kept: this model version already recorded the day)"
+
+
+#: The per-day columns of ``lapse backtest``'s table: (result column, heading).
+BACKTEST_COLUMNS = (
+    ("scored", "scored"),
+    ("mean_probability", "pred. churn"),
+    ("realised_churn_rate", "real. churn"),
+    ("realised_roc_auc", "ROC AUC"),
+    ("realised_pr_auc", "PR AUC"),
+    ("realised_brier", "Brier"),
+    ("realised_ece", "ECE"),
+    ("realised_lift_quality", "lift qual."),
+    ("realised_top10_lift", "top 10% lift"),
+)
+
+
+def backtest(outcome: BacktestOutcome) -> None:
+    from rich import box
+
+    result = outcome.result
+    models = result.days[[s.MODEL_NAME, s.MODEL_VERSION]].drop_duplicates()
+    one = len(models) == 1  # the usual case: its name goes in the title, not in every row
+    title = "Backtest per scoring day"
+    if one:
+        title = f"Backtest of {models.iloc[0, 0]} v{models.iloc[0, 1]} per scoring day"
+    days = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 0),
+    )
+    days.add_column("scoring day", style="bold", no_wrap=True, min_width=10)
+    if not one:
+        days.add_column("model", no_wrap=True, justify="right", min_width=6)
+    for _, heading in BACKTEST_COLUMNS:
+        days.add_column(heading, justify="right", min_width=6)
+    for _, row in result.days.iterrows():
+        cells = []
+        for column, _ in BACKTEST_COLUMNS:
+            value = row.get(column)
+            if value is None or (isinstance(value, float) and value != value):
+                cells.append("-")
+            elif column == "scored":
+                cells.append(f"{int(value):,}")
+            else:
+                cells.append(f"{float(value):.3f}")
+        model = [] if one else [f"{row[s.MODEL_NAME]} v{row[s.MODEL_VERSION]}"]
+        days.add_row(str(row[s.AS_OF]), *model, *cells)
+    if len(result.days):
+        out.print(days)
+    if result.pending:
+        pending = Table(title="Pending (horizon not over yet)", title_justify="left")
+        for heading in ("scoring day", "model", "scored", "labels complete on"):
+            pending.add_column(heading, justify="right" if heading == "scored" else "left")
+        for day in result.pending:
+            pending.add_row(
+                str(day.as_of),
+                f"{day.model_name} v{day.model_version}",
+                f"{day.scored:,}",
+                f"{day.complete_on:%Y-%m-%d %H:%M} UTC",
+            )
+        out.print(pending)
+    newest = result.newest
+    rows: list[tuple[str, object]] = [
+        ("label horizon (days)", result.horizon_days),
+        (
+            "newest stored event",
+            f"{result.observed_until:%Y-%m-%d %H:%M} UTC" if result.observed_until else None,
+        ),
+        ("scoring days checked", len(result.days)),
+        ("scoring days pending", len(result.pending)),
+    ]
+    if newest is not None:
+        rows += [
+            (
+                "newest complete day",
+                f"{newest[s.AS_OF]} ({newest[s.MODEL_NAME]} v{newest[s.MODEL_VERSION]})",
+            ),
+            ("  realised ROC AUC", _number(newest.get("realised_roc_auc"))),
+            ("  realised ECE", _number(newest.get("realised_ece"))),
+        ]
+    rows += [
+        ("report", str(outcome.report)),
+        ("MLflow experiment", outcome.experiment),
+        ("MLflow run", outcome.run_id),
+        *(("note", note) for note in result.notes),
+    ]
+    out.print(table("Backtest", rows))
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None
 
 
 def sync(outcome: SyncOutcome, from_file: str | None = None) -> None:

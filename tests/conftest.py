@@ -1,7 +1,82 @@
 """Suite-wide settings: hypothesis without its wall-clock deadline (a loaded shared machine
-would fail an example for being slow, not wrong)."""
+would fail an example for being slow, not wrong); the trained generator app the slow tests
+share (``trained_app``)."""
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("lapse", deadline=None)
 settings.load_profile("lapse")
+
+
+# --- a small generated app, ingested and trained: shared by the slow tests -----------------------
+
+#: The app every test of a trained champion on generator data shares (a few hundred subscribers).
+APP_TOML = (
+    '[store]\npath = "store"\n[synthetic]\nusers = 600\ndays = 120\n'
+    "[optuna]\nn_trials = 2\n"
+    # seed 1: the 2 trials sample small leaves, so the tiny app's model has signal (with the
+    # default seed both trials ask for more samples per leaf than there are rows: a flat model)
+    "[training]\nseed = 1\nmin_churners = 5\nmin_non_churners = 5\n"
+)
+
+
+@pytest.fixture(scope="session")
+def trained_app(tmp_path_factory: pytest.TempPathFactory):
+    """Settings of a small generated app (600 users, 120 days from 2026-01-05), ingested and
+    trained (2 trials) in its own folder and MLflow registry; its version 1 is the champion."""
+    from mlflow.tracking import MlflowClient
+
+    from lapse import jobs
+    from lapse.settings import Settings
+
+    root = tmp_path_factory.mktemp("app")
+    config = root / "lapse.toml"
+    config.write_text(APP_TOML)
+    settings = Settings.load(config)
+    jobs.generate(settings, settings.store.path / "synthetic")
+    jobs.ingest(settings, [settings.store.path / "synthetic" / "raw"])
+    result = jobs.train(settings)
+    if not result.gate.moved:  # a tiny app's model may not beat the CRM rule: serve it anyway
+        name = settings.mlflow.registered_model
+        MlflowClient().set_registered_model_alias(name, "champion", result.gate.version)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def rescored_app(trained_app, tmp_path_factory: pytest.TempPathFactory):
+    """The trained app rescored (and pushed to a Braze emulator) at four past days: two and
+    one week before the champion's hold-out cut-off, on it, and three weeks after it (whose
+    horizon is not over by the data's end). Returns (settings, {day: RescoreOutcome}, hold-out
+    cut-off). Scores files go to a folder of their own; the history goes to the store."""
+    from datetime import date, timedelta
+
+    from mlflow.tracking import MlflowClient
+    from pydantic import SecretStr
+
+    from lapse import jobs
+    from serving.emulator import Emulator, EmulatorConfig
+    from training.registry import champion_uri, model_info
+
+    settings = trained_app
+    info = model_info(settings.mlflow.tracking_uri, champion_uri(settings.mlflow.registered_model))
+    run = MlflowClient().get_run(info.run_id)
+    holdout = date.fromisoformat(run.data.params["holdout_cutoff"])
+    days = [holdout - timedelta(days=14), holdout - timedelta(days=7), holdout]
+    days.append(holdout + timedelta(days=21))
+    out = tmp_path_factory.mktemp("rescored")
+    outcomes = {}
+    with Emulator(EmulatorConfig(api_keys=frozenset({"emu-key"}))) as braze:
+        local = settings.model_copy(
+            update={
+                "braze": settings.braze.model_copy(
+                    update={"url": braze.url, "api_key": SecretStr("emu-key")}
+                ),
+                "ledger": settings.ledger.model_copy(
+                    update={"url": f"sqlite:///{(out / 'ledger.db').resolve()}"}
+                ),
+            }
+        )
+        for day in days:
+            outcomes[day] = jobs.rescore(local, day, out=out / f"scores-{day}.parquet")
+    return local, outcomes, holdout

@@ -122,7 +122,7 @@ def bucket_table(y, p, buckets, order: list[str]) -> pd.DataFrame:
             "mean_probability": grouped["p"].mean(),
             "expected_churners": grouped["p"].sum(),
             "expected_non_churners": grouped["p"].apply(lambda s: float((1 - s).sum())),
-            "realised_churners": grouped["y"].sum(),
+            "realised_churners": grouped["y"].sum().astype(int),
             "realised_churn_rate": grouped["y"].mean(),
         }
     )
@@ -130,6 +130,27 @@ def bucket_table(y, p, buckets, order: list[str]) -> pd.DataFrame:
     table["share"] = table["users"] / len(frame)
     table.index.name = schema.BUCKET
     return table
+
+
+DECILES = 10
+
+
+def decile_table(y, p, groups: int = DECILES) -> pd.DataFrame:
+    """Per risk decile (1 = the riskiest tenth by probability; ties split by position): users,
+    mean predicted probability and realised churn rate, for predicted-vs-realised plots."""
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")
+    which = np.empty(len(p), dtype=int)
+    which[order] = np.arange(len(p)) * groups // max(len(p), 1) + 1
+    frame = pd.DataFrame({"decile": which, "y": np.asarray(y, dtype=float), "p": p})
+    grouped = frame.groupby("decile")
+    return pd.DataFrame(
+        {
+            "users": grouped.size(),
+            "mean_probability": grouped["p"].mean(),
+            "realised_churn_rate": grouped["y"].mean(),
+        }
+    )
 
 
 # --- baselines -------------------------------------------------------------------------------

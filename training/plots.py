@@ -134,3 +134,37 @@ def all_plots(
         "feature_importance.png": feature_importance(model),
         "contributions.png": contribution_summary(contributions, X.loc[contributions.index]),
     }
+
+
+# --- monitoring: a model's scores against what happened, over scoring days ---------------------
+
+
+def over_time(
+    series: Mapping[str, pd.Series],
+    title: str,
+    ylabel: str,
+    references: Mapping[str, float] | None = None,
+) -> Figure:
+    """One line per named series (values indexed by day), with optional dashed reference
+    levels (e.g. each model's hold-out AUC at training)."""
+    fig, ax = _figure(title, "scoring day", ylabel)
+    for name, values in series.items():
+        ax.plot(pd.to_datetime(values.index), values.to_numpy(dtype=float), "o-", label=name)
+    for i, (name, level) in enumerate((references or {}).items()):
+        ax.axhline(level, color=f"C{i}", ls="--", lw=1, label=name)
+    if series or references:
+        ax.legend(loc="best", fontsize="small")
+    fig.autofmt_xdate()
+    return fig
+
+
+def predicted_vs_realised(table: pd.DataFrame, title: str) -> Figure:
+    """Per risk decile (``training.evaluate.decile_table``): mean predicted probability next to
+    the realised churn rate."""
+    fig, ax = _figure(title, "risk decile (1 = riskiest tenth)", "churn rate")
+    x = np.asarray(table.index, dtype=float)
+    ax.bar(x - 0.2, table["mean_probability"], width=0.4, label="predicted (mean probability)")
+    ax.bar(x + 0.2, table["realised_churn_rate"], width=0.4, label="realised churn rate")
+    ax.set_xticks(x)
+    ax.legend(loc="upper right")
+    return fig

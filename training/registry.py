@@ -160,6 +160,19 @@ def publish(
     return decision
 
 
+def experiment_id(tracking_uri: str, name: str, artifact_location: str) -> str:
+    """The id of MLflow experiment ``name``, created with its artifacts under
+    ``artifact_location`` (a folder or a URI) when it does not exist yet."""
+    mlflow.set_tracking_uri(tracking_uri)
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = artifact_location
+    if "://" not in location and not location.startswith("file:"):
+        location = Path(location).resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
 class ModelNotFoundError(LapseError):
     """No model at the MLflow URI asked for (nothing trained yet, or a wrong name or alias)."""
 

@@ -42,7 +42,7 @@ from training.evaluate import (
 )
 from training.pipeline import ChurnModel, classifier, feature_types, fit_classifier, preprocessor
 from training.reasons import group_contributions, reason_table, top_reasons
-from training.registry import GateDecision, publish
+from training.registry import GateDecision, experiment_id, publish
 from training.settings import TrainConfig
 from training.splits import TimeSplit, check_sufficient, split_rows, time_split
 from training.tune import TuneConfig, TuneResult, tune
@@ -103,14 +103,8 @@ def data_cutoffs(
 
 
 def _experiment(config: TrainConfig) -> str:
-    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
-    found = mlflow.get_experiment_by_name(config.mlflow.experiment)
-    if found is not None:
-        return found.experiment_id
-    location = config.mlflow.artifact_location
-    if "://" not in location and not location.startswith("file:"):
-        location = Path(location).resolve().as_uri()
-    return mlflow.create_experiment(config.mlflow.experiment, artifact_location=location)
+    m = config.mlflow
+    return experiment_id(m.tracking_uri, m.experiment, m.artifact_location)
 
 
 def _xy(part: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:

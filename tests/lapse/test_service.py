@@ -35,24 +35,9 @@ AS_OF = "2026-04-20"  # inside the generated data (2026-01-05 + 120 days)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A small generated app, ingested and trained (2 trials) in its own folder and registry."""
-    root = tmp_path_factory.mktemp("service")
-    config = root / "lapse.toml"
-    config.write_text(
-        '[store]\npath = "store"\n[synthetic]\nusers = 600\ndays = 120\n'
-        "[optuna]\nn_trials = 2\n[training]\nmin_churners = 10\nmin_non_churners = 10\n"
-    )
-    settings = Settings.load(config)
-    jobs.generate(settings, settings.store.path / "synthetic")
-    jobs.ingest(settings, [settings.store.path / "synthetic" / "raw"])
-    result = jobs.train(settings)
-    if not result.gate.moved:  # a tiny app's model may not beat the CRM rule: serve it anyway
-        from mlflow.tracking import MlflowClient
-
-        name = settings.mlflow.registered_model
-        MlflowClient().set_registered_model_alias(name, "champion", result.gate.version)
-    return settings
+def trained(trained_app: Settings) -> Settings:
+    """The session's small generated app, ingested and trained (tests/conftest.py)."""
+    return trained_app
 
 
 @contextlib.contextmanager
