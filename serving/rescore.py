@@ -1,8 +1,10 @@
 """Scoring with a trained model: the champion scores every active subscriber as of a day.
 
 `rescore(store, as_of, model)` builds the features of the store's active subscribers with the
-model's own feature definition and scores them (`serving.scoring.score`). The job that
-writes the scores file and syncs it is `lapse.jobs.rescore`.
+model's own feature definition and scores them (`serving.scoring.score`), one subscriber
+partition at a time: each partition's features are scored where they were built (in this
+process, or on a dask worker) and only its scores travel back. The job that writes the scores
+file and syncs it is `lapse.jobs.rescore`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from features import schema as s
 from features.build import Progress
-from features.from_store import store_features
+from features.cluster import Workplace
+from features.from_store import check_span, nobody_active, partition_features, plan_partitions
+from features.settings import FeatureConfig
 from serving.scoring import score
 
 __all__ = ["MAX_STALE_DAYS", "RescoreResult", "rescore"]
@@ -30,6 +35,20 @@ class RescoreResult:
     scores: pd.DataFrame
     as_of: pd.Timestamp
     events: int
+    partitions: int = 1
+    ran_on: str = "in-process"
+    dashboard: str | None = None
+
+
+def score_partition(
+    index: int, *, store: str, as_of: pd.Timestamp, count: int, model
+) -> pd.DataFrame:
+    """The scores of partition ``index`` of ``count``: its features, built with the model's
+    definition, scored where they were built (a task for ``Workplace.map``)."""
+    config = model.feature_definition
+    return score(
+        model, partition_features(index, store=store, as_of=as_of, config=config, count=count)
+    )
 
 
 def rescore(
@@ -38,11 +57,35 @@ def rescore(
     model,
     max_stale_days: float = MAX_STALE_DAYS,
     progress: Progress | None = None,
+    where: Workplace | None = None,
+    split: FeatureConfig | None = None,
 ) -> RescoreResult:
     """Score every subscriber active at `as_of` from the events stored before it, with the
     features the model was trained on; refuses (StaleStoreError) when the newest of those
-    events is more than `max_stale_days` older (the store was not fed)."""
-    built = store_features(
-        store, as_of, model.feature_definition, progress=progress, max_stale_days=max_stale_days
+    events is more than `max_stale_days` older (the store was not fed). The work is split
+    into subscriber partitions as `split` says (`features.max_memory_gib`, `partitions`;
+    default: the defaults) and runs at `where` (default: this process)."""
+    from features.timeline import to_timestamp
+
+    when = to_timestamp(as_of)
+    where = where or Workplace("in-process")
+    config = model.feature_definition
+    report = progress or (lambda stage, done, total: None)
+    report("load", 0, 1)
+    events, first, last = check_span(store, when, config, max_stale_days)
+    report("load", 1, 1)
+    count = plan_partitions(store, split or FeatureConfig(), where)
+    parts = []
+    tasks = where.map(
+        score_partition, range(count), store=str(store), as_of=when, count=count, model=model
     )
-    return RescoreResult(score(model, built.frame), built.as_of, built.events)
+    for i, part in enumerate(tasks):
+        parts.append(part)
+        report("partitions", i + 1, count)
+    scores = pd.concat(parts, ignore_index=True) if count > 1 else parts[0]
+    if scores.empty:
+        raise nobody_active(store, when, events, first, last)
+    if count > 1:
+        key = list(s.SUBSCRIBER_INDEX)
+        scores = scores.sort_values(key, kind="stable", ignore_index=True)
+    return RescoreResult(scores, when, events, count, where.label, where.dashboard)
