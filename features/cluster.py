@@ -39,6 +39,12 @@ class Workplace:
     client: Any = None  # a distributed.Client, or None in-process
     workers: int = 1
 
+    @classmethod
+    def of(cls, client: Any) -> Workplace:
+        """The workplace of a ``distributed.Client`` the caller already holds."""
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        return cls(client.scheduler.address, client.dashboard_link, client, workers)
+
     def map(self, fn: Callable[..., Any], items: Iterable[Any], **shared: Any) -> Iterator[Any]:
         """``fn(item, **shared)`` for every item, in the items' order.
 
@@ -117,5 +123,4 @@ def workplace(settings: DaskSettings) -> Iterator[Workplace]:
             "in-process"
         ) from None
     with client:
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
-        yield Workplace(client.scheduler.address, client.dashboard_link, client, workers)
+        yield Workplace.of(client)

@@ -162,14 +162,152 @@ def store_features(
     count = partitions or plan_partitions(store, config, where)
     parts = []
     for i, part in enumerate(
-        where.map(partition_features, range(count), store=str(store), as_of=when, config=config,
-                  count=count)
+        where.map(
+            partition_features,
+            range(count),
+            store=str(store),
+            as_of=when,
+            config=config,
+            count=count,
+        )
     ):
         parts.append(part)
         report("partitions", i + 1, count)
     frame = pd.concat(parts).sort_index() if count > 1 else parts[0]
     if frame.empty:
         raise nobody_active(store, when, events, first, last)
-    return StoreFeatures(
-        frame, when, events, first, last, count, where.label, where.dashboard
+    return StoreFeatures(frame, when, events, first, last, count, where.label, where.dashboard)
+
+
+# --- training snapshots ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreSnapshots:
+    """Snapshots (features + CHURNED by as_of, user_id, platform) of a store, and how they were
+    built: rows before sampling, the fraction kept at every cut-off, where the work ran."""
+
+    frame: pd.DataFrame
+    built_rows: int
+    fraction: float
+    partitions: int
+    ran_on: str = "in-process"
+    dashboard: str | None = None
+
+
+def partition_app_event_counts(
+    index: int, *, store: str, t: pd.Timestamp, config: FeatureConfig, count: int
+) -> dict[str, int]:
+    """In-app event counts among subscribers of partition ``index`` (see ``top_app_events``)."""
+    from features.engagement import app_event_counts
+    from features.timeline import EventTable, to_micros
+
+    events = read_events(store, config, partition=(index, count))
+    return app_event_counts(EventTable(events, config), to_micros(t))
+
+
+def store_app_events(
+    store: str | os.PathLike[str],
+    t: pd.Timestamp,
+    config: FeatureConfig,
+    where: Workplace | None = None,
+    partitions: int = 1,
+) -> tuple[str, ...]:
+    """``choose_app_events`` over the whole store, counted partition by partition."""
+    from features.engagement import top_app_events
+
+    if config.app_events_top <= 0:
+        return top_app_events({}, config)
+    total: dict[str, int] = {}
+    tasks = (where or _HERE).map(
+        partition_app_event_counts,
+        range(partitions),
+        store=str(store),
+        t=t,
+        config=config,
+        count=partitions,
     )
+    for counts in tasks:
+        for name, n in counts.items():
+            total[name] = total.get(name, 0) + n
+    return top_app_events(total, config)
+
+
+def partition_snapshots(
+    index: int,
+    *,
+    store: str,
+    cutoffs: tuple[pd.Timestamp, ...],
+    horizon_days: int,
+    config: FeatureConfig,
+    observed_until: pd.Timestamp,
+    count: int,
+    fraction: float = 1.0,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, int]:
+    """Snapshots of partition ``index`` (its subscribers' events only, labels observed until
+    the whole store's last event) and their row count before ``sample_by_cutoff``."""
+    from features.labelled import snapshots
+
+    events = read_events(store, config, partition=(index, count))
+    frame = snapshots(events, cutoffs, horizon_days, config, observed_until=observed_until)
+    return sample_by_cutoff(frame, fraction, seed + index), len(frame)
+
+
+def sample_by_cutoff(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """``fraction`` of the rows of every cut-off (rounded), chosen by a seeded permutation, in
+    the frame's order: a sample stratified by cut-off."""
+    if fraction >= 1.0 or frame.empty:
+        return frame
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cut = frame.index.get_level_values(s.AS_OF)
+    keep = np.zeros(len(frame), dtype=bool)
+    for when in cut.unique():
+        rows = np.flatnonzero(cut == when)
+        chosen = rng.permutation(rows)[: round(fraction * len(rows))]
+        keep[chosen] = True
+    return frame[keep]
+
+
+def store_snapshots(
+    store: str | os.PathLike[str],
+    cutoffs: list[pd.Timestamp],
+    horizon_days: int,
+    config: FeatureConfig,
+    observed_until: pd.Timestamp,
+    where: Workplace | None = None,
+    partitions: int = 1,
+    max_rows: int = 0,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> StoreSnapshots:
+    """Snapshots at ``cutoffs`` built partition by partition (at ``where``), at most about
+    ``max_rows`` of them (0: all): the first partition's rows estimate the whole, and every
+    partition keeps the same fraction of each cut-off's rows (stratified by cut-off)."""
+    where = where or _HERE
+    report = progress or (lambda stage, done, total: None)
+    shared = {
+        "store": str(store),
+        "cutoffs": tuple(cutoffs),
+        "horizon_days": horizon_days,
+        "config": config,
+        "observed_until": observed_until,
+        "count": partitions,
+        "seed": seed,
+    }
+    first, first_rows = partition_snapshots(0, **shared)
+    report("snapshots", 1, partitions)
+    estimate = first_rows * partitions
+    fraction = 1.0 if not max_rows or estimate <= max_rows else max_rows / estimate
+    parts = [sample_by_cutoff(first, fraction, seed)]
+    built = first_rows
+    del first
+    rest = where.map(partition_snapshots, range(1, partitions), fraction=fraction, **shared)
+    for i, (part, rows) in enumerate(rest):
+        parts.append(part)
+        built += rows
+        report("snapshots", i + 2, partitions)
+    frame = pd.concat(parts).sort_index() if len(parts) > 1 else parts[0]
+    return StoreSnapshots(frame, built, fraction, partitions, where.label, where.dashboard)

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from features import schema as s
+from features.cluster import workplace
 from features.from_store import StoreFeatures, store_features
 from features.ingest import IngestSummary, StoreError
 from features.ingest import ingest as ingest_files
@@ -140,7 +141,8 @@ def features(
     if not os.access(out.parent, os.W_OK):
         raise StoreError(f"--out {out}: cannot write in {out.parent}")
     definition = feature_definition(settings.features, settings.labels)
-    built = store_features(settings.store.path, as_of, definition, progress)
+    with workplace(settings.dask) as where:
+        built = store_features(settings.store.path, as_of, definition, progress, where=where)
     try:
         built.frame.to_parquet(out)
     except OSError as exc:
@@ -170,9 +172,15 @@ def train(settings: Settings, progress: Progress | None = None) -> TrainResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    return train_store(
-        settings.store.path, TrainConfig.of(settings), truth_path(settings), progress
-    )
+    with workplace(settings.dask) as where:
+        return train_store(
+            settings.store.path,
+            TrainConfig.of(settings),
+            truth_path(settings),
+            progress,
+            where=where,
+            split=settings.features,
+        )
 
 
 # --- sync ----------------------------------------------------------------------------------------
@@ -253,7 +261,16 @@ def rescore(
         )
     uri = champion_uri(settings.mlflow.registered_model)
     model = load_model(settings.mlflow.tracking_uri, uri)
-    result = score_store(settings.store.path, as_of, model, MAX_STALE_DAYS, progress)
+    with workplace(settings.dask) as where:
+        result = score_store(
+            settings.store.path,
+            as_of,
+            model,
+            MAX_STALE_DAYS,
+            progress,
+            where=where,
+            split=settings.features,
+        )
     info = model_info(settings.mlflow.tracking_uri, uri)
     path = None
     if not (dry_run and out is None):

@@ -66,6 +66,12 @@ class TrainingSettings(Section):
     truth_path: Path | None = Field(
         None, description="Generator ground truth; default <store>/synthetic/truth/… if present."
     )
+    max_rows: int = Field(
+        2_000_000,
+        ge=0,
+        description="Snapshot rows trained on at most: a larger app's snapshots are sampled, "
+        "the same share of every cut-off's rows (0: all rows).",
+    )
 
 
 class BucketSettings(Section):

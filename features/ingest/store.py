@@ -418,7 +418,9 @@ def read_events_table(
 def event_rows(store: str | os.PathLike[str]) -> int:
     """Rows in the store's event files, from their Parquet footers (nothing else is read)."""
     store = Path(store)
-    return sum(pq.ParquetFile(store / f).metadata.num_rows for f in read_manifest(store).event_files())
+    return sum(
+        pq.ParquetFile(store / f).metadata.num_rows for f in read_manifest(store).event_files()
+    )
 
 
 def events_span(
