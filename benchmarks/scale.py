@@ -68,59 +68,81 @@ def _train_model(folder: Path) -> Path:
     return path
 
 
-def _replicate(base: Path, root: Path, sizes: list[int]) -> dict[int, Path]:
-    """Stores of ``k`` copies of ``base`` for each k in sizes (copies shared by hard links)."""
+_BASE = None
+
+
+def _write_copy(base: str, copy: int, folder: str) -> str:
+    """Commit copy ``copy`` of the base store's events (user ids suffixed ``~r<copy>``) into
+    a store of its own at ``folder`` (merged into the sized stores by ``_store``)."""
+    global _BASE
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from features import schema as s
     from features.ingest.store import (
         EVENT_SCHEMA,
-        MANIFEST,
         QUARANTINE_SCHEMA,
+        Manifest,
         commit,
         read_events_table,
-        read_manifest,
         writer_lock,
     )
 
-    table = read_events_table(base, columns=EVENT_SCHEMA.names)
-    stores: dict[int, Path] = {}
-    previous: Path | None = None
-    done = 0
-    for k in sorted(sizes):
-        store = root / f"x{k}"
-        if (store / MANIFEST).is_file() and len(read_manifest(store).commits) == k:
-            stores[k], previous, done = store, store, k
-            continue
-        store.mkdir(parents=True, exist_ok=True)
-        if previous is not None:  # the smaller store's copies, as hard links
-            for rel in read_manifest(previous).event_files():
-                (store / rel).parent.mkdir(parents=True, exist_ok=True)
-                if not (store / rel).exists():
-                    os.link(previous / rel, store / rel)
-            (store / MANIFEST).write_text((previous / MANIFEST).read_text())
-        manifest = read_manifest(store)
-        started = time.perf_counter()
-        with writer_lock(store):
-            for copy in range(done, k):
-                ids = pc.binary_join_element_wise(
-                    table.column(s.USER_ID), pa.scalar(f"~r{copy}"), ""
-                )
-                events = table.set_column(table.schema.get_field_index(s.USER_ID), s.USER_ID, ids)
-                manifest = commit(
-                    store,
-                    manifest,
-                    events,
-                    QUARANTINE_SCHEMA.empty_table(),
-                    [{"sha256": f"replica-{copy}", "path": f"{base} copy {copy}"}],
-                )
+    if _BASE is None:
+        _BASE = read_events_table(Path(base), columns=EVENT_SCHEMA.names)
+    table = _BASE
+    ids = pc.binary_join_element_wise(table.column(s.USER_ID), pa.scalar(f"~r{copy}"), "")
+    events = table.set_column(table.schema.get_field_index(s.USER_ID), s.USER_ID, ids)
+    out = Path(folder)
+    with writer_lock(out):
+        commit(
+            out,
+            Manifest(),
+            events,
+            QUARANTINE_SCHEMA.empty_table(),
+            [{"sha256": f"replica-{copy}", "path": f"{base} copy {copy}"}],
+        )
+    return folder
+
+
+def _store(root: Path, k: int, copies: list[Path]) -> Path:
+    """The store of the first ``k`` copies: their files hard-linked, their commits in order."""
+    from features.ingest.store import MANIFEST, Manifest, read_manifest
+
+    store = root / f"x{k}"
+    if (store / MANIFEST).is_file() and len(read_manifest(store).commits) == k:
+        return store
+    merged = Manifest()
+    for number, folder in enumerate(copies[:k], start=1):
+        one = read_manifest(folder)
+        for rel in one.event_files():
+            (store / rel).parent.mkdir(parents=True, exist_ok=True)
+            if not (store / rel).exists():
+                os.link(folder / rel, store / rel)
+        merged.sources.update({sha: dict(src, commit=number) for sha, src in one.sources.items()})
+        merged.commits.extend(dict(c, commit=number) for c in one.commits)
+    (store / MANIFEST).write_text(merged.to_json())
+    return store
+
+
+def _copies(base: Path, root: Path, upto: int, have: list[Path], jobs: int) -> list[Path]:
+    """Copies 0..upto-1 of the base store, written by ``jobs`` processes side by side."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from features.ingest.store import MANIFEST
+
+    todo = [i for i in range(len(have), upto) if not (root / f"c{i}" / MANIFEST).is_file()]
+    started = time.perf_counter()
+    if todo:
+        with ProcessPoolExecutor(jobs) as pool:
+            list(pool.map(_write_copy, [str(base)] * len(todo), todo,
+                          [str(root / f"c{i}") for i in todo]))  # fmt: skip
         print(
-            f"store x{k}: {k - done} copies written in {time.perf_counter() - started:.0f} s",
+            f"{len(todo)} copies of the base store written in "
+            f"{time.perf_counter() - started:.0f} s ({jobs} processes)",
             flush=True,
         )
-        stores[k], previous, done = store, store, k
-    return stores
+    return [root / f"c{i}" for i in range(upto)]
 
 
 def child(store: Path, where: str, model_path: Path, out: Path, max_memory_gib: float) -> None:
@@ -171,7 +193,12 @@ def _measure(args: list[str]) -> dict:
         for p in family:
             try:
                 rss = p.memory_info().rss
-                name = " ".join(p.cmdline()[1:4])[:60]
+                line = " ".join(p.cmdline())
+                name = (
+                    "client" if p.pid == proc.pid
+                    else "worker" if "spawn_main" in line
+                    else "helper"
+                )  # fmt: skip
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             total += rss
@@ -201,6 +228,7 @@ def main() -> None:
         "--local-sizes", default="10,50", help="Sizes (copies) also run on the cluster."
     )
     parser.add_argument("--max-memory-gib", type=float, default=4.0)
+    parser.add_argument("--jobs", type=int, default=3, help="Processes writing the copies.")
     parser.add_argument("--results", type=Path, help="Append each run as a JSON line here.")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
@@ -221,27 +249,30 @@ def main() -> None:
     model = work / "model" / "model.pkl"
     if not model.is_file():
         model = _train_model(work / "model")
-    sizes = [int(x) for x in args.sizes.split(",")]
+    sizes = sorted(int(x) for x in args.sizes.split(","))
     local_sizes = {int(x) for x in args.local_sizes.split(",") if x}
-    stores = _replicate(base, work / "stores", sizes)
     places = args.where.split(",")
     runs: dict[tuple[int, str], dict] = {}
-    for k in sizes:
+    copies: list[Path] = []
+    for k in sizes:  # each size measured as soon as it is written: a cut-short run keeps results
+        copies = _copies(base, work / "copies", k, copies, args.jobs)
+        store = _store(work / "stores", k, copies)
         for where in places:
             if where != "in-process" and k not in local_sizes:
                 continue
             cmd = [
-                sys.executable, __file__, "--child", "--store", str(stores[k]), "--on", where,
+                sys.executable, __file__, "--child", "--store", str(store), "--on", where,
                 "--model", str(model), "--out", str(work / f"scores-{k}-{where}.parquet"),
                 "--max-memory-gib", str(args.max_memory_gib),
             ]  # fmt: skip
             r = _measure(cmd)
             r.update(copies=k, where=where, at=datetime.now(UTC).isoformat(timespec="seconds"))
             runs[k, where] = r
-            top = ", ".join(f"{n.split()[-1] if n else '?'} {g:.2f}" for n, g in r["peaks_gib"][:4])
+            top = ", ".join(f"{n} {g:.2f}" for n, g in r["peaks_gib"][:4])
             print(
                 f"{k:>4} copies {where:<10} {r['seconds']:8.1f} s  events {r['events']:>12,}  "
                 f"scored {r['scored']:>10,}  partitions {r['partitions']:>3}  "
+                f"(cluster start {r['cluster_s']:.1f} s)  "
                 f"peak sum {r['peak_sum_gib']:.2f} GiB  (per process: {top})",
                 flush=True,
             )

@@ -35,6 +35,13 @@ class OptunaSettings(Section):
 
     n_trials: int = Field(30, ge=1)
     timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes running trials side by side on the one study (> 1 needs a "
+        "shared RDB storage such as PostgreSQL; SQLite is refused).",
+    )
 
 
 class TrainingSettings(Section):
