@@ -84,6 +84,7 @@ def _write_copy(base: str, copy: int, folder: str) -> str:
         QUARANTINE_SCHEMA,
         Manifest,
         commit,
+        month_of,
         read_events_table,
         writer_lock,
     )
@@ -91,17 +92,18 @@ def _write_copy(base: str, copy: int, folder: str) -> str:
     if _BASE is None:
         _BASE = read_events_table(Path(base), columns=EVENT_SCHEMA.names)
     table = _BASE
-    ids = pc.binary_join_element_wise(table.column(s.USER_ID), pa.scalar(f"~r{copy}"), "")
-    events = table.set_column(table.schema.get_field_index(s.USER_ID), s.USER_ID, ids)
+    months = month_of(table.column(s.TS))
     out = Path(folder)
+    manifest = Manifest()
     with writer_lock(out):
-        commit(
-            out,
-            Manifest(),
-            events,
-            QUARANTINE_SCHEMA.empty_table(),
-            [{"sha256": f"replica-{copy}", "path": f"{base} copy {copy}"}],
-        )
+        # a commit per month: the same files as one commit, a third of the memory
+        for month in sorted(pc.unique(months).to_pylist()):
+            part = table.filter(pc.equal(months, month))
+            ids = pc.binary_join_element_wise(part.column(s.USER_ID), pa.scalar(f"~r{copy}"), "")
+            events = part.set_column(part.schema.get_field_index(s.USER_ID), s.USER_ID, ids)
+            source = {"sha256": f"replica-{copy}-{month}", "path": f"{base} copy {copy}"}
+            manifest = commit(out, manifest, events, QUARANTINE_SCHEMA.empty_table(), [source])
+            del part, ids, events
     return folder
 
 
@@ -110,18 +112,24 @@ def _store(root: Path, k: int, copies: list[Path]) -> Path:
     from features.ingest.store import MANIFEST, Manifest, read_manifest
 
     store = root / f"x{k}"
-    if (store / MANIFEST).is_file() and len(read_manifest(store).commits) == k:
+    marker = store / "copies.txt"
+    if (store / MANIFEST).is_file() and marker.is_file() and marker.read_text() == str(k):
         return store
     merged = Manifest()
-    for number, folder in enumerate(copies[:k], start=1):
+    for folder in copies[:k]:
         one = read_manifest(folder)
         for rel in one.event_files():
             (store / rel).parent.mkdir(parents=True, exist_ok=True)
             if not (store / rel).exists():
                 os.link(folder / rel, store / rel)
-        merged.sources.update({sha: dict(src, commit=number) for sha, src in one.sources.items()})
-        merged.commits.extend(dict(c, commit=number) for c in one.commits)
+        for c in one.commits:
+            number = len(merged.commits) + 1
+            merged.sources.update(
+                {sha: dict(one.sources[sha], commit=number) for sha in c["sources"]}
+            )
+            merged.commits.append(dict(c, commit=number))
     (store / MANIFEST).write_text(merged.to_json())
+    marker.write_text(str(k))
     return store
 
 
@@ -228,7 +236,7 @@ def main() -> None:
         "--local-sizes", default="10,50", help="Sizes (copies) also run on the cluster."
     )
     parser.add_argument("--max-memory-gib", type=float, default=4.0)
-    parser.add_argument("--jobs", type=int, default=3, help="Processes writing the copies.")
+    parser.add_argument("--jobs", type=int, default=2, help="Processes writing the copies.")
     parser.add_argument("--results", type=Path, help="Append each run as a JSON line here.")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)

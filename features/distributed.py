@@ -21,7 +21,7 @@ from distributed import Client
 from features import schema as s
 from features.build import AsOf, build_features
 from features.cluster import Workplace
-from features.partitions import subscriber_partition
+from features.ingest.partitions import subscriber_partition
 from features.timeline import (
     DEFAULT_CONFIG,
     NEEDED_COLUMNS,

@@ -2,10 +2,11 @@
 rescoring, notebooks) reads the store for features, so the store check, the columns read and
 the sandbox rule cannot differ between them.
 
-A build is split into subscriber partitions (``features.partitions``): each partition reads only
-its own subscribers' events from the store and runs the same ``build_features``, one after
-another in this process (peak memory is one partition's, not the store's) or side by side on a
-dask cluster (``features.cluster``); the partitions' rows, put in order, are the whole build's.
+A build is split into subscriber partitions (``features.ingest.partitions``): each partition
+reads only its own subscribers' events from the store and runs the same ``build_features``,
+one after another in this process (peak memory is one partition's, not the store's) or side by
+side on a dask cluster (``features.cluster``); the partitions' rows, in order, are the whole
+build's.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import pandas as pd
 from features import schema as s
 from features.build import Progress, build_features
 from features.cluster import Workplace
+from features.ingest.partitions import partition_count
 from features.ingest.store import MANIFEST, StoreError, event_rows, events_span, load_events
-from features.partitions import partition_count
 from features.settings import FeatureConfig
 from features.timeline import NEEDED_COLUMNS, to_timestamp
 

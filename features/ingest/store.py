@@ -13,10 +13,11 @@ A commit writes its parquet files under new names, fsyncs them, then atomically 
 ``manifest.json``. Readers read only files the manifest lists, so a crash leaves at most orphan
 files, which the next writer deletes: the store holds a source file wholly or not at all.
 
-Each event file also holds ``bucket``, the subscriber's hash bucket (``features.partitions``), and
-is ordered by it, so a reader of one partition of subscribers skips the other row groups by their
-statistics. Files of commits before this column existed (no ``bucketed`` mark in the manifest)
-stay readable: their buckets are computed as they are read.
+Each event file also holds ``bucket``, the subscriber's hash bucket
+(``features.ingest.partitions``), and is ordered by it, so a reader of one partition of
+subscribers skips the other row groups by their statistics. Files of commits before this column
+existed (no ``bucketed`` mark in the manifest) stay readable: their buckets are computed as they
+are read.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import pyarrow.parquet as pq
 
 from base import LapseError
 from features import schema as s
-from features.partitions import bucket_range, partition_of, subscriber_buckets
+from features.ingest.partitions import bucket_range, partition_of, subscriber_buckets
 
 MANIFEST: Final = "manifest.json"
 EVENTS_DIR: Final = "events"
@@ -92,7 +93,7 @@ EVENT_SCHEMA: Final = pa.schema(
     [pa.field(n, _arrow_type(t)) for n, t in s.EVENT_COLUMNS.items()]
     + [pa.field(s.EXTRA, pa.map_(pa.string(), pa.string()))]
 )
-#: The stored subscriber bucket of each event (features.partitions), in files of bucketed commits.
+#: The stored subscriber bucket of each event (features.ingest.partitions), in bucketed commits.
 BUCKET: Final = "bucket"
 BUCKETED_SCHEMA: Final = EVENT_SCHEMA.append(pa.field(BUCKET, pa.uint16()))
 #: The quarantine's CSV header line of the row's file (null for callbacks and older stores).
@@ -364,7 +365,7 @@ def read_events_table(
 ) -> pa.Table:
     """Events with ``start <= ts < end`` as an Arrow table (see ``load_events``); with
     ``partition=(index, count)`` only the events of that partition's subscribers
-    (``features.partitions``), read by row-group statistics on the stored bucket."""
+    (``features.ingest.partitions``), read by row-group statistics on the stored bucket."""
     store = Path(store)
     manifest = read_manifest(store)
     wanted = list(columns) if columns is not None else list(s.EVENT_COLUMNS)
@@ -470,8 +471,8 @@ def load_events(
     Only the months the range touches are opened, and row groups outside it are skipped by
     their statistics. ``columns`` defaults to ``EVENT_COLUMNS`` (``extra`` on request);
     ``include_sandbox=False`` drops store-sandbox rows; ``partition=(index, count)`` keeps the
-    events of that partition of subscribers (``features.partitions``). Rows are ordered by ts,
-    user_id, event_key.
+    events of that partition of subscribers (``features.ingest.partitions``). Rows are ordered
+    by ts, user_id, event_key.
     """
     table = read_events_table(Path(store), start, end, columns, include_sandbox, partition)
     order = [(c, "ascending") for c in (s.TS, s.USER_ID, s.EVENT_KEY) if c in table.column_names]

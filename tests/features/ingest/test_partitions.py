@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from features.partitions import (
+from features.ingest.partitions import (
     BUCKETS,
     PartitionError,
     bucket_range,
