@@ -174,7 +174,8 @@ def store_features(
     ):
         parts.append(part)
         report("partitions", i + 1, count)
-    frame = pd.concat(parts).sort_index() if count > 1 else parts[0]
+    filled = [part for part in parts if len(part)] or parts[:1]
+    frame = pd.concat(filled).sort_index() if len(filled) > 1 else filled[0]
     if frame.empty:
         raise nobody_active(store, when, events, first, last)
     return StoreFeatures(frame, when, events, first, last, count, where.label, where.dashboard)

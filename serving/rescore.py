@@ -46,9 +46,8 @@ def score_partition(
     """The scores of partition ``index`` of ``count``: its features, built with the model's
     definition, scored where they were built (a task for ``Workplace.map``)."""
     config = model.feature_definition
-    return score(
-        model, partition_features(index, store=store, as_of=as_of, config=config, count=count)
-    )
+    features = partition_features(index, store=store, as_of=as_of, config=config, count=count)
+    return score(model, features) if len(features) else pd.DataFrame()
 
 
 def rescore(
@@ -80,12 +79,13 @@ def rescore(
         score_partition, range(count), store=str(store), as_of=when, count=count, model=model
     )
     for i, part in enumerate(tasks):
-        parts.append(part)
+        if len(part):  # a partition without active subscribers scores nobody
+            parts.append(part)
         report("partitions", i + 1, count)
-    scores = pd.concat(parts, ignore_index=True) if count > 1 else parts[0]
-    if scores.empty:
+    if not parts:
         raise nobody_active(store, when, events, first, last)
-    if count > 1:
+    scores = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    if len(parts) > 1:
         key = list(s.SUBSCRIBER_INDEX)
         scores = scores.sort_values(key, kind="stable", ignore_index=True)
     return RescoreResult(scores, when, events, count, where.label, where.dashboard)
