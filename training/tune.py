@@ -272,13 +272,15 @@ def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -
             n = config.optuna.n_trials
             progress("tune", min(finished_trials(study), n), n)
 
-    remaining = config.optuna.n_trials - done
+    n = config.optuna.n_trials
+    remaining = n - done
     if remaining > 0:
         study.optimize(
             objective,
             n_trials=remaining,
             timeout=config.optuna.timeout_s,
-            callbacks=[report],
+            # other machines may run trials of the same study: stop at the study's total
+            callbacks=[report, optuna.study.MaxTrialsCallback(n, states=FINISHED)],
             gc_after_trial=False,
         )
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
