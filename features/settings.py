@@ -145,7 +145,7 @@ class FeatureConfig(Section):
         4.0,
         gt=0,
         description="Memory one build step may take: the store's event rows are split into "
-        "subscriber partitions of at most this much work each (about 220 bytes per stored "
+        "subscriber partitions of at most this much work each (about 340 bytes per stored "
         "event row, features.ingest.partitions.BYTES_PER_ROW), built one after another "
         "in-process or "
         "side by side on a dask cluster. How the build is split, not what it computes.",

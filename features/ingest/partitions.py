@@ -24,10 +24,10 @@ from features import schema as s
 
 #: Buckets a subscriber hashes to (the stored column is uint16); partitions are ranges of them.
 BUCKETS: Final = 1 << 16
-#: Peak bytes the feature build and scoring take per stored event row of a partition (measured:
-#: ~150 B/row for the build at 1M subscribers, docs/benchmarks.md; scoring and the Arrow read
-#: add the rest). ``partition_count`` divides the store by it.
-BYTES_PER_ROW: Final = 220
+#: Peak bytes a rescore takes per stored event row of a partition (measured: 6.09 GiB for four
+#: partitions of a 75M-row store, ~350 B/row: the Arrow read, its pandas copy, the build and the
+#: scoring; docs/benchmarks.md). ``partition_count`` divides the store by it.
+BYTES_PER_ROW: Final = 340
 _SEP: Final = "\x1f"  # between user_id and platform: neither holds a unit separator
 
 

@@ -18,6 +18,7 @@ from features.from_store import (
     store_features,
     store_snapshots,
 )
+from features.ingest.partitions import BYTES_PER_ROW
 from features.ingest.store import BUCKET, MANIFEST, event_rows, events_span, load_events
 from features.labelled import snapshots
 from features.settings import FeatureConfig
@@ -89,7 +90,7 @@ def test_a_store_from_before_buckets_builds_the_same(store, legacy) -> None:
 
 def test_memory_setting_decides_the_partition_count(store) -> None:
     rows = event_rows(store)
-    tight = CONFIG.model_copy(update={"max_memory_gib": rows * 220 / 2**30 / 1.5})
+    tight = CONFIG.model_copy(update={"max_memory_gib": rows * BYTES_PER_ROW / 2**30 / 1.5})
     built = store_features(store, day(60), tight)
     assert built.partitions == 2
     pd.testing.assert_frame_equal(built.frame, _whole(store, day(60)))

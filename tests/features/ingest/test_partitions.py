@@ -56,8 +56,8 @@ def test_out_of_range_partitions_are_refused() -> None:
 
 
 def test_partition_count_follows_the_memory_setting() -> None:
-    """About 220 bytes per stored event row: 100M rows in 4 GiB steps is 6 partitions."""
-    assert partition_count(100_000_000, 4.0) == 6
+    """About 340 bytes per stored event row: 100M rows in 4 GiB steps is 8 partitions."""
+    assert partition_count(100_000_000, 4.0) == 8
     assert partition_count(1_000, 4.0) == 1
     assert partition_count(100_000_000, 4.0, partitions=3) == 3  # a fixed count wins
     assert partition_count(10**12, 0.001) == BUCKETS
