@@ -156,6 +156,7 @@ def store_features(
     a stalled store would mislead)."""
     when = to_timestamp(as_of)
     where = where or _HERE
+    check_store(store)  # before any progress is shown
     report = progress or (lambda stage, done, total: None)
     report("load", 0, 1)
     events, first, last = check_span(store, when, config, max_stale_days)

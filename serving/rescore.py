@@ -18,7 +18,13 @@ import pandas as pd
 from features import schema as s
 from features.build import Progress
 from features.cluster import Workplace
-from features.from_store import check_span, nobody_active, partition_features, plan_partitions
+from features.from_store import (
+    check_span,
+    check_store,
+    nobody_active,
+    partition_features,
+    plan_partitions,
+)
 from features.settings import FeatureConfig
 from serving.scoring import score
 
@@ -69,6 +75,7 @@ def rescore(
     when = to_timestamp(as_of)
     where = where or Workplace("in-process")
     config = model.feature_definition
+    check_store(store)  # before any progress is shown
     report = progress or (lambda stage, done, total: None)
     report("load", 0, 1)
     events, first, last = check_span(store, when, config, max_stale_days)
