@@ -37,6 +37,7 @@ bench: setup
 	$(RUN) python benchmarks/train.py
 	$(RUN) python benchmarks/shapes.py
 	$(RUN) python benchmarks/serve.py
+	$(RUN) python benchmarks/scale.py
 
 # Re-run the notebooks from their paired text files (notebooks/NN-*.py, the source) on a fresh
 # sample app in data/notebooks, and write them with their outputs (notebooks/NN-*.ipynb).

@@ -1,6 +1,9 @@
 """``build_features`` on a dask.distributed cluster: events split by a hash of the subscriber, each
 partition built by the very same function on a worker, the results concatenated.
 
+A Lapse event store is read by the workers themselves, each its own partition
+(``features.from_store.store_features``); a frame in memory is split here and scattered.
+
 Every feature depends on one subscriber's own events only, so a partition that holds all of a
 subscriber's rows gives exactly the rows ``build_features`` gives on the whole table.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from os import PathLike
+from pathlib import Path
 
 import dask.dataframe as dd
 import pandas as pd
@@ -16,6 +20,8 @@ from distributed import Client
 
 from features import schema as s
 from features.build import AsOf, build_features
+from features.cluster import Workplace
+from features.ingest.partitions import subscriber_partition
 from features.timeline import (
     DEFAULT_CONFIG,
     NEEDED_COLUMNS,
@@ -27,13 +33,6 @@ from features.timeline import (
 )
 
 _PART = "_partition"
-
-
-def subscriber_partition(events: pd.DataFrame, partitions: int) -> pd.Series:
-    """Partition number of each row: a stable hash of (user_id, platform) modulo ``partitions``."""
-    keys = events[list(s.SUBSCRIBER_INDEX)].astype("str")
-    hashed = pd.util.hash_pandas_object(keys, index=False, categorize=False)
-    return (hashed % partitions).astype("int64")
 
 
 def _build_partition(
@@ -51,11 +50,21 @@ def build_features_distributed(
 ) -> pd.DataFrame:
     """``build_features`` over user-hash partitions on a dask cluster; the same frame as locally.
 
-    ``events_or_store``: a pandas frame (split here and scattered), a dask frame, or a folder of
-    Parquet event files (read by the workers). ``client``: a ``distributed.Client`` or a scheduler
+    ``events_or_store``: a pandas frame (split here and scattered), a dask frame, a Lapse event
+    store (each worker reads its own partition of it), or a folder of Parquet event files (read
+    and shuffled by dask). ``client``: a ``distributed.Client`` or a scheduler
     address (``tcp://host:8786``). ``partitions`` defaults to twice the cluster's worker threads.
     """
     as_of = to_timestamp(as_of)
+    if not isinstance(events_or_store, pd.DataFrame | dd.DataFrame) and is_store(events_or_store):
+        from features.from_store import store_features
+
+        owned = isinstance(client, str)
+        with Client(client) if owned else nullcontext(client) as cl:
+            where = Workplace.of(cl)
+            return store_features(
+                events_or_store, as_of, config, where=where, partitions=partitions
+            ).frame
     frame = (
         events_or_store
         if isinstance(events_or_store, pd.DataFrame | dd.DataFrame)
@@ -75,6 +84,13 @@ def build_features_distributed(
             built = [_shuffle_and_build(frame, as_of, config, n).compute()]
     out = pd.concat(built, ignore_index=True) if built else _empty(config, as_of)
     return out.set_index(list(s.SUBSCRIBER_INDEX)).sort_index()
+
+
+def is_store(path: str | PathLike[str]) -> bool:
+    """Whether ``path`` is a Lapse event store (a folder with a manifest)."""
+    from features.ingest.store import MANIFEST
+
+    return (Path(path) / MANIFEST).is_file()
 
 
 def _split(events: pd.DataFrame, n: int) -> list[pd.DataFrame]:

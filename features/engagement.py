@@ -121,16 +121,28 @@ def _app_event_specs(config: FeatureConfig) -> list[tuple[str, str]]:
 def choose_app_events(table: EventTable, t: int, config: FeatureConfig) -> tuple[str, ...]:
     """``config.app_events`` plus the ``app_events_top`` most frequent in-app event names among
     subscribers (anyone with a subscription row) before ``t``, most frequent first."""
-    top = ()
-    if config.app_events_top > 0:
-        found = table.query(
-            f"SELECT {s.EVENT}::VARCHAR AS name, count(*) AS n FROM events "
-            f"WHERE {s.KIND} = '{s.KIND_EVENT}' AND {s.TS} < {t} AND {s.EVENT} IS NOT NULL "
-            f"AND ({s.USER_ID}, {s.PLATFORM}) IN (SELECT ({s.USER_ID}, {s.PLATFORM}) FROM events "
-            f"WHERE {s.KIND} = '{s.KIND_SUBSCRIPTION}') "
-            f"GROUP BY 1 ORDER BY n DESC, name LIMIT {int(config.app_events_top)}"
-        )
-        top = tuple(found["name"].to_list())
+    counts = app_event_counts(table, t) if config.app_events_top > 0 else {}
+    return top_app_events(counts, config)
+
+
+def app_event_counts(table: EventTable, t: int) -> dict[str, int]:
+    """In-app events per name among subscribers before ``t``: counts of subscriber partitions
+    add up to the whole table's (see ``top_app_events``)."""
+    found = table.query(
+        f"SELECT {s.EVENT}::VARCHAR AS name, count(*) AS n FROM events "
+        f"WHERE {s.KIND} = '{s.KIND_EVENT}' AND {s.TS} < {t} AND {s.EVENT} IS NOT NULL "
+        f"AND ({s.USER_ID}, {s.PLATFORM}) IN (SELECT ({s.USER_ID}, {s.PLATFORM}) FROM events "
+        f"WHERE {s.KIND} = '{s.KIND_SUBSCRIPTION}') "
+        "GROUP BY 1"
+    )
+    return dict(zip(found["name"].to_list(), found["n"].to_list(), strict=True))
+
+
+def top_app_events(counts: dict[str, int], config: FeatureConfig) -> tuple[str, ...]:
+    """``config.app_events`` plus the ``app_events_top`` names of ``counts`` (most frequent
+    first, ties by name)."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    top = tuple(name for name, _ in ranked[: max(0, int(config.app_events_top))])
     return tuple(dict.fromkeys((*config.app_events, *top)))
 
 

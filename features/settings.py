@@ -65,6 +65,26 @@ class IngestSettings(Section):
 DEFAULT_RENEWAL_LEEWAY_HOURS = 24.0
 
 
+class DaskSettings(Section):
+    """Where feature builds, rescoring and training snapshots run (the ``[dask]`` section).
+
+    ``address`` empty: in this process, one subscriber partition after another; ``local:N``: a
+    ``distributed.LocalCluster`` of N worker processes started for the run and stopped after;
+    ``tcp://host:8786`` (or the path of a scheduler file): an existing cluster, whose workers
+    must see the event store at the same path.
+    """
+
+    address: str = Field(
+        "", description="'' (in-process), 'local:N', 'tcp://host:8786' or a scheduler file path."
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="Seconds to wait for an existing cluster's scheduler."
+    )
+    threads_per_worker: int = Field(
+        1, ge=1, description="local:N only: threads of each worker process."
+    )
+
+
 class LabelSettings(Section):
     """The churn label: its horizon, and the leeway a late-delivered renewal gets.
 
@@ -141,6 +161,22 @@ class FeatureConfig(Section):
         description="Not a [features] key: the event names chosen at training (app_events plus "
         "the top app_events_top); the model keeps them so scoring builds the same columns. "
         "Unset: only app_events.",
+    )
+    max_memory_gib: float = Field(
+        4.0,
+        gt=0,
+        description="Memory one build step may take: the store's event rows are split into "
+        "subscriber partitions of at most this much work each (about 340 bytes per stored "
+        "event row, features.ingest.partitions.BYTES_PER_ROW), built one after another "
+        "in-process or "
+        "side by side on a dask cluster. How the build is split, not what it computes.",
+    )
+    partitions: int = Field(
+        0,
+        ge=0,
+        le=65536,
+        description="Subscriber partitions of a build; 0 = derived from max_memory_gib. "
+        "Results are identical for every count.",
     )
     renewal_leeway_hours: float = Field(
         DEFAULT_RENEWAL_LEEWAY_HOURS,

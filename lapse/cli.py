@@ -315,6 +315,15 @@ def train(
             "drift flagged by the newest rescore; else say why not and exit 0.",
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes running Optuna trials on one shared study (optuna.workers; more "
+            "than 1 needs a PostgreSQL optuna.storage).",
+        ),
+    ] = None,
 ) -> None:
     """Tune, fit, calibrate and evaluate the churn model; register it, moving `champion` only
     if it beats the current champion on the same hold-out.
@@ -324,7 +333,7 @@ def train(
     """
     settings = ctx.obj.settings(
         store={"path": store},
-        optuna={"n_trials": trials, "timeout_s": timeout},
+        optuna={"n_trials": trials, "timeout_s": timeout, "workers": workers},
         labels={"horizon_days": horizon},
         training={"truth_path": truth.resolve() if truth else None},
     )

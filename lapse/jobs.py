@@ -22,6 +22,7 @@ import pandas as pd
 
 from base import LapseError
 from features import schema as s
+from features.cluster import workplace
 from features.from_store import StoreFeatures, read_events, store_features
 from features.ingest import IngestSummary, StoreError
 from features.ingest import ingest as ingest_files
@@ -57,8 +58,10 @@ from training.train import (
     TrainResult,
     default_truth_path,
     load_truth,
-    store_snapshots,
     train_store,
+)
+from training.train import (
+    training_snapshots as store_training_snapshots,
 )
 
 Progress = Callable[[str, int, int], None]
@@ -169,7 +172,8 @@ def features(
     if not os.access(out.parent, os.W_OK):
         raise StoreError(f"--out {out}: cannot write in {out.parent}")
     definition = feature_definition(settings.features, settings.labels)
-    built = store_features(settings.store.path, as_of, definition, progress)
+    with workplace(settings.dask) as where:
+        built = store_features(settings.store.path, as_of, definition, progress, where=where)
     try:
         built.frame.to_parquet(out)
     except OSError as exc:
@@ -199,9 +203,15 @@ def train(settings: Settings, progress: Progress | None = None) -> TrainResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    return train_store(
-        settings.store.path, TrainConfig.of(settings), truth_path(settings), progress
-    )
+    with workplace(settings.dask) as where:
+        return train_store(
+            settings.store.path,
+            TrainConfig.of(settings),
+            truth_path(settings),
+            progress,
+            where=where,
+            split=settings.features,
+        )
 
 
 def training_snapshots(settings: Settings, progress: Progress | None = None) -> pd.DataFrame:
@@ -209,8 +219,11 @@ def training_snapshots(settings: Settings, progress: Progress | None = None) -> 
     truth's when there is one), feature definition and label horizon."""
     config = TrainConfig.of(settings)
     truth = load_truth(truth_path(settings), config.labels.horizon_days)
-    frame, _ = store_snapshots(settings.store.path, config, truth, progress)
-    return frame
+    with workplace(settings.dask) as where:
+        built, _ = store_training_snapshots(
+            settings.store.path, config, truth, progress, where, settings.features
+        )
+    return built.frame
 
 
 @dataclass(frozen=True)
@@ -329,14 +342,17 @@ def rescore(
         )
     uri = champion_uri(settings.mlflow.registered_model)
     model = load_model(settings.mlflow.tracking_uri, uri)
-    result = score_store(
-        settings.store.path,
-        as_of,
-        model,
-        MAX_STALE_DAYS,
-        progress,
-        psi_threshold=settings.monitoring.psi_threshold,
-    )
+    with workplace(settings.dask) as where:
+        result = score_store(
+            settings.store.path,
+            as_of,
+            model,
+            MAX_STALE_DAYS,
+            progress,
+            psi_threshold=settings.monitoring.psi_threshold,
+            where=where,
+            split=settings.features,
+        )
     info = model_info(settings.mlflow.tracking_uri, uri)
     path = None
     if not (dry_run and out is None):

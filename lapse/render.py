@@ -111,9 +111,16 @@ def features(result: FeaturesResult) -> None:
         ("  auto-renew off", int(frame[st.AUTO_RENEW_OFF].sum())),
         ("features", frame.shape[1]),
         ("output", result.path),
+        *ran_on(built.ran_on, built.partitions, built.dashboard),
         ("seconds", round(result.seconds, 1)),
     ]
     out.print(table("Features", rows))
+
+
+def ran_on(label: str, partitions: int, dashboard: str | None) -> list[tuple[str, Any]]:
+    """Where partitioned work ran: rows for a summary table."""
+    rows: list[tuple[str, Any]] = [("ran on", f"{label}, {partitions} partition(s)")]
+    return rows + ([("dask dashboard", dashboard)] if dashboard else [])
 
 
 def training(result: TrainResult, registered_model: str) -> None:
@@ -144,6 +151,16 @@ def training(result: TrainResult, registered_model: str) -> None:
                 *(("warning", w) for w in result.warnings),
                 ("oracle", oracle),
                 ("oracle_ratio", m.get("oracle_ratio", "no ground truth")),
+                (
+                    "snapshot rows",
+                    f"{result.snapshot_rows:,} built"
+                    + (
+                        f", {result.sample_fraction:.1%} of each cut-off's kept (training.max_rows)"
+                        if result.sample_fraction < 1
+                        else ""
+                    ),
+                ),
+                *ran_on(result.ran_on, result.partitions, result.dashboard),
                 ("seconds", round(result.seconds["total"], 1)),
             ],
         )
@@ -220,6 +237,7 @@ def rescore(outcome: RescoreOutcome) -> None:
                 *drift_rows(result.drift),
                 ("drift record", outcome.drift_path or "(not kept: dry run)"),
                 ("scores history", _history(outcome)),
+                *ran_on(result.ran_on, result.partitions, result.dashboard),
             ],
         )
     )

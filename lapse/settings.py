@@ -32,7 +32,13 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as _SourceError
 
 from base import LapseError, resolve_sqlite_url, safe_url
-from features.settings import FeatureConfig, IngestSettings, LabelSettings, StoreSettings
+from features.settings import (
+    DaskSettings,
+    FeatureConfig,
+    IngestSettings,
+    LabelSettings,
+    StoreSettings,
+)
 from features.synthetic.settings import SyntheticSettings
 from serving.settings import (
     BrazeSettings,
@@ -50,6 +56,7 @@ __all__ = [
     "ENV_PREFIX",
     "BrazeSettings",
     "BucketSettings",
+    "DaskSettings",
     "IngestSettings",
     "LabelSettings",
     "LedgerSettings",
@@ -192,6 +199,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    dask: DaskSettings = Field(default_factory=DaskSettings)
 
     _config_file: Path | None = PrivateAttr(default=None)
 

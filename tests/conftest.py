@@ -80,3 +80,15 @@ def rescored_app(trained_app, tmp_path_factory: pytest.TempPathFactory):
         for day in days:
             outcomes[day] = jobs.rescore(local, day, out=out / f"scores-{day}.parquet")
     return local, outcomes, holdout
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """One LocalCluster of two worker processes for the whole session (starting one costs
+    seconds): the modules that test work on a cluster share it."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        yield cluster

@@ -52,7 +52,9 @@ __all__ = [
     "bin_shares",
     "column_reference",
     "population_stability",
+    "feature_counts",
     "psi",
+    "stability_of_counts",
     "reference",
     "reference_from_json",
 ]
@@ -135,11 +137,7 @@ def bin_shares(spec: Mapping[str, Any], values) -> np.ndarray:
 def psi(spec: Mapping[str, Any], values) -> float | None:
     """The population stability index of ``values`` against a column reference; None when
     there are no values to compare."""
-    if len(values) == 0:
-        return None
-    expected = np.maximum(np.asarray(spec["shares"], dtype="float64"), EPS)
-    actual = np.maximum(bin_shares(spec, values), EPS)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
+    return _psi_of_counts(spec, _counts(spec, values))
 
 
 def reference(
@@ -224,6 +222,26 @@ class DriftReport:
         return cls(threshold, rows, available=False, reason=reason)
 
 
+def feature_counts(reference: Mapping[str, Any] | None, X: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Rows of ``X`` per bin of each referenced feature. Counts add up over subscriber
+    partitions, so a cluster's workers count their own rows and only counts travel."""
+    if reference is None:
+        return {}
+    return {
+        name: _counts(spec, X[name])
+        for name, spec in reference["features"].items()
+        if name in X.columns
+    }
+
+
+def _psi_of_counts(spec: Mapping[str, Any], counts: np.ndarray) -> float | None:
+    if counts.sum() == 0:
+        return None
+    expected = np.maximum(np.asarray(spec["shares"], dtype="float64"), EPS)
+    actual = np.maximum(np.asarray(_shares(counts), dtype="float64"), EPS)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
 def population_stability(
     reference: Mapping[str, Any] | None,
     X: pd.DataFrame,
@@ -235,20 +253,29 @@ def population_stability(
     Unavailable (not an error) without a reference (a model trained before references were
     kept) or without rows (nobody to compare).
     """
+    return stability_of_counts(reference, feature_counts(reference, X), len(X), score, threshold)
+
+
+def stability_of_counts(
+    reference: Mapping[str, Any] | None,
+    counts: Mapping[str, np.ndarray],
+    rows: int,
+    score: Sequence[float] | np.ndarray,
+    threshold: float,
+) -> DriftReport:
+    """``population_stability`` from per-feature bin counts (``feature_counts``, summed over
+    partitions) of ``rows`` scored subscribers."""
     if reference is None:
         return DriftReport.unavailable(
             threshold,
-            len(X),
+            rows,
             "the model carries no training reference (trained by an older "
             "Lapse); run `lapse train` again to get drift checks",
         )
-    if len(X) == 0:
+    if rows == 0:
         return DriftReport.unavailable(threshold, 0, "no subscribers were scored")
-    values = {
-        name: psi(spec, X[name])
-        for name, spec in reference["features"].items()
-        if name in X.columns
-    }
+    specs = reference["features"]
+    values = {name: _psi_of_counts(specs[name], c) for name, c in counts.items() if name in specs}
     feature_psi = {k: round(v, 6) for k, v in values.items() if v is not None}
     score_psi = psi(reference["score"], np.asarray(score, dtype="float64"))
     over = {k: v for k, v in feature_psi.items() if v > threshold}
@@ -257,7 +284,7 @@ def population_stability(
     flagged = tuple(sorted(over, key=lambda k: (-over[k], k)))
     return DriftReport(
         threshold=threshold,
-        rows=len(X),
+        rows=rows,
         score_psi=None if score_psi is None or math.isnan(score_psi) else round(score_psi, 6),
         feature_psi=feature_psi,
         flagged=flagged,

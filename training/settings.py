@@ -53,6 +53,13 @@ class OptunaSettings(Section):
     timeout_s: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="Wall-clock budget for tuning; unset: none."
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes running trials side by side on the one study (> 1 needs a "
+        "shared RDB storage such as PostgreSQL; SQLite is refused).",
+    )
 
 
 class TrainingSettings(Section):
@@ -92,6 +99,12 @@ class TrainingSettings(Section):
     )
     truth_path: Path | None = Field(
         None, description="Generator ground truth; default <store>/synthetic/truth/… if present."
+    )
+    max_rows: int = Field(
+        2_000_000,
+        ge=0,
+        description="Snapshot rows trained on at most: a larger app's snapshots are sampled, "
+        "the same share of every cut-off's rows (0: all rows).",
     )
 
 

@@ -24,11 +24,17 @@ import pandas as pd
 from base import LapseError, safe_url
 from features import schema
 from features.build import feature_registry
-from features.engagement import choose_app_events
-from features.from_store import check_store, read_events
-from features.labelled import snapshots
+from features.cluster import Workplace
+from features.from_store import (
+    StoreSnapshots,
+    check_store,
+    plan_partitions,
+    store_app_events,
+    store_snapshots,
+)
+from features.ingest.store import events_span
 from features.registry import Feature
-from features.timeline import EventTable, to_micros
+from features.settings import FeatureConfig
 from training import plots
 from training.evaluate import (
     RuleBaseline,
@@ -78,6 +84,12 @@ class TrainResult:
     dropped_features: tuple[str, ...] = ()
     #: Warnings of the run (also MLflow tags ``warning.*``), e.g. a validation/hold-out gap.
     warnings: tuple[str, ...] = ()
+    #: Snapshot rows built and the share kept (training.max_rows), and where they were built.
+    snapshot_rows: int = 0
+    sample_fraction: float = 1.0
+    partitions: int = 1
+    ran_on: str = "in-process"
+    dashboard: str | None = None
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -132,6 +144,7 @@ def train_snapshots(
     truth: pd.DataFrame | None = None,
     progress: Progress | None = None,
     registry: Mapping[str, Feature] | None = None,
+    sample: Mapping[str, float | int] | None = None,
 ) -> TrainResult:
     """Split, tune, fit, calibrate, evaluate against baselines (and the oracle when ``truth`` is
     given), log everything to one MLflow run and register the model behind the champion gate.
@@ -140,6 +153,8 @@ def train_snapshots(
     scoring); ``registry`` describes their columns (kinds, reason groups; default: that
     definition's registry). A failure once the run has started marks it FAILED (tag
     ``failure_reason``) and raises TrainingFailedError; no model version is left registered.
+    ``sample`` (rows built, rows kept, the fraction) is logged as params when snapshots were
+    sampled.
     """
     if config.features != config.definition:
         config = config.model_copy(update={"features": config.definition})
@@ -164,6 +179,8 @@ def train_snapshots(
     try:
         _log_inputs(config, split, rows, fp, labelled)
         mlflow.log_param("dropped_features", ",".join(dropped) or "none")
+        if sample:
+            mlflow.log_params({f"snapshot_{k}": v for k, v in sample.items()})
         result = _fit_and_publish(
             config, registry, split, rows, fp, X, y, Xv, yv, Xh, yh, truth, progress, run
         )
@@ -412,25 +429,29 @@ def load_truth(path: Path | None, horizon_days: int) -> pd.DataFrame | None:
     return truth
 
 
-def store_snapshots(
+def training_snapshots(
     store: Path,
     config: TrainConfig,
     truth: pd.DataFrame | None = None,
     progress: Progress | None = None,
-) -> tuple[pd.DataFrame, TrainConfig]:
+    where: Workplace | None = None,
+    split: FeatureConfig | None = None,
+) -> tuple[StoreSnapshots, TrainConfig]:
     """The labelled snapshots ``train_store`` learns from, and ``config`` with the app's own
     events chosen (the feature definition the model will keep).
 
     Cut-offs are the ground truth's when one is given (``load_truth``: the oracle exists only
     there), else every ``training.cutoff_every_days`` from ``training.first_cutoff_days`` after
-    the first event.
+    the first event. Snapshots are built in subscriber partitions (as ``split`` says, at
+    ``where``: see ``features.from_store``) and sampled to ``training.max_rows``, stratified by
+    cut-off.
     """
     horizon = config.labels.horizon_days
     check_store(store)
     if progress:
         progress("load", 0, 1)
-    events = read_events(store, config.features)
-    if events.empty:
+    events, first, last = events_span(store, None, config.features.include_sandbox)
+    if not events:
         raise TrainingInputError(f"{store}: the event store has no production events")
     if progress:
         progress("load", 1, 1)
@@ -438,17 +459,26 @@ def store_snapshots(
         cutoffs = sorted(pd.to_datetime(truth[schema.AS_OF], utc=True).unique())
     else:
         t = config.training
-        ts = events[schema.TS]
-        cutoffs = data_cutoffs(ts.min(), ts.max(), t.first_cutoff_days, t.cutoff_every_days)
+        cutoffs = data_cutoffs(first, last, t.first_cutoff_days, t.cutoff_every_days)
+    count = plan_partitions(store, split or FeatureConfig(), where)
     definition = config.definition
     if definition.app_events_chosen is None:  # the app's own events, chosen before the hold-out
-        table = EventTable(events, definition)
-        chosen = choose_app_events(table, to_micros(cutoffs[-1]), definition) if cutoffs else ()
+        chosen = store_app_events(store, cutoffs[-1], definition, where, count) if cutoffs else ()
         definition = definition.model_copy(update={"app_events_chosen": chosen})
-        del table
     config = config.model_copy(update={"features": definition})
-    frame = snapshots(events, cutoffs, horizon, config.features, progress=progress)
-    return frame, config
+    built = store_snapshots(
+        store,
+        [pd.Timestamp(c) for c in cutoffs],
+        horizon,
+        config.features,
+        observed_until=last,
+        where=where,
+        partitions=count,
+        max_rows=config.training.max_rows,
+        seed=config.training.seed,
+        progress=progress,
+    )
+    return built, config
 
 
 def train_store(
@@ -456,14 +486,28 @@ def train_store(
     config: TrainConfig,
     truth_path: Path | None = None,
     progress: Progress | None = None,
+    where: Workplace | None = None,
+    split: FeatureConfig | None = None,
 ) -> TrainResult:
-    """Read the store, build snapshots at the cut-offs (``store_snapshots``), check that the
+    """Read the store, build snapshots at the cut-offs (``training_snapshots``), check that the
     ground truth is this app's, and run ``train_snapshots``."""
     truth = load_truth(truth_path, config.labels.horizon_days)
-    frame, config = store_snapshots(store, config, truth, progress)
+    built, config = training_snapshots(store, config, truth, progress, where, split)
     if truth is not None:
-        check_truth_matches(frame.index, truth, truth_path)
-    return train_snapshots(frame, config, truth, progress)
+        check_truth_matches(built.frame.index, truth, truth_path)
+    sample = (
+        {"rows_built": built.built_rows, "rows_kept": len(built.frame),
+         "fraction": round(built.fraction, 6)}
+        if built.fraction < 1.0
+        else None
+    )  # fmt: skip
+    result = train_snapshots(built.frame, config, truth, progress, sample=sample)
+    result.snapshot_rows = built.built_rows
+    result.sample_fraction = built.fraction
+    result.partitions = built.partitions
+    if where is not None:
+        result.ran_on, result.dashboard = where.label, where.dashboard
+    return result
 
 
 #: Below this share of snapshot rows with a ground-truth row, the truth file is another app's.
@@ -494,7 +538,7 @@ __all__ = [
     "default_truth_path",
     "fingerprint",
     "load_truth",
-    "store_snapshots",
+    "training_snapshots",
     "train_snapshots",
     "train_store",
 ]

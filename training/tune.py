@@ -134,6 +134,19 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def check_workers(optuna_settings: OptunaSettings) -> None:
+    """Refuse several trial processes on a SQLite study: its file lock serialises them, and
+    concurrent writers fail with "database is locked" under load."""
+    n = optuna_settings.workers
+    if n > 1 and optuna_settings.storage.lower().startswith("sqlite"):
+        raise TuningError(
+            f"optuna.workers = {n} (--workers) needs a study storage several processes can "
+            f"share; {safe_url(optuna_settings.storage)} is SQLite, which is not safe for that. "
+            "Set optuna.storage to PostgreSQL (postgresql+psycopg://user@host/db), or use "
+            "--workers 1"
+        )
+
+
 def tune(
     Xt: pd.DataFrame,
     y,
@@ -145,30 +158,101 @@ def tune(
     """Search on preprocessed training rows, scoring validation AUC; returns the best trial.
 
     Trials already finished in the storage count toward ``n_trials`` (resume after a stop).
+    With ``optuna.workers`` > 1, that many processes run trials on the one study side by side
+    (each asks the shared storage for its next trial), until ``n_trials`` have finished.
     """
+    check_workers(config.optuna)
     rdb = storage(config.optuna.storage)
     try:
-        return _search(Xt, y, Xvt, yv, config, progress, open_study(config, rdb))
+        study = open_study(config, rdb)
+        if not study.get_trials(deepcopy=False):  # a new study starts from a safe point
+            study.enqueue_trial(first_trial(len(y)))
+        if config.optuna.workers > 1:
+            _in_processes(Xt, y, Xvt, yv, config, progress, study)
+        return _search(Xt, y, Xvt, yv, config, progress, study)
     finally:
         rdb.engine.dispose()  # pooled connections would otherwise outlive the search
 
 
-def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -> TuneResult:
-    done = finished_trials(study)
+def _parent_run() -> tuple[str, str, str] | None:
+    """(tracking URI, experiment id, run id) of the active MLflow run, for trials elsewhere."""
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    return mlflow.get_tracking_uri(), run.info.experiment_id, run.info.run_id
+
+
+def _in_processes(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -> None:
+    """Run the study's remaining trials in ``optuna.workers`` processes (spawned: no state of
+    this one is shared but the storage), reporting progress as trials finish."""
+    import multiprocessing
+    import time
+
+    remaining = config.optuna.n_trials - finished_trials(study)
+    if remaining <= 0:
+        return
+    context = multiprocessing.get_context("spawn")
+    parent = _parent_run()
+    procs = [
+        context.Process(target=_worker, args=(Xt, y, Xvt, yv, config, parent), daemon=True)
+        for _ in range(config.optuna.workers)
+    ]
+    for proc in procs:
+        proc.start()
+    n = config.optuna.n_trials
+    try:
+        while any(proc.is_alive() for proc in procs):
+            if progress:
+                progress("tune", min(finished_trials(study), n), n)
+            time.sleep(1.0)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+    failed = [proc.exitcode for proc in procs if proc.exitcode]
+    if failed:
+        raise TuningError(
+            f"{len(failed)} of {len(procs)} Optuna worker processes failed (exit codes "
+            f"{failed}); the study {config.study_name!r} keeps their finished trials"
+        )
+
+
+def _worker(Xt, y, Xvt, yv, config: TuneConfig, parent) -> None:
+    """One trial process: load the shared study and run trials until ``n_trials`` are done."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if parent is not None:
+        mlflow.set_tracking_uri(parent[0])
+    rdb = storage(config.optuna.storage)
+    try:
+        study = open_study(config, rdb)
+        stop = optuna.study.MaxTrialsCallback(config.optuna.n_trials, states=FINISHED)
+        study.optimize(
+            _objective(Xt, y, Xvt, yv, config, parent),
+            n_trials=config.optuna.n_trials,
+            timeout=config.optuna.timeout_s,
+            callbacks=[stop],
+            gc_after_trial=False,
+        )
+    finally:
+        rdb.engine.dispose()
+
+
+def _objective(Xt, y, Xvt, yv, config: TuneConfig, parent: tuple[str, str, str] | None):
+    """The study's objective: fit LightGBM with the trial's parameters, pruned on validation
+    AUC; each trial a nested MLflow run under ``parent`` (tracking URI, experiment, run)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
     weights = pos_weights(y)
-    if not study.get_trials(deepcopy=False):  # a new study starts from a safe point
-        study.enqueue_trial(first_trial(len(y)))
-    if progress:
-        progress("tune", min(done, config.optuna.n_trials), config.optuna.n_trials)
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space(trial, weights, len(y))
-        parent = mlflow.active_run()
         run = (
             mlflow.start_run(
                 run_name=f"trial-{trial.number}",
                 nested=True,
-                experiment_id=parent.info.experiment_id,
+                experiment_id=parent[1],
+                tags={MLFLOW_PARENT_RUN_ID: parent[2]},
             )
             if parent
             else None
@@ -203,18 +287,29 @@ def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -
             if run:
                 mlflow.end_run()
 
+    return objective
+
+
+def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -> TuneResult:
+    done = finished_trials(study)
+    if progress:
+        progress("tune", min(done, config.optuna.n_trials), config.optuna.n_trials)
+    objective = _objective(Xt, y, Xvt, yv, config, _parent_run())
+
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if progress:
             n = config.optuna.n_trials
             progress("tune", min(finished_trials(study), n), n)
 
-    remaining = config.optuna.n_trials - done
+    n = config.optuna.n_trials
+    remaining = n - done
     if remaining > 0:
         study.optimize(
             objective,
             n_trials=remaining,
             timeout=config.optuna.timeout_s,
-            callbacks=[report],
+            # other machines may run trials of the same study: stop at the study's total
+            callbacks=[report, optuna.study.MaxTrialsCallback(n, states=FINISHED)],
             gc_after_trial=False,
         )
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

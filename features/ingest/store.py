@@ -2,7 +2,8 @@
 
 Layout under the store folder::
 
-    events/month=YYYY-MM/part-<commit>-<id>.parquet   canonical events, by month of ``ts``
+    events/month=YYYY-MM/part-<commit>-<id>.parquet   canonical events, by month of ``ts``,
+                                                      each file ordered by subscriber bucket
     quarantine/part-<commit>-<id>.parquet             rejected rows and bad files
     manifest.json                                     ingested sources and the parquet files
                                                       each commit added
@@ -11,6 +12,12 @@ Layout under the store folder::
 A commit writes its parquet files under new names, fsyncs them, then atomically replaces
 ``manifest.json``. Readers read only files the manifest lists, so a crash leaves at most orphan
 files, which the next writer deletes: the store holds a source file wholly or not at all.
+
+Each event file also holds ``bucket``, the subscriber's hash bucket
+(``features.ingest.partitions``), and is ordered by it, so a reader of one partition of
+subscribers skips the other row groups by their statistics. Files of commits before this column
+existed (no ``bucketed`` mark in the manifest) stay readable: their buckets are computed as they
+are read.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import pyarrow.parquet as pq
 
 from base import LapseError
 from features import schema as s
+from features.ingest.partitions import bucket_range, partition_of, subscriber_buckets
 
 MANIFEST: Final = "manifest.json"
 EVENTS_DIR: Final = "events"
@@ -44,6 +52,9 @@ QUARANTINE_DIR: Final = "quarantine"
 PARTITION: Final = "month"  # hive partition key: the UTC month of ts, "YYYY-MM"
 FORMAT_VERSION: Final = 1
 ROW_GROUP_ROWS: Final = 128 * 1024
+#: Event files' row groups are smaller: each covers a narrower range of subscriber buckets, so
+#: a partition's reader decodes little beyond its own rows (compression barely changes).
+EVENT_ROW_GROUP_ROWS: Final = 32 * 1024
 #: Near-unique columns: dictionary-encoding them costs time and saves nothing.
 _UNIQUE_COLUMNS: Final = frozenset(
     {
@@ -82,6 +93,9 @@ EVENT_SCHEMA: Final = pa.schema(
     [pa.field(n, _arrow_type(t)) for n, t in s.EVENT_COLUMNS.items()]
     + [pa.field(s.EXTRA, pa.map_(pa.string(), pa.string()))]
 )
+#: The stored subscriber bucket of each event (features.ingest.partitions), in bucketed commits.
+BUCKET: Final = "bucket"
+BUCKETED_SCHEMA: Final = EVENT_SCHEMA.append(pa.field(BUCKET, pa.uint16()))
 #: The quarantine's CSV header line of the row's file (null for callbacks and older stores).
 HEADER: Final = "header"
 QUARANTINE_SCHEMA: Final = pa.schema(
@@ -206,14 +220,14 @@ def commit(
     written_events: list[str] = []
     touched_dirs: set[Path] = set()
     if events.num_rows:
-        events = events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
+        events = with_buckets(events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA))
         months = month_of(events.column(s.TS))
         distinct = sorted(pc.unique(months).to_pylist())
         for month in distinct:
-            # rows arrive nearly in time order, so row-group statistics on ts stay tight
+            # ordered by bucket (then time), so a partition's reader skips other row groups
             part = events if len(distinct) == 1 else events.filter(pc.equal(months, month))
             rel = f"{EVENTS_DIR}/{PARTITION}={month}/part-{tag}.parquet"
-            _write(store / rel, part)
+            _write(store / rel, part, EVENT_ROW_GROUP_ROWS)
             written_events.append(rel)
             touched_dirs.update({(store / rel).parent, store / EVENTS_DIR})  # new month folders
     written_quarantine: list[str] = []
@@ -237,6 +251,7 @@ def commit(
                 "quarantine": written_quarantine,
                 "sources": [src["sha256"] for src in sources],
                 **({"key_version": key_version} if key_version is not None else {}),
+                **({"bucketed": True} if written_events else {}),
                 **({"retired": retired} if retired else {}),
                 **({"reprocessed": True} if reprocessed else {}),
             },
@@ -246,13 +261,20 @@ def commit(
     return new
 
 
-def _write(path: Path, table: pa.Table) -> None:
+def with_buckets(events: pa.Table) -> pa.Table:
+    """Events (EVENT_SCHEMA) with their subscriber ``bucket``, ordered by bucket then time."""
+    buckets = subscriber_buckets(events.column(s.USER_ID), events.column(s.PLATFORM))
+    out = events.append_column(BUCKETED_SCHEMA.field(BUCKET), buckets)
+    return out.take(pc.sort_indices(out, [(BUCKET, "ascending"), (s.TS, "ascending")]))
+
+
+def _write(path: Path, table: pa.Table, row_group_rows: int = ROW_GROUP_ROWS) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
         pq.write_table(
             table,
             handle,
-            row_group_size=ROW_GROUP_ROWS,
+            row_group_size=row_group_rows,
             compression="zstd",
             use_dictionary=[c for c in table.column_names if c not in _UNIQUE_COLUMNS],
         )
@@ -281,16 +303,17 @@ def _replace_manifest(store: Path, manifest: Manifest) -> None:
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _events_dataset(store: Path, manifest: Manifest, months: Iterable[str] | None = None):
+def _events_dataset(
+    store: Path,
+    manifest: Manifest,
+    months: Iterable[str] | None = None,
+    schema: pa.Schema = EVENT_SCHEMA,
+):
     files = manifest.event_files()
     if months is not None:
         wanted = {f"{PARTITION}={m}" for m in months}
         files = [f for f in files if f.split("/")[1] in wanted]
-    return ds.dataset(
-        [str(store / f) for f in files],
-        schema=EVENT_SCHEMA,
-        format="parquet",
-    )
+    return ds.dataset([str(store / f) for f in files], schema=schema, format="parquet")
 
 
 def stored_keys(
@@ -338,8 +361,11 @@ def read_events_table(
     end: datetime | str | None = None,
     columns: Sequence[str] | None = None,
     include_sandbox: bool = True,
+    partition: tuple[int, int] | None = None,
 ) -> pa.Table:
-    """Events with ``start <= ts < end`` as an Arrow table (see ``load_events``)."""
+    """Events with ``start <= ts < end`` as an Arrow table (see ``load_events``); with
+    ``partition=(index, count)`` only the events of that partition's subscribers
+    (``features.ingest.partitions``), read by row-group statistics on the stored bucket."""
     store = Path(store)
     manifest = read_manifest(store)
     wanted = list(columns) if columns is not None else list(s.EVENT_COLUMNS)
@@ -359,7 +385,6 @@ def read_events_table(
             if (lo is None or m >= lo.strftime("%Y-%m"))
             and (hi is None or m <= (hi - pd.Timedelta(microseconds=1)).strftime("%Y-%m"))
         ]
-    data = _events_dataset(store, manifest, months)
     clauses = []
     if lo is not None:
         clauses.append(ds.field(s.TS) >= pa.scalar(lo.to_pydatetime(), _TS))
@@ -369,7 +394,68 @@ def read_events_table(
         env = ds.field(s.ENVIRONMENT)
         clauses.append(env.is_null() | (env != s.ENV_SANDBOX))  # a null never equals 'sandbox'
     condition = functools.reduce(operator.and_, clauses) if clauses else None
-    return data.to_table(columns=wanted, filter=condition)
+    if partition is None:
+        return _events_dataset(store, manifest, months).to_table(columns=wanted, filter=condition)
+    index, count = partition
+    first, last = bucket_range(index, count)
+    bucketed = Manifest(commits=[c for c in manifest.commits if c.get("bucketed")])
+    legacy = Manifest(commits=[c for c in manifest.commits if not c.get("bucketed")])
+    in_range = (ds.field(BUCKET) >= first) & (ds.field(BUCKET) < last)
+    tables = [
+        _events_dataset(store, bucketed, months, BUCKETED_SCHEMA).to_table(
+            columns=wanted,
+            filter=in_range if condition is None else condition & in_range,
+        )
+    ]
+    if legacy.event_files():  # written before the bucket column: hash as it is read
+        keys = [c for c in s.SUBSCRIBER_INDEX if c not in wanted]
+        scanner = _events_dataset(store, legacy, months).scanner(
+            columns=wanted + keys, filter=condition
+        )
+        for batch in scanner.to_batches():
+            buckets = subscriber_buckets(batch.column(s.USER_ID), batch.column(s.PLATFORM))
+            mine = pa.array(partition_of(buckets, count) == index)
+            tables.append(pa.Table.from_batches([batch.filter(mine)]).select(wanted))
+    return pa.concat_tables(tables)
+
+
+def event_rows(store: str | os.PathLike[str]) -> int:
+    """Rows in the store's event files, from their Parquet footers (nothing else is read)."""
+    store = Path(store)
+    return sum(
+        pq.ParquetFile(store / f).metadata.num_rows for f in read_manifest(store).event_files()
+    )
+
+
+def events_span(
+    store: str | os.PathLike[str],
+    end: datetime | str | None = None,
+    include_sandbox: bool = True,
+) -> tuple[int, pd.Timestamp | None, pd.Timestamp | None]:
+    """How many events are stored before ``end``, and the first and last of their times: one
+    streamed pass over the ``ts`` column (memory stays that of one batch)."""
+    store = Path(store)
+    manifest = read_manifest(store)
+    hi = _as_utc(end)
+    clauses = []
+    if hi is not None:
+        clauses.append(ds.field(s.TS) < pa.scalar(hi.to_pydatetime(), _TS))
+    if not include_sandbox:
+        env = ds.field(s.ENVIRONMENT)
+        clauses.append(env.is_null() | (env != s.ENV_SANDBOX))
+    condition = functools.reduce(operator.and_, clauses) if clauses else None
+    count, first, last = 0, None, None
+    scanner = _events_dataset(store, manifest).scanner(columns=[s.TS], filter=condition)
+    for batch in scanner.to_batches():
+        if not batch.num_rows:
+            continue
+        count += batch.num_rows
+        bounds = pc.min_max(batch.column(0))
+        lo, hi_ = bounds["min"].as_py(), bounds["max"].as_py()
+        first = lo if first is None or lo < first else first
+        last = hi_ if last is None or hi_ > last else last
+    as_ts = lambda v: None if v is None else pd.Timestamp(v).tz_convert("UTC")  # noqa: E731
+    return count, as_ts(first), as_ts(last)
 
 
 def load_events(
@@ -378,14 +464,17 @@ def load_events(
     end: datetime | str | None = None,
     columns: Sequence[str] | None = None,
     include_sandbox: bool = True,
+    partition: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Canonical events with ``start <= ts < end`` (UTC; naive times are taken as UTC).
 
     Only the months the range touches are opened, and row groups outside it are skipped by
     their statistics. ``columns`` defaults to ``EVENT_COLUMNS`` (``extra`` on request);
-    ``include_sandbox=False`` drops store-sandbox rows. Rows are ordered by ts, user_id, event_key.
+    ``include_sandbox=False`` drops store-sandbox rows; ``partition=(index, count)`` keeps the
+    events of that partition of subscribers (``features.ingest.partitions``). Rows are ordered
+    by ts, user_id, event_key.
     """
-    table = read_events_table(Path(store), start, end, columns, include_sandbox)
+    table = read_events_table(Path(store), start, end, columns, include_sandbox, partition)
     order = [(c, "ascending") for c in (s.TS, s.USER_ID, s.EVENT_KEY) if c in table.column_names]
     if order:
         table = table.take(pc.sort_indices(table, order))

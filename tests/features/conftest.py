@@ -91,3 +91,66 @@ def new_history() -> type[History]:
 def day_fixture():
     """``day(d)``: day ``d`` after 2026-01-01 00:00 UTC."""
     return day
+
+
+def random_history(users: int = 60, seed: int = 5, app_events: bool = False) -> pd.DataFrame:
+    """``users`` subscribers with seeded random lifecycles and sessions over 90 days, both
+    platforms, some sandbox rows (and, with ``app_events``, the app's own in-app events)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    h = History()
+    lifecycle = ["renewal", "cancellation", "grace_period", "expiration", "reactivation"]
+    for i in range(users):
+        user, platform = f"u{i:03d}", (s.OS_IOS, s.OS_ANDROID)[i % 2]
+        start = float(rng.uniform(0, 30))
+        h.install(user, start, platform=platform, network="Meta", country="US")
+        h.sub(user, start, "activation", expires=start + 30, platform=platform, price=9.99)
+        for when in np.sort(rng.uniform(start, 90, 3)):
+            h.sub(
+                user,
+                float(when),
+                str(rng.choice(lifecycle)),
+                expires=float(when) + 30,
+                platform=platform,
+            )
+        h.sessions(user, start, 90, float(rng.uniform(0.1, 2)), platform=platform)
+        if app_events:
+            for when in rng.uniform(start, 90, int(rng.integers(0, 8))):
+                name = str(rng.choice(["like", "share", "level_up"]))
+                h.add(user, float(when), s.KIND_EVENT, name, platform)
+    frame = h.frame()
+    frame.loc[frame.index % 17 == 0, s.ENVIRONMENT] = "sandbox"
+    return frame
+
+
+def write_store(frame: pd.DataFrame, store, commits: int = 2):
+    """Commit a canonical event frame to a Parquet event store at ``store`` (in ``commits``
+    commits, like several ingests), as ingest would; returns the store's path."""
+    import numpy as np
+    import pyarrow as pa
+
+    from features.ingest.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Manifest, commit, writer_lock
+
+    def column(part: pd.DataFrame, field: pa.Field) -> pa.Array:
+        if field.name not in part:
+            return pa.nulls(len(part), field.type)
+        values = part[field.name].array
+        if pa.types.is_timestamp(field.type):  # as µs: pyarrow's own path warns on pandas 3.1
+            stamps = values.as_unit("us")
+            return pa.array(stamps.asi8, field.type, mask=stamps.isna())
+        return pa.array(values, field.type)
+
+    manifest = Manifest()
+    with writer_lock(store):
+        for i, rows in enumerate(np.array_split(np.arange(len(frame)), commits)):
+            part = frame.iloc[rows]
+            events = pa.table([column(part, f) for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
+            manifest = commit(
+                store,
+                manifest,
+                events,
+                QUARANTINE_SCHEMA.empty_table(),
+                [{"sha256": f"test-{i}", "path": f"t{i}.csv"}],
+            )
+    return store

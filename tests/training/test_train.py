@@ -254,6 +254,7 @@ def test_train_store_on_apps_unlike_ours(shape, tmp_path, mlflow_env) -> None:
     from datetime import date
 
     from features.ingest import ingest
+    from features.settings import FeatureConfig
     from features.synthetic import SyntheticConfig, generate
     from training.train import default_truth_path, train_store
 
@@ -264,14 +265,25 @@ def test_train_store_on_apps_unlike_ours(shape, tmp_path, mlflow_env) -> None:
     ingest([app / "raw"], store)
     (store / "synthetic" / "truth").mkdir(parents=True)
     (app / "truth" / "churn_truth.parquet").rename(default_truth_path(store))
+    # the foreign app in two subscriber partitions; the other sampled to 6,000 snapshot rows
+    sampled = shape == "no-trials"
     cfg = config(
         tmp_path,
         mlflow_env,
         labels={"horizon_days": 30},
         optuna={"n_trials": 3},
-        training={"early_stopping_rounds": 50},
+        training={"early_stopping_rounds": 50, "max_rows": 6000 if sampled else 0},
     )
-    result = train_store(store, cfg, default_truth_path(store))
+    split = FeatureConfig(partitions=1 if sampled else 2)
+    result = train_store(store, cfg, default_truth_path(store), split=split)
+    assert result.partitions == split.partitions and result.ran_on == "in-process"
+    params = MlflowClient().get_run(result.run_id).data.params
+    if sampled:
+        assert result.snapshot_rows > 6000 and 0 < result.sample_fraction < 1
+        assert int(params["snapshot_rows_kept"]) == pytest.approx(6000, abs=20)
+        assert float(params["snapshot_fraction"]) == pytest.approx(result.sample_fraction, 1e-5)
+    else:
+        assert result.sample_fraction == 1 and "snapshot_fraction" not in params
     m = result.metrics
     assert "trial_or_offer_days_left" in result.dropped_features
     assert "in_trial" in result.dropped_features
@@ -280,7 +292,9 @@ def test_train_store_on_apps_unlike_ours(shape, tmp_path, mlflow_env) -> None:
         assert np.isfinite(m[f"{prefix}_roc_auc"]) and np.isfinite(m[f"{prefix}_pr_auc"])
     # 1,200 users and 3 trials: LightGBM is weak here (0.64-0.81); the tuned logistic regression
     # reaches 0.78-0.88 (see docs/benchmarks.md); this test is about surviving the shape
-    assert m["holdout_roc_auc"] > 0.6 and m["baseline_logreg_roc_auc"] > 0.7
+    # (sampled to 6,000 rows, LightGBM has less to learn from: 0.59 seen)
+    assert m["holdout_roc_auc"] > (0.55 if sampled else 0.6)
+    assert m["baseline_logreg_roc_auc"] > 0.7
     assert np.isfinite(m["lgbm_margin_holdout_pr_auc"])
     run = MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED"

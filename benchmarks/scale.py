@@ -1,0 +1,305 @@
+"""Benchmark: rescore end to end (features + scoring + scores file; the Braze sync excluded) on
+1M, 5M and 10M subscribers, in-process streaming and on a ``local:2`` dask cluster.
+
+    python benchmarks/scale.py                       # generates + ingests 100,000 users first
+    python benchmarks/scale.py --base DIR            # reuse an ingested 100k store
+    python benchmarks/scale.py --sizes 10,50,100 --where in-process,local:2
+
+The N-million stores are the 100k store's events replicated on disk with new user ids
+(``<id>~r<k>``: each copy is another set of subscribers with the same histories), each copy
+committed through the store's own ``commit`` (bucket column, bucket order), so the 5M store holds
+the 1M store's files plus more (hard links) and so on. The champion is a model trained (3 Optuna
+trials) on a separate 5,000-user app. Each rescore runs in its own child process; this process
+polls the memory (RSS) of that child and every process under it (the cluster's scheduler and
+workers) every 0.2 s and records each process's peak and the peak of their sum.
+
+Targets (issue 17): 10M completes with the peak sum under 12 GiB; time grows <= 11x per 10x;
+``local:2`` within 1.3x of in-process at 1M (the reference measured in the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+# run as a script, this file's folder comes first on sys.path and its name would hide packages
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+AS_OF = "2026-04-06"  # day 91 of 120 (as benchmarks/features.py)
+START = date(2026, 1, 5)
+
+
+def _prepare_base(users: int, folder: Path) -> Path:
+    from features.ingest import ingest
+    from features.synthetic import SyntheticConfig, generate
+
+    raw = folder / "synthetic"
+    print(f"generating {users:,} users and ingesting them (once) ...", flush=True)
+    generate(SyntheticConfig(users=users, seed=7, start=START, days=120), raw)
+    ingest([raw / "raw"], folder / "store", now=datetime(2027, 1, 1, tzinfo=UTC))
+    return folder / "store"
+
+
+def _train_model(folder: Path) -> Path:
+    """A champion trained on a 5,000-user app (3 trials), pickled for the children."""
+    from lapse import jobs
+    from lapse.settings import Settings
+    from training.registry import champion_uri, load_model
+
+    print("training the model on a 5,000-user app ...", flush=True)
+    settings = jobs.demo_settings(Settings(), folder).updated(
+        synthetic={"users": 5000, "seed": 11, "start": START, "days": 120},
+        optuna={"n_trials": 3},
+    )
+    jobs.generate(settings, folder / "synthetic", overwrite=True)
+    jobs.ingest(settings, [folder / "synthetic" / "raw"], now=datetime(2027, 1, 1, tzinfo=UTC))
+    jobs.train(settings)
+    model = load_model(settings.mlflow.tracking_uri, champion_uri(settings.mlflow.registered_model))
+    path = folder / "model.pkl"
+    path.write_bytes(pickle.dumps(model))
+    return path
+
+
+_BASE = None
+
+
+def _write_copy(base: str, copy: int, folder: str) -> str:
+    """Commit copy ``copy`` of the base store's events (user ids suffixed ``~r<copy>``) into
+    a store of its own at ``folder`` (merged into the sized stores by ``_store``)."""
+    global _BASE
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from features import schema as s
+    from features.ingest.store import (
+        EVENT_SCHEMA,
+        QUARANTINE_SCHEMA,
+        Manifest,
+        commit,
+        month_of,
+        read_events_table,
+        writer_lock,
+    )
+
+    if _BASE is None:
+        _BASE = read_events_table(Path(base), columns=EVENT_SCHEMA.names)
+    table = _BASE
+    months = month_of(table.column(s.TS))
+    out = Path(folder)
+    manifest = Manifest()
+    with writer_lock(out):
+        # a commit per month: the same files as one commit, a third of the memory
+        for month in sorted(pc.unique(months).to_pylist()):
+            part = table.filter(pc.equal(months, month))
+            ids = pc.binary_join_element_wise(part.column(s.USER_ID), pa.scalar(f"~r{copy}"), "")
+            events = part.set_column(part.schema.get_field_index(s.USER_ID), s.USER_ID, ids)
+            source = {"sha256": f"replica-{copy}-{month}", "path": f"{base} copy {copy}"}
+            manifest = commit(out, manifest, events, QUARANTINE_SCHEMA.empty_table(), [source])
+            del part, ids, events
+    return folder
+
+
+def _store(root: Path, k: int, copies: list[Path]) -> Path:
+    """The store of the first ``k`` copies: their files hard-linked, their commits in order."""
+    from features.ingest.store import MANIFEST, Manifest, read_manifest
+
+    store = root / f"x{k}"
+    marker = store / "copies.txt"
+    if (store / MANIFEST).is_file() and marker.is_file() and marker.read_text() == str(k):
+        return store
+    merged = Manifest()
+    for folder in copies[:k]:
+        one = read_manifest(folder)
+        for rel in one.event_files():
+            (store / rel).parent.mkdir(parents=True, exist_ok=True)
+            if not (store / rel).exists():
+                os.link(folder / rel, store / rel)
+        for c in one.commits:
+            number = len(merged.commits) + 1
+            merged.sources.update(
+                {sha: dict(one.sources[sha], commit=number) for sha in c["sources"]}
+            )
+            merged.commits.append(dict(c, commit=number))
+    (store / MANIFEST).write_text(merged.to_json())
+    marker.write_text(str(k))
+    return store
+
+
+def _copies(base: Path, root: Path, upto: int, have: list[Path], jobs: int) -> list[Path]:
+    """Copies 0..upto-1 of the base store, written by ``jobs`` processes side by side."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from features.ingest.store import MANIFEST
+
+    todo = [i for i in range(len(have), upto) if not (root / f"c{i}" / MANIFEST).is_file()]
+    started = time.perf_counter()
+    if todo:
+        with ProcessPoolExecutor(jobs) as pool:
+            list(pool.map(_write_copy, [str(base)] * len(todo), todo,
+                          [str(root / f"c{i}") for i in todo]))  # fmt: skip
+        print(
+            f"{len(todo)} copies of the base store written in "
+            f"{time.perf_counter() - started:.0f} s ({jobs} processes)",
+            flush=True,
+        )
+    return [root / f"c{i}" for i in range(upto)]
+
+
+def child(store: Path, where: str, model_path: Path, out: Path, max_memory_gib: float) -> None:
+    """One rescore, timed; prints a JSON line."""
+    from features.cluster import workplace
+    from features.settings import DaskSettings, FeatureConfig
+    from serving.rescore import rescore
+    from serving.scores import write_scores
+
+    model = pickle.loads(model_path.read_bytes())
+    address = "" if where == "in-process" else where
+    split = FeatureConfig(max_memory_gib=max_memory_gib)
+    started = time.perf_counter()
+    with workplace(DaskSettings(address=address)) as place:
+        cluster_up = time.perf_counter() - started
+        result = rescore(store, AS_OF, model, where=place, split=split, max_stale_days=30)
+    write_scores(result.scores, out, model.bucket_policy_, {"as_of": AS_OF})
+    seconds = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cluster_s": cluster_up,
+                "events": result.events,
+                "scored": len(result.scores),
+                "partitions": result.partitions,
+                "ran_on": result.ran_on,
+            }
+        ),
+        flush=True,
+    )
+
+
+def _measure(args: list[str]) -> dict:
+    """Run a child, polling the RSS of it and every descendant; its JSON plus the peaks."""
+    import psutil
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parent = psutil.Process(proc.pid)
+    peaks: dict[int, tuple[str, int]] = {}
+    peak_sum = 0
+    while proc.poll() is None:
+        try:
+            family = [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        total = 0
+        for p in family:
+            try:
+                rss = p.memory_info().rss
+                line = " ".join(p.cmdline())
+                name = (
+                    "client" if p.pid == proc.pid
+                    else "worker" if "spawn_main" in line
+                    else "helper"
+                )  # fmt: skip
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            total += rss
+            if rss > peaks.get(p.pid, ("", 0))[1]:
+                peaks[p.pid] = (name, rss)
+        peak_sum = max(peak_sum, total)
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"child failed ({proc.returncode}):\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_sum_gib"] = peak_sum / 2**30
+    result["peaks_gib"] = sorted(
+        ((name, rss / 2**30) for name, rss in peaks.values()), key=lambda x: -x[1]
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, help="An ingested 100k store (default: generate).")
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--work", type=Path, help="Folder for the stores (default: a temp dir).")
+    parser.add_argument("--sizes", default="10,50,100", help="Copies of the base store.")
+    parser.add_argument("--where", default="in-process,local:2")
+    parser.add_argument(
+        "--local-sizes", default="10,50", help="Sizes (copies) also run on the cluster."
+    )
+    parser.add_argument("--max-memory-gib", type=float, default=4.0)
+    parser.add_argument("--jobs", type=int, default=2, help="Processes writing the copies.")
+    parser.add_argument("--results", type=Path, help="Append each run as a JSON line here.")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--on", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.store, args.on, args.model, args.out, args.max_memory_gib)
+        return
+    work = args.work or Path(tempfile.mkdtemp(prefix="lapse-bench-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    base = args.base or (
+        work / "base" / "store"
+        if (work / "base" / "store" / "manifest.json").is_file()
+        else _prepare_base(args.users, work / "base")
+    )
+    model = work / "model" / "model.pkl"
+    if not model.is_file():
+        model = _train_model(work / "model")
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    local_sizes = {int(x) for x in args.local_sizes.split(",") if x}
+    places = args.where.split(",")
+    runs: dict[tuple[int, str], dict] = {}
+    copies: list[Path] = []
+    for k in sizes:  # each size measured as soon as it is written: a cut-short run keeps results
+        copies = _copies(base, work / "copies", k, copies, args.jobs)
+        store = _store(work / "stores", k, copies)
+        for where in places:
+            if where != "in-process" and k not in local_sizes:
+                continue
+            cmd = [
+                sys.executable, __file__, "--child", "--store", str(store), "--on", where,
+                "--model", str(model), "--out", str(work / f"scores-{k}-{where}.parquet"),
+                "--max-memory-gib", str(args.max_memory_gib),
+            ]  # fmt: skip
+            r = _measure(cmd)
+            r.update(copies=k, where=where, at=datetime.now(UTC).isoformat(timespec="seconds"))
+            runs[k, where] = r
+            top = ", ".join(f"{n} {g:.2f}" for n, g in r["peaks_gib"][:4])
+            print(
+                f"{k:>4} copies {where:<10} {r['seconds']:8.1f} s  events {r['events']:>12,}  "
+                f"scored {r['scored']:>10,}  partitions {r['partitions']:>3}  "
+                f"(cluster start {r['cluster_s']:.1f} s)  "
+                f"peak sum {r['peak_sum_gib']:.2f} GiB  (per process: {top})",
+                flush=True,
+            )
+            if args.results:
+                with open(args.results, "a") as handle:
+                    handle.write(json.dumps(r) + "\n")
+    ordered = sorted(k for k, w in runs if w == "in-process")
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        growth = runs[b, "in-process"]["seconds"] / runs[a, "in-process"]["seconds"]
+        print(
+            f"in-process time x{b / a:g} subscribers: x{growth:.2f} (per 10x: "
+            f"x{growth ** (1 / __import__('math').log10(b / a)):.2f}; target <= 11)"
+        )
+    for k in sorted(local_sizes):
+        for where in places:
+            if where != "in-process" and (k, where) in runs and (k, "in-process") in runs:
+                ratio = runs[k, where]["seconds"] / runs[k, "in-process"]["seconds"]
+                print(f"{where} / in-process at {k} copies: {ratio:.2f}x (target <= 1.3 at 10)")
+
+
+if __name__ == "__main__":
+    main()
