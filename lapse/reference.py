@@ -7,6 +7,7 @@ Regenerate it with ``python -m lapse.reference`` (``--check`` only compares).
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import sys
@@ -128,10 +129,15 @@ def _default(value: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write ``docs/settings.md`` (or, with ``--check``, exit 1 when it is stale)."""
-    args = sys.argv[1:] if argv is None else argv
-    check = "--check" in args
-    paths = [a for a in args if a != "--check"]
-    target = Path(paths[0]) if paths else REFERENCE
+    parser = argparse.ArgumentParser(
+        prog="python -m lapse.reference", description=main.__doc__.splitlines()[0]
+    )
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when stale")
+    parser.add_argument(
+        "target", nargs="?", type=Path, default=REFERENCE, help="default: %(default)s"
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)  # --help, a typo: exit 2
+    target, check = args.target, args.check
     fresh = settings_reference()
     if check:
         current = target.read_text() if target.exists() else ""

@@ -54,3 +54,14 @@ def test_a_changed_model_changes_the_page_and_check_says_stale(
     monkeypatch.setattr(field, "description", "Trials per tuning run, changed.")
     assert "Trials per tuning run, changed." in reference.settings_reference()
     assert reference.main(["--check", str(page)]) == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--chek"]])
+def test_help_or_a_mistyped_flag_writes_no_file(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        reference.main(argv)
+    assert stopped.value.code == (0 if argv == ["--help"] else 2)
+    assert list(tmp_path.iterdir()) == []  # it used to write the page to a file named "--help"
