@@ -621,6 +621,8 @@ def _sample_store(settings: Settings, progress: Progress | None) -> SampleApp:
             f"{root}: not empty and not a sample app (no {SAMPLE_MARK}); "
             "choose another store.path (LAPSE_STORE__PATH) or folder"
         )
+    root.mkdir(parents=True, exist_ok=True)
+    mark.write_text("")  # ours from now on: a run killed half-way is replaced by the next one
     folder = root / "synthetic"
     generation = generate(settings, folder, overwrite=True, progress=progress)
     ingested = ingest(settings, [folder / "raw"], progress=progress)

@@ -58,3 +58,21 @@ def test_training_snapshots_are_cut_at_the_ground_truths_cutoffs(settings: Setti
     assert sorted(cutoffs) == sorted(pd.to_datetime(truth[s.AS_OF], utc=True).unique())
     assert frame[s.CHURNED].notna().sum() > 0
     assert {"tenure_days", "status"} <= set(frame.columns)
+
+
+def test_a_sample_app_killed_half_way_is_replaced_by_the_next_run(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def killed(settings, folder, *args, **kwargs):
+        (folder / "raw").mkdir(parents=True)
+        (folder / "raw" / "half.csv").write_text("app_token,")
+        raise KeyboardInterrupt  # Ctrl-C (or a kernel restart) in the middle of generating
+
+    with monkeypatch.context() as patched:
+        patched.setattr(jobs, "generate", killed)
+        with pytest.raises(KeyboardInterrupt):
+            jobs.sample_app(settings)
+    made = jobs.sample_app(settings)  # used to refuse: "not empty and not a sample app"
+    assert not made.reused and made.ingest is not None and made.ingest.rows_stored > 0
+    assert not (settings.store.path / "synthetic" / "raw" / "half.csv").exists()
+    assert jobs.sample_app(settings).reused
