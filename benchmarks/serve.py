@@ -227,7 +227,7 @@ def main() -> None:
         run("/score 1,000 rows reasons:false, 1 client", "/score", bare, 1)
         run("/score_events 1 subscriber, 1 client", "/score_events", history, 1)
     finally:
-        serving.stop_server(server.process)
+        server.stop()
     after = references()
 
     pinned = ", pinned to the last core (wrk to the others)" if args.pin else ""

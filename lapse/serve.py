@@ -330,6 +330,11 @@ class Server:
     info: ModelInfo
     log: Path
 
+    def stop(self) -> None:
+        """Stop the server and delete its log file (a temporary file nobody else removes)."""
+        stop_server(self.process)
+        self.log.unlink(missing_ok=True)
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:

@@ -128,5 +128,5 @@ pd.DataFrame({k: pd.Series(v) for k, v in answers.items()}).loc[
 by_events.json()
 
 # %%
-serve.stop_server(server.process)
+server.stop()
 print(f"stopped (exit code {server.process.returncode})")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +59,7 @@ def running(settings: Settings, **env: str) -> Iterator[serving.Server]:
     try:
         yield server
     finally:
-        serving.stop_server(server.process)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -487,3 +489,12 @@ def test_schemathesis_finds_no_server_error(server, tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[done.stdout.find("FAILURES") :][:4000]
     assert "Traceback" not in server.log.read_text()
+
+
+def test_stopping_a_server_ends_its_process_and_removes_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "lapse-serve-x.log"
+    log.write_text("Starting production HTTP BentoServer\n")
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    server = serving.Server(process, "http://127.0.0.1:1", None, log)  # type: ignore[arg-type]
+    server.stop()  # the notebook and the tests used to stop the process only: a log per run
+    assert process.returncode is not None and not log.exists()
