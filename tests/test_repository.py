@@ -74,3 +74,20 @@ def test_mlflow_lives_in_mlflow_db_and_mlruns_at_the_root_ignored_by_git() -> No
         check=False,
     )
     assert ignored.stdout.split() == ["mlruns/1/model.pkl", "mlflow.db", "data/x"]
+
+
+def test_every_repository_file_the_docs_name_exists() -> None:
+    """A page naming a test or module that is not there sends a reader nowhere."""
+    pages = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "deploy").glob("*.md"),
+             ROOT / "notebooks" / "README.md"]  # fmt: skip
+    named = re.compile(
+        r"\b((?:lapse|features|training|serving|base|tests|benchmarks|deploy|notebooks|docs)"
+        r"/[\w/.-]+\.(?:py|md|yaml|toml|ipynb))\b"
+    )
+    missing = [
+        f"{page.relative_to(ROOT)}: {path}"
+        for page in pages
+        for path in named.findall(page.read_text())
+        if not (ROOT / path).exists()
+    ]
+    assert not missing
