@@ -23,6 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 KERNEL = "python3"
+STORE_ENV = "LAPSE_STORE__PATH"
 
 
 def sources(prefixes: list[str] | None = None) -> list[Path]:
@@ -75,11 +76,20 @@ def execute(source: Path, out: Path, timeout_s: float = 600, cwd: Path = HERE):
     return notebook
 
 
+def anchor_store(environ: dict[str, str] | os._Environ, cwd: Path) -> None:
+    """Make a relative ``LAPSE_STORE__PATH`` absolute against ``cwd``, the caller's folder: the
+    kernels run in ``notebooks/``, where it would otherwise point (URLs are left as they are)."""
+    value = environ.get(STORE_ENV)
+    if value and "://" not in value and not Path(value).is_absolute():
+        environ[STORE_ENV] = str((cwd / value).resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prefixes", nargs="*", help="only notebooks whose name starts so")
     parser.add_argument("--out", type=Path, help="write here instead of beside the source")
     args = parser.parse_args(argv)
+    anchor_store(os.environ, Path.cwd())
     for source in sources(args.prefixes):
         started = time.perf_counter()
         target = (args.out or HERE) / source.with_suffix(".ipynb").name

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from notebooks.execute import HERE, execute, kernel_home, sources
+from notebooks.execute import HERE, anchor_store, execute, kernel_home, sources
 
 NOTEBOOKS = sources()
 
@@ -56,6 +56,18 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 patch.delenv(name)
         patch.setenv("LAPSE_STORE__PATH", str(store))
         yield store
+
+
+def test_a_relative_store_path_is_the_callers_not_the_kernels(tmp_path: Path) -> None:
+    environ = {"LAPSE_STORE__PATH": "my data"}  # the kernels run in notebooks/
+    anchor_store(environ, tmp_path)
+    assert environ["LAPSE_STORE__PATH"] == str(tmp_path / "my data")
+    for kept in ("/srv/lapse", "s3://bucket/lapse"):
+        environ = {"LAPSE_STORE__PATH": kept}
+        anchor_store(environ, tmp_path)
+        assert environ["LAPSE_STORE__PATH"] == kept
+    anchor_store(environ := {}, tmp_path)
+    assert environ == {}
 
 
 @pytest.mark.slow
