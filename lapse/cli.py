@@ -174,7 +174,8 @@ def demo(
     Generate a synthetic app's Adjust export (with its true churn probabilities), ingest it,
     train and register the model (in the demo folder's own MLflow), rescore every active subscriber
     with the champion and push the buckets to a local Braze emulator, then sync once more to
-    show that nothing unchanged is sent twice.
+    show that nothing unchanged is sent twice; last, start the HTTP service and score one
+    subscriber by /score_events and /lookup.
     """
     settings = ctx.obj.settings(synthetic={"users": users})
     name = settings.mlflow.registered_model

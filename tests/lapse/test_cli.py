@@ -110,7 +110,7 @@ def test_version_subprocess(clean_env: Path) -> None:
                 "--drift",
             ],
         ),
-        (["demo", "--help"], ["--users"]),
+        (["demo", "--help"], ["--users", "--trials", "/score_events", "/lookup"]),
         (["rescore", "--help"], ["--fail-on-drift", "status 3"]),
         (["train", "--help"], ["--if-due", "training.max_age_days"]),
     ],
