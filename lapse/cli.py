@@ -28,14 +28,17 @@ class ExitCode(IntEnum):
 
     #: The command did its work.
     OK = 0
-    #: The command failed (a one-line reason on stderr) or was interrupted (Ctrl-C): a
-    #: LapseError (what was found, what was expected, where), an OS error, or a bug.
+    #: The command failed (a one-line reason on stderr): a LapseError (what was found, what
+    #: was expected, where), an OS error, or a bug.
     FAILED = 1
     #: The command line was wrong (unknown option, missing argument, bad value): nothing ran.
     USAGE = 2
     #: `lapse rescore --fail-on-drift` found drift past monitoring.psi_threshold: the scores
     #: were written and pushed; a scheduler can still tell.
     DRIFT = 3
+    #: Ctrl-C (SIGINT) stopped the command, after it stopped what it started (typer's status,
+    #: 128 + SIGINT as in shells); it resumes as FAILED does.
+    INTERRUPTED = 130
 
 
 app = typer.Typer(

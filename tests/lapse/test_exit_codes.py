@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import typer
 
+from lapse import jobs
 from lapse.cli import ExitCode, app, main
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -51,3 +52,13 @@ def test_the_cli_returns_those_codes(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert _status("no-such-command") == ExitCode.USAGE
     out = str(tmp_path / "features.txt")  # a LapseError, refused before any work
     assert _status("features", "--as-of", "2026-01-01", "--out", out) == ExitCode.FAILED
+
+
+def test_ctrl_c_returns_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(jobs, "generate", interrupted)
+    # the page said 1; typer exits 130
+    assert _status("generate", "--out", str(tmp_path / "app")) == ExitCode.INTERRUPTED == 130
