@@ -167,7 +167,14 @@ def generate(
 @app.command()
 def demo(
     ctx: typer.Context,
-    users: Annotated[int | None, typer.Option(min=1, help="App users to simulate.")] = None,
+    users: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="App users to simulate (default synthetic.users; below a few thousand the "
+            "hold-out may hold fewer than training.min_churners churners and training stops).",
+        ),
+    ] = None,
     trials: Annotated[
         int, typer.Option(min=1, help="Optuna trials (the demo keeps tuning short).")
     ] = 10,
@@ -182,6 +189,7 @@ def demo(
     """
     settings = ctx.obj.settings(synthetic={"users": users})
     name = settings.mlflow.registered_model
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: clean up as on Ctrl-C
     with progress_bars() as report:
         result = jobs.demo(
             settings,

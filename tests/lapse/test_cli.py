@@ -531,3 +531,31 @@ def test_rescore_without_an_api_key_stops_before_scoring(
     assert code == 1 and "no Braze API key" in stderr and "--dry-run" in stderr
     code, _, stderr = invoke(capsys, "rescore", "--as-of", "2026-02-01", "--dry-run")
     assert code == 1 and "no MLflow database" in stderr  # a dry run goes on to the model
+
+
+def test_sigterm_stops_the_demo_as_ctrl_c_does(monkeypatch) -> None:
+    """A scheduler's SIGTERM reaches the demo's own clean-up (the service it started is
+    stopped and its log removed) and exits as an interruption does."""
+    import signal
+    import time
+
+    from lapse import jobs
+    from lapse.cli import ExitCode
+
+    cleaned = []
+
+    def demo(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        finally:
+            cleaned.append(True)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(jobs, "demo", demo)
+    try:
+        result = CliRunner().invoke(app, ["demo", "--users", "10"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == ExitCode.INTERRUPTED
+    assert cleaned == [True]
