@@ -5,8 +5,9 @@ it was trained), the newest backtest run (realised ROC AUC and ECE of its newest
 scoring day) and the newest drift record (``serving.drift``). It is due when there is no
 champion; when the champion is ``max_age_days`` old; when the backtest shows a realised ROC AUC
 below ``min_roc_auc`` or an ECE above ``max_ece``; or when the newest rescore flagged drift.
-A backtest run that started before the champion was trained, or a drift record written with
-another model version, judged an earlier model and does not count. The readers below fetch
+A backtest run that started before the champion was trained or whose newest complete day was
+scored by another model version, or a drift record written with another model version, judged
+an earlier model and does not count. The readers below fetch
 those facts from MLflow and the store.
 """
 
@@ -34,6 +35,8 @@ __all__ = [
 BACKTEST_KIND = ("lapse.kind", "backtest")
 #: The backtest run's metrics for its newest complete scoring day.
 ROC_AUC, ECE = "realised_roc_auc", "realised_ece"
+#: The backtest run's tag naming the model version that scored its newest complete day.
+NEWEST_MODEL_TAG = "backtest.newest_model"
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,14 @@ class Champion:
 
 @dataclass(frozen=True)
 class Backtest:
-    """The newest backtest run: when it started and what it realised (None: not logged)."""
+    """The newest backtest run: when it started, what it realised (None: not logged) and the
+    model version that scored the day it realised them on (None: not tagged)."""
 
     run_id: str
     started: datetime
     roc_auc: float | None
     ece: float | None
+    model_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,12 @@ def retrain_due(
     elif backtest.started < champion.trained_at:
         notes.append(
             f"the newest backtest (run {backtest.run_id}) predates the champion; not counted"
+        )
+    elif backtest.model_version is not None and backtest.model_version != champion.version:
+        # right after a retrain every complete scoring day was scored by the previous model
+        notes.append(
+            f"the newest backtest (run {backtest.run_id}) measured model version "
+            f"{backtest.model_version}, not the champion's; not counted"
         )
     else:
         where = f"the newest backtest (run {backtest.run_id})"
@@ -171,9 +182,11 @@ def newest_backtest(tracking_uri: str, experiment: str) -> Backtest | None:
         return None
     run = runs[0]
     metrics = run.data.metrics
+    scored_by = run.data.tags.get(NEWEST_MODEL_TAG, "")  # "<name> version <N>"
     return Backtest(
         run_id=run.info.run_id,
         started=datetime.fromtimestamp(run.info.start_time / 1000, UTC),
         roc_auc=metrics.get(ROC_AUC),
         ece=metrics.get(ECE),
+        model_version=scored_by.rpartition(" version ")[2] if " version " in scored_by else None,
     )
