@@ -17,14 +17,15 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from base import sqlite_file
+from base import LapseError, safe_url, sqlite_file
 from serving.drift import DriftRecord
-from training.registry import champion_uri, model_info
+from training.registry import champion_uri, champion_version, model_info
 
 __all__ = [
     "BACKTEST_KIND",
     "Backtest",
     "Champion",
+    "DueCheckError",
     "DueDecision",
     "champion_of",
     "newest_backtest",
@@ -37,6 +38,19 @@ BACKTEST_KIND = ("lapse.kind", "backtest")
 ROC_AUC, ECE = "realised_roc_auc", "realised_ece"
 #: The backtest run's tag naming the model version that scored its newest complete day.
 NEWEST_MODEL_TAG = "backtest.newest_model"
+
+
+class DueCheckError(LapseError):
+    """MLflow could not be asked (unreachable, refused): whether retraining is due is unknown,
+    which is not the same as "there is no champion"."""
+
+
+def _unreachable(tracking_uri: str, exc: Exception) -> DueCheckError:
+    message = (getattr(exc, "message", None) or str(exc)).splitlines()[0]
+    return DueCheckError(
+        f"MLflow at {safe_url(tracking_uri)} (mlflow.tracking_uri): cannot tell whether the "
+        f"champion is due ({message})"
+    )
 
 
 @dataclass(frozen=True)
@@ -152,6 +166,16 @@ def champion_of(tracking_uri: str, registered_model: str) -> Champion | None:
     database = sqlite_file(tracking_uri)
     if database is not None and not database.is_file():
         return None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:  # model_info reads any failure as "unknown"; an unreachable server must not be "none"
+        if champion_version(MlflowClient(), registered_model) is None:
+            return None
+    except MlflowException as exc:
+        raise _unreachable(tracking_uri, exc) from None
     info = model_info(tracking_uri, champion_uri(registered_model))
     if info.version is None or info.trained_at is None:
         return None
@@ -166,18 +190,23 @@ def newest_backtest(tracking_uri: str, experiment: str) -> Backtest | None:
     database = sqlite_file(tracking_uri)
     if database is not None and not database.is_file():
         return None
+    from mlflow.exceptions import MlflowException
+
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
     key, value = BACKTEST_KIND
-    runs = client.search_runs(
-        [found.experiment_id],
-        filter_string=f"tags.`{key}` = '{value}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        runs = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{key}` = '{value}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except MlflowException as exc:
+        raise _unreachable(tracking_uri, exc) from None
     if not runs:
         return None
     run = runs[0]

@@ -232,3 +232,25 @@ def test_cli_train_if_due_says_why_it_did_nothing(tmp_path, monkeypatch, model, 
     assert exited.value.code in (0, None)
     assert "Not due, nothing trained:" in out and "(retrained at 30)" in out
     assert "no backtest run yet" in out
+
+
+def test_an_unreachable_mlflow_is_an_error_not_no_champion(monkeypatch) -> None:
+    """A refused connection must not read as "no champion yet" (which would retrain)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from serving import due
+
+    def refused(*args, **kwargs):
+        raise MlflowException("API request to http://mlflow:5000 failed: Connection refused")
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setattr(due, "champion_version", refused)
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", refused)
+    uri = "http://user:secret@mlflow:5000"
+    for reader in (champion_of, newest_backtest):
+        with pytest.raises(due.DueCheckError) as caught:
+            reader(uri, "lapse-churn")
+        message = str(caught.value)
+        assert "cannot tell whether the champion is due" in message and "refused" in message
+        assert "secret" not in message and "\n" not in message
