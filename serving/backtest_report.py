@@ -103,9 +103,10 @@ def _table(frame: pd.DataFrame, headings: Mapping[str, str] | None = None) -> st
         return "<p class='none'>none</p>"
     shown = frame[[c for c in (headings or {c: c for c in frame.columns}) if c in frame.columns]]
     shown = shown.rename(columns=dict(headings or {}))
-    return shown.to_html(
+    table = shown.to_html(
         index=False, border=0, classes="grid", float_format=lambda v: f"{v:.4f}", na_rep="-"
     )
+    return f'<div class="scroll">{table}</div>'  # a wide table scrolls, not the whole page
 
 
 _STYLE = """
@@ -118,6 +119,7 @@ table.grid th, table.grid td { padding: .25rem .6rem; border-bottom: 1px solid #
   text-align: right; white-space: nowrap; }
 .summary td:first-child { font-weight: 600; padding-right: 1rem; }
 .none, .notes { color: #666; }
+.scroll { overflow-x: auto; }
 """
 
 

@@ -5,8 +5,9 @@ it was trained), the newest backtest run (realised ROC AUC and ECE of its newest
 scoring day) and the newest drift record (``serving.drift``). It is due when there is no
 champion; when the champion is ``max_age_days`` old; when the backtest shows a realised ROC AUC
 below ``min_roc_auc`` or an ECE above ``max_ece``; or when the newest rescore flagged drift.
-A backtest run that started before the champion was trained, or a drift record written with
-another model version, judged an earlier model and does not count. The readers below fetch
+A backtest run that started before the champion was trained or whose newest complete day was
+scored by another model version, or a drift record written with another model version, judged
+an earlier model and does not count. The readers below fetch
 those facts from MLflow and the store.
 """
 
@@ -16,14 +17,15 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from base import sqlite_file
+from base import LapseError, safe_url, sqlite_file
 from serving.drift import DriftRecord
-from training.registry import champion_uri, model_info
+from training.registry import champion_uri, champion_version, model_info
 
 __all__ = [
     "BACKTEST_KIND",
     "Backtest",
     "Champion",
+    "DueCheckError",
     "DueDecision",
     "champion_of",
     "newest_backtest",
@@ -34,6 +36,21 @@ __all__ = [
 BACKTEST_KIND = ("lapse.kind", "backtest")
 #: The backtest run's metrics for its newest complete scoring day.
 ROC_AUC, ECE = "realised_roc_auc", "realised_ece"
+#: The backtest run's tag naming the model version that scored its newest complete day.
+NEWEST_MODEL_TAG = "backtest.newest_model"
+
+
+class DueCheckError(LapseError):
+    """MLflow could not be asked (unreachable, refused): whether retraining is due is unknown,
+    which is not the same as "there is no champion"."""
+
+
+def _unreachable(tracking_uri: str, exc: Exception) -> DueCheckError:
+    message = (getattr(exc, "message", None) or str(exc)).splitlines()[0]
+    return DueCheckError(
+        f"MLflow at {safe_url(tracking_uri)} (mlflow.tracking_uri): cannot tell whether the "
+        f"champion is due ({message})"
+    )
 
 
 @dataclass(frozen=True)
@@ -46,12 +63,14 @@ class Champion:
 
 @dataclass(frozen=True)
 class Backtest:
-    """The newest backtest run: when it started and what it realised (None: not logged)."""
+    """The newest backtest run: when it started, what it realised (None: not logged) and the
+    model version that scored the day it realised them on (None: not tagged)."""
 
     run_id: str
     started: datetime
     roc_auc: float | None
     ece: float | None
+    model_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,12 @@ def retrain_due(
         notes.append(
             f"the newest backtest (run {backtest.run_id}) predates the champion; not counted"
         )
+    elif backtest.model_version is not None and backtest.model_version != champion.version:
+        # right after a retrain every complete scoring day was scored by the previous model
+        notes.append(
+            f"the newest backtest (run {backtest.run_id}) measured model version "
+            f"{backtest.model_version}, not the champion's; not counted"
+        )
     else:
         where = f"the newest backtest (run {backtest.run_id})"
         if backtest.roc_auc is None or math.isnan(backtest.roc_auc):
@@ -141,6 +166,16 @@ def champion_of(tracking_uri: str, registered_model: str) -> Champion | None:
     database = sqlite_file(tracking_uri)
     if database is not None and not database.is_file():
         return None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:  # model_info reads any failure as "unknown"; an unreachable server must not be "none"
+        if champion_version(MlflowClient(), registered_model) is None:
+            return None
+    except MlflowException as exc:
+        raise _unreachable(tracking_uri, exc) from None
     info = model_info(tracking_uri, champion_uri(registered_model))
     if info.version is None or info.trained_at is None:
         return None
@@ -155,25 +190,32 @@ def newest_backtest(tracking_uri: str, experiment: str) -> Backtest | None:
     database = sqlite_file(tracking_uri)
     if database is not None and not database.is_file():
         return None
+    from mlflow.exceptions import MlflowException
+
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
     key, value = BACKTEST_KIND
-    runs = client.search_runs(
-        [found.experiment_id],
-        filter_string=f"tags.`{key}` = '{value}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        runs = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{key}` = '{value}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except MlflowException as exc:
+        raise _unreachable(tracking_uri, exc) from None
     if not runs:
         return None
     run = runs[0]
     metrics = run.data.metrics
+    scored_by = run.data.tags.get(NEWEST_MODEL_TAG, "")  # "<name> version <N>"
     return Backtest(
         run_id=run.info.run_id,
         started=datetime.fromtimestamp(run.info.start_time / 1000, UTC),
         roc_auc=metrics.get(ROC_AUC),
         ece=metrics.get(ECE),
+        model_version=scored_by.rpartition(" version ")[2] if " version " in scored_by else None,
     )

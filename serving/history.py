@@ -8,7 +8,7 @@ History is never rewritten. A rescore of a day that a model version has already 
 no-op (``HistoryWrite.written`` is False): a scheduler that re-runs a day keeps the first
 scoring, which is the one Braze was sent. A different version on the same day adds its own file.
 
-Writes are atomic: the file is written under ``scores_history/.staging/`` and renamed into
+Writes are atomic: the file is written under ``scores_history/.staging/`` and linked into
 place; a new day's partition is a staged folder renamed whole. A crash mid-write leaves at most
 a file under ``.staging/`` (never read, removed by the next write), never a partial partition.
 """
@@ -116,7 +116,7 @@ def append_history(
         if partition.is_dir():
             staged = staging / f"{token}.parquet"
             _write(table, staged)
-            os.rename(staged, target)
+            _publish(staged, target)
         else:
             staged = staging / token
             staged.mkdir()
@@ -126,7 +126,9 @@ def append_history(
             except OSError:
                 if not partition.is_dir():  # not a concurrent writer's new partition: give up
                     raise
-                os.rename(staged / target.name, target)  # another version made it meanwhile
+                _publish(staged / target.name, target)  # another rescore made it meanwhile
+    except FileExistsError:  # a concurrent rescore of the same day and version recorded it first
+        return HistoryWrite(target, len(pd.read_parquet(target, columns=[s.USER_ID])), False)
     except OSError as exc:
         raise HistoryError(
             f"{target}: cannot record the scores history ({exc.strerror or exc}); nothing was "
@@ -139,6 +141,13 @@ def append_history(
             else:
                 leftover.unlink(missing_ok=True)
     return HistoryWrite(target, n, True)
+
+
+def _publish(staged: Path, target: Path) -> None:
+    """Put a staged file in place unless ``target`` exists (FileExistsError): a hard link
+    refuses to replace, where a rename would silently overwrite a concurrent first scoring."""
+    os.link(staged, target)
+    staged.unlink()
 
 
 def _write(table: pa.Table, path: Path) -> None:

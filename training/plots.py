@@ -148,8 +148,14 @@ def over_time(
     """One line per named series (values indexed by day), with optional dashed reference
     levels (e.g. each model's hold-out AUC at training)."""
     fig, ax = _figure(title, "scoring day", ylabel)
+    days: set[pd.Timestamp] = set()
     for name, values in series.items():
-        ax.plot(pd.to_datetime(values.index), values.to_numpy(dtype=float), "o-", label=name)
+        when = pd.to_datetime(values.index)
+        days |= set(when)
+        ax.plot(when, values.to_numpy(dtype=float), "o-", label=name)
+    if len(days) == 1:  # matplotlib would span a single day over four years: show its week
+        (day,) = days
+        ax.set_xlim(day - pd.Timedelta(days=7), day + pd.Timedelta(days=7))
     for i, (name, level) in enumerate((references or {}).items()):
         ax.axhline(level, color=f"C{i}", ls="--", lw=1, label=name)
     if series or references:

@@ -148,6 +148,8 @@ def test_when_every_day_is_pending_the_report_says_so(tmp_path: Path) -> None:
     page = report_html(result)
     assert "Pending: horizon not yet over" in page and "2026-02-21 00:00 UTC" in page
     assert page.count("data:image/png;base64,") == 3  # no decile plot without a complete day
+    # the wide tables scroll inside their own box rather than widening the page
+    assert '<div class="scroll"><table' in page and ".scroll { overflow-x: auto; }" in page
 
 
 def test_steps_are_days_since_the_epoch(hand_built: pd.DataFrame) -> None:

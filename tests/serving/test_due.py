@@ -97,6 +97,19 @@ def test_evidence_about_an_earlier_model_does_not_count() -> None:
     assert "of model version 3, not the champion's; not counted" in text
 
 
+def test_a_backtest_of_the_previous_version_does_not_count_after_a_retrain() -> None:
+    """Run after the retrain, but every complete scoring day was scored by version 3: its poor
+    realised metrics judge version 3, so the new champion (4) is not due again for them."""
+    old = Backtest("run9", NOW - timedelta(days=1), 0.55, 0.2, model_version="3")
+    decision = retrain_due(NOW, champion(days_old=2), old, drift(), **LIMITS)
+    assert not decision.due
+    assert "run run9) measured model version 3, not the champion's; not counted" in " ".join(
+        decision.notes
+    )
+    mine = Backtest("run9", NOW - timedelta(days=1), 0.55, 0.02, model_version="4")
+    assert retrain_due(NOW, champion(days_old=2), mine, drift(), **LIMITS).due
+
+
 def test_missing_evidence_is_noted_not_due() -> None:
     decision = retrain_due(NOW, champion(), None, None, **LIMITS)
     assert not decision.due
@@ -128,7 +141,8 @@ def test_readers_find_the_newest_finished_backtest_and_the_champion(tmp_path, mo
     assert newest_backtest(uri, "lapse-monitoring") is None
     with mlflow.start_run(experiment_id=experiment, tags={"lapse.kind": "backtest"}):
         mlflow.log_metrics({"realised_roc_auc": 0.81, "realised_ece": 0.03})
-    with mlflow.start_run(experiment_id=experiment, tags={"lapse.kind": "backtest"}) as newest:
+    tags = {"lapse.kind": "backtest", "backtest.newest_model": "lapse-churn version 12"}
+    with mlflow.start_run(experiment_id=experiment, tags=tags) as newest:
         mlflow.log_metrics({"realised_roc_auc": 0.66, "realised_ece": 0.07})
     with mlflow.start_run(experiment_id=experiment, tags={"lapse.kind": "other"}):
         mlflow.log_metrics({"realised_roc_auc": 0.99})
@@ -137,7 +151,7 @@ def test_readers_find_the_newest_finished_backtest_and_the_champion(tmp_path, mo
         mlflow.end_run(status="FAILED")
     found = newest_backtest(uri, "lapse-monitoring")
     assert found.run_id == newest.info.run_id
-    assert (found.roc_auc, found.ece) == (0.66, 0.07)
+    assert (found.roc_auc, found.ece, found.model_version) == (0.66, 0.07, "12")
     assert abs(found.started - datetime.now(UTC)) < timedelta(minutes=5)
     assert champion_of(uri, "lapse-churn") is None  # a registry without that model
 
@@ -218,3 +232,25 @@ def test_cli_train_if_due_says_why_it_did_nothing(tmp_path, monkeypatch, model, 
     assert exited.value.code in (0, None)
     assert "Not due, nothing trained:" in out and "(retrained at 30)" in out
     assert "no backtest run yet" in out
+
+
+def test_an_unreachable_mlflow_is_an_error_not_no_champion(monkeypatch) -> None:
+    """A refused connection must not read as "no champion yet" (which would retrain)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from serving import due
+
+    def refused(*args, **kwargs):
+        raise MlflowException("API request to http://mlflow:5000 failed: Connection refused")
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setattr(due, "champion_version", refused)
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", refused)
+    uri = "http://user:secret@mlflow:5000"
+    for reader in (champion_of, newest_backtest):
+        with pytest.raises(due.DueCheckError) as caught:
+            reader(uri, "lapse-churn")
+        message = str(caught.value)
+        assert "cannot tell whether the champion is due" in message and "refused" in message
+        assert "secret" not in message and "\n" not in message

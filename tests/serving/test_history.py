@@ -70,6 +70,31 @@ def test_the_same_version_on_the_same_day_keeps_the_first_scoring(tmp_path: Path
     assert len(kept) == 4 and kept[s.CHURN_PROBABILITY].max() < 0.5
 
 
+@pytest.mark.parametrize("existing_day", [False, True])
+def test_two_rescores_of_the_same_day_at_once_keep_the_first_scoring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing_day: bool
+) -> None:
+    """Both find no file for (day, version); the one that publishes second must not replace
+    the first's scores (the ones sent to Braze) nor claim to have written."""
+    if existing_day:
+        append_history(tmp_path, _scores(3), date(2026, 3, 1), "m", "1")
+    write, raced = history._write, []
+
+    def racing(table, path):
+        if not raced:  # the other rescore finishes while this one writes its staged file
+            raced.append(None)
+            raced[0] = append_history(tmp_path, _scores(4), date(2026, 3, 1), "m", "2")
+        write(table, path)
+
+    monkeypatch.setattr(history, "_write", racing)
+    late = append_history(tmp_path, _scores(6, 0.2), date(2026, 3, 1), "m", "2")
+    assert raced[0].written and not late.written and late.rows == 4
+    kept = read_history(tmp_path)
+    assert len(kept[kept[s.MODEL_VERSION] == "2"]) == 4
+    assert kept[s.CHURN_PROBABILITY].max() < 0.5  # the first scoring's values
+    assert list((tmp_path / "scores_history" / ".staging").iterdir()) == []
+
+
 def test_an_empty_store_has_no_history(tmp_path: Path) -> None:
     assert history_days(tmp_path) == []
     empty = read_history(tmp_path)
@@ -87,6 +112,7 @@ def test_a_crash_at_the_rename_leaves_no_partial_partition(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(history.os, "rename", crash)
+    monkeypatch.setattr(history.os, "link", crash)
     with pytest.raises(HistoryError, match=r"m-v2\.parquet: cannot record .*No space left"):
         append_history(tmp_path, _scores(5), date(2026, 3, 1), "m", "2")
     monkeypatch.undo()
