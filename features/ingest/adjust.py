@@ -653,7 +653,11 @@ def _json_lines(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, pa.Array, 
             rejected.append((line, "invalid_callback", why, raw))
         else:
             records.append((line, obj))
-    table = pa.Table.from_pylist([{k: _text(v) for k, v in obj.items()} for _, obj in records])
+    # every key of every object (from_pylist would take the first object's keys only)
+    keys = dict.fromkeys(k for _, obj in records for k in obj)
+    table = pa.table(
+        {k: pa.array([_text(obj.get(k)) for _, obj in records], pa.string()) for k in keys}
+    )
     return table, pa.array([line for line, _ in records], pa.int64()), rejected
 
 

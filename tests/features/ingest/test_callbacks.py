@@ -79,3 +79,18 @@ def test_stored_events_read_back_as_callbacks_normalise_to_the_same_events(tmp_p
         path.unlink()
     with pytest.raises(StoredSourceError, match="cannot read the export file"):
         stored_callbacks(store, users)
+
+
+def test_keys_missing_from_the_first_object_survive_a_line_read_on_its_own() -> None:
+    """Regression (hostile review): when Arrow could not read a batch at once (one refused
+    line, or one ``created_at`` sent as a number among strings), the objects were read line by
+    line into a table whose columns were the FIRST object's keys only: every later key (an
+    event's ``event_name``) was lost, every in-app event refused and no one scored."""
+    event = {**SESSION, "activity_kind": "event", "event_name": "like", "created_at": "1767574010"}
+    for odd in ({**SESSION, "adid": "a9"}, {**SESSION, "adid": "a9", "x": [1, {}]}):
+        # a number among strings, or a value Arrow reads as another type than the first line's
+        got = callback_events([{**SESSION, "created_at": "1767574008"}, event, odd], now=NOW)
+        assert got.rejected == []
+        events = got.events.to_pandas().set_index(s.USER_ID)
+        assert events[events[s.KIND] == s.KIND_EVENT][s.EVENT].tolist() == ["like"]
+        assert sorted(events.index) == ["a1", "a1", "a9"]
