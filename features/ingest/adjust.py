@@ -662,8 +662,11 @@ def _json_lines(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, pa.Array, 
 
 
 def _text(value) -> str | None:
+    """A JSON value as text, as ``_as_text`` makes Arrow's columns (1767571999.0 → "1767571999")."""
     if value is None or value == "":
         return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return value if isinstance(value, str) else json.dumps(value)
 
 

@@ -94,3 +94,13 @@ def test_keys_missing_from_the_first_object_survive_a_line_read_on_its_own() -> 
         events = got.events.to_pandas().set_index(s.USER_ID)
         assert events[events[s.KIND] == s.KIND_EVENT][s.EVENT].tolist() == ["like"]
         assert sorted(events.index) == ["a1", "a1", "a9"]
+
+
+def test_a_whole_float_time_reads_the_same_whether_arrow_or_python_reads_the_batch() -> None:
+    """Regression (hostile review): ``created_at: 1767574009.0`` was accepted when Arrow read the
+    batch, and refused as a bad timestamp ("1767574009.0") when one odd line sent the batch
+    through the line-by-line reader."""
+    whole = {**SESSION, "adid": "a2", "created_at": 1767574009.0}
+    for batch in ([SESSION, whole], [SESSION, whole, {**SESSION, "adid": "a3", "x": [1, {}]}]):
+        got = callback_events(batch, now=NOW)
+        assert got.rejected == [] and "a2" in got.events.column(s.USER_ID).to_pylist()
