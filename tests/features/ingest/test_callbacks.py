@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pyarrow as pa
+
 from features import schema as s
 from features.ingest.callbacks import callback_events
 
@@ -104,3 +106,12 @@ def test_a_whole_float_time_reads_the_same_whether_arrow_or_python_reads_the_bat
     for batch in ([SESSION, whole], [SESSION, whole, {**SESSION, "adid": "a3", "x": [1, {}]}]):
         got = callback_events(batch, now=NOW)
         assert got.rejected == [] and "a2" in got.events.column(s.USER_ID).to_pylist()
+
+
+def test_a_huge_whole_float_stays_huge_not_wrapped_to_a_negative() -> None:
+    """Regression (hostile review): Arrow's path cast a whole float past int64 (a price of 1e300)
+    to -9223372036854775808 before the price check saw it."""
+    from features.ingest.adjust import _as_text
+
+    column = pa.chunked_array([pa.array([1e300, 9.99, 1767574009.0])])
+    assert [float(v) for v in _as_text(column).to_pylist()] == [1e300, 9.99, 1767574009.0]
