@@ -229,13 +229,15 @@ def apply_calibrator(method: str, calibrator, p: np.ndarray) -> np.ndarray:
 
 def calibration_function(method: str, calibrator) -> Callable[[np.ndarray], np.ndarray]:
     """``apply_calibrator`` as the arithmetic the fitted calibrator learnt (Platt's coefficient
-    and intercept, isotonic's interpolation between its thresholds): the same numbers, without
-    scikit-learn's input checks, which cost more than the model on a one-row request."""
+    and intercept, isotonic's interpolation between its thresholds plus TIE_BREAK): the same
+    numbers, without scikit-learn's input checks, which cost more than the model on a one-row
+    request."""
     if method == "isotonic":
         low, high, interpolate = calibrator.X_min_, calibrator.X_max_, calibrator.f_
 
         def isotonic(p: np.ndarray) -> np.ndarray:
-            return np.clip(interpolate(np.clip(p, low, high)).astype(p.dtype), EPS, 1 - EPS)
+            q = interpolate(np.clip(p, low, high)).astype(p.dtype) + TIE_BREAK * p
+            return np.clip(q, EPS, 1 - EPS)
 
         return isotonic
     slope, intercept = float(calibrator.coef_[0, 0]), float(calibrator.intercept_[0])

@@ -653,13 +653,20 @@ def _json_lines(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, pa.Array, 
             rejected.append((line, "invalid_callback", why, raw))
         else:
             records.append((line, obj))
-    table = pa.Table.from_pylist([{k: _text(v) for k, v in obj.items()} for _, obj in records])
+    # every key of every object (from_pylist would take the first object's keys only)
+    keys = dict.fromkeys(k for _, obj in records for k in obj)
+    table = pa.table(
+        {k: pa.array([_text(obj.get(k)) for _, obj in records], pa.string()) for k in keys}
+    )
     return table, pa.array([line for line, _ in records], pa.int64()), rejected
 
 
 def _text(value) -> str | None:
+    """A JSON value as text, as ``_as_text`` makes Arrow's columns (1767571999.0 → "1767571999")."""
     if value is None or value == "":
         return None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2.0**63:
+        return str(int(value))
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -669,7 +676,8 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     if pa.types.is_nested(column.type) or pa.types.is_null(column.type):
         return pa.chunked_array([pa.array([_text(v) for v in column.to_pylist()], pa.string())])
     if pa.types.is_floating(column.type):  # 1767571999.0 → "1767571999"
-        whole = pc.equal(column, pc.floor(column))
+        # (a whole number past int64 stays as Arrow writes it: cast, it wrapped to a negative)
+        whole = pc.and_(pc.equal(column, pc.floor(column)), pc.less(pc.abs(column), 2.0**63))
         as_int = pc.cast(pc.if_else(whole, column, None), pa.int64(), safe=False)
         return pc.coalesce(pc.cast(as_int, pa.string()), pc.cast(column, pa.string()))
     return pc.cast(column, pa.string())

@@ -136,3 +136,20 @@ def test_a_value_numpy_would_not_read_is_named_by_row_and_field(
     with pytest.raises(RowError) as caught:
         LeanScorer(model).matrix(rows)
     assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("method", ["isotonic", "platt"])
+def test_the_lean_calibration_is_apply_calibrator_for_either_method(method) -> None:
+    """Regression (hostile review): isotonic's tie-break (issue 12) was in apply_calibrator, not
+    in the lean path the service scores with, so an isotonic model served probabilities up to
+    1e-6 off its own and ties within a step in another order."""
+    from training.pipeline import _fit_calibrator, apply_calibrator, calibration_function
+
+    rng = np.random.default_rng(3)
+    p = rng.uniform(size=400)
+    y = (rng.uniform(size=400) < p).astype(int)
+    calibrator = _fit_calibrator(method, p, y, 0)
+    raw = np.concatenate([np.linspace(0, 1, 2001), [1e-12, 1 - 1e-12]])
+    expected = apply_calibrator(method, calibrator, raw)
+    got = calibration_function(method, calibrator)(raw)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pyarrow as pa
+
 from features import schema as s
 from features.ingest.callbacks import callback_events
 
@@ -79,3 +81,37 @@ def test_stored_events_read_back_as_callbacks_normalise_to_the_same_events(tmp_p
         path.unlink()
     with pytest.raises(StoredSourceError, match="cannot read the export file"):
         stored_callbacks(store, users)
+
+
+def test_keys_missing_from_the_first_object_survive_a_line_read_on_its_own() -> None:
+    """Regression (hostile review): when Arrow could not read a batch at once (one refused
+    line, or one ``created_at`` sent as a number among strings), the objects were read line by
+    line into a table whose columns were the FIRST object's keys only: every later key (an
+    event's ``event_name``) was lost, every in-app event refused and no one scored."""
+    event = {**SESSION, "activity_kind": "event", "event_name": "like", "created_at": "1767574010"}
+    for odd in ({**SESSION, "adid": "a9"}, {**SESSION, "adid": "a9", "x": [1, {}]}):
+        # a number among strings, or a value Arrow reads as another type than the first line's
+        got = callback_events([{**SESSION, "created_at": "1767574008"}, event, odd], now=NOW)
+        assert got.rejected == []
+        events = got.events.to_pandas().set_index(s.USER_ID)
+        assert events[events[s.KIND] == s.KIND_EVENT][s.EVENT].tolist() == ["like"]
+        assert sorted(events.index) == ["a1", "a1", "a9"]
+
+
+def test_a_whole_float_time_reads_the_same_whether_arrow_or_python_reads_the_batch() -> None:
+    """Regression (hostile review): ``created_at: 1767574009.0`` was accepted when Arrow read the
+    batch, and refused as a bad timestamp ("1767574009.0") when one odd line sent the batch
+    through the line-by-line reader."""
+    whole = {**SESSION, "adid": "a2", "created_at": 1767574009.0}
+    for batch in ([SESSION, whole], [SESSION, whole, {**SESSION, "adid": "a3", "x": [1, {}]}]):
+        got = callback_events(batch, now=NOW)
+        assert got.rejected == [] and "a2" in got.events.column(s.USER_ID).to_pylist()
+
+
+def test_a_huge_whole_float_stays_huge_not_wrapped_to_a_negative() -> None:
+    """Regression (hostile review): Arrow's path cast a whole float past int64 (a price of 1e300)
+    to -9223372036854775808 before the price check saw it."""
+    from features.ingest.adjust import _as_text
+
+    column = pa.chunked_array([pa.array([1e300, 9.99, 1767574009.0])])
+    assert [float(v) for v in _as_text(column).to_pylist()] == [1e300, 9.99, 1767574009.0]
