@@ -365,6 +365,20 @@ def test_the_price_bound_comes_from_the_settings(tmp_path: Path) -> None:
     assert (strict.rows_stored, strict.quarantined) == (0, {"implausible_price": 2})
 
 
+def test_a_huge_price_in_a_json_callback_is_implausible_too(tmp_path: Path) -> None:
+    import json
+
+    a = "a" * 32
+    base = {"adid": a, "os_name": "ios", "activity_kind": "event", "event_name": "purchase"}
+    lines = [
+        {**base, "created_at": 1767571999, "revenue_float": 1e300},  # a JSON number, not text
+        {**base, "created_at": 1767572999, "revenue_float": 4.99},
+    ]
+    (tmp_path / "cb.log").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    summary = ingest([tmp_path / "cb.log"], tmp_path / "store")
+    assert (summary.rows_stored, summary.quarantined) == (1, {"implausible_price": 1})
+
+
 def test_ingest_settings_have_the_window_defaults() -> None:
     from features.settings import IngestSettings
 
