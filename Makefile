@@ -24,7 +24,7 @@ demo: setup
 # servers, subprocesses and SQLite as much as on the CPU, so two share the two cores well.
 PYTEST_WORKERS ?= 2
 test: setup
-	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=30
 
 test-fast: setup
 	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"

@@ -38,7 +38,9 @@ def test_the_readme_commands_are_the_ones_ci_runs() -> None:
     assert ci == ["make test"]
     assert _make_recipe("demo") == ["$(RUN) lapse demo"]
     # the whole suite, slow tests included, on two workers that take whole files
-    assert _make_recipe("test") == ["$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile"]
+    assert _make_recipe("test") == [
+        "$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=30"
+    ]
 
 
 def test_ci_runs_the_demo_end_to_end() -> None:
