@@ -37,7 +37,7 @@ def test_the_readme_commands_are_the_ones_ci_runs() -> None:
     ]
     assert ci == ["make test"]
     assert _make_recipe("demo") == ["$(RUN) lapse demo"]
-    # the whole suite, slow tests included, on two workers that take whole files
+    # the whole suite, slow tests included, on xdist workers that take whole files
     assert _make_recipe("test") == [
         "$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=30"
     ]
