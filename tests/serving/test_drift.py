@@ -1,10 +1,8 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_rescore are parameters here
 """Drift at every rescore: records in the store, the rescore result and summary, --fail-on-drift,
 and the generator's drift switch caught by PSI on the features it changes."""
 
 from __future__ import annotations
 
-import os
 from datetime import date, timedelta
 
 import numpy as np
@@ -13,7 +11,6 @@ import pytest
 
 from serving.drift import DriftRecord, DriftRecordError, drift_path, newest_drift, write_drift
 from serving.rescore import rescore
-from tests.serving.test_rescore import _features, model, small_store  # noqa: F401 - fixtures
 from training import drift
 from training.drift import DriftReport
 
@@ -66,32 +63,16 @@ def test_a_model_without_a_reference_still_scores(small_store, model) -> None:
 
 @pytest.mark.slow  # an MLflow database of its own (and a registered model): ~30 s here
 def test_cli_rescore_shows_drift_and_fails_on_it_only_when_asked(
-    small_store,
-    model,
-    tmp_path,
-    monkeypatch,
-    capsys,
+    small_store, champion: str, monkeypatch, capsys
 ) -> None:
     """The summary names the drifted features; --fail-on-drift exits 3 after the scores are
     written; a real run keeps the record in the store (drift record line), a dry run none."""
-    import mlflow
+    from pathlib import Path
 
     from lapse.cli import ExitCode, main
-    from training.registry import publish
 
-    for name in [n for n in os.environ if n.startswith("LAPSE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("rescore", (work / "mlruns").resolve().as_uri())
-    X, y = _features(300, 11)
-    with mlflow.start_run(experiment_id=experiment):
-        assert publish(model, X, y, "lapse-churn", "holdout_pr_auc").moved
-    monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", uri)
+    work = Path.cwd()
+    monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", champion)
     monkeypatch.setenv("LAPSE_LEDGER__URL", f"sqlite:///{(work / 'ledger.db').resolve()}")
     args = ["rescore", "--store", str(small_store), "--as-of", "2026-01-21", "--dry-run"]
     args += ["--out", str(work / "s.parquet")]
@@ -116,30 +97,14 @@ def test_cli_rescore_shows_drift_and_fails_on_it_only_when_asked(
 
 @pytest.mark.slow  # an MLflow database of its own (and a registered model): ~30 s here
 def test_a_real_rescore_keeps_its_drift_record(
-    small_store,
-    model,
-    tmp_path,
-    monkeypatch,
-    emulator,
+    small_store, champion: str, tmp_path, monkeypatch, emulator
 ) -> None:
-    import mlflow
-
     from lapse import jobs
     from lapse.settings import Settings
     from tests.serving.conftest import KEY
-    from training.registry import publish
 
-    for name in [n for n in os.environ if n.startswith("LAPSE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("BRAZE_API_KEY", KEY)
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("rescore", (tmp_path / "mlruns").resolve().as_uri())
-    X, y = _features(300, 11)
-    with mlflow.start_run(experiment_id=experiment):
-        publish(model, X, y, "lapse-churn", "holdout_pr_auc")
+    uri = champion
     settings = Settings(
         store={"path": small_store},
         mlflow={"tracking_uri": uri},
