@@ -110,33 +110,10 @@ def model() -> ChurnModel:
 @pytest.fixture
 def small_store(tmp_path):
     """One monthly subscriber active from 2026-01-01 to 2026-01-31, with sessions, as a store."""
-    import pyarrow as pa
-
-    from features.ingest.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Manifest, commit, writer_lock
-    from tests.features.conftest import History
+    from tests.features.conftest import History, write_store
 
     h = History().install("u1", 0).sub("u1", 0.1, "activation", expires=31).sessions("u1", 0, 20, 2)
-    frame = h.frame()
-
-    def column(field: pa.Field) -> pa.Array:
-        if field.name not in frame:
-            return pa.nulls(len(frame), field.type)
-        values = frame[field.name].array
-        if pa.types.is_timestamp(field.type):  # as µs: pyarrow's own path warns on pandas 3.1
-            stamps = values.as_unit("us")
-            return pa.array(stamps.asi8, field.type, mask=stamps.isna())
-        return pa.array(values, field.type)
-
-    events = pa.table([column(f) for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
-    with writer_lock(tmp_path):
-        commit(
-            tmp_path,
-            Manifest(),
-            events,
-            QUARANTINE_SCHEMA.empty_table(),
-            [{"sha256": "x", "path": "t.csv"}],
-        )
-    return tmp_path
+    return write_store(h.frame(), tmp_path, commits=1)
 
 
 @pytest.fixture
