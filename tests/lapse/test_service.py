@@ -372,11 +372,34 @@ def test_an_interrupted_start_leaves_no_server_running(
     assert process.poll() is not None  # stopped, not left behind
 
 
-def test_a_model_uri_that_does_not_exist_fails_at_start_in_one_line(trained) -> None:
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("models:/nope@champion", "Registered Model with name=nope not found"),
+        ("models:/lapse-churn@nope", "alias nope not found"),
+        ("models:/lapse-churn/99", "version=99"),
+    ],
+)
+def test_a_model_uri_that_does_not_exist_fails_at_start_in_one_line(
+    trained, monkeypatch: pytest.MonkeyPatch, uri: str, why: str
+) -> None:
+    """Refused by this process before BentoML starts (it used to wait ~35 s for the worker to
+    fail): no server is started, nothing waits for /readyz."""
     from training.registry import ModelNotFoundError
 
-    with pytest.raises(ModelNotFoundError, match=r"^models:/nope@champion: no model to score"):
-        serving.start_server(trained, uri="models:/nope@champion", port=serving.free_port())
+    started: list[subprocess.Popen] = []
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    waited: list[float] = []
+    monkeypatch.setattr(serving.subprocess, "Popen", popen)
+    with pytest.raises(ModelNotFoundError, match=rf"^{re.escape(uri)}: no model to score") as e:
+        serving.start_server(trained, uri=uri, port=serving.free_port(), waiting=waited.append)
+    assert why in str(e.value) and "\n" not in str(e.value)
+    assert not waited and not started
 
 
 def test_refresh_swaps_to_a_new_champion_without_a_failed_request(trained, http, model) -> None:
