@@ -217,12 +217,15 @@ BAD_REQUESTS = [
     ("/score", b'{"rows": [' + b",".join([b'{"a": 1}'] * 51) + b"]}", "at most 50"),
     ("/score_events", b'{"as_of": "soon", "events": [{}]}', "as_of: expected a date"),
     ("/score_events", b'{"as_of": "2026-01-01"}', "events: Field required"),
-    ("/lookup", b'{"user_ids": "u1"}', "user_ids: Input should be a valid list"),
+    ("/lookup", b'{"user_ids": "u1"}', "user_ids: Input should be a valid array"),
+    ("/lookup", b'{"user_ids": ["a", 7]}', "user_ids[1]: Input should be a valid string"),
+    ("/score", b'[{"user_id": "a"}]', "body: Input should be an object"),
+    ("/score", b"", "body: malformed JSON"),
     ("/score", b'{"rows": [{"a": 1}], "reasons": "maybe"}', "reasons: Input should be a valid"),
     # regressions (hostile review): each of these was a 500 with a logged traceback
     ("/score_events", b'{"as_of": "9999-12-31", "events": [{}]}', "between 1678 and 2261"),
     ("/score_events", b'{"as_of": "0001-01-01", "events": [{}]}', "between 1678 and 2261"),
-    ("/score", b'{"rows": [' + b"1" * 5000 + b"]}", "error parsing the body"),
+    ("/score", b'{"rows": [' + b"1" * 5000 + b"]}", "body: malformed JSON (number out of range"),
     ("/lookup", b'{"user_ids": [' + b'"x",' * 600_000 + b'"y"]}', "body over 1 MB"),
 ]
 
