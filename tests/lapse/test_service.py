@@ -601,3 +601,16 @@ def test_the_service_freezes_its_loaded_heap_out_of_full_collections(trained, mo
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_telemetry_off_drops_bentomls_metrics_and_keeps_the_answers(
+    server, trained, http, model
+) -> None:
+    """serving.telemetry = false: no /metrics (BentoML's Prometheus middleware is not built),
+    and the endpoints answer as before; on (the default), /metrics is served."""
+    assert http.get(f"{server.url}/metrics").status_code == 200
+    rows = _records(_feature_rows(trained, model).head(2))
+    with running(trained, LAPSE_SERVING__TELEMETRY="false") as srv:
+        assert http.get(f"{srv.url}/metrics").status_code == 404
+        answer = http.post(f"{srv.url}/score", json={"rows": rows})
+        assert answer.status_code == 200 and len(answer.json()["scores"]) == 2
