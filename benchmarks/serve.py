@@ -10,6 +10,12 @@ in-process `predict_proba` on the same rows (the reference, measured in this run
 for that subscriber. Targets (issue 14, this 2-core machine): /score single-row p99 < 25 ms at 8
 clients; /lookup p99 < 10 ms at 8 clients; 1,000-row batches >= 50% of in-process rows/s;
 /score_events p99 < 100 ms at 1 client.
+
+wrk corrects its latencies for coordinated omission (``stats_correct``: a request that took
+longer than the run's mean interval per connection adds the requests that would have been sent
+meanwhile), so one stall of S ms in a run puts ~S / interval samples between the interval and S:
+a single 200 ms stall in 5 s makes the p99 of a 1-client run ~100-200 ms. The p99s therefore
+count stalls of the service and of the machine; the CPU and run-queue columns tell them apart.
 """
 
 from __future__ import annotations
@@ -55,9 +61,10 @@ def wrk(
                "-s", str(script), url]  # fmt: skip
     if pin is not None:
         command = ["taskset", "-c", pin, *command]
-    before = _cpu_seconds(server_pids)
+    before, waited = _cpu_seconds(server_pids), _runqueue_seconds(server_pids)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     cpu = _cpu_seconds(server_pids) - before
+    waited = _runqueue_seconds(server_pids) - waited
     script.unlink()
     if "Non-2xx" in out:
         raise SystemExit(f"{url}: the service refused requests:\n{out}")
@@ -73,6 +80,7 @@ def wrk(
         "p99_ms": ms("99%"),
         "rps": rps,
         "cpu_ms": cpu * 1000 / max(requests, 1),
+        "runq_ms": waited * 1000 / max(requests, 1),
     }
 
 
@@ -85,6 +93,20 @@ def _cpu_seconds(pids: list[int]) -> float:
         times = psutil.Process(pid).cpu_times()
         total += times.user + times.system
     return total
+
+
+def _runqueue_seconds(pids: list[int]) -> float:
+    """Seconds the threads of these processes spent runnable but waiting for a core
+    (/proc/<pid>/task/<tid>/schedstat, second field): the machine's contention, not the
+    service's own work."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+                continue
+    return total / 1e9
 
 
 def _median_cpu_ms(call, repeats: int) -> tuple[float, float]:
@@ -232,11 +254,17 @@ def main() -> None:
 
     pinned = ", pinned to the last core (wrk to the others)" if args.pin else ""
     print(f"\nservice: {args.workers} worker(s){pinned}")
-    print(f"{'load':<46} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'CPU ms/req':>11}")
+    print(
+        f"{'load':<46} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'CPU ms/req':>11} "
+        f"{'run-queue ms/req':>17}"
+    )
     for name, r in results.items():
         print(
-            f"{name:<46} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['rps']:8.1f} {r['cpu_ms']:11.2f}"
+            f"{name:<46} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['rps']:8.1f} {r['cpu_ms']:11.2f} "
+            f"{r['runq_ms']:17.2f}"
         )
+    load = os.getloadavg()[0]
+    print(f"machine: load average {load:.1f} (1 min) at the end, {os.cpu_count()} cores")
     print(f"\n{'in-process reference (median)':<46} {'before':>15} {'after':>15}   wall / CPU ms")
     for name in before:
         b, a = before[name], after[name]

@@ -38,6 +38,7 @@ from training.registry import (
     ModelInfo,
     ModelNotFoundError,
     champion_uri,
+    check_model,
     load_model,
     load_model_at,
     model_info,
@@ -352,8 +353,9 @@ def start_server(
 ) -> Server:
     """Start the service (``bentoml serve lapse.service:LapseChurn``) on the model and wait until
     ``/readyz`` answers; a model that cannot be loaded stops it with the loader's one line (its
-    ModelNotFoundError or ModelVersionError). Only the service loads the model (and opens the
-    registry): this process learns which version it serves from its ``/metadata``."""
+    ModelNotFoundError or ModelVersionError): a URI with nothing behind it is found here, before
+    the service starts, by reading the model's MLmodel file. Only the service loads the model:
+    this process learns which version it serves from its ``/metadata``."""
     import httpx
 
     uri = model_uri(settings, uri)
@@ -367,6 +369,9 @@ def start_server(
             f"--port {port}: cannot listen on {host} ({exc.strerror or exc}); "
             "is another service on it? Pick another port"
         ) from None
+    # a URI with no model behind it is refused here in seconds, before BentoML starts: the
+    # service would fail only once its worker had imported everything and tried to load it
+    check_model(settings.mlflow.tracking_uri, uri)
     env = {
         **os.environ,
         **location_env(settings),

@@ -14,6 +14,8 @@ request's arrival time when left out: no transform reads a clock.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import gc
 import hmac
 import json
@@ -22,14 +24,15 @@ import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import bentoml
 import orjson
+from bentoml._internal.server.http import traffic
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,6 +42,8 @@ from lapse.settings import Settings
 from training.registry import model_info
 
 log = logging.getLogger("lapse.service")
+
+JSON = "application/json"
 
 #: Set by `lapse serve --build`: the BentoML model the built Bento carries.
 BENTO_MODEL_ENV = "LAPSE_BENTO_MODEL"
@@ -268,6 +273,51 @@ async def _reply(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class CancellingTimeout(traffic.TimeoutMiddleware):
+    """BentoML's per-request timeout (``traffic.timeout``; a 504 when no answer has started in
+    time), with its timer cancelled once the answer starts.
+
+    BentoML's own never cancels its ``loop.call_later``: every request left a live timer for
+    the whole timeout (120 s), holding the request's future and context (its OpenTelemetry span:
+    ~20 objects). At 400 requests/s that is ~1M live objects, all promoted to the oldest GC
+    generation, which every full collection walks: measured in the worker, 93,000 of them after
+    16 s of load and a 150 ms full collection over them (gc.freeze cannot help: they are live).
+    The timer also runs in an empty context, so nothing of the request stays reachable from it.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        timer = loop.call_later(
+            self.timeout, self._set_timer_out, waiter, context=contextvars.Context()
+        )
+
+        async def started(message) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+                timer.cancel()
+            await send(message)
+
+        answer = asyncio.ensure_future(self.app(scope, receive, started))
+        try:
+            await waiter
+        except TimeoutError:
+            if answer.cancel():
+                message = f"Not able to process the request in {self.timeout} seconds"
+                await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
+        else:
+            await answer
+        finally:
+            timer.cancel()
+
+
+# BentoML builds its middleware stack from this module attribute when the worker starts, after
+# importing this module: the service gets the timeout above instead of the leaking one.
+traffic.TimeoutMiddleware = CancellingTimeout
+
+
 def _workers() -> int:
     """serving.workers; 1 while `lapse serve --build` imports this module to build the Bento
     (its LAPSE_BENTO_MODEL is no setting, and the settings refuse it)."""
@@ -276,11 +326,21 @@ def _workers() -> int:
     return Settings.load().serving.workers
 
 
+def _telemetry() -> dict[str, Any]:
+    """BentoML's options for serving.telemetry: off, no metrics middleware and no tracing span
+    for any path (a third of a one-row /score's CPU between them, measured); on (and while
+    building a Bento), BentoML's defaults."""
+    if os.environ.get(BENTO_MODEL_ENV) or Settings.load().serving.telemetry:
+        return {}
+    return {"metrics": {"enabled": False}, "tracing": {"excluded_urls": ["/"]}}  # "/": every path
+
+
 @bentoml.service(
     name="lapse",
     workers=_workers(),
     traffic={"timeout": 120},
     logging={"access": {"enabled": False}},  # an access log costs a fifth of the throughput
+    **_telemetry(),
 )
 @bentoml.asgi_app(app, path="/")
 class LapseChurn:
@@ -341,9 +401,35 @@ def _service() -> LapseChurn:
     return bentoml.get_current_service()
 
 
-@app.post("/score", responses=REFUSALS, response_model=ScoreResponse)
-async def score(body: ScoreRequest) -> Response:
+M = TypeVar("M", bound=BaseModel)
+
+
+def _documented(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that reads its body itself (``_body``): the
+    model's JSON schema, with its examples, as FastAPI would have documented it."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
+
+
+async def _body(request: Request, model: type[M]) -> M:
+    """The request's JSON body validated straight from its bytes by pydantic's own parser: half
+    the CPU of FastAPI's json.loads then validating the Python objects (1,000 rows: 21 against
+    45 ms). A malformed body is the same 422 naming the field and row."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+@app.post(
+    "/score",
+    responses=REFUSALS,
+    response_model=ScoreResponse,
+    openapi_extra=_documented(ScoreRequest),
+)
+async def score(request: Request) -> Response:
     """Churn probability (calibrated), bucket and up to three reasons per feature row."""
+    body = await _body(request, ScoreRequest)
     service = _service()
     max_rows, served = service.settings.serving.max_rows, service.served
     args = (served, body.rows, max_rows, body.reasons)
@@ -376,9 +462,15 @@ async def score_events(body: ScoreEventsRequest) -> Response:
     )
 
 
-@app.post("/lookup", responses=REFUSALS, response_model=LookupResponse)
-async def lookup(body: LookupRequest) -> Response:
+@app.post(
+    "/lookup",
+    responses=REFUSALS,
+    response_model=LookupResponse,
+    openapi_extra=_documented(LookupRequest),
+)
+async def lookup(request: Request) -> Response:
     """Each subscriber's latest score from the newest rescore (or `scored: false`)."""
+    body = await _body(request, LookupRequest)
     return _json({"results": jobs.lookup(_service().scores.get(), body.user_ids)})
 
 
@@ -395,9 +487,6 @@ INLINE_ROWS = 20
 
 def _json(payload: dict) -> Response:
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
-
-
-JSON = "application/json"
 
 
 LapseChurn.add_asgi_middleware(_Limits)

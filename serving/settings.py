@@ -151,6 +151,11 @@ class ServingSettings(Section):
     lookup_refresh_s: float = Field(
         5.0, gt=0, description="Check for a newer rescore scores file this often (/lookup)."
     )
+    telemetry: bool = Field(
+        True,
+        description="BentoML's per-request Prometheus metrics (/metrics) and tracing spans; "
+        "false saves ~1 ms of CPU a request, a third of a one-row /score, and loses both.",
+    )
     token: SecretStr | None = Field(
         None, description="Bearer token every request must carry; environment only, never logged."
     )

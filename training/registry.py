@@ -210,6 +210,29 @@ def champion_uri(name: str) -> str:
 def load_model(tracking_uri: str, uri: str):
     """The ``ChurnModel`` at an MLflow model URI (``models:/name@alias``, ``runs:/...``), checked
     to carry its feature definition; ModelNotFoundError or ModelVersionError otherwise."""
+    _registry(tracking_uri, uri)
+    try:
+        model = mlflow.sklearn.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        raise _not_found(tracking_uri, uri, exc) from None
+    return _checked(model, uri)
+
+
+def check_model(tracking_uri: str, uri: str) -> None:
+    """Refuse a URI with no model behind it with load_model's ModelNotFoundError, reading only
+    the model's MLmodel file (a missing name, alias, version, run or folder answers in
+    milliseconds once MLflow is up; loading the model is what takes time)."""
+    from mlflow.models import get_model_info
+
+    _registry(tracking_uri, uri)
+    try:
+        get_model_info(uri)
+    except (MlflowException, OSError) as exc:
+        raise _not_found(tracking_uri, uri, exc) from None
+
+
+def _registry(tracking_uri: str, uri: str) -> None:
+    """Point MLflow at the registry, refusing a SQLite one that does not exist."""
     database = sqlite_file(tracking_uri)
     if database is not None and not database.is_file():  # MLflow would create an empty one
         raise ModelNotFoundError(
@@ -217,15 +240,14 @@ def load_model(tracking_uri: str, uri: str):
             "run `lapse train` first"
         )
     mlflow.set_tracking_uri(tracking_uri)
-    try:
-        model = mlflow.sklearn.load_model(uri)
-    except (MlflowException, OSError) as exc:
-        message = getattr(exc, "message", str(exc)).splitlines()[0]
-        raise ModelNotFoundError(
-            f"{uri}: no model to score with at {safe_url(tracking_uri)} ({message}); "
-            "run `lapse train` first"
-        ) from None
-    return _checked(model, uri)
+
+
+def _not_found(tracking_uri: str, uri: str, exc: Exception) -> ModelNotFoundError:
+    message = getattr(exc, "message", str(exc)).splitlines()[0]
+    return ModelNotFoundError(
+        f"{uri}: no model to score with at {safe_url(tracking_uri)} ({message}); "
+        "run `lapse train` first"
+    )
 
 
 def load_model_at(path: str | Path):

@@ -473,6 +473,27 @@ def test_train_without_a_store_is_one_line(
     assert not (clean_env / "mlflow.db").exists()
 
 
+def test_serve_with_a_model_that_does_not_exist_is_one_line(trained_app, clean_env: Path) -> None:
+    """`lapse serve --model <wrong>` stops with the registry's answer in one line (found before
+    BentoML's worker has started, not after it failed)."""
+    config = str(trained_app.config_file)
+    port = str(_free_port())
+    done = run_lapse("--config", config, "serve", "--model", "models:/nope@champion",
+                     "--port", port, cwd=clean_env)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    (line,) = _lines(done.stderr)
+    assert line.startswith("error: models:/nope@champion: no model to score with at ")
+    assert "Registered Model with name=nope not found" in line and "Traceback" not in done.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_ingest_reprocess_quarantine_retries_rows_once_after_a_rule_change(
     clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
