@@ -240,7 +240,9 @@ def _measure(args: list[str]) -> dict:
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parent = psutil.Process(proc.pid)
     peaks: dict[int, tuple[str, int]] = {}
+    cpu: dict[int, float] = {}  # user + system seconds of each process, as last seen
     peak_sum = 0
+    load = os.getloadavg()[0]
     while proc.poll() is None:
         try:
             family = [parent, *parent.children(recursive=True)]
@@ -250,6 +252,8 @@ def _measure(args: list[str]) -> dict:
         for p in family:
             try:
                 rss = p.memory_info().rss
+                times = p.cpu_times()
+                cpu[p.pid] = times.user + times.system
                 line = " ".join(p.cmdline())
                 name = (
                     "client" if p.pid == proc.pid
@@ -268,6 +272,8 @@ def _measure(args: list[str]) -> dict:
         raise SystemExit(f"child failed ({proc.returncode}):\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_sum_gib"] = peak_sum / 2**30
+    result["cpu_s"] = sum(cpu.values())  # to the last poll (0.2 s) of each process
+    result["load"] = [round(load, 1), round(os.getloadavg()[0], 1)]  # 1-min, at start and end
     result["peaks_gib"] = sorted(
         ((name, rss / 2**30) for name, rss in peaks.values()), key=lambda x: -x[1]
     )
@@ -327,7 +333,8 @@ def main() -> None:
             runs[k, where] = r
             top = ", ".join(f"{n} {g:.2f}" for n, g in r["peaks_gib"][:4])
             print(
-                f"{k:>4} copies {where:<10} {r['seconds']:8.1f} s  events {r['events']:>12,}  "
+                f"{k:>4} copies {where:<10} {r['seconds']:8.1f} s  cpu {r['cpu_s']:8.1f} s  "
+                f"load {r['load'][0]:g}..{r['load'][1]:g}  events {r['events']:>12,}  "
                 f"scored {r['scored']:>10,}  partitions {r['partitions']:>3}  "
                 f"(cluster start {r['cluster_s']:.1f} s)  "
                 f"peak sum {r['peak_sum_gib']:.2f} GiB  (per process: {top})",
