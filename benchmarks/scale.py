@@ -68,42 +68,91 @@ def _train_model(folder: Path) -> Path:
     return path
 
 
-_BASE = None
+_BASE: dict | None = None
 
 
-def _write_copy(base: str, copy: int, folder: str) -> str:
-    """Commit copy ``copy`` of the base store's events (user ids suffixed ``~r<copy>``) into
-    a store of its own at ``folder`` (merged into the sized stores by ``_store``)."""
-    global _BASE
+def _base_rows(base: str) -> dict:
+    """The base store's events split by month, each month ordered by subscriber then time, with
+    the columns a copy needs to re-order it: held once per writing process (see ``_write_copy``)."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from features import schema as s
-    from features.ingest.store import (
-        EVENT_SCHEMA,
-        QUARANTINE_SCHEMA,
-        Manifest,
-        commit,
-        month_of,
-        read_events_table,
-        writer_lock,
-    )
+    from features.ingest.store import EVENT_SCHEMA, month_of, read_events_table
+
+    table = read_events_table(Path(base), columns=EVENT_SCHEMA.names)
+    table = table.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA).combine_chunks()
+    if table.column(s.USER_ID).null_count or table.column(s.TS).null_count:
+        raise SystemExit(f"{base}: events without a user id or a time; copies need both")
+    users = pc.dictionary_encode(table.column(s.USER_ID)).chunk(0)
+    platforms = pc.dictionary_encode(pc.fill_null(table.column(s.PLATFORM), "")).chunk(0)
+    n_platforms = len(platforms.dictionary)
+    user = users.indices.to_numpy().astype(np.int64)
+    pairs, pair = np.unique(user * n_platforms + platforms.indices.to_numpy(), return_inverse=True)
+    ts = table.column(s.TS).chunk(0).to_numpy().view(np.int64)
+    months = month_of(table.column(s.TS))
+    out = {
+        "user_ids": users.dictionary,
+        "pair_user": pa.array(pairs // n_platforms),
+        "pair_platform": pa.array(pairs % n_platforms),
+        "platforms": platforms.dictionary,
+        "months": {},
+    }
+    for month in sorted(pc.unique(months).to_pylist()):
+        rows = np.flatnonzero(pc.equal(months, month).to_numpy(zero_copy_only=False))
+        # by subscriber, then time, then stored position: a copy's (bucket, time) order then
+        # gathers each subscriber's rows as one run, and ties fall as they would in ``commit``
+        order = rows[np.lexsort((rows, ts[rows], pair[rows]))]
+        out["months"][month] = {
+            "table": table.drop_columns([s.USER_ID]).take(pa.array(order)),
+            "user": user[order],
+            "pair": pair[order],
+            "ts": ts[order],
+            "position": order,
+        }
+    return out
+
+
+def _write_copy(base: str, copy: int, folder: str) -> str:
+    """Commit copy ``copy`` of the base store's events (user ids suffixed ``~r<copy>``) into a
+    store of its own at ``folder`` (merged into the sized stores by ``_store``), a commit per
+    month as the store's ``commit`` writes them.
+
+    The rows go to ``commit`` already in its order (bucket, time): the ~100k distinct
+    subscribers are renamed and hashed (``subscriber_buckets``, as ``commit`` does) rather than
+    7.55M rows, and each subscriber's rows are gathered as a run from the subscriber-ordered base
+    held by this process, so ``commit``'s own hashing and sort find them in place.
+    """
+    global _BASE
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from features import schema as s
+    from features.ingest.partitions import subscriber_buckets
+    from features.ingest.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Manifest, commit, writer_lock
 
     if _BASE is None:
-        _BASE = read_events_table(Path(base), columns=EVENT_SCHEMA.names)
-    table = _BASE
-    months = month_of(table.column(s.TS))
+        _BASE = _base_rows(base)
+    suffix = pa.scalar(f"~r{copy}")
+    new_ids = pc.binary_join_element_wise(_BASE["user_ids"], suffix, "")
+    pair_bucket = subscriber_buckets(
+        new_ids.take(_BASE["pair_user"]), _BASE["platforms"].take(_BASE["pair_platform"])
+    ).to_numpy()
     out = Path(folder)
     manifest = Manifest()
     with writer_lock(out):
-        # a commit per month: the same files as one commit, a third of the memory
-        for month in sorted(pc.unique(months).to_pylist()):
-            part = table.filter(pc.equal(months, month))
-            ids = pc.binary_join_element_wise(part.column(s.USER_ID), pa.scalar(f"~r{copy}"), "")
-            events = part.set_column(part.schema.get_field_index(s.USER_ID), s.USER_ID, ids)
+        for month, part in _BASE["months"].items():
+            order = np.lexsort((part["position"], part["ts"], pair_bucket[part["pair"]]))
+            events = part["table"].take(pa.array(order))
+            ids = new_ids.take(pa.array(part["user"][order]))
+            events = events.add_column(
+                EVENT_SCHEMA.get_field_index(s.USER_ID), EVENT_SCHEMA.field(s.USER_ID), ids
+            )
             source = {"sha256": f"replica-{copy}-{month}", "path": f"{base} copy {copy}"}
             manifest = commit(out, manifest, events, QUARANTINE_SCHEMA.empty_table(), [source])
-            del part, ids, events
+            del events, ids
     return folder
 
 
@@ -191,7 +240,9 @@ def _measure(args: list[str]) -> dict:
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parent = psutil.Process(proc.pid)
     peaks: dict[int, tuple[str, int]] = {}
+    cpu: dict[int, float] = {}  # user + system seconds of each process, as last seen
     peak_sum = 0
+    load = os.getloadavg()[0]
     while proc.poll() is None:
         try:
             family = [parent, *parent.children(recursive=True)]
@@ -201,6 +252,8 @@ def _measure(args: list[str]) -> dict:
         for p in family:
             try:
                 rss = p.memory_info().rss
+                times = p.cpu_times()
+                cpu[p.pid] = times.user + times.system
                 line = " ".join(p.cmdline())
                 name = (
                     "client" if p.pid == proc.pid
@@ -219,6 +272,8 @@ def _measure(args: list[str]) -> dict:
         raise SystemExit(f"child failed ({proc.returncode}):\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_sum_gib"] = peak_sum / 2**30
+    result["cpu_s"] = sum(cpu.values())  # to the last poll (0.2 s) of each process
+    result["load"] = [round(load, 1), round(os.getloadavg()[0], 1)]  # 1-min, at start and end
     result["peaks_gib"] = sorted(
         ((name, rss / 2**30) for name, rss in peaks.values()), key=lambda x: -x[1]
     )
@@ -278,7 +333,8 @@ def main() -> None:
             runs[k, where] = r
             top = ", ".join(f"{n} {g:.2f}" for n, g in r["peaks_gib"][:4])
             print(
-                f"{k:>4} copies {where:<10} {r['seconds']:8.1f} s  events {r['events']:>12,}  "
+                f"{k:>4} copies {where:<10} {r['seconds']:8.1f} s  cpu {r['cpu_s']:8.1f} s  "
+                f"load {r['load'][0]:g}..{r['load'][1]:g}  events {r['events']:>12,}  "
                 f"scored {r['scored']:>10,}  partitions {r['partitions']:>3}  "
                 f"(cluster start {r['cluster_s']:.1f} s)  "
                 f"peak sum {r['peak_sum_gib']:.2f} GiB  (per process: {top})",
