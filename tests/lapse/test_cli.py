@@ -533,6 +533,35 @@ def test_rescore_without_an_api_key_stops_before_scoring(
     assert code == 1 and "no MLflow database" in stderr  # a dry run goes on to the model
 
 
+def test_sigterm_stops_training_as_ctrl_c_does(monkeypatch) -> None:
+    """A scheduler's SIGTERM reaches `lapse train` as an interruption (which marks the MLflow run
+    KILLED and unregisters a half-published version) instead of ending the process at once."""
+    import signal
+    import time
+
+    from lapse import jobs
+    from lapse.cli import ExitCode
+
+    interrupted = []
+
+    def train(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        except KeyboardInterrupt:
+            interrupted.append(True)
+            raise
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(jobs, "train", train)
+    try:
+        result = CliRunner().invoke(app, ["train", "--trials", "1"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == ExitCode.INTERRUPTED
+    assert interrupted == [True]
+
+
 def test_sigterm_stops_the_demo_as_ctrl_c_does(monkeypatch) -> None:
     """A scheduler's SIGTERM reaches the demo's own clean-up (the service it started is
     stopped and its log removed) and exits as an interruption does."""
