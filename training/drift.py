@@ -192,6 +192,11 @@ class DriftReport:
     #: Features past the threshold that are exempt from flagging (``monitoring.drift_exempt``:
     #: they grow with the calendar), largest first: reported, never flagged.
     exempted: tuple[str, ...] = ()
+    #: Every exempt feature the model has, past the threshold or not.
+    exempt: tuple[str, ...] = ()
+    #: Exempt names that are none of the model's features (a typo, a dropped feature, the
+    #: score): exempting them does nothing, so the summary names them.
+    exempt_unknown: tuple[str, ...] = ()
 
     @property
     def drifted(self) -> bool:
@@ -207,6 +212,8 @@ class DriftReport:
             "feature_psi": self.feature_psi,
             "flagged": list(self.flagged),
             "exempted": list(self.exempted),
+            "exempt": list(self.exempt),
+            "exempt_unknown": list(self.exempt_unknown),
         }
 
     @classmethod
@@ -220,6 +227,8 @@ class DriftReport:
             available=bool(data.get("available", True)),
             reason=data.get("reason"),
             exempted=tuple(data.get("exempted") or ()),
+            exempt=tuple(data.get("exempt") or ()),
+            exempt_unknown=tuple(data.get("exempt_unknown") or ()),
         )
 
     @classmethod
@@ -298,4 +307,6 @@ def stability_of_counts(
         feature_psi=feature_psi,
         flagged=tuple(k for k in ranked if k == SCORE or k not in exempt),
         exempted=tuple(k for k in ranked if k != SCORE and k in exempt),
+        exempt=tuple(sorted({k for k in exempt if k in specs})),
+        exempt_unknown=tuple(sorted({k for k in exempt if k not in specs})),
     )

@@ -178,6 +178,13 @@ def test_population_stability_names_the_features_past_the_threshold() -> None:
     assert population_stability(
         ref, X, np.clip(score + 0.2, 0, 1), 0.2, exempt=(drift.SCORE,)
     ).flagged == (drift.SCORE,)
+    # exempt names the model does not have (a typo, the score) are named, not silently ignored
+    typo = population_stability(ref, now, score, 0.2, exempt=("moved", "steddy", drift.SCORE))
+    assert typo.exempt == ("moved",) and typo.exempt_unknown == ("churn_probability", "steddy")
+    assert typo.flagged == ("country",) and typo.exempted == ("moved",)
+    assert DriftReport.from_dict(typo.to_dict()) == typo
+    # every exempt feature is known, past the threshold or not
+    assert calendar.exempt == ("moved", "steady") and calendar.exempt_unknown == ()
 
 
 def test_a_fitted_model_carries_its_reference_through_mlflow(fitted_on_snapshots, tmp_path):
