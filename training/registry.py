@@ -73,20 +73,31 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
 
 def score_champion(name: str, X: pd.DataFrame, y, metric: str) -> tuple[float | None, str]:
     """The champion's ``metric`` on (X, y), or (None, why not). A refitted champion is
-    represented by its time-split model: the refit may have been fitted on these very rows."""
+    represented by its time-split model: the refit may have been fitted on these very rows.
+    When that model is gone (its artifacts deleted), the champion itself scores, and the reason
+    says so: a missing twin must not hand the alias to a new model that is no better."""
+    fallback = ""
     try:
         client = MlflowClient()
         run_id = client.get_model_version_by_alias(name, CHAMPION).run_id
-        tags = client.get_run(run_id).data.tags if run_id else {}
-        uri = tags.get(EVALUATION_TAG) or f"models:/{name}@{CHAMPION}"
-        champion = mlflow.sklearn.load_model(uri)
+        evaluation = (client.get_run(run_id).data.tags if run_id else {}).get(EVALUATION_TAG)
+        if evaluation:
+            try:
+                p = mlflow.sklearn.load_model(evaluation).predict_proba(X)[:, 1]
+            except Exception as exc:  # noqa: BLE001 - fall back on the champion itself
+                fallback = (
+                    f"; its time-split model {evaluation} could not score them "
+                    f"({type(exc).__name__}: {exc}), so the champion itself did (it may have "
+                    "been fitted on these rows)"
+                )
+            else:
+                value = score_metrics(y, p, "holdout")[metric]
+                return value, "the champion's time-split model scored on the same hold-out rows"
+        champion = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
         p = champion.predict_proba(X)[:, 1]
     except Exception as exc:  # noqa: BLE001 - an unusable champion must not block a new model
         return None, f"the champion could not score the hold-out ({type(exc).__name__}: {exc})"
-    value = score_metrics(y, p, "holdout")[metric]
-    if EVALUATION_TAG in tags:
-        return value, "the champion's time-split model scored on the same hold-out rows"
-    return value, "scored on the same hold-out rows"
+    return score_metrics(y, p, "holdout")[metric], f"scored on the same hold-out rows{fallback}"
 
 
 def _log(model, X: pd.DataFrame, artifact: str):
