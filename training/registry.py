@@ -157,8 +157,9 @@ def publish(
         champion, why = score_champion(name, X_holdout, y, metric)
     if evaluation is not None:
         mlflow.set_tag(EVALUATION_TAG, _log(evaluation, X_holdout, EVALUATION_MODEL).model_uri)
-    new_version = log_model(model, X_holdout, name)
+    run_id = mlflow.active_run().info.run_id
     try:
+        new_version = log_model(model, X_holdout, name)
         beats_floor = floor is None or not np.isfinite(floor) or candidate > floor
         moved = beats_floor and (champion is None or candidate > champion)
         if not beats_floor:
@@ -190,8 +191,10 @@ def publish(
         if moved:  # last: the alias never points at a version that could still be removed
             client.set_registered_model_alias(name, CHAMPION, new_version)
     except BaseException:
-        # never leave a half-registered model: the version goes, the alias stays where it was
-        client.delete_model_version(name, new_version)
+        # never leave a half-registered model: the version goes (even one registered by a
+        # log_model interrupted before it returned), the alias stays where it was
+        for left in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+            client.delete_model_version(name, left.version)
         raise
     return decision
 

@@ -146,3 +146,30 @@ def test_a_refitted_champion_without_its_time_split_model_is_scored_itself(
     assert decision.reason.startswith("scored on the same hold-out rows; its time-split model")
     assert "so the champion itself did" in decision.reason
     assert str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version) == "1"
+
+
+def test_an_interrupt_right_after_registering_leaves_no_version(
+    models, mlflow_env, monkeypatch
+) -> None:
+    """Ctrl-C (or a scheduler's SIGTERM) between the registry creating the version and
+    log_model returning it: the run's version is removed all the same, the alias stays."""
+    from training import registry
+
+    strong, weak, Xh, yh = models
+    _, artifacts = mlflow_env
+    experiment = mlflow.create_experiment("gate-interrupt", artifact_location=artifacts)
+    name = "gate-interrupted"
+    with mlflow.start_run(experiment_id=experiment):
+        assert publish(weak, Xh, yh, name, METRIC).moved
+    real = registry.log_model
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "log_model", interrupted)
+    with mlflow.start_run(experiment_id=experiment), pytest.raises(KeyboardInterrupt):
+        publish(strong, Xh, yh, name, METRIC, evaluation=strong)
+    client = MlflowClient()
+    assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == ["1"]
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == "1"
