@@ -40,6 +40,11 @@ MAX_LEVELS = 20
 EPS = 1e-4
 #: The reference's key for the model's score (no feature may be called that).
 SCORE = "churn_probability"
+#: Decimals of every served and rescored probability (serving.scoring rounds to them). The
+#: score's reference and its PSI take the same rounded values: a tie of raw scores at a bin
+#: edge (a point-mass bin) would otherwise move whole to the next bin once rounded up, and a
+#: fresh model's rescore would flag its own score.
+SCORE_DECIMALS = 6
 #: Format version of the stored reference.
 VERSION = 1
 
@@ -153,7 +158,9 @@ def reference(
         "score_rows": len(score),
         "bins": BINS,
         "features": {c: column_reference(X[c], kinds.get(c, "numeric")) for c in X.columns},
-        "score": column_reference(np.asarray(score, dtype="float64"), "numeric"),
+        "score": column_reference(
+            np.round(np.asarray(score, dtype="float64"), SCORE_DECIMALS), "numeric"
+        ),
     }
 
 
@@ -295,7 +302,9 @@ def stability_of_counts(
     specs = reference["features"]
     values = {name: _psi_of_counts(specs[name], c) for name, c in counts.items() if name in specs}
     feature_psi = {k: round(v, 6) for k, v in values.items() if v is not None}
-    score_psi = psi(reference["score"], np.asarray(score, dtype="float64"))
+    score_psi = psi(
+        reference["score"], np.round(np.asarray(score, dtype="float64"), SCORE_DECIMALS)
+    )
     over = {k: v for k, v in feature_psi.items() if v > threshold}
     if score_psi is not None and score_psi > threshold:
         over[SCORE] = score_psi

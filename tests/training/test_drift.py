@@ -225,3 +225,16 @@ def test_a_reference_this_lapse_cannot_read_is_named() -> None:
         reference_from_json("{")
     with pytest.raises(ValueError, match="may not be called"):
         drift.reference(pd.DataFrame({schema.CHURN_PROBABILITY: [0.1]}), [0.1], {})
+
+
+def test_a_tie_of_scores_at_a_bin_edge_survives_the_served_rounding() -> None:
+    """Nearly a third of a small app's subscribers share the lowest calibrated score (a point-mass
+    bin). Rescored, scores are rounded to SCORE_DECIMALS; the reference is taken on the same
+    rounded values, so the model's own population does not flag its own score (PSI was 2.65)."""
+    rng = np.random.default_rng(5)
+    score = np.concatenate([np.full(280, 0.02676759204681272), rng.uniform(0.03, 0.8, 650)])
+    X = pd.DataFrame({"a": rng.normal(0, 1, len(score))})
+    ref = drift.reference(X, score, {})
+    served = np.round(score, drift.SCORE_DECIMALS)
+    report = population_stability(ref, X, served, threshold=0.2)
+    assert report.score_psi == 0.0 and report.flagged == ()
