@@ -302,9 +302,11 @@ def stability_of_counts(
     specs = reference["features"]
     values = {name: _psi_of_counts(specs[name], c) for name, c in counts.items() if name in specs}
     feature_psi = {k: round(v, 6) for k, v in values.items() if v is not None}
-    score_psi = psi(
-        reference["score"], np.round(np.asarray(score, dtype="float64"), SCORE_DECIMALS)
-    )
+    # rounded as served; a reference kept before it was rounded gets its edges rounded here
+    served = {**reference["score"]}
+    if served.get("kind") == "numeric":
+        served["edges"] = [round(float(e), SCORE_DECIMALS) for e in served["edges"]]
+    score_psi = psi(served, np.round(np.asarray(score, dtype="float64"), SCORE_DECIMALS))
     over = {k: v for k, v in feature_psi.items() if v > threshold}
     if score_psi is not None and score_psi > threshold:
         over[SCORE] = score_psi

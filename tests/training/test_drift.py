@@ -238,3 +238,7 @@ def test_a_tie_of_scores_at_a_bin_edge_survives_the_served_rounding() -> None:
     served = np.round(score, drift.SCORE_DECIMALS)
     report = population_stability(ref, X, served, threshold=0.2)
     assert report.score_psi == 0.0 and report.flagged == ()
+    # a reference kept unrounded (a model trained before) is compared on rounded edges
+    old = {**ref, "score": drift.column_reference(score, "numeric")}
+    assert old["score"]["edges"][0] == 0.02676759204681272
+    assert population_stability(old, X, served, threshold=0.2).score_psi == 0.0
