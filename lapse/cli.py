@@ -349,6 +349,9 @@ def train(
         labels={"horizon_days": horizon},
         training={"truth_path": truth.resolve() if truth else None},
     )
+    # a scheduler's stop: the run is marked KILLED and no half-registered version is left, as on
+    # Ctrl-C (the default SIGTERM ends the process at once, leaving the MLflow run RUNNING)
+    signal.signal(signal.SIGTERM, _interrupt)
     if if_due:
         with progress_bars() as report:
             outcome = jobs.train_if_due(settings, datetime.now(UTC), report)

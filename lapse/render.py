@@ -268,8 +268,17 @@ def drift_rows(report: DriftReport) -> list[tuple[str, object]]:
     if report.exempted:
         aged = ", ".join(f"{k} {report.feature_psi[k]:.3f}" for k in report.exempted)
         rows.append(("drift exempt (monitoring.drift_exempt)", aged))
+    if report.exempt_unknown:
+        rows.append(
+            (
+                "warning",
+                "monitoring.drift_exempt names no feature of this model: "
+                + ", ".join(report.exempt_unknown),
+            )
+        )
     if not report.flagged:
-        measured = {k: v for k, v in report.feature_psi.items() if k not in report.exempted}
+        exempt = {*report.exempted, *report.exempt}
+        measured = {k: v for k, v in report.feature_psi.items() if k not in exempt}
         largest = max(measured.items(), key=lambda kv: kv[1], default=None)
         worst = f" (largest: {largest[0]} {largest[1]:.3f})" if largest else ""
         return [*rows, (f"drift (PSI > {report.threshold:g})", f"none{worst}")]

@@ -5,6 +5,7 @@ in code (the CLI's flags) > environment (`LAPSE_<SECTION>__<KEY>`) > the TOML fi
 The Braze API key is read only from the `BRAZE_API_KEY` environment variable.
 """
 
+import json
 import os
 import re
 import tomllib
@@ -487,9 +488,35 @@ def _reason(error: Any, loc: tuple[str, ...]) -> str:
     return error["msg"]
 
 
+def _unparsed_list_variables(section: str) -> list[str]:
+    """``LAPSE_<SECTION>__<KEY>`` variables of list or table settings whose value is not JSON
+    (``tenure_days`` where ``["tenure_days"]`` is needed)."""
+    model = getattr(Settings.model_fields.get(section), "annotation", None)
+    fields = getattr(model, "model_fields", {})
+    prefix = f"{ENV_PREFIX}{section}__".upper()
+    bad = []
+    for name, value in os.environ.items():
+        key = name.upper().removeprefix(prefix).lower()
+        if not name.upper().startswith(prefix) or key not in fields:
+            continue
+        if not re.search(r"\b(list|tuple|dict)\[", str(fields[key].annotation)):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            bad.append(name)
+    return sorted(bad)
+
+
 def _describe_source_error(exc: _SourceError) -> str:
     match = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
     if match and match.group(2) == _EnvSource.__name__:
+        unparsed = _unparsed_list_variables(match.group(1))
+        if unparsed:
+            return (
+                f"{', '.join(unparsed)}: cannot parse the value; a list setting takes a JSON "
+                """list, e.g. '["tenure_days", "install_age_days"]' or '[7, 28]'"""
+            )
         return (
             f"{ENV_PREFIX}{match.group(1).upper()}: cannot parse the value; a section variable "
             f"must hold a JSON object (or set {ENV_PREFIX}{match.group(1).upper()}__<KEY> instead)"

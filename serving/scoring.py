@@ -20,6 +20,7 @@ import pandas as pd
 
 from base import LapseError
 from features import schema as s
+from training.drift import SCORE_DECIMALS
 from training.pipeline import ChurnModel, calibration_function
 from training.reasons import explain, membership, reason_table, strongest
 
@@ -54,7 +55,7 @@ def score(model: ChurnModel, features: pd.DataFrame, top: int = TOP_REASONS) -> 
     probability = model.predict_proba(X)[:, 1]
     reasons, _ = explain(model, X, k=top)
     out = features.index.to_frame(index=False)
-    out[s.CHURN_PROBABILITY] = probability.round(6)
+    out[s.CHURN_PROBABILITY] = probability.round(SCORE_DECIMALS)
     out[s.BUCKET] = model.buckets(probability)
     out[s.REASONS] = reasons.to_numpy()
     return out
@@ -156,7 +157,7 @@ class LeanScorer:
         matrix = self.matrix(rows)
         probability = self.probabilities(matrix)
         return {
-            s.CHURN_PROBABILITY: probability.round(6).tolist(),
+            s.CHURN_PROBABILITY: probability.round(SCORE_DECIMALS).tolist(),
             s.BUCKET: self.model.buckets(probability).tolist(),
             s.REASONS: self.reasons(matrix, top) if reasons else [None] * len(rows),
         }

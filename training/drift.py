@@ -40,6 +40,11 @@ MAX_LEVELS = 20
 EPS = 1e-4
 #: The reference's key for the model's score (no feature may be called that).
 SCORE = "churn_probability"
+#: Decimals of every served and rescored probability (serving.scoring rounds to them). The
+#: score's reference and its PSI take the same rounded values: a tie of raw scores at a bin
+#: edge (a point-mass bin) would otherwise move whole to the next bin once rounded up, and a
+#: fresh model's rescore would flag its own score.
+SCORE_DECIMALS = 6
 #: Format version of the stored reference.
 VERSION = 1
 
@@ -153,7 +158,9 @@ def reference(
         "score_rows": len(score),
         "bins": BINS,
         "features": {c: column_reference(X[c], kinds.get(c, "numeric")) for c in X.columns},
-        "score": column_reference(np.asarray(score, dtype="float64"), "numeric"),
+        "score": column_reference(
+            np.round(np.asarray(score, dtype="float64"), SCORE_DECIMALS), "numeric"
+        ),
     }
 
 
@@ -192,6 +199,11 @@ class DriftReport:
     #: Features past the threshold that are exempt from flagging (``monitoring.drift_exempt``:
     #: they grow with the calendar), largest first: reported, never flagged.
     exempted: tuple[str, ...] = ()
+    #: Every exempt feature the model has, past the threshold or not.
+    exempt: tuple[str, ...] = ()
+    #: Exempt names that are none of the model's features (a typo, a dropped feature, the
+    #: score): exempting them does nothing, so the summary names them.
+    exempt_unknown: tuple[str, ...] = ()
 
     @property
     def drifted(self) -> bool:
@@ -207,6 +219,8 @@ class DriftReport:
             "feature_psi": self.feature_psi,
             "flagged": list(self.flagged),
             "exempted": list(self.exempted),
+            "exempt": list(self.exempt),
+            "exempt_unknown": list(self.exempt_unknown),
         }
 
     @classmethod
@@ -220,6 +234,8 @@ class DriftReport:
             available=bool(data.get("available", True)),
             reason=data.get("reason"),
             exempted=tuple(data.get("exempted") or ()),
+            exempt=tuple(data.get("exempt") or ()),
+            exempt_unknown=tuple(data.get("exempt_unknown") or ()),
         )
 
     @classmethod
@@ -286,7 +302,11 @@ def stability_of_counts(
     specs = reference["features"]
     values = {name: _psi_of_counts(specs[name], c) for name, c in counts.items() if name in specs}
     feature_psi = {k: round(v, 6) for k, v in values.items() if v is not None}
-    score_psi = psi(reference["score"], np.asarray(score, dtype="float64"))
+    # rounded as served; a reference kept before it was rounded gets its edges rounded here
+    served = {**reference["score"]}
+    if served.get("kind") == "numeric":
+        served["edges"] = [round(float(e), SCORE_DECIMALS) for e in served["edges"]]
+    score_psi = psi(served, np.round(np.asarray(score, dtype="float64"), SCORE_DECIMALS))
     over = {k: v for k, v in feature_psi.items() if v > threshold}
     if score_psi is not None and score_psi > threshold:
         over[SCORE] = score_psi
@@ -298,4 +318,6 @@ def stability_of_counts(
         feature_psi=feature_psi,
         flagged=tuple(k for k in ranked if k == SCORE or k not in exempt),
         exempted=tuple(k for k in ranked if k != SCORE and k in exempt),
+        exempt=tuple(sorted({k for k in exempt if k in specs})),
+        exempt_unknown=tuple(sorted({k for k in exempt if k not in specs})),
     )

@@ -73,20 +73,31 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
 
 def score_champion(name: str, X: pd.DataFrame, y, metric: str) -> tuple[float | None, str]:
     """The champion's ``metric`` on (X, y), or (None, why not). A refitted champion is
-    represented by its time-split model: the refit may have been fitted on these very rows."""
+    represented by its time-split model: the refit may have been fitted on these very rows.
+    When that model is gone (its artifacts deleted), the champion itself scores, and the reason
+    says so: a missing twin must not hand the alias to a new model that is no better."""
+    fallback = ""
     try:
         client = MlflowClient()
         run_id = client.get_model_version_by_alias(name, CHAMPION).run_id
-        tags = client.get_run(run_id).data.tags if run_id else {}
-        uri = tags.get(EVALUATION_TAG) or f"models:/{name}@{CHAMPION}"
-        champion = mlflow.sklearn.load_model(uri)
+        evaluation = (client.get_run(run_id).data.tags if run_id else {}).get(EVALUATION_TAG)
+        if evaluation:
+            try:
+                p = mlflow.sklearn.load_model(evaluation).predict_proba(X)[:, 1]
+            except Exception as exc:  # noqa: BLE001 - fall back on the champion itself
+                fallback = (
+                    f"; its time-split model {evaluation} could not score them "
+                    f"({type(exc).__name__}: {exc}), so the champion itself did (it may have "
+                    "been fitted on these rows)"
+                )
+            else:
+                value = score_metrics(y, p, "holdout")[metric]
+                return value, "the champion's time-split model scored on the same hold-out rows"
+        champion = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
         p = champion.predict_proba(X)[:, 1]
     except Exception as exc:  # noqa: BLE001 - an unusable champion must not block a new model
         return None, f"the champion could not score the hold-out ({type(exc).__name__}: {exc})"
-    value = score_metrics(y, p, "holdout")[metric]
-    if EVALUATION_TAG in tags:
-        return value, "the champion's time-split model scored on the same hold-out rows"
-    return value, "scored on the same hold-out rows"
+    return score_metrics(y, p, "holdout")[metric], f"scored on the same hold-out rows{fallback}"
 
 
 def _log(model, X: pd.DataFrame, artifact: str):
@@ -146,8 +157,9 @@ def publish(
         champion, why = score_champion(name, X_holdout, y, metric)
     if evaluation is not None:
         mlflow.set_tag(EVALUATION_TAG, _log(evaluation, X_holdout, EVALUATION_MODEL).model_uri)
-    new_version = log_model(model, X_holdout, name)
+    run_id = mlflow.active_run().info.run_id
     try:
+        new_version = log_model(model, X_holdout, name)
         beats_floor = floor is None or not np.isfinite(floor) or candidate > floor
         moved = beats_floor and (champion is None or candidate > champion)
         if not beats_floor:
@@ -179,8 +191,10 @@ def publish(
         if moved:  # last: the alias never points at a version that could still be removed
             client.set_registered_model_alias(name, CHAMPION, new_version)
     except BaseException:
-        # never leave a half-registered model: the version goes, the alias stays where it was
-        client.delete_model_version(name, new_version)
+        # never leave a half-registered model: the version goes (even one registered by a
+        # log_model interrupted before it returned), the alias stays where it was
+        for left in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+            client.delete_model_version(name, left.version)
         raise
     return decision
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from lapse import __version__
+from lapse import __version__, render
 from lapse.cli import app, main
 from lapse.settings import API_KEY_ENV, ENV_PREFIX
 
@@ -552,6 +552,53 @@ def test_rescore_without_an_api_key_stops_before_scoring(
     assert code == 1 and "no Braze API key" in stderr and "--dry-run" in stderr
     code, _, stderr = invoke(capsys, "rescore", "--as-of", "2026-02-01", "--dry-run")
     assert code == 1 and "no MLflow database" in stderr  # a dry run goes on to the model
+
+
+def test_drift_rows_name_unknown_exempt_names_and_skip_exempt_features_as_largest() -> None:
+    """The rescore summary warns about monitoring.drift_exempt names the model lacks, and the
+    largest PSI it quotes when nothing drifted is never an exempt feature's."""
+    from training.drift import DriftReport
+
+    report = DriftReport(
+        threshold=0.2,
+        rows=10,
+        score_psi=0.01,
+        feature_psi={"tenure_days": 0.15, "country": 0.05},
+        exempt=("tenure_days",),
+        exempt_unknown=("tenure_day",),
+    )
+    rows = dict(render.drift_rows(report))
+    assert rows["warning"] == "monitoring.drift_exempt names no feature of this model: tenure_day"
+    assert rows["drift (PSI > 0.2)"] == "none (largest: country 0.050)"
+
+
+def test_sigterm_stops_training_as_ctrl_c_does(monkeypatch) -> None:
+    """A scheduler's SIGTERM reaches `lapse train` as an interruption (which marks the MLflow run
+    KILLED and unregisters a half-published version) instead of ending the process at once."""
+    import signal
+    import time
+
+    from lapse import jobs
+    from lapse.cli import ExitCode
+
+    interrupted = []
+
+    def train(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        except KeyboardInterrupt:
+            interrupted.append(True)
+            raise
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(jobs, "train", train)
+    try:
+        result = CliRunner().invoke(app, ["train", "--trials", "1"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == ExitCode.INTERRUPTED
+    assert interrupted == [True]
 
 
 def test_sigterm_stops_the_demo_as_ctrl_c_does(monkeypatch) -> None:

@@ -289,6 +289,20 @@ def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
         Settings.load()
 
 
+def test_a_list_env_value_that_is_not_json_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``LAPSE_MONITORING__DRIFT_EXEMPT=tenure_days`` is named (it blamed LAPSE_MONITORING,
+    a variable nobody set); the JSON list is read."""
+    monkeypatch.setenv("LAPSE_MONITORING__DRIFT_EXEMPT", "tenure_days")
+    with pytest.raises(
+        SettingsError, match=r"^LAPSE_MONITORING__DRIFT_EXEMPT: cannot parse the value; a list"
+    ):
+        Settings.load()
+    monkeypatch.setenv("LAPSE_MONITORING__DRIFT_EXEMPT", '["tenure_days"]')
+    assert Settings.load().monitoring.drift_exempt == ["tenure_days"]
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [

@@ -178,6 +178,13 @@ def test_population_stability_names_the_features_past_the_threshold() -> None:
     assert population_stability(
         ref, X, np.clip(score + 0.2, 0, 1), 0.2, exempt=(drift.SCORE,)
     ).flagged == (drift.SCORE,)
+    # exempt names the model does not have (a typo, the score) are named, not silently ignored
+    typo = population_stability(ref, now, score, 0.2, exempt=("moved", "steddy", drift.SCORE))
+    assert typo.exempt == ("moved",) and typo.exempt_unknown == ("churn_probability", "steddy")
+    assert typo.flagged == ("country",) and typo.exempted == ("moved",)
+    assert DriftReport.from_dict(typo.to_dict()) == typo
+    # every exempt feature is known, past the threshold or not
+    assert calendar.exempt == ("moved", "steady") and calendar.exempt_unknown == ()
 
 
 def test_a_fitted_model_carries_its_reference_through_mlflow(fitted_on_snapshots, tmp_path):
@@ -218,3 +225,20 @@ def test_a_reference_this_lapse_cannot_read_is_named() -> None:
         reference_from_json("{")
     with pytest.raises(ValueError, match="may not be called"):
         drift.reference(pd.DataFrame({schema.CHURN_PROBABILITY: [0.1]}), [0.1], {})
+
+
+def test_a_tie_of_scores_at_a_bin_edge_survives_the_served_rounding() -> None:
+    """Nearly a third of a small app's subscribers share the lowest calibrated score (a point-mass
+    bin). Rescored, scores are rounded to SCORE_DECIMALS; the reference is taken on the same
+    rounded values, so the model's own population does not flag its own score (PSI was 2.65)."""
+    rng = np.random.default_rng(5)
+    score = np.concatenate([np.full(280, 0.02676759204681272), rng.uniform(0.03, 0.8, 650)])
+    X = pd.DataFrame({"a": rng.normal(0, 1, len(score))})
+    ref = drift.reference(X, score, {})
+    served = np.round(score, drift.SCORE_DECIMALS)
+    report = population_stability(ref, X, served, threshold=0.2)
+    assert report.score_psi == 0.0 and report.flagged == ()
+    # a reference kept unrounded (a model trained before) is compared on rounded edges
+    old = {**ref, "score": drift.column_reference(score, "numeric")}
+    assert old["score"]["edges"][0] == 0.02676759204681272
+    assert population_stability(old, X, served, threshold=0.2).score_psi == 0.0

@@ -116,3 +116,60 @@ def test_a_model_that_does_not_beat_the_rule_is_registered_but_never_served(
         MlflowClient().get_model_version_by_alias(name, CHAMPION)
     with mlflow.start_run(experiment_id=experiment):  # one that beats the floor is served
         assert publish(strong, Xh, yh, name, METRIC, floor=strong_score - 0.01).moved
+
+
+def test_a_refitted_champion_without_its_time_split_model_is_scored_itself(
+    models, mlflow_env
+) -> None:
+    """A refitted champion whose time-split model's artifacts were deleted is scored by the
+    champion itself (the reason says so): the alias does not go to a worse new model."""
+    import shutil
+    from urllib.parse import urlparse
+
+    from training.registry import EVALUATION_TAG
+
+    strong, weak, Xh, yh = models
+    _, artifacts = mlflow_env
+    experiment = mlflow.create_experiment("gate-refit", artifact_location=artifacts)
+    name = "gate-refit-twin"
+    with mlflow.start_run(experiment_id=experiment) as run:
+        assert publish(strong, Xh, yh, name, METRIC, evaluation=strong).moved
+    uri = MlflowClient().get_run(run.info.run_id).data.tags[EVALUATION_TAG]
+    twin = mlflow.get_logged_model(uri.removeprefix("models:/"))
+    shutil.rmtree(urlparse(twin.artifact_location).path)
+    with mlflow.start_run(experiment_id=experiment):
+        decision = publish(weak, Xh, yh, name, METRIC)
+    assert not decision.moved and decision.champion_version == "1"
+    assert decision.champion == pytest.approx(
+        score_metrics(yh, strong.predict_proba(Xh)[:, 1], "holdout")[METRIC]
+    )
+    assert decision.reason.startswith("scored on the same hold-out rows; its time-split model")
+    assert "so the champion itself did" in decision.reason
+    assert str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version) == "1"
+
+
+def test_an_interrupt_right_after_registering_leaves_no_version(
+    models, mlflow_env, monkeypatch
+) -> None:
+    """Ctrl-C (or a scheduler's SIGTERM) between the registry creating the version and
+    log_model returning it: the run's version is removed all the same, the alias stays."""
+    from training import registry
+
+    strong, weak, Xh, yh = models
+    _, artifacts = mlflow_env
+    experiment = mlflow.create_experiment("gate-interrupt", artifact_location=artifacts)
+    name = "gate-interrupted"
+    with mlflow.start_run(experiment_id=experiment):
+        assert publish(weak, Xh, yh, name, METRIC).moved
+    real = registry.log_model
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "log_model", interrupted)
+    with mlflow.start_run(experiment_id=experiment), pytest.raises(KeyboardInterrupt):
+        publish(strong, Xh, yh, name, METRIC, evaluation=strong)
+    client = MlflowClient()
+    assert [str(v.version) for v in client.search_model_versions(f"name='{name}'")] == ["1"]
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == "1"
