@@ -140,7 +140,8 @@ def training(result: TrainResult, registered_model: str) -> None:
                 ("hold-out cut-off", str(split.holdout.date())),
                 *((f"rows: {k}", v) for k, v in result.rows.items()),
                 ("trials finished (pruned)", f"{result.tuning.finished} ({result.tuning.pruned})"),
-                ("best validation ROC AUC", result.tuning.best_value),
+                ("validation ROC AUC (trial kept)", result.tuning.best_value),
+                ("trial kept", result.tuning.selection.reason()),
                 ("calibration", result.model.calibration_),
                 ("dropped (constant or empty)", ", ".join(result.dropped_features) or "none"),
                 (

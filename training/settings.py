@@ -60,6 +60,15 @@ class OptunaSettings(Section):
         description="Processes running trials side by side on the one study (> 1 needs a "
         "shared RDB storage such as PostgreSQL; SQLite is refused).",
     )
+    selection_se: float = Field(
+        1.0,
+        ge=0,
+        le=5,
+        allow_inf_nan=False,
+        description="Trial kept: the most regularised (fewest leaves, then most samples per "
+        "leaf, slowest learning rate, strongest L2, L1) of those within this many standard "
+        "errors of the best validation ROC AUC; 0: the best one.",
+    )
 
 
 class TrainingSettings(Section):

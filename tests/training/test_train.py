@@ -105,6 +105,17 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     assert run.data.params["dropped_features"] == "t_constant"
     assert float(run.data.params["baseline_logreg_C"]) in (0.003, 0.03, 0.3, 3.0)
     assert "warning.validation_gap" not in run.data.tags
+    # which trial was kept, and why (the one-standard-error rule, issue 12)
+    kept = result.tuning.selection
+    assert run.data.params["selection_rule"] == "one_se"
+    assert run.data.params["selection_trial"] == str(kept.chosen_trial)
+    assert run.data.params["selection_best_trial"] == str(kept.best_trial)
+    assert str(kept.chosen_trial) in run.data.params["selection_candidates"].split(",")
+    assert run.data.tags["tuning.selection"] == kept.reason()
+    assert run.data.tags["tuning.selection"].startswith(f"trial {kept.chosen_trial}:")
+    v = run.data.metrics
+    assert v["valid_roc_auc_best_trial"] >= v["valid_roc_auc"] >= v["selection_threshold"]
+    assert v["valid_roc_auc_se"] == pytest.approx(kept.standard_error)
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "plots")}
     assert "plots/calibration.png" in artifacts and "plots/contributions.png" in artifacts
     served = mlflow.sklearn.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
