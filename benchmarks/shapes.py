@@ -193,6 +193,7 @@ def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> d
         "warnings": list(result.warnings),
         "dropped": len(dropped),
         "best_params": result.tuning.best_params,
+        "selection": result.tuning.selection.reason(),
         "prepare_s": prepared,
         "train_s": trained,
     }
@@ -249,6 +250,12 @@ def main() -> None:
             f"validation ROC-AUC {run['valid_roc_auc']:.3f} vs hold-out "
             f"{run['holdout_roc_auc']:.3f}: {gap:+.1f} SE  (logreg on validation "
             f"{run['valid_logreg_roc_auc']:.3f})",
+            flush=True,
+        )
+        kept = run["best_params"]
+        print(
+            f"  kept {run['selection']}; {kept['num_leaves']} leaves, learning rate "
+            f"{kept['learning_rate']:.3f}, min_child_samples {kept['min_child_samples']}",
             flush=True,
         )
     print("\nshape          oracle_ratio          model-logreg PR-AUC       valid-hold (SE)")
