@@ -222,8 +222,14 @@ def main() -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     work = args.work or Path(tempfile.mkdtemp(prefix="lapse-bench-shapes-"))
     report = []
+    from training.splits import DataSufficiencyError
+
     for shape in args.shapes.split(","):
-        run = run_shape(shape, args.users, args.trials, args.seed, work / shape)
+        try:
+            run = run_shape(shape, args.users, args.trials, args.seed, work / shape)
+        except DataSufficiencyError as exc:  # e.g. annual plans: few renewals in 30 days
+            print(f"\n== {shape}: {args.users:,} users: not measured: {exc}", flush=True)
+            continue
         stats = bootstrap(run["y"], run["scores"], run["oracle"], args.resamples, seed=1)
         gap = (run["valid_roc_auc"] - run["holdout_roc_auc"]) / run["gap_se"]
         row = {k: v for k, v in run.items() if k not in ("y", "scores", "oracle")}
