@@ -65,9 +65,9 @@ class OptunaSettings(Section):
         ge=0,
         le=5,
         allow_inf_nan=False,
-        description="Trial kept: the most regularised (fewest leaves, then most samples per "
-        "leaf, slowest learning rate, strongest L2, L1) of those within this many standard "
-        "errors of the best validation ROC AUC; 0: the best one.",
+        description="Trial kept: among trials within this many standard errors of the best "
+        "validation ROC AUC, the one with the fewest leaves (then the best of those); 0: the "
+        "best one.",
     )
 
 

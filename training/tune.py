@@ -6,8 +6,9 @@ Each trial is logged as a nested MLflow run when a parent run is active.
 
 The trial kept is not simply the best on validation: among the completed trials whose validation
 ROC AUC is within ``optuna.selection_se`` standard errors of the best (Hanley-McNeil, on the
-validation churners and non-churners), the most regularised (``regularisation_order``). On a small
-app the best of a few trials a few thousandths apart is a coin toss (issue 12).
+validation churners and non-churners), the one with the fewest leaves (``complexity``), and among
+those the best. On a small app the best of a few trials a few thousandths apart is a coin toss
+(issue 12).
 """
 
 from __future__ import annotations
@@ -112,34 +113,20 @@ def storage(url: str) -> optuna.storages.RDBStorage:
     return rdb
 
 
-#: LightGBM's own defaults, for a trial that lacks a parameter (e.g. added to the study by hand).
-_LGBM_DEFAULTS = {
-    "num_leaves": 31,
-    "min_child_samples": 20,
-    "learning_rate": 0.1,
-    "reg_lambda": 0.0,
-    "reg_alpha": 0.0,
-}
-
-
-def regularisation_order(params: dict) -> tuple[float, ...]:
-    """Sort key of a trial's parameters, most regularised first: fewer leaves (a simpler tree),
-    then more samples per leaf, then a slower learning rate, then stronger L2, then stronger L1."""
-    p = _LGBM_DEFAULTS | params
-    return (
-        float(p["num_leaves"]),
-        -float(p["min_child_samples"]),
-        float(p["learning_rate"]),
-        -float(p["reg_lambda"]),
-        -float(p["reg_alpha"]),
-    )
+def complexity(params: dict) -> int:
+    """A trial's complexity for the one-standard-error rule: its leaves per tree (LightGBM's
+    default 31 if the trial has none). One axis, as in the rule's classic uses (tree size in
+    CART, the penalty in glmnet): a lexicographic order over several parameters, tried first,
+    broke a tie in leaves by samples per leaf against a trial with 27x the L2 and a slower
+    learning rate, neither clearly the simpler (docs/benchmarks.md, issue 12)."""
+    return int(params.get("num_leaves", 31))
 
 
 @dataclass(frozen=True)
 class Selection:
     """Which trial was kept and why (logged to the run as ``selection_*`` params and a tag)."""
 
-    #: "one_se": the most regularised within ``width`` standard errors; "best": the best value.
+    #: "one_se": the fewest leaves within ``width`` standard errors; "best": the best value.
     rule: str
     width: float
     best_trial: int
@@ -157,12 +144,12 @@ class Selection:
             return f"trial {self.chosen_trial}: best validation ROC AUC {self.best_value:.4f}"
         if self.chosen_trial == self.best_trial:
             return (
-                f"trial {self.chosen_trial}: best validation ROC AUC {self.best_value:.4f} and the "
-                f"most regularised of the {len(self.candidates)} trial(s) within {self.width:g} "
-                f"SE ({self.standard_error:.4f}) of it"
+                f"trial {self.chosen_trial}: best validation ROC AUC {self.best_value:.4f}; none "
+                f"of the {len(self.candidates) - 1} other trial(s) within {self.width:g} SE "
+                f"({self.standard_error:.4f}) of it has fewer leaves"
             )
         return (
-            f"trial {self.chosen_trial}: the most regularised of the {len(self.candidates)} "
+            f"trial {self.chosen_trial}: the fewest leaves of the {len(self.candidates)} "
             f"trials within {self.width:g} SE ({self.standard_error:.4f}) of the best validation "
             f"ROC AUC (trial {self.best_trial}, {self.best_value:.4f}; at least "
             f"{self.threshold:.4f} needed)"
@@ -174,9 +161,9 @@ def select_trial(
 ) -> tuple[optuna.trial.FrozenTrial, Selection]:
     """The one-standard-error rule: among the completed ``trials`` whose validation AUC is within
     ``width`` standard errors (AUC of the best on ``positives`` churners and ``negatives``
-    non-churners) of the best, the first in ``regularisation_order`` (ties: higher AUC, then
-    earlier trial). ``width`` 0, or an undefined standard error, keeps the best trial (the first
-    of equal best values, as Optuna's ``best_trial``)."""
+    non-churners) of the best, the one of least ``complexity`` (fewest leaves; ties: higher AUC,
+    then the earlier trial). ``width`` 0, or an undefined standard error, keeps the best trial
+    (the first of equal best values, as Optuna's ``best_trial``)."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if not complete:
         raise ValueError("select_trial needs at least one completed trial with a value")
@@ -187,7 +174,7 @@ def select_trial(
     else:
         threshold = best.value - width * se
         candidates = [t for t in complete if t.value >= threshold]
-        chosen = min(candidates, key=lambda t: (regularisation_order(t.params), -t.value, t.number))
+        chosen = min(candidates, key=lambda t: (complexity(t.params), -t.value, t.number))
         rule = "one_se"
     return chosen, Selection(
         rule=rule,

@@ -182,16 +182,16 @@ def hanley_mcneil(auc: float, pos: int, neg: int) -> float:
     )
 
 
-def test_the_most_regularised_trial_within_one_standard_error_is_kept() -> None:
+def test_the_fewest_leaves_within_one_standard_error_is_kept() -> None:
     se = hanley_mcneil(0.80, 100, 900)
     assert 0.02 < se < 0.03  # ~1,000 validation rows: the noise the rule is about
     trials = [
         trial(0, 0.80, leaves=31),  # the best
-        trial(1, 0.80 - 0.5 * se, leaves=4, samples=20),
-        trial(2, 0.80 - 0.9 * se, leaves=4, samples=50),  # same leaves, bigger leaves: kept
+        trial(1, 0.80 - 0.5 * se, leaves=4, samples=50),
+        trial(2, 0.80 - 0.2 * se, leaves=4, samples=20),  # 4 leaves too, higher AUC: kept
         trial(3, 0.80 - 1.5 * se, leaves=2, samples=200),  # the simplest, but too far below
         trial(4, 0.79, leaves=2, state=TrialState.PRUNED),  # pruned: never a candidate
-        trial(5, 0.80 - 0.2 * se, leaves=4, samples=50, rate=0.2),  # faster than trial 2
+        trial(5, 0.80 - 0.9 * se, leaves=8),
     ]
     chosen, why = select_trial(trials, 100, 900, width=1.0)
     assert chosen.number == 2 and why.chosen_trial == 2 and why.rule == "one_se"
@@ -199,22 +199,29 @@ def test_the_most_regularised_trial_within_one_standard_error_is_kept() -> None:
     assert why.standard_error == pytest.approx(se, rel=1e-12)
     assert why.threshold == pytest.approx(0.80 - se, rel=1e-12)
     assert why.candidates == (0, 1, 2, 5)
-    assert "trial 2: the most regularised of the 4 trials within 1 SE" in why.reason()
+    assert "trial 2: the fewest leaves of the 4 trials within 1 SE" in why.reason()
     # a wider band reaches the stump; width 0 turns the rule off: the best trial
     assert select_trial(trials, 100, 900, width=2.0)[0].number == 3
     best, off = select_trial(trials, 100, 900, width=0.0)
     assert best.number == 0 and off.rule == "best" and math.isnan(off.standard_error)
     assert off.reason() == "trial 0: best validation ROC AUC 0.8000"
+    # the best trial is kept when nothing simpler is within reach
+    kept, why = select_trial(
+        [trials[0], trials[3], trial(5, 0.80 - 0.9 * se, leaves=63)], 100, 900, width=1.0
+    )
+    assert kept.number == 0 and why.candidates == (0, 5)
+    assert why.reason().endswith(
+        f"none of the 1 other trial(s) within 1 SE ({se:.4f}) of it has fewer leaves"
+    )
 
 
-def test_ties_in_regularisation_go_to_the_higher_auc_then_the_earlier_trial() -> None:
+def test_ties_in_leaves_go_to_the_higher_auc_then_the_earlier_trial() -> None:
     se = hanley_mcneil(0.75, 60, 600)
-    same = dict(leaves=3, samples=40, rate=0.05, l2=2.0, l1=0.1)
     trials = [
         trial(0, 0.75, leaves=40),
-        trial(1, 0.75 - 0.6 * se, **same),
-        trial(2, 0.75 - 0.3 * se, **same),
-        trial(3, 0.75 - 0.3 * se, **same),
+        trial(1, 0.75 - 0.6 * se, leaves=3, samples=200, rate=0.01, l2=30.0),
+        trial(2, 0.75 - 0.3 * se, leaves=3),
+        trial(3, 0.75 - 0.3 * se, leaves=3),
     ]
     assert select_trial(trials, 60, 600)[0].number == 2
     # equal best values: Optuna's best_trial is the first, and so is the rule's "best"
@@ -226,30 +233,18 @@ def test_no_completed_trial_cannot_be_selected() -> None:
         select_trial([trial(0, 0.7, 4, state=TrialState.PRUNED)], 50, 500)
 
 
-#: Most to least regularised, one parameter at a time (the order docs/settings.md states).
-ORDER = (
-    ("num_leaves", "fewer"),
-    ("min_child_samples", "more"),
-    ("learning_rate", "fewer"),
-    ("reg_lambda", "more"),
-    ("reg_alpha", "more"),
-)
-
-
 def reference_choice(trials, pos, neg, width):
     """A slow, obvious one-SE rule: keep every completed trial within width SE of the best, then
-    drop any trial that another candidate beats (more regularised, or equally regularised with
-    a higher AUC, or equal in both and earlier); the survivor is the choice."""
+    drop any trial another candidate beats (fewer leaves, or as many with a higher AUC, or equal
+    in both and earlier); the survivor is the choice."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best_value = max(t.value for t in complete)
     band = width * hanley_mcneil(best_value, pos, neg)
     candidates = [t for t in complete if t.value >= best_value - band]
 
     def beats(a, b) -> bool:
-        for name, better in ORDER:
-            x, y = a.params[name], b.params[name]
-            if x != y:
-                return x < y if better == "fewer" else x > y
+        if a.params["num_leaves"] != b.params["num_leaves"]:
+            return a.params["num_leaves"] < b.params["num_leaves"]
         if a.value != b.value:
             return a.value > b.value
         return a.number < b.number
