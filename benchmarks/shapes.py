@@ -88,53 +88,29 @@ def bootstrap(y, scores: dict, oracle, resamples: int, seed: int) -> dict[str, d
     }
 
 
-def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> dict:
-    """Generate, ingest and train one app; hold-out scores of the three scorers and the run's
-    validation numbers."""
+def prepare_app(shape: str, users: int, seed: int, folder: Path, config, days: int = 120):
+    """Generate and ingest one app and build its snapshots as ``lapse train`` does
+    (``train_store``'s steps, kept here so the frame is at hand); (frame, truth, config with the
+    chosen app events). A folder of an earlier run is reused (its snapshots are cached)."""
     import pandas as pd
 
     from features import schema
-    from features.build import feature_registry
     from features.engagement import choose_app_events
     from features.from_store import read_events
     from features.ingest import ingest
     from features.labelled import snapshots
     from features.synthetic import SyntheticConfig, generate
     from features.timeline import EventTable, to_micros
-    from training.evaluate import RuleBaseline, join_truth, rule_columns, tuned_logreg
-    from training.pipeline import feature_types
-    from training.settings import TrainConfig
-    from training.splits import split_rows, time_split
-    from training.train import (
-        _xy,
-        constant_features,
-        load_truth,
-        train_snapshots,
-    )
+    from training.train import load_truth
 
-    clock = time.perf_counter()
     raw, store = folder / "synthetic", folder / "store"
-    cached = folder / "snapshots.parquet"  # a --work folder of an earlier run is reused
+    cached = folder / "snapshots.parquet"
     if not cached.exists():
-        generate(SyntheticConfig(shape=shape, users=users, seed=seed), raw, overwrite=True)
+        app = SyntheticConfig(shape=shape, users=users, seed=seed, days=days)
+        generate(app, raw, overwrite=True)
         ingest([raw / "raw"], store)
-    prepared = time.perf_counter() - clock
-    config = TrainConfig().replace(
-        mlflow=dict(
-            experiment=f"shapes-{shape}",
-            registered_model=f"shapes-{shape}",
-            tracking_uri=f"sqlite:///{(folder / f'mlflow-{time.time_ns()}.db').resolve()}",
-            artifact_location=(folder / "mlruns").resolve().as_uri(),
-        ),
-        # a fresh study each run (a study of the same data would resume, not search again)
-        optuna=dict(
-            storage=f"sqlite:///{(folder / f'optuna-{time.time_ns()}.db').resolve()}",
-            n_trials=trials,
-        ),
-    )
     horizon = config.labels.horizon_days
     truth = load_truth(raw / "truth" / "churn_truth.parquet", horizon)
-    # train_store's steps, kept here so the snapshot frame is at hand for the hold-out rows
     definition = config.definition
     if cached.exists():
         frame = pd.read_parquet(cached)
@@ -153,6 +129,43 @@ def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> d
     config = config.model_copy(
         update={"features": definition.model_copy(update={"app_events_chosen": chosen})}
     )
+    return frame, truth, config
+
+
+def throwaway_config(folder: Path, name: str, trials: int):
+    """Default training settings with MLflow and a fresh Optuna study in ``folder`` (a study of
+    the same data would resume, not search again)."""
+    from training.settings import TrainConfig
+
+    return TrainConfig().replace(
+        mlflow=dict(
+            experiment=name,
+            registered_model=name,
+            tracking_uri=f"sqlite:///{(folder / f'mlflow-{time.time_ns()}.db').resolve()}",
+            artifact_location=(folder / "mlruns").resolve().as_uri(),
+        ),
+        optuna=dict(
+            storage=f"sqlite:///{(folder / f'optuna-{time.time_ns()}.db').resolve()}",
+            n_trials=trials,
+        ),
+    )
+
+
+def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> dict:
+    """Generate, ingest and train one app; hold-out scores of the three scorers and the run's
+    validation numbers."""
+    from features import schema
+    from features.build import feature_registry
+    from training.evaluate import RuleBaseline, join_truth, rule_columns, tuned_logreg
+    from training.pipeline import feature_types
+    from training.splits import split_rows, time_split
+    from training.train import _xy, constant_features, train_snapshots
+
+    clock = time.perf_counter()
+    config = throwaway_config(folder, f"shapes-{shape}", trials)
+    frame, truth, config = prepare_app(shape, users, seed, folder, config)
+    horizon = config.labels.horizon_days
+    prepared = time.perf_counter() - clock
     clock = time.perf_counter()
     result = train_snapshots(frame, config, truth)
     trained = time.perf_counter() - clock
@@ -168,7 +181,9 @@ def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> d
     dropped = constant_features(X)
     X, Xv, Xh = (f.drop(columns=dropped) for f in (X, Xv, Xh))
     registry = feature_registry(config.features)
-    scores = {"model": result.model.predict_proba(Xh)[:, 1]}
+    # the time-split model: the registered refit (training.refit) has seen the hold-out
+    evaluated = result.evaluation_model or result.model
+    scores = {"model": evaluated.predict_proba(Xh)[:, 1]}
     rule_cols = rule_columns(X.columns, registry)
     scores["rule"] = RuleBaseline(rule_cols).fit(X, y).predict_proba(Xh)[:, 1]
     logreg, _, _ = tuned_logreg(feature_types(X, registry), t.seed, X, y, Xv, yv)

@@ -151,7 +151,7 @@ def main() -> None:
             "top-10% lift model / oracle",
             f"{m['holdout_top10_lift']:.2f} / {m['oracle_top10_lift']:.2f}",
         ),
-        ("calibration", result.model.calibration_),
+        ("calibration", (result.evaluation_model or result.model).calibration_),
         ("tuning wall time", f"{tuning:.0f} s ({tuning / 60:.1f} min; target < 15 min)"),
         ("reference: one default fit", f"{seconds['reference']:.1f} s"),
         ("tuning / reference", f"{tuning / seconds['reference']:.1f}x"),

@@ -350,6 +350,7 @@ def rescore(
             MAX_STALE_DAYS,
             progress,
             psi_threshold=settings.monitoring.psi_threshold,
+            drift_exempt=settings.monitoring.drift_exempt,
             where=where,
             split=settings.features,
         )

@@ -123,6 +123,20 @@ def ran_on(label: str, partitions: int, dashboard: str | None) -> list[tuple[str
     return rows + ([("dask dashboard", dashboard)] if dashboard else [])
 
 
+def refit_rows(refit: dict) -> list[tuple[str, Any]]:
+    """Summary rows of the production refit (training.refit), none without one."""
+    if not refit:
+        return [("refit", "off (the registered model is the time-split one)")]
+    return [
+        ("refit: cut-offs", refit["cutoffs"]),
+        (
+            "refit: rows train / stop / calibrate",
+            f"{refit['rows_train']:,} / {refit['rows_stop']:,} / {refit['rows_calibrate']:,}",
+        ),
+        ("refit: calibrated on", f"{refit['calibrated_on']} ({refit['calibration']})"),
+    ]
+
+
 def training(result: TrainResult, registered_model: str) -> None:
     m, gate, split = result.metrics, result.gate, result.split
     oracle = (
@@ -142,7 +156,8 @@ def training(result: TrainResult, registered_model: str) -> None:
                 ("trials finished (pruned)", f"{result.tuning.finished} ({result.tuning.pruned})"),
                 ("validation ROC AUC (trial kept)", result.tuning.best_value),
                 ("trial kept", result.tuning.selection.reason()),
-                ("calibration", result.model.calibration_),
+                ("calibration", (result.evaluation_model or result.model).calibration_),
+                *refit_rows(result.refit),
                 ("dropped (constant or empty)", ", ".join(result.dropped_features) or "none"),
                 (
                     "LightGBM margin, PR AUC",
@@ -251,8 +266,12 @@ def drift_rows(report: DriftReport) -> list[tuple[str, object]]:
     if not report.available:
         return [("drift", f"unavailable: {report.reason}")]
     rows: list[tuple[str, object]] = [("score PSI", report.score_psi)]
+    if report.exempted:
+        aged = ", ".join(f"{k} {report.feature_psi[k]:.3f}" for k in report.exempted)
+        rows.append(("drift exempt (monitoring.drift_exempt)", aged))
     if not report.flagged:
-        largest = max(report.feature_psi.items(), key=lambda kv: kv[1], default=None)
+        measured = {k: v for k, v in report.feature_psi.items() if k not in report.exempted}
+        largest = max(measured.items(), key=lambda kv: kv[1], default=None)
         worst = f" (largest: {largest[0]} {largest[1]:.3f})" if largest else ""
         return [*rows, (f"drift (PSI > {report.threshold:g})", f"none{worst}")]
     values = {**report.feature_psi, SCORE: report.score_psi}

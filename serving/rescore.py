@@ -10,6 +10,7 @@ file and syncs it is `lapse.jobs.rescore`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -81,13 +82,15 @@ def rescore(
     psi_threshold: float = 0.2,
     where: Workplace | None = None,
     split: FeatureConfig | None = None,
+    drift_exempt: Sequence[str] = (),
 ) -> RescoreResult:
     """Score every subscriber active at `as_of` from the events stored before it, with the
     features the model was trained on, and measure their drift (PSI) from the model's training
     data; refuses (StaleStoreError) when the newest of those events is more than
     `max_stale_days` older (the store was not fed). The work is split into subscriber
     partitions as `split` says (`features.max_memory_gib`, `partitions`; default: the
-    defaults) and runs at `where` (default: this process)."""
+    defaults) and runs at `where` (default: this process). Features in `drift_exempt` are
+    reported but never flagged (`monitoring.drift_exempt`)."""
     from features.timeline import to_timestamp
 
     when = to_timestamp(as_of)
@@ -122,5 +125,6 @@ def rescore(
         len(scores),
         scores[s.CHURN_PROBABILITY].to_numpy(),
         psi_threshold,
+        drift_exempt,
     )
     return RescoreResult(scores, when, events, drift, count, where.label, where.dashboard)

@@ -169,6 +169,13 @@ class MonitoringSettings(Section):
         description="A feature (or the score) whose population stability index against the "
         "model's training data exceeds this has drifted (0.1-0.2 moderate, above 0.2 major).",
     )
+    drift_exempt: list[str] = Field(
+        default_factory=lambda: ["tenure_days", "install_age_days"],
+        description="Features whose drift is reported but never flagged: they measure the "
+        "calendar itself (days since the first subscription, since install) and move with every "
+        "week of an app younger than its subscribers' lifetimes; the score's PSI shows whether "
+        "that ageing moves the predictions.",
+    )
     min_roc_auc: float = Field(
         0.7,
         ge=0.5,

@@ -18,6 +18,10 @@ APP_TOML = (
     # seed 1: the 2 trials sample small leaves, so the tiny app's model has signal (with the
     # default seed both trials ask for more samples per leaf than there are rows: a flat model)
     "[training]\nseed = 1\nmin_churners = 5\nmin_non_churners = 5\n"
+    # the backtest tests rescore past days, the hold-out's among them, and check the realised
+    # AUC against the hold-out's: the champion must be the time-split model, which never saw
+    # them (a refit has trained on every day whose labels are complete)
+    "refit = false\n"
 )
 
 

@@ -189,6 +189,9 @@ class DriftReport:
     flagged: tuple[str, ...] = ()
     available: bool = True
     reason: str | None = None
+    #: Features past the threshold that are exempt from flagging (``monitoring.drift_exempt``:
+    #: they grow with the calendar), largest first: reported, never flagged.
+    exempted: tuple[str, ...] = ()
 
     @property
     def drifted(self) -> bool:
@@ -203,6 +206,7 @@ class DriftReport:
             "score_psi": self.score_psi,
             "feature_psi": self.feature_psi,
             "flagged": list(self.flagged),
+            "exempted": list(self.exempted),
         }
 
     @classmethod
@@ -215,6 +219,7 @@ class DriftReport:
             flagged=tuple(data.get("flagged") or ()),
             available=bool(data.get("available", True)),
             reason=data.get("reason"),
+            exempted=tuple(data.get("exempted") or ()),
         )
 
     @classmethod
@@ -247,13 +252,16 @@ def population_stability(
     X: pd.DataFrame,
     score: Sequence[float] | np.ndarray,
     threshold: float,
+    exempt: Sequence[str] = (),
 ) -> DriftReport:
-    """PSI of ``score`` and of each referenced feature of ``X`` against ``reference``.
+    """PSI of ``score`` and of each referenced feature of ``X`` against ``reference``; features
+    in ``exempt`` past the threshold are reported as ``exempted``, not flagged.
 
     Unavailable (not an error) without a reference (a model trained before references were
     kept) or without rows (nobody to compare).
     """
-    return stability_of_counts(reference, feature_counts(reference, X), len(X), score, threshold)
+    counts = feature_counts(reference, X)
+    return stability_of_counts(reference, counts, len(X), score, threshold, exempt)
 
 
 def stability_of_counts(
@@ -262,6 +270,7 @@ def stability_of_counts(
     rows: int,
     score: Sequence[float] | np.ndarray,
     threshold: float,
+    exempt: Sequence[str] = (),
 ) -> DriftReport:
     """``population_stability`` from per-feature bin counts (``feature_counts``, summed over
     partitions) of ``rows`` scored subscribers."""
@@ -281,11 +290,12 @@ def stability_of_counts(
     over = {k: v for k, v in feature_psi.items() if v > threshold}
     if score_psi is not None and score_psi > threshold:
         over[SCORE] = score_psi
-    flagged = tuple(sorted(over, key=lambda k: (-over[k], k)))
+    ranked = sorted(over, key=lambda k: (-over[k], k))
     return DriftReport(
         threshold=threshold,
         rows=rows,
         score_psi=None if score_psi is None or math.isnan(score_psi) else round(score_psi, 6),
         feature_psi=feature_psi,
-        flagged=flagged,
+        flagged=tuple(k for k in ranked if k == SCORE or k not in exempt),
+        exempted=tuple(k for k in ranked if k != SCORE and k in exempt),
     )

@@ -326,12 +326,15 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         y_valid,
         registry: Mapping[str, Feature] | None = None,
         X_reference: pd.DataFrame | None = None,
+        X_population: pd.DataFrame | None = None,
     ) -> ChurnModel:
         """Join a fitted preprocessor and classifier, then calibrate and bucket on validation;
         keep the feature definition, the reason group of each column (``registry``) and the
         drift reference (``drift_reference``): the features' bins on ``X_reference`` (the
         training rows; default the validation rows) and the score's on the validation rows,
-        which the classifier did not learn from, as it will score new subscribers."""
+        which the classifier did not learn from, as it will score new subscribers.
+        ``X_population`` (the newest cut-off the training data holds, labelled or not) replaces
+        both: drift is then measured against the population closest to the one scored next."""
         config = self.feature_config or FeatureConfig()
         if registry is None:
             registry = feature_registry(config)
@@ -365,8 +368,13 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         kinds |= {c: "boolean" for c in schema_step.boolean}
         kinds |= {c: "categorical" for c in schema_step.categorical}
         rows = X_valid if X_reference is None else X_reference
+        scored = q
+        if X_population is not None:
+            rows = X_population
+            raw_population = self.pipeline_.predict_proba(rows[self.features_])[:, 1]
+            scored = apply_calibrator(self.calibration_, self.calibrator_, raw_population)
         # plain JSON, like the feature definition: the saved model holds a text, no new class
-        self.drift_reference_ = json.dumps(drift.reference(rows[self.features_], q, kinds))
+        self.drift_reference_ = json.dumps(drift.reference(rows[self.features_], scored, kinds))
         bounds = bucket_bounds(policy, q)
         self.bucket_policy_ = replace(
             policy,

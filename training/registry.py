@@ -1,7 +1,10 @@
 """Log the ChurnModel as one MLflow model, register it, and move ``champion`` only if it wins.
 
 The current champion is scored on the new model's hold-out rows, so both are compared on the
-same users with the same metric; both values are logged on the run.
+same users with the same metric; both values are logged on the run. A model refitted on every
+labelled cut-off (``training.refit``) has seen the hold-out, so the gate compares like with like:
+the time-split model it came from (logged on the run as ``evaluation_model``) against the
+champion's own time-split model when the champion is such a refit.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from training.pipeline import ChurnModel, ModelVersionError
 
 CHAMPION = "champion"
 MODEL_NAME = "model"
+#: The time-split model of a refitted run: logged, never registered.
+EVALUATION_MODEL = "evaluation_model"
+#: Run tag holding that model's URI.
+EVALUATION_TAG = "lapse.evaluation_model_uri"
 #: What the logged model needs at load time (pinned to what trained it).
 RUNTIME_PACKAGES = (
     "lightgbm",
@@ -65,30 +72,42 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
 
 
 def score_champion(name: str, X: pd.DataFrame, y, metric: str) -> tuple[float | None, str]:
-    """The champion's ``metric`` on (X, y), or (None, why not)."""
+    """The champion's ``metric`` on (X, y), or (None, why not). A refitted champion is
+    represented by its time-split model: the refit may have been fitted on these very rows."""
     try:
-        champion = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
+        client = MlflowClient()
+        run_id = client.get_model_version_by_alias(name, CHAMPION).run_id
+        tags = client.get_run(run_id).data.tags if run_id else {}
+        uri = tags.get(EVALUATION_TAG) or f"models:/{name}@{CHAMPION}"
+        champion = mlflow.sklearn.load_model(uri)
         p = champion.predict_proba(X)[:, 1]
     except Exception as exc:  # noqa: BLE001 - an unusable champion must not block a new model
         return None, f"the champion could not score the hold-out ({type(exc).__name__}: {exc})"
     value = score_metrics(y, p, "holdout")[metric]
+    if EVALUATION_TAG in tags:
+        return value, "the champion's time-split model scored on the same hold-out rows"
     return value, "scored on the same hold-out rows"
 
 
-def log_model(model, X: pd.DataFrame, name: str) -> str:
-    """Log the ChurnModel (signature, input example, pinned requirements) on the active run and
-    register it as a new version of ``name``; returns the version."""
+def _log(model, X: pd.DataFrame, artifact: str):
+    """Log the ChurnModel (signature, input example, pinned requirements) on the active run."""
     sample = X.head(200)
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    info = mlflow.sklearn.log_model(
+    return mlflow.sklearn.log_model(
         sk_model=model,
-        name=MODEL_NAME,
+        name=artifact,
         signature=infer_signature(sample, model.predict_proba(sample)),
         input_example=X.head(3),
         pyfunc_predict_fn="predict_proba",
         skops_trusted_types=trusted,
         pip_requirements=pip_requirements(),
     )
+
+
+def log_model(model, X: pd.DataFrame, name: str) -> str:
+    """Log the ChurnModel on the active run and register it as a new version of ``name``;
+    returns the version."""
+    info = _log(model, X, MODEL_NAME)
     client = MlflowClient()  # the client API registers without printing to stderr
     try:
         client.get_registered_model(name)
@@ -107,20 +126,26 @@ def publish(
     name: str,
     metric: str,
     floor: float | None = None,
+    evaluation=None,
 ) -> GateDecision:
     """Inside an active run: score the champion, log and register ``model``, gate the alias.
 
     ``metric`` is a ``holdout_*`` name from ``score_metrics`` where higher is better. ``floor``
     is the same metric of the CRM rule on the same rows: a model that does not beat it is
     registered but never made champion (a flat or broken model must not be served).
+    ``evaluation``: when ``model`` is a refit that saw the hold-out, the time-split model it came
+    from; it stands for ``model`` at the gate and is logged on the run (not registered).
     """
     y = np.asarray(y_holdout, dtype=int)
-    candidate = score_metrics(y, model.predict_proba(X_holdout)[:, 1], "holdout")[metric]
+    judged = model if evaluation is None else evaluation
+    candidate = score_metrics(y, judged.predict_proba(X_holdout)[:, 1], "holdout")[metric]
     client = MlflowClient()
     previous = champion_version(client, name)
     champion, why = (None, "no champion yet")
     if previous is not None:
         champion, why = score_champion(name, X_holdout, y, metric)
+    if evaluation is not None:
+        mlflow.set_tag(EVALUATION_TAG, _log(evaluation, X_holdout, EVALUATION_MODEL).model_uri)
     new_version = log_model(model, X_holdout, name)
     try:
         beats_floor = floor is None or not np.isfinite(floor) or candidate > floor

@@ -88,6 +88,12 @@ class TrainingSettings(Section):
         description="Share of subscribers held out of training for validation, at every "
         "eligible cut-off (0: validate on the latest valid_cutoffs cut-offs instead).",
     )
+    refit: bool = Field(
+        True,
+        description="After the time split has chosen the parameters and measured the hold-out, "
+        "fit the registered model again on every cut-off with complete labels (the hold-out's "
+        "included) and calibrate it on the latest; the gate compares the time-split models.",
+    )
     seed: int = Field(
         42,
         description="Seed of LightGBM, the sampler and the calibrator split: same data and "

@@ -114,3 +114,44 @@ def split_rows(
     eligible = frame[frame.index.get_level_values(schema.AS_OF).isin([*split.train, *split.valid])]
     held = held_out_subscribers(eligible.index, valid_share, seed)
     return {"train": eligible[~held], "valid": eligible[held], "holdout": holdout}
+
+
+def newest_cutoff(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame``'s latest cut-off: the population closest to the one a model will
+    score, so a drift reference built on it does not flag the calendar's own drift (tenure and
+    install age grow with every cut-off of a young app)."""
+    as_of = frame.index.get_level_values(schema.AS_OF)
+    return frame[as_of == as_of.max()] if len(frame) else frame
+
+
+def refit_rows(
+    frame: pd.DataFrame, split: TimeSplit, valid_share: float, seed: int, min_churners: int
+) -> dict[str, pd.DataFrame]:
+    """Rows of the production refit, done after the time split has chosen the parameters and
+    measured the hold-out: every cut-off with complete labels, the hold-out's included.
+
+    ``train`` is fitted on; ``stop`` (early stopping) and ``calibrate`` are never trained on.
+    With ``valid_share`` > 0 the same subscribers as in ``split_rows`` are held out, now at every
+    cut-off: ``stop`` is all their rows, ``calibrate`` their rows at the latest cut-offs, going
+    back one cut-off at a time until they hold ``min_churners`` churners (calibration learns the
+    freshest base rate). With 0, the time split moved forward by one step: train on the cut-offs
+    whose label window ends by the latest one, stop and calibrate on the latest one.
+    """
+    as_of = frame.index.get_level_values(schema.AS_OF)
+    if valid_share <= 0:
+        eligible = [*split.train, *split.valid]
+        latest = frame[as_of == split.holdout]
+        return {"train": frame[as_of.isin(eligible)], "stop": latest, "calibrate": latest}
+    held = held_out_subscribers(frame.index, valid_share, seed)
+    stop = frame[held]
+    stop_as_of = stop.index.get_level_values(schema.AS_OF)
+    chosen: list[pd.Timestamp] = []
+    for cutoff in sorted(set(stop_as_of), reverse=True):
+        chosen.append(cutoff)
+        if int(stop[schema.CHURNED][stop_as_of.isin(chosen)].sum()) >= min_churners:
+            break
+    return {
+        "train": frame[~held],
+        "stop": stop,
+        "calibrate": stop[stop_as_of.isin(chosen)],
+    }

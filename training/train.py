@@ -50,7 +50,14 @@ from training.pipeline import ChurnModel, classifier, feature_types, fit_classif
 from training.reasons import group_contributions, reason_table, top_reasons
 from training.registry import GateDecision, experiment_id, publish
 from training.settings import TrainConfig
-from training.splits import TimeSplit, check_sufficient, split_rows, time_split
+from training.splits import (
+    TimeSplit,
+    check_sufficient,
+    newest_cutoff,
+    refit_rows,
+    split_rows,
+    time_split,
+)
 from training.tune import Selection, TuneConfig, TuneResult, tune
 
 Progress = Callable[[str, int, int], None]
@@ -90,6 +97,11 @@ class TrainResult:
     partitions: int = 1
     ran_on: str = "in-process"
     dashboard: str | None = None
+    #: The time-split model whose hold-out numbers these are, when ``model`` is its refit on
+    #: every labelled cut-off (training.refit); otherwise ``model`` itself.
+    evaluation_model: ChurnModel | None = None
+    #: Rows and cut-offs of the refit (empty without one).
+    refit: dict[str, object] = field(default_factory=dict)
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -181,9 +193,34 @@ def train_snapshots(
         mlflow.log_param("dropped_features", ",".join(dropped) or "none")
         if sample:
             mlflow.log_params({f"snapshot_{k}": v for k, v in sample.items()})
-        result = _fit_and_publish(
-            config, registry, split, rows, fp, X, y, Xv, yv, Xh, yh, truth, progress, run
+        # drift is measured against the newest population the data holds, labelled or not
+        population = newest_cutoff(snapshots).drop(columns=[schema.CHURNED, *dropped])
+        result = _fit_and_evaluate(
+            config,
+            registry,
+            split,
+            rows,
+            fp,
+            X,
+            y,
+            Xv,
+            yv,
+            Xh,
+            yh,
+            truth,
+            progress,
+            run,
+            population=population,
         )
+        if t.refit:
+            parts = refit_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
+            result = _refit_and_publish(
+                config, registry, parts, dropped, result, Xh, yh, population
+            )
+        else:
+            result.gate = _publish(config, result.model, Xh, yh, result.metrics)
+        if progress:
+            progress("evaluate", 3, 3)
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         mlflow.set_tag("failure_reason", reason)
@@ -199,10 +236,10 @@ def train_snapshots(
     return result
 
 
-def _fit_and_publish(
-    config, registry, split, rows, fp, X, y, Xv, yv, Xh, yh, truth, progress, run
+def _fit_and_evaluate(
+    config, registry, split, rows, fp, X, y, Xv, yv, Xh, yh, truth, progress, run, *, population
 ) -> TrainResult:
-    """Inside the active run: tune, fit, calibrate, evaluate, gate and register."""
+    """Inside the active run: tune, fit, calibrate and evaluate (publishing comes after)."""
     clock = {"start": time.perf_counter()}
     t = config.training
     horizon = config.labels.horizon_days
@@ -235,13 +272,8 @@ def _fit_and_publish(
         config.buckets.policy(),
         t.early_stopping_rounds,
         config.features,
-    ).assemble(pre, clf, Xv, yv, registry, X_reference=X)
+    ).assemble(pre, clf, Xv, yv, registry, X_population=population)
     mlflow.log_param("calibration", model.calibration_)
-    mlflow.log_text(model.drift_reference_, "drift_reference.json")
-    fitted = model.bucket_policy_
-    mlflow.log_dict(
-        {"bounds": [list(c) for c in fitted.cuts], "rest": fitted.rest}, "bucket_policy.json"
-    )
     if progress:
         progress("evaluate", 0, 3)
     metrics, scores, oracle_rows = _evaluate(model, X, y, Xv, yv, Xh, yh, truth, t.seed, registry)
@@ -269,10 +301,6 @@ def _fit_and_publish(
         mlflow.log_figure(figure, f"plots/{name}")
     if progress:
         progress("evaluate", 2, 3)
-    rule = metrics.get(t.gate_metric.replace("holdout_", "baseline_rule_", 1))
-    gate = publish(model, Xh, yh, config.mlflow.registered_model, t.gate_metric, floor=rule)
-    if progress:
-        progress("evaluate", 3, 3)
     clock["end"] = time.perf_counter()
     seconds = {
         "tuning": clock["tuned"] - clock["start"],
@@ -285,7 +313,7 @@ def _fit_and_publish(
         metrics=metrics,
         buckets=buckets,
         reasons=reasons,
-        gate=gate,
+        gate=None,  # set by the publishing step
         split=split,
         rows=rows,
         tuning=tuning,
@@ -316,6 +344,70 @@ def _log_selection(selection: Selection) -> None:
         metrics["valid_roc_auc_se"] = selection.standard_error
     mlflow.log_metrics(metrics)
     mlflow.set_tag("tuning.selection", selection.reason())
+
+
+def _log_served(model: ChurnModel) -> None:
+    """Artifacts of the model that will be registered: its drift reference and bucket bounds."""
+    mlflow.log_text(model.drift_reference_, "drift_reference.json")
+    fitted = model.bucket_policy_
+    mlflow.log_dict(
+        {"bounds": [list(c) for c in fitted.cuts], "rest": fitted.rest}, "bucket_policy.json"
+    )
+
+
+def _publish(config, model, Xh, yh, metrics, evaluation=None) -> GateDecision:
+    """Register ``model`` behind the champion gate, whose floor is the CRM rule's hold-out
+    metric (``evaluation``: the time-split model the gate compares when ``model`` is a refit)."""
+    _log_served(model)
+    metric = config.training.gate_metric
+    rule = metrics.get(metric.replace("holdout_", "baseline_rule_", 1))
+    return publish(
+        model, Xh, yh, config.mlflow.registered_model, metric, floor=rule, evaluation=evaluation
+    )
+
+
+def _refit_and_publish(config, registry, parts, dropped, result, Xh, yh, population) -> TrainResult:
+    """Fit the chosen parameters again on the rows of every cut-off with complete labels
+    (``refit_rows``), log what it was fitted on, and register it; the gate compares the
+    time-split model."""
+    t = config.training
+    (X, y), (Xs, ys), (Xc, yc) = (
+        (frame.drop(columns=dropped), labels)
+        for frame, labels in (_xy(parts[n]) for n in ("train", "stop", "calibrate"))
+    )
+    pre = preprocessor(feature_types(X, registry)).fit(X, y)
+    clf = fit_classifier(
+        classifier(result.tuning.best_params, t.seed),
+        pre.transform(X),
+        y,
+        pre.transform(Xs),
+        ys,
+        early_stopping_rounds=t.early_stopping_rounds,
+    )
+    refit = ChurnModel(
+        result.tuning.best_params,
+        t.seed,
+        config.buckets.policy(),
+        t.early_stopping_rounds,
+        config.features,
+    ).assemble(pre, clf, Xc, yc, registry, X_population=population)
+    cutoffs = sorted(set(X.index.get_level_values(schema.AS_OF)))
+    calibrated_on = sorted(set(Xc.index.get_level_values(schema.AS_OF)))
+    info = {
+        "rows_train": len(y),
+        "rows_stop": len(ys),
+        "rows_calibrate": len(yc),
+        "cutoffs": f"{cutoffs[0].date()}..{cutoffs[-1].date()} ({len(cutoffs)})",
+        "calibrated_on": ",".join(str(c.date()) for c in calibrated_on),
+        "calibration": refit.calibration_,
+        "best_iteration": int(clf.best_iteration_ or clf.n_estimators),
+    }
+    mlflow.log_params({f"refit_{k}": v for k, v in info.items()})
+    stop = score_metrics(ys, refit.predict_raw(Xs), "refit_stop")
+    mlflow.log_metrics({k: stop[k] for k in ("refit_stop_roc_auc", "refit_stop_pr_auc")})
+    result.gate = _publish(config, refit, Xh, yh, result.metrics, evaluation=result.model)
+    result.evaluation_model, result.model, result.refit = result.model, refit, info
+    return result
 
 
 def _gap_warnings(metrics: dict[str, float], yv, yh) -> list[str]:

@@ -47,14 +47,15 @@ def _bucket(p: float) -> str:
     return "high" if p >= 0.5 else "medium" if p >= 0.2 else "low"
 
 
-def _events() -> pd.DataFrame:
-    """Ten monthly subscribers from day 0 (expiring day 30): the churners do not renew; a late
-    starter (day 20) is not active on day 10; the store's newest event is on day 45."""
+def _events(renewal_delay_days: float = 0.0) -> pd.DataFrame:
+    """Ten monthly subscribers from day 0 (expiring day 30): the churners do not renew (the
+    others renew ``renewal_delay_days`` after the expiry); a late starter (day 20) is not
+    active on day 10; the store's newest event is on day 45."""
     h = History()
     for user, churns in CHURNS.items():
         h.sub(user, 0, "activation", expires=30)
         if not churns:
-            h.sub(user, 30, "renewal", expires=60)
+            h.sub(user, 30 + renewal_delay_days, "renewal", expires=60)
     h.sub("late", 20, "activation", expires=50)
     h.add("u3", 45, s.KIND_SESSION, s.KIND_SESSION)
     return h.frame()
@@ -127,6 +128,30 @@ def test_realised_metrics_equal_sklearn_and_a_slow_reference(hand_built: pd.Data
     # the 30-day horizon and the 24-hour renewal leeway after it: day 51
     assert pending.complete_on == day(51)
     assert result.observed_until == day(45)
+
+
+@pytest.mark.parametrize(
+    ("delay_days", "churners"),
+    [(45 / 1440, 4), (23 / 24, 4), (2.0, 10)],
+    ids=["45 minutes late", "23 hours late", "two days late"],
+)
+def test_renewals_that_arrive_late_are_labelled_as_training_labels_them(
+    hand_built: pd.DataFrame, delay_days: float, churners: int
+) -> None:
+    """Stores deliver renewals minutes after the expiry: with a 20-day horizon, day 10's label
+    is read at day 30, the very expiry. Within `labels.renewal_leeway_hours` (24) the stayers
+    stay non-churners and the realised metrics do not move; renewed two days late, every
+    subscriber's entitlement had lapsed at the horizon, and all ten count as churned."""
+    y = np.array(list(CHURNS.values()))
+    p = np.array(list(SCORES.values()))
+    result = backtest(hand_built, _events(delay_days), 20, FeatureConfig())
+    days = result.days[result.days[s.MODEL_VERSION] == "1"].set_index(s.AS_OF)
+    v1 = days.loc[day(10).date()]
+    assert v1["churners"] == churners
+    if churners == 4:
+        assert v1["realised_roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    else:
+        assert "realised_roc_auc" not in v1 or pd.isna(v1["realised_roc_auc"])
 
 
 def test_a_day_with_one_outcome_shows_its_rates_and_says_why_no_metric(tmp_path: Path) -> None:

@@ -1,10 +1,8 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_rescore are parameters here
 """Drift at every rescore: records in the store, the rescore result and summary, --fail-on-drift,
 and the generator's drift switch caught by PSI on the features it changes."""
 
 from __future__ import annotations
 
-import os
 from datetime import date, timedelta
 
 import numpy as np
@@ -13,7 +11,6 @@ import pytest
 
 from serving.drift import DriftRecord, DriftRecordError, drift_path, newest_drift, write_drift
 from serving.rescore import rescore
-from tests.serving.test_rescore import _features, model, small_store  # noqa: F401 - fixtures
 from training import drift
 from training.drift import DriftReport
 
@@ -66,32 +63,16 @@ def test_a_model_without_a_reference_still_scores(small_store, model) -> None:
 
 @pytest.mark.slow  # an MLflow database of its own (and a registered model): ~30 s here
 def test_cli_rescore_shows_drift_and_fails_on_it_only_when_asked(
-    small_store,
-    model,
-    tmp_path,
-    monkeypatch,
-    capsys,
+    small_store, champion: str, monkeypatch, capsys
 ) -> None:
     """The summary names the drifted features; --fail-on-drift exits 3 after the scores are
     written; a real run keeps the record in the store (drift record line), a dry run none."""
-    import mlflow
+    from pathlib import Path
 
     from lapse.cli import ExitCode, main
-    from training.registry import publish
 
-    for name in [n for n in os.environ if n.startswith("LAPSE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("rescore", (work / "mlruns").resolve().as_uri())
-    X, y = _features(300, 11)
-    with mlflow.start_run(experiment_id=experiment):
-        assert publish(model, X, y, "lapse-churn", "holdout_pr_auc").moved
-    monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", uri)
+    work = Path.cwd()
+    monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", champion)
     monkeypatch.setenv("LAPSE_LEDGER__URL", f"sqlite:///{(work / 'ledger.db').resolve()}")
     args = ["rescore", "--store", str(small_store), "--as-of", "2026-01-21", "--dry-run"]
     args += ["--out", str(work / "s.parquet")]
@@ -116,30 +97,14 @@ def test_cli_rescore_shows_drift_and_fails_on_it_only_when_asked(
 
 @pytest.mark.slow  # an MLflow database of its own (and a registered model): ~30 s here
 def test_a_real_rescore_keeps_its_drift_record(
-    small_store,
-    model,
-    tmp_path,
-    monkeypatch,
-    emulator,
+    small_store, champion: str, tmp_path, monkeypatch, emulator
 ) -> None:
-    import mlflow
-
     from lapse import jobs
     from lapse.settings import Settings
     from tests.serving.conftest import KEY
-    from training.registry import publish
 
-    for name in [n for n in os.environ if n.startswith("LAPSE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("BRAZE_API_KEY", KEY)
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("rescore", (tmp_path / "mlruns").resolve().as_uri())
-    X, y = _features(300, 11)
-    with mlflow.start_run(experiment_id=experiment):
-        publish(model, X, y, "lapse-churn", "holdout_pr_auc")
+    uri = champion
     settings = Settings(
         store={"path": small_store},
         mlflow={"tracking_uri": uri},
@@ -156,9 +121,6 @@ def test_a_real_rescore_keeps_its_drift_record(
 # --- the generator's drift switch ----------------------------------------------------------------
 
 START = date(2026, 1, 5)
-#: Feature PSI above this flags drift in the test: between the stable run's PSI on the switched
-#: feature (network: 0.002-0.004 measured at 1,500 users) and the drifted run's (0.24).
-TEST_THRESHOLD = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -180,33 +142,47 @@ def apps(tmp_path_factory) -> dict[str, pd.DataFrame]:
 
 @pytest.mark.slow
 def test_the_acquisition_switch_is_flagged_on_the_network_and_a_stable_app_is_not(apps) -> None:
-    """A reference from the stable app's weekly cut-offs (days 63-105, as training would keep);
-    both apps scored on day 112 (fixed seeds: the same numbers every run). The drifted app is
-    flagged on the acquisition network; the stable one shows no network drift. Either app
-    flags what the generator changes for everyone: its store history starts at the export's
-    first day (tenure, install age and renewals grow with the calendar) and its prices rise at
-    60% of the period; a model never saw those values, so those flags are right."""
+    """The reference is what training keeps: the newest cut-off of the stable app (day 105);
+    both apps are scored a week later, when a weekly `lapse train --if-due` would next run
+    (fixed seeds: the same numbers every run). With the default settings (PSI 0.2, the calendar
+    features exempt) the drifted app is flagged on the acquisition network and the stable app
+    on nothing; its calendar features are reported as exempt (this export starts every
+    subscriber's history at its first day, so tenure moves by a whole decile a week)."""
     from features import build_features
     from features.build import feature_registry
+    from serving.settings import MonitoringSettings
     from training.pipeline import feature_types
 
     def at(events: pd.DataFrame, day: int) -> pd.DataFrame:
         return build_features(events, pd.Timestamp(START + timedelta(day), tz="UTC"))
 
-    train = pd.concat([at(apps["none"], d) for d in range(63, 106, 7)])
-    types = feature_types(train, feature_registry())
+    monitoring = MonitoringSettings()
+    newest = at(apps["none"], 105)
+    types = feature_types(newest, feature_registry())
     kinds = {c: "categorical" for c in types.categorical} | {c: "boolean" for c in types.boolean}
-    reference = drift.reference(train, np.zeros(len(train)), kinds)
+    reference = drift.reference(newest, np.zeros(len(newest)), kinds)
     reports = {
         mode: drift.population_stability(
-            reference, (frame := at(events, 112)), np.zeros(len(frame)), TEST_THRESHOLD
+            reference,
+            (frame := at(events, 112)),
+            np.zeros(len(frame)),
+            monitoring.psi_threshold,
+            monitoring.drift_exempt,
         )
         for mode, events in apps.items()
     }
     stable, drifted = reports["none"], reports["acquisition"]
-    assert drifted.feature_psi["network"] > 2 * TEST_THRESHOLD
-    assert stable.feature_psi["network"] < TEST_THRESHOLD / 5
-    assert "network" in drifted.flagged and "network" not in stable.flagged
-    # the calendar's own changes show alike in both apps; the switch adds the network
-    assert {"tenure_days", "price"} <= set(stable.flagged)
-    assert "network" in set(drifted.flagged) - set(stable.flagged)
+    assert drifted.feature_psi["network"] > 1.5 * monitoring.psi_threshold
+    assert stable.feature_psi["network"] < monitoring.psi_threshold / 10
+    assert drifted.flagged == ("network",)
+    assert stable.flagged == ()
+    assert "tenure_days" in stable.exempted and "tenure_days" in drifted.exempted
+    # pooled over the weekly cut-offs of days 63-105 instead, the stable app's price (it rises
+    # at 60% of the period) and its renewals would be flagged too: why training keeps the newest
+    pooled = pd.concat([at(apps["none"], d) for d in range(63, 106, 7)])
+    old = drift.reference(pooled, np.zeros(len(pooled)), kinds)
+    frame = at(apps["none"], 112)
+    aged = drift.population_stability(
+        old, frame, np.zeros(len(frame)), monitoring.psi_threshold, monitoring.drift_exempt
+    )
+    assert {"price", "renewals"} <= set(aged.flagged)

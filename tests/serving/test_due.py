@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest fixtures imported from test_rescore are parameters here
 """When retraining is due: the pure decision for each condition and their combinations, the
 readers of MLflow (a backtest run logged here as `lapse backtest` logs one), and the job."""
 
@@ -11,7 +10,6 @@ import pytest
 
 from serving.drift import DriftRecord
 from serving.due import Backtest, Champion, champion_of, newest_backtest, retrain_due
-from tests.serving.test_rescore import model  # noqa: F401 - fixture
 from training.drift import DriftReport
 
 NOW = datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
@@ -156,24 +154,8 @@ def test_readers_find_the_newest_finished_backtest_and_the_champion(tmp_path, mo
     assert champion_of(uri, "lapse-churn") is None  # a registry without that model
 
 
-def _registry_with_champion(tmp_path, monkeypatch, model, features):
-    import mlflow
-
-    from training.registry import publish
-
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("train", (tmp_path / "mlruns").resolve().as_uri())
-    X, y = features(300, 11)
-    with mlflow.start_run(experiment_id=experiment):
-        publish(model, X, y, "lapse-churn", "holdout_pr_auc")
-    return uri
-
-
 @pytest.mark.slow  # an MLflow database of its own (and a registered model): ~30 s here
-def test_the_job_trains_exactly_when_due(tmp_path, monkeypatch, model) -> None:
+def test_the_job_trains_exactly_when_due(tmp_path, monkeypatch, champion: str) -> None:
     """`jobs.train_if_due`: a fresh healthy champion is left alone; a bad backtest after it, or
     drift measured with it, or age, makes the job train (the training itself is `jobs.train`,
     tested on its own; here it is recorded)."""
@@ -182,9 +164,8 @@ def test_the_job_trains_exactly_when_due(tmp_path, monkeypatch, model) -> None:
     from lapse import jobs
     from lapse.settings import Settings
     from serving.drift import write_drift
-    from tests.serving.test_rescore import _features
 
-    uri = _registry_with_champion(tmp_path, monkeypatch, model, _features)
+    uri = champion
     trained = []
     monkeypatch.setattr(jobs, "train", lambda settings, progress=None: trained.append(1) or "run")
     settings = Settings(store={"path": tmp_path / "store"}, mlflow={"tracking_uri": uri})
@@ -215,16 +196,12 @@ def test_the_job_trains_exactly_when_due(tmp_path, monkeypatch, model) -> None:
 
 
 @pytest.mark.slow  # an MLflow database of its own (and a registered model): ~30 s here
-def test_cli_train_if_due_says_why_it_did_nothing(tmp_path, monkeypatch, model, capsys) -> None:
-    import os
-
+def test_cli_train_if_due_says_why_it_did_nothing(
+    tmp_path, monkeypatch, champion: str, capsys
+) -> None:
     from lapse.cli import main
-    from tests.serving.test_rescore import _features
 
-    for name in [n for n in os.environ if n.startswith("LAPSE_")]:
-        monkeypatch.delenv(name)
-    uri = _registry_with_champion(tmp_path, monkeypatch, model, _features)
-    monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", uri)
+    monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", champion)
     monkeypatch.setenv("LAPSE_STORE__PATH", str(tmp_path / "store"))
     with pytest.raises(SystemExit) as exited:
         main(["train", "--if-due"])

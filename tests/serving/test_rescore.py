@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from features import load_events
@@ -17,48 +14,15 @@ from serving.rescore import rescore
 from serving.scores import ScoresFileError, read_scores, read_scores_policy, write_scores
 from serving.scoring import ScoringError as RescoreError
 from serving.scoring import score
+from tests.serving.conftest import planted_features
 from training.pipeline import ChurnModel
 from training.reasons import OTHER
 from training.registry import ModelNotFoundError, champion_uri, load_model
 
 
-def _features(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """Registered feature names with a planted signal: auto-renew off and few sessions churn."""
-    rng = np.random.default_rng(seed)
-    off = (rng.random(n) < 0.25).astype(float)
-    sessions = rng.poisson(6, n).astype(float)
-    logit = -2.0 + 2.5 * off - 0.3 * (sessions - 6)
-    churned = rng.random(n) < 1 / (1 + np.exp(-logit))
-    index = pd.MultiIndex.from_arrays(
-        [
-            pd.Index([f"u{i:05d}" for i in range(n)], dtype="str"),
-            pd.Index(np.where(np.arange(n) % 2 == 0, "ios", "android"), dtype="str"),
-        ],
-        names=list(s.SUBSCRIBER_INDEX),
-    )
-    frame = pd.DataFrame(
-        {
-            "auto_renew_off": off,
-            "sessions_28d": sessions,
-            "country": pd.array(rng.choice(["US", "DE", "BR"], n), dtype="str"),
-        },
-        index=index,
-    )
-    return frame, churned
-
-
-@pytest.fixture(scope="module")
-def model() -> ChurnModel:
-    X, y = _features(3000, 1)
-    Xv, yv = _features(1500, 2)
-    return ChurnModel(params={"num_leaves": 7, "learning_rate": 0.1}, seed=3).fit(
-        X, y, X_valid=Xv, y_valid=yv
-    )
-
-
 def test_score_is_the_scores_contract(model: ChurnModel) -> None:
     """One row per subscriber: calibrated probability, the model's bucket, rising-risk reasons."""
-    X, _ = _features(400, 7)
+    X, _ = planted_features(400, 7)
     scores = score(model, X)
     assert list(scores.columns) == [
         s.USER_ID,
@@ -85,7 +49,7 @@ def test_score_is_the_scores_contract(model: ChurnModel) -> None:
 
 
 def test_score_names_missing_columns(model: ChurnModel) -> None:
-    X, _ = _features(10, 7)
+    X, _ = planted_features(10, 7)
     with pytest.raises(RescoreError, match="sessions_28d"):
         score(model, X.drop(columns="sessions_28d"))
 
@@ -93,7 +57,7 @@ def test_score_names_missing_columns(model: ChurnModel) -> None:
 @pytest.mark.parametrize("name", ["scores.parquet", "scores.csv"])
 def test_written_scores_read_back_for_sync(model: ChurnModel, tmp_path, name: str) -> None:
     """What `lapse rescore` writes is what `lapse sync --scores` reads (top reason kept)."""
-    X, _ = _features(50, 9)
+    X, _ = planted_features(50, 9)
     scores = score(model, X)
     path = write_scores(scores, tmp_path / "out" / name)
     back = read_scores(path).set_index(s.USER_ID).loc[scores[s.USER_ID]]
@@ -103,7 +67,7 @@ def test_written_scores_read_back_for_sync(model: ChurnModel, tmp_path, name: st
 
 
 def test_write_scores_refuses_other_formats(model: ChurnModel, tmp_path) -> None:
-    X, _ = _features(5, 9)
+    X, _ = planted_features(5, 9)
     with pytest.raises(ScoresFileError, match="expected a .parquet or .csv"):
         write_scores(score(model, X), tmp_path / "scores.json")
 
@@ -125,38 +89,6 @@ def test_no_champion_is_a_clear_error(tmp_path, monkeypatch) -> None:
         load_model(uri, champion_uri("no-such-model"))
 
 
-@pytest.fixture
-def small_store(tmp_path):
-    """One monthly subscriber active from 2026-01-01 to 2026-01-31, with sessions, as a store."""
-    import pyarrow as pa
-
-    from features.ingest.store import EVENT_SCHEMA, QUARANTINE_SCHEMA, Manifest, commit, writer_lock
-    from tests.features.conftest import History
-
-    h = History().install("u1", 0).sub("u1", 0.1, "activation", expires=31).sessions("u1", 0, 20, 2)
-    frame = h.frame()
-
-    def column(field: pa.Field) -> pa.Array:
-        if field.name not in frame:
-            return pa.nulls(len(frame), field.type)
-        values = frame[field.name].array
-        if pa.types.is_timestamp(field.type):  # as µs: pyarrow's own path warns on pandas 3.1
-            stamps = values.as_unit("us")
-            return pa.array(stamps.asi8, field.type, mask=stamps.isna())
-        return pa.array(values, field.type)
-
-    events = pa.table([column(f) for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
-    with writer_lock(tmp_path):
-        commit(
-            tmp_path,
-            Manifest(),
-            events,
-            QUARANTINE_SCHEMA.empty_table(),
-            [{"sha256": "x", "path": "t.csv"}],
-        )
-    return tmp_path
-
-
 def test_rescore_refuses_stale_data_and_an_empty_day(small_store, model: ChurnModel) -> None:
     """A stalled ingest must not turn into a day of nulls and wrong buckets in Braze."""
     with pytest.raises(
@@ -172,28 +104,16 @@ def test_rescore_refuses_stale_data_and_an_empty_day(small_store, model: ChurnMo
 
 
 def test_cli_rescore_dry_run_leaves_the_scores_file_alone(
-    small_store, model: ChurnModel, tmp_path, monkeypatch, capsys
+    small_store, model: ChurnModel, champion: str, monkeypatch, capsys
 ) -> None:
     """`lapse rescore --dry-run` scores with the champion and shows the plan; it writes a
     scores file only where --out asks (the day's file may await a real `lapse sync` retry)."""
-    import mlflow
+    from pathlib import Path
 
     from lapse.cli import main
-    from training.registry import publish
 
-    for name in [n for n in os.environ if n.startswith("LAPSE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("rescore", (work / "mlruns").resolve().as_uri())
-    X, y = _features(300, 11)
-    with mlflow.start_run(experiment_id=experiment):
-        assert publish(model, X, y, "lapse-churn", "holdout_pr_auc").moved
-    monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", uri)
+    work = Path.cwd()
+    monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", champion)
     monkeypatch.setenv("LAPSE_LEDGER__URL", f"sqlite:///{(work / 'ledger.db').resolve()}")
     args = ["rescore", "--store", str(small_store), "--as-of", "2026-01-21", "--dry-run"]
     with pytest.raises(SystemExit) as exited:
@@ -213,8 +133,8 @@ def test_rescore_builds_the_features_the_model_was_trained_with(small_store) -> 
     the default ones (the model carries its feature definition)."""
     from features.settings import FeatureConfig
 
-    X, y = _features(2000, 21)
-    Xv, yv = _features(1000, 22)
+    X, y = planted_features(2000, 21)
+    Xv, yv = planted_features(1000, 22)
     wide = FeatureConfig(windows=(5, 20), trend_days=20)
     renamed = {"sessions_28d": "sessions_20d"}
     model = ChurnModel({"num_leaves": 7}, seed=3, feature_config=wide).fit(
@@ -240,6 +160,6 @@ def test_a_model_saved_before_it_carried_its_features_is_refused(model: ChurnMod
     del old.feature_config_, old.reason_groups_
     with pytest.raises(ModelVersionError, match="older Lapse.*run `lapse train` again"):
         old.feature_definition  # noqa: B018
-    X, _ = _features(5, 9)
+    X, _ = planted_features(5, 9)
     with pytest.raises(ModelVersionError, match="run `lapse train` again"):
         explain(old, X)

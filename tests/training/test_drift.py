@@ -15,6 +15,7 @@ from training import drift
 from training.drift import (
     EPS,
     DriftReferenceError,
+    DriftReport,
     column_reference,
     population_stability,
     psi,
@@ -168,6 +169,15 @@ def test_population_stability_names_the_features_past_the_threshold() -> None:
     shifted = population_stability(ref, X, np.clip(score + 0.2, 0, 1), threshold=0.2)
     assert shifted.flagged == (drift.SCORE,)
     assert population_stability(ref, now, score, threshold=50).flagged == ()
+    # an exempt feature (it measures the calendar) is reported past the threshold, not flagged
+    calendar = population_stability(ref, now, score, threshold=0.2, exempt=("moved", "steady"))
+    assert calendar.flagged == ("country",) and calendar.exempted == ("moved",)
+    assert calendar.feature_psi == report.feature_psi
+    assert DriftReport.from_dict(calendar.to_dict()) == calendar
+    # the score is never exempt
+    assert population_stability(
+        ref, X, np.clip(score + 0.2, 0, 1), 0.2, exempt=(drift.SCORE,)
+    ).flagged == (drift.SCORE,)
 
 
 def test_a_fitted_model_carries_its_reference_through_mlflow(fitted_on_snapshots, tmp_path):

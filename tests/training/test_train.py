@@ -12,7 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from features import schema
-from tests.training.conftest import TEST_REGISTRY, make_snapshots
+from tests.training.conftest import TENURE, TEST_REGISTRY, make_snapshots
+from training.evaluate import score_metrics
+from training.registry import EVALUATION_TAG
 from training.settings import TrainConfig
 from training.splits import DataSufficiencyError
 from training.train import (
@@ -120,8 +122,25 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     assert "plots/calibration.png" in artifacts and "plots/contributions.png" in artifacts
     served = mlflow.sklearn.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
     hold = frame[frame.index.get_level_values(schema.AS_OF) == result.split.holdout]
-    X = hold.drop(columns=schema.CHURNED)
+    X, yh = hold.drop(columns=schema.CHURNED), hold[schema.CHURNED].astype(int)
     np.testing.assert_array_equal(served.predict_proba(X), result.model.predict_proba(X))
+
+    # training.refit (on by default): the served model is refitted on all six cut-offs, the
+    # hold-out's included; the hold-out numbers and the gate's are the time-split model's
+    evaluation, refit = result.evaluation_model, result.model
+    assert evaluation is not None and not np.allclose(
+        refit.predict_proba(X), evaluation.predict_proba(X)
+    )
+    honest = score_metrics(yh, evaluation.predict_proba(X)[:, 1], "holdout")
+    assert m["holdout_pr_auc"] == pytest.approx(honest["holdout_pr_auc"])
+    assert result.gate.candidate == pytest.approx(honest["holdout_pr_auc"])
+    assert result.refit["rows_train"] + result.refit["rows_stop"] == len(frame) == 3600
+    assert result.refit["cutoffs"] == "2026-02-02..2026-03-09 (6)"
+    assert result.refit["calibrated_on"].endswith("2026-03-09")
+    assert run.data.params["refit_rows_train"] == str(result.refit["rows_train"])
+    assert "refit_stop_roc_auc" in run.data.metrics
+    logged = mlflow.sklearn.load_model(run.data.tags[EVALUATION_TAG])
+    np.testing.assert_array_equal(logged.predict_proba(X), evaluation.predict_proba(X))
 
 
 @pytest.mark.slow
@@ -139,6 +158,11 @@ def test_same_data_and_seed_give_the_same_model(tmp_path, mlflow_env) -> None:
     X = frame.drop(columns=schema.CHURNED)
     np.testing.assert_array_equal(a.model.predict_proba(X), b.model.predict_proba(X))
     assert not b.gate.moved  # equal is not better
+    # like with like: the refitted champion (it saw these hold-out labels) is represented by
+    # its time-split model, which scores exactly what the new run's does
+    assert b.gate.champion == pytest.approx(a.metrics["holdout_roc_auc"])
+    assert b.gate.candidate == pytest.approx(a.metrics["holdout_roc_auc"])
+    assert "time-split model" in b.gate.reason
     assert fingerprint(frame.iloc[1:]) != a.fingerprint
 
 
@@ -157,6 +181,39 @@ def test_shuffled_labels_give_a_holdout_auc_of_about_one_half(tmp_path, mlflow_e
     # one-SE rule keeps a 2-leaf trial here (0.749; Optuna's best, 39 leaves, 0.765)
     assert m["holdout_roc_auc"] > 0.72
     assert m["holdout_roc_auc"] > m["baseline_logreg_roc_auc"] - 0.03
+
+
+def test_drift_is_measured_against_the_newest_population_labelled_or_not(
+    tmp_path, mlflow_env
+) -> None:
+    """Tenure grows with the calendar: a reference pooled over old cut-offs would flag every
+    rescore; the newest cut-off (here unlabelled, its label window still open) flags none."""
+    from training import drift
+
+    frame, _ = make_snapshots(users=600, cutoffs=7)
+    as_of = frame.index.get_level_values(schema.AS_OF)
+    newest = as_of == as_of.max()
+    frame.loc[newest, TENURE] += 300  # everyone older, as at the next scoring day
+    frame[schema.CHURNED] = frame[schema.CHURNED].mask(newest)  # labels not known yet
+    cfg = config(tmp_path, mlflow_env, training={"refit": False})
+    result = train_snapshots(frame, cfg, registry=TEST_REGISTRY)
+    assert result.split.holdout < as_of.max()  # the unlabelled cut-off trained nothing
+    # without the refit the time-split model is the one registered, and no other is logged
+    model = result.model
+    assert result.evaluation_model is None and result.refit == {}
+    run = MlflowClient().get_run(result.run_id)
+    assert EVALUATION_TAG not in run.data.tags and "refit_rows_train" not in run.data.params
+    assert result.gate.candidate == pytest.approx(result.metrics["holdout_pr_auc"])
+    now = frame[newest].drop(columns=schema.CHURNED)
+    calm = drift.population_stability(
+        model.drift_reference, now, model.predict_proba(now)[:, 1], 0.2
+    )
+    assert calm.flagged == () and calm.feature_psi[TENURE] < 1e-3 and calm.score_psi < 1e-3
+    before = frame[as_of == result.split.holdout].drop(columns=schema.CHURNED)
+    aged = drift.population_stability(
+        model.drift_reference, before, model.predict_proba(before)[:, 1], 0.2
+    )
+    assert TENURE in aged.flagged
 
 
 def test_too_few_churners_stops_before_any_run(tmp_path, mlflow_env) -> None:
