@@ -208,6 +208,7 @@ def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> d
         "warnings": list(result.warnings),
         "dropped": len(dropped),
         "best_params": result.tuning.best_params,
+        "selection": result.tuning.selection.reason(),
         "prepare_s": prepared,
         "train_s": trained,
     }
@@ -236,8 +237,14 @@ def main() -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     work = args.work or Path(tempfile.mkdtemp(prefix="lapse-bench-shapes-"))
     report = []
+    from training.splits import DataSufficiencyError
+
     for shape in args.shapes.split(","):
-        run = run_shape(shape, args.users, args.trials, args.seed, work / shape)
+        try:
+            run = run_shape(shape, args.users, args.trials, args.seed, work / shape)
+        except DataSufficiencyError as exc:  # e.g. annual plans: few renewals in 30 days
+            print(f"\n== {shape}: {args.users:,} users: not measured: {exc}", flush=True)
+            continue
         stats = bootstrap(run["y"], run["scores"], run["oracle"], args.resamples, seed=1)
         gap = (run["valid_roc_auc"] - run["holdout_roc_auc"]) / run["gap_se"]
         row = {k: v for k, v in run.items() if k not in ("y", "scores", "oracle")}
@@ -264,6 +271,12 @@ def main() -> None:
             f"validation ROC-AUC {run['valid_roc_auc']:.3f} vs hold-out "
             f"{run['holdout_roc_auc']:.3f}: {gap:+.1f} SE  (logreg on validation "
             f"{run['valid_logreg_roc_auc']:.3f})",
+            flush=True,
+        )
+        kept = run["best_params"]
+        print(
+            f"  kept {run['selection']}; {kept['num_leaves']} leaves, learning rate "
+            f"{kept['learning_rate']:.3f}, min_child_samples {kept['min_child_samples']}",
             flush=True,
         )
     print("\nshape          oracle_ratio          model-logreg PR-AUC       valid-hold (SE)")

@@ -60,6 +60,15 @@ class OptunaSettings(Section):
         description="Processes running trials side by side on the one study (> 1 needs a "
         "shared RDB storage such as PostgreSQL; SQLite is refused).",
     )
+    selection_se: float = Field(
+        1.0,
+        ge=0,
+        le=5,
+        allow_inf_nan=False,
+        description="Trial kept: among trials within this many standard errors of the best "
+        "validation ROC AUC, the one with the fewest leaves (then the best of those); 0: the "
+        "best one.",
+    )
 
 
 class TrainingSettings(Section):

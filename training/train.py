@@ -58,7 +58,7 @@ from training.splits import (
     split_rows,
     time_split,
 )
-from training.tune import TuneConfig, TuneResult, tune
+from training.tune import Selection, TuneConfig, TuneResult, tune
 
 Progress = Callable[[str, int, int], None]
 #: Hold-out rows used for the contribution plot and reason shares: LightGBM's pred_contrib
@@ -249,6 +249,7 @@ def _fit_and_evaluate(
     tuning = tune(Xt, y, Xvt, yv, TuneConfig(config.optuna, study, t), progress)
     clock["tuned"] = time.perf_counter()
     mlflow.log_params({f"best_{k}": v for k, v in tuning.best_params.items()})
+    _log_selection(tuning.selection)
     mlflow.log_metrics(
         {
             "valid_roc_auc": tuning.best_value,
@@ -321,6 +322,28 @@ def _fit_and_evaluate(
         seconds=seconds,
         warnings=tuple(warnings),
     )
+
+
+def _log_selection(selection: Selection) -> None:
+    """Which trial the run kept and why: params ``selection_*``, the tag ``tuning.selection``
+    (one sentence) and the best trial's validation AUC next to the kept one's."""
+    mlflow.log_params(
+        {
+            "selection_rule": selection.rule,
+            "selection_se": selection.width,
+            "selection_trial": selection.chosen_trial,
+            "selection_best_trial": selection.best_trial,
+            "selection_candidates": ",".join(map(str, selection.candidates)),
+        }
+    )
+    metrics = {
+        "valid_roc_auc_best_trial": selection.best_value,
+        "selection_threshold": selection.threshold,
+    }
+    if np.isfinite(selection.standard_error):
+        metrics["valid_roc_auc_se"] = selection.standard_error
+    mlflow.log_metrics(metrics)
+    mlflow.set_tag("tuning.selection", selection.reason())
 
 
 def _log_served(model: ChurnModel) -> None:

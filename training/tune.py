@@ -3,6 +3,12 @@
 The study lives in an RDB storage (SQLite by default, PostgreSQL to share it between workers) and
 is resumable: running again with the same study name continues until ``n_trials`` have finished.
 Each trial is logged as a nested MLflow run when a parent run is active.
+
+The trial kept is not simply the best on validation: among the completed trials whose validation
+ROC AUC is within ``optuna.selection_se`` standard errors of the best (Hanley-McNeil, on the
+validation churners and non-churners), the one with the fewest leaves (``complexity``), and among
+those the best. On a small app the best of a few trials a few thousandths apart is a coin toss
+(issue 12).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from optuna.trial import TrialState
 from optuna_integration import LightGBMPruningCallback
 
 from base import LapseError, safe_url, sqlite_pragmas
+from training.evaluate import auc_standard_error
 from training.pipeline import classifier, fit_classifier
 from training.settings import OptunaSettings, TrainingSettings
 
@@ -106,9 +113,85 @@ def storage(url: str) -> optuna.storages.RDBStorage:
     return rdb
 
 
+def complexity(params: dict) -> int:
+    """A trial's complexity for the one-standard-error rule: its leaves per tree (LightGBM's
+    default 31 if the trial has none). One axis, as in the rule's classic uses (tree size in
+    CART, the penalty in glmnet): a lexicographic order over several parameters, tried first,
+    broke a tie in leaves by samples per leaf against a trial with 27x the L2 and a slower
+    learning rate, neither clearly the simpler (docs/benchmarks.md, issue 12)."""
+    return int(params.get("num_leaves", 31))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which trial was kept and why (logged to the run as ``selection_*`` params and a tag)."""
+
+    #: "one_se": the fewest leaves within ``width`` standard errors; "best": the best value.
+    rule: str
+    width: float
+    best_trial: int
+    best_value: float
+    #: Hanley-McNeil standard error of the best validation AUC; NaN when the rule is off.
+    standard_error: float
+    #: Lowest validation AUC a trial needed to be a candidate.
+    threshold: float
+    candidates: tuple[int, ...]
+    chosen_trial: int
+
+    def reason(self) -> str:
+        """One sentence for the run: the trial kept and why."""
+        if self.rule == "best":
+            return f"trial {self.chosen_trial}: best validation ROC AUC {self.best_value:.4f}"
+        if self.chosen_trial == self.best_trial:
+            return (
+                f"trial {self.chosen_trial}: best validation ROC AUC {self.best_value:.4f}; none "
+                f"of the {len(self.candidates) - 1} other trial(s) within {self.width:g} SE "
+                f"({self.standard_error:.4f}) of it has fewer leaves"
+            )
+        return (
+            f"trial {self.chosen_trial}: the fewest leaves of the {len(self.candidates)} "
+            f"trials within {self.width:g} SE ({self.standard_error:.4f}) of the best validation "
+            f"ROC AUC (trial {self.best_trial}, {self.best_value:.4f}; at least "
+            f"{self.threshold:.4f} needed)"
+        )
+
+
+def select_trial(
+    trials: list[optuna.trial.FrozenTrial], positives: int, negatives: int, width: float = 1.0
+) -> tuple[optuna.trial.FrozenTrial, Selection]:
+    """The one-standard-error rule: among the completed ``trials`` whose validation AUC is within
+    ``width`` standard errors (AUC of the best on ``positives`` churners and ``negatives``
+    non-churners) of the best, the one of least ``complexity`` (fewest leaves; ties: higher AUC,
+    then the earlier trial). ``width`` 0, or an undefined standard error, keeps the best trial
+    (the first of equal best values, as Optuna's ``best_trial``)."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        raise ValueError("select_trial needs at least one completed trial with a value")
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    se = auc_standard_error(best.value, positives, negatives) if width > 0 else float("nan")
+    if not np.isfinite(se):
+        chosen, threshold, candidates, rule = best, best.value, [best], "best"
+    else:
+        threshold = best.value - width * se
+        candidates = [t for t in complete if t.value >= threshold]
+        chosen = min(candidates, key=lambda t: (complexity(t.params), -t.value, t.number))
+        rule = "one_se"
+    return chosen, Selection(
+        rule=rule,
+        width=float(width),
+        best_trial=best.number,
+        best_value=float(best.value),
+        standard_error=float(se),
+        threshold=float(threshold),
+        candidates=tuple(sorted(t.number for t in candidates)),
+        chosen_trial=chosen.number,
+    )
+
+
 @dataclass(frozen=True)
 class TuneResult:
-    """The best trial of a finished search."""
+    """The trial a finished search keeps (``select_trial``): its parameters, validation AUC and
+    early-stopping iteration (named ``best_*``: the best by the selection rule), and why."""
 
     study_name: str
     best_params: dict
@@ -116,6 +199,7 @@ class TuneResult:
     best_iteration: int
     finished: int
     pruned: int
+    selection: Selection
 
 
 def open_study(config: TuneConfig, rdb: optuna.storages.RDBStorage) -> optuna.Study:
@@ -317,14 +401,21 @@ def _search(Xt, y, Xvt, yv, config: TuneConfig, progress, study: optuna.Study) -
             f"study {config.study_name!r} in {safe_url(config.optuna.storage)} has no completed "
             f"trial after {finished_trials(study)} finished; raise --trials or --timeout"
         )
-    best = study.best_trial
+    positives = int(np.sum(yv))
+    chosen, selection = select_trial(
+        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+        positives,
+        len(yv) - positives,
+        config.optuna.selection_se,
+    )
     return TuneResult(
         study_name=config.study_name,
-        best_params=dict(best.params),
-        best_value=float(best.value),
-        best_iteration=int(best.user_attrs["best_iteration"]),
+        best_params=dict(chosen.params),
+        best_value=float(chosen.value),
+        best_iteration=int(chosen.user_attrs["best_iteration"]),
         finished=finished_trials(study),
         pruned=len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+        selection=selection,
     )
 
 

@@ -107,6 +107,17 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     assert run.data.params["dropped_features"] == "t_constant"
     assert float(run.data.params["baseline_logreg_C"]) in (0.003, 0.03, 0.3, 3.0)
     assert "warning.validation_gap" not in run.data.tags
+    # which trial was kept, and why (the one-standard-error rule, issue 12)
+    kept = result.tuning.selection
+    assert run.data.params["selection_rule"] == "one_se"
+    assert run.data.params["selection_trial"] == str(kept.chosen_trial)
+    assert run.data.params["selection_best_trial"] == str(kept.best_trial)
+    assert str(kept.chosen_trial) in run.data.params["selection_candidates"].split(",")
+    assert run.data.tags["tuning.selection"] == kept.reason()
+    assert run.data.tags["tuning.selection"].startswith(f"trial {kept.chosen_trial}:")
+    v = run.data.metrics
+    assert v["valid_roc_auc_best_trial"] >= v["valid_roc_auc"] >= v["selection_threshold"]
+    assert v["valid_roc_auc_se"] == pytest.approx(kept.standard_error)
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "plots")}
     assert "plots/calibration.png" in artifacts and "plots/contributions.png" in artifacts
     served = mlflow.sklearn.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
@@ -165,7 +176,11 @@ def test_shuffled_labels_give_a_holdout_auc_of_about_one_half(tmp_path, mlflow_e
     result = train_snapshots(shuffled, config(tmp_path, mlflow_env, optuna={"n_trials": 3}))
     assert abs(result.metrics["holdout_roc_auc"] - 0.5) < 0.05
     honest = train_snapshots(frame, config(tmp_path, mlflow_env, optuna={"n_trials": 3}))
-    assert honest.metrics["holdout_roc_auc"] > 0.75
+    m = honest.metrics
+    # the planted signal is found: near the logistic regression (0.763 on these rows). The
+    # one-SE rule keeps a 2-leaf trial here (0.749; Optuna's best, 39 leaves, 0.765)
+    assert m["holdout_roc_auc"] > 0.72
+    assert m["holdout_roc_auc"] > m["baseline_logreg_roc_auc"] - 0.03
 
 
 def test_drift_is_measured_against_the_newest_population_labelled_or_not(
