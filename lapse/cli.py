@@ -17,9 +17,14 @@ from rich.markup import escape
 
 from base import LapseError
 from features.ingest import IngestError
-from lapse import __version__, jobs, render
-from lapse.console import err, out, progress_bars
+from lapse import __version__
+from lapse.console import LazyModule, err, out, progress_bars
 from lapse.settings import Settings
+
+#: The job and rendering layers import MLflow, scikit-learn, LightGBM and BentoML (~7 s of
+#: CPU here): loaded when a command runs, so `--help`, `--version` and a usage error stay fast.
+jobs = LazyModule("lapse.jobs")
+render = LazyModule("lapse.render")
 
 
 class ExitCode(IntEnum):

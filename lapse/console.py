@@ -60,3 +60,19 @@ def table(
             text = str(value)
         t.add_row(name, text)
     return t
+
+
+class LazyModule:
+    """A module imported on first attribute access (``jobs.train`` imports ``lapse.jobs``):
+    the CLI parses its arguments and answers ``--help`` without the heavy libraries."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attribute)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name}>"

@@ -17,7 +17,6 @@ import mlflow
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
-import skops.io
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -103,6 +102,8 @@ def score_champion(name: str, X: pd.DataFrame, y, metric: str) -> tuple[float | 
 def _log(model, X: pd.DataFrame, artifact: str):
     """Log the ChurnModel (signature, input example, pinned requirements) on the active run."""
     sample = X.head(200)
+    import skops.io  # here: it imports every scikit-learn estimator (~1.5 s), scoring needs none
+
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     return mlflow.sklearn.log_model(
         sk_model=model,

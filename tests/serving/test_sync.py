@@ -596,14 +596,14 @@ def _days(n_users: int, n_days: int, seed: int) -> list[pd.DataFrame]:
 
 
 @pytest.mark.slow
-def test_chaos_twelve_runs_killed_at_random_then_resumed(tmp_path: Path) -> None:
+def test_chaos_eight_runs_killed_at_random_then_resumed(tmp_path: Path) -> None:
     """Each day's `lapse sync` is SIGKILLed at a random moment, then resumed; at the end Braze
     holds exactly what a crash-free sequence of runs gives, and duplicates stay under one batch
     per kill. The emulator also drops connections and answers 5xx now and then."""
     from serving.emulator import parse_faults
 
-    # twelve days: each is a CLI process killed and resumed (~7 s on a quiet machine)
-    n_users, n_days, batch = 2000, 12, 75
+    # eight days: each is a CLI process killed and resumed (~15 s on a loaded machine)
+    n_users, n_days, batch = 2000, 8, 75
     days = _days(n_users, n_days, seed=5)
     rng = np.random.default_rng(17)
     faults = parse_faults("seed=3,5xx=0.03,drop=0.02")
@@ -656,7 +656,7 @@ def test_chaos_twelve_runs_killed_at_random_then_resumed(tmp_path: Path) -> None
                 except BrazeUnavailableError:
                     continue
             assert chaos.profiles() == clean.profiles(), f"day {day}"
-        assert mid_send >= 6 and interrupted >= mid_send  # every mid-send kill hit a live run
+        assert mid_send >= 4 and interrupted >= mid_send  # every mid-send kill hit a live run
         duplicates = chaos.stats()["attribute_writes"] - clean.stats()["attribute_writes"]
         assert 0 <= duplicates <= interrupted * batch
         final = days[-1].set_index(USER_ID)[CHURN_PROBABILITY]
