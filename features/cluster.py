@@ -57,7 +57,9 @@ class Workplace:
                 yield fn(item, **shared)
             return
         sent = {
-            k: v if isinstance(v, _PLAIN) else self.client.scatter(v, broadcast=True)
+            # hash=False: a fresh key per map; re-scattering an identical value (same content key)
+            # while the previous map's copy is being released hung the workers in a transfer loop
+            k: v if isinstance(v, _PLAIN) else self.client.scatter(v, broadcast=True, hash=False)
             for k, v in shared.items()
         }
         futures = self.client.map(fn, items, pure=False, **sent)
