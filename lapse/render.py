@@ -6,27 +6,30 @@ One function per result type; none computes anything a job did not return.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from features import schema as s
 from features import state as st
-from features.ingest import IngestSummary
-from features.synthetic import GenerationSummary
-from features.synthetic.calibration import TruthCheck
 from lapse.console import out, table
-from lapse.jobs import (
-    BacktestOutcome,
-    DemoResult,
-    FeaturesResult,
-    IfDueOutcome,
-    RescoreOutcome,
-    ServiceAnswers,
-    SyncOutcome,
-)
-from training.drift import SCORE, DriftReport
-from training.train import TrainResult
+from training.drift import SCORE
+
+if TYPE_CHECKING:  # the results' types only: rendering a sync does not load the model stack
+    from features.ingest import IngestSummary
+    from features.synthetic import GenerationSummary
+    from features.synthetic.calibration import TruthCheck
+    from lapse.jobs import (
+        BacktestOutcome,
+        DemoResult,
+        FeaturesResult,
+        IfDueOutcome,
+        RescoreOutcome,
+        ServiceAnswers,
+        SyncOutcome,
+    )
+    from training.drift import DriftReport
+    from training.train import TrainResult
 
 
 def generation(summary: GenerationSummary) -> None:

@@ -69,7 +69,7 @@ def test_a_sample_app_killed_half_way_is_replaced_by_the_next_run(
         raise KeyboardInterrupt  # Ctrl-C (or a kernel restart) in the middle of generating
 
     with monkeypatch.context() as patched:
-        patched.setattr(jobs, "generate", killed)
+        patched.setattr(jobs.sample, "generate", killed)  # what sample_app calls
         with pytest.raises(KeyboardInterrupt):
             jobs.sample_app(settings)
     made = jobs.sample_app(settings)  # used to refuse: "not empty and not a sample app"

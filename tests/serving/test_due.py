@@ -167,7 +167,9 @@ def test_the_job_trains_exactly_when_due(tmp_path, monkeypatch, champion: str) -
 
     uri = champion
     trained = []
-    monkeypatch.setattr(jobs, "train", lambda settings, progress=None: trained.append(1) or "run")
+    monkeypatch.setattr(
+        jobs.modelling, "train", lambda settings, progress=None: trained.append(1) or "run"
+    )
     settings = Settings(store={"path": tmp_path / "store"}, mlflow={"tracking_uri": uri})
     now = datetime.now(UTC)
     calm = jobs.train_if_due(settings, now)
