@@ -571,9 +571,14 @@ def test_drift_rows_name_unknown_exempt_names_and_skip_exempt_features_as_larges
     assert rows["drift (PSI > 0.2)"] == "none (largest: country 0.050)"
 
 
-def test_sigterm_stops_training_as_ctrl_c_does(monkeypatch) -> None:
-    """A scheduler's SIGTERM reaches `lapse train` as an interruption (which marks the MLflow run
-    KILLED and unregisters a half-published version) instead of ending the process at once."""
+@pytest.mark.parametrize(
+    ("job", "command"),
+    [("train", ["train", "--trials", "1"]), ("demo", ["demo", "--users", "10"])],
+)
+def test_sigterm_stops_a_job_as_ctrl_c_does(monkeypatch, job: str, command: list[str]) -> None:
+    """A scheduler's SIGTERM reaches a running job as an interruption (training marks its MLflow
+    run KILLED and unregisters a half-published version; the demo stops the service it started)
+    instead of ending the process at once, and `lapse` exits as Ctrl-C does."""
     import signal
     import time
 
@@ -582,7 +587,7 @@ def test_sigterm_stops_training_as_ctrl_c_does(monkeypatch) -> None:
 
     interrupted = []
 
-    def train(*args, **kwargs):
+    def running(*args, **kwargs):
         try:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler raises before this ends
@@ -591,38 +596,10 @@ def test_sigterm_stops_training_as_ctrl_c_does(monkeypatch) -> None:
             raise
 
     previous = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(jobs, "train", train)
+    monkeypatch.setattr(jobs, job, running)
     try:
-        result = CliRunner().invoke(app, ["train", "--trials", "1"])
+        result = CliRunner().invoke(app, command)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert result.exit_code == ExitCode.INTERRUPTED
     assert interrupted == [True]
-
-
-def test_sigterm_stops_the_demo_as_ctrl_c_does(monkeypatch) -> None:
-    """A scheduler's SIGTERM reaches the demo's own clean-up (the service it started is
-    stopped and its log removed) and exits as an interruption does."""
-    import signal
-    import time
-
-    from lapse import jobs
-    from lapse.cli import ExitCode
-
-    cleaned = []
-
-    def demo(*args, **kwargs):
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # the handler raises before this ends
-        finally:
-            cleaned.append(True)
-
-    previous = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(jobs, "demo", demo)
-    try:
-        result = CliRunner().invoke(app, ["demo", "--users", "10"])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert result.exit_code == ExitCode.INTERRUPTED
-    assert cleaned == [True]
