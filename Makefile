@@ -22,12 +22,14 @@ demo: setup
 
 # Three pytest workers, each taking whole files (module fixtures train once): tests wait on
 # servers, subprocesses and SQLite as much as on the CPU (two workers kept 1.6 of the 2 cores busy).
+# Files go out in collection order, the heaviest first (tests/conftest.py HEAVY_FIRST), not
+# xdist's default of the most tests first, which left a one-test, four-minute file for last.
 PYTEST_WORKERS ?= 3
 test: setup
-	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=30
+	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 test-fast: setup
-	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
+	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 bench: setup
 	$(RUN) python benchmarks/generate.py

@@ -472,12 +472,16 @@ def test_train_without_a_store_is_one_line(
     assert not (clean_env / "mlflow.db").exists()
 
 
-def test_serve_with_a_model_that_does_not_exist_is_one_line(trained_app, clean_env: Path) -> None:
+def test_serve_with_a_model_that_does_not_exist_is_one_line(clean_env: Path) -> None:
     """`lapse serve --model <wrong>` stops with the registry's answer in one line (found before
     BentoML's worker has started, not after it failed)."""
-    config = str(trained_app.config_file)
+    config = clean_env / "lapse.toml"
+    config.write_text('[mlflow]\ntracking_uri = "sqlite:///mlflow.db"\n')
+    from mlflow import MlflowClient
+
+    MlflowClient(f"sqlite:///{clean_env / 'mlflow.db'}").search_registered_models()  # empty
     port = str(_free_port())
-    done = run_lapse("--config", config, "serve", "--model", "models:/nope@champion",
+    done = run_lapse("--config", str(config), "serve", "--model", "models:/nope@champion",
                      "--port", port, cwd=clean_env)  # fmt: skip
     assert done.returncode == 1, done.stderr
     (line,) = _lines(done.stderr)

@@ -255,10 +255,11 @@ def test_the_cli_serves_until_sigterm_then_prints_what_it_served(tmp_path) -> No
                 time.sleep(0.1)
         assert r.status_code == 201 and r.headers["x-ratelimit-limit"] == "5"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # reaped here, or its ResourceWarning fails a later test
             proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     assert "5 requests per 1 s" in out and "Emulator served" in out
     assert "objects accepted" in out and KEY not in out + err

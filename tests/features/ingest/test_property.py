@@ -92,7 +92,7 @@ def test_any_mix_of_valid_and_corrupt_rows_and_file_shapes(plan, shapes) -> None
 
 
 @pytest.mark.slow
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=row_plan, shapes=PLAN)
 def test_any_mix_many_examples(plan, shapes) -> None:
     check_invariant(plan, shapes)
