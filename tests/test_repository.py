@@ -37,9 +37,9 @@ def test_the_readme_commands_are_the_ones_ci_runs() -> None:
     ]
     assert ci == ["make test"]
     assert _make_recipe("demo") == ["$(RUN) lapse demo"]
-    # the whole suite, slow tests included, on xdist workers that take whole files
+    # the whole suite, slow tests included, on xdist workers that take whole files, heaviest first
     assert _make_recipe("test") == [
-        "$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=30"
+        "$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30"
     ]
 
 
@@ -93,3 +93,11 @@ def test_every_repository_file_the_docs_name_exists() -> None:
         if not (ROOT / path).exists()
     ]
     assert not missing
+
+
+def test_the_files_scheduled_first_exist() -> None:
+    """A renamed heavy test file would silently lose its early start (tests/conftest.py)."""
+    from tests.conftest import HEAVY_FIRST
+
+    assert len(set(HEAVY_FIRST)) == len(HEAVY_FIRST)
+    assert [name for name in HEAVY_FIRST if not (ROOT / name).is_file()] == []
