@@ -617,13 +617,21 @@ def _url_decode(values: pa.Array) -> pa.Array:
     return pc.if_else(encoded, decoded.take(pc.index_in(values, distinct)), values)
 
 
+#: Arrow's JSON reader's default block size: an input of at most one block is one parse.
+_JSON_BLOCK = pajson.ReadOptions().block_size
+
+
 def _json_rows(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, list]:
     """JSON objects → text columns; parsed by Arrow, line by line if Arrow cannot take them all
     (a broken line, or shapes its reader mishandles, e.g. odd nested lists)."""
     if not len(lines):
         return _no_rows(), []
+    data = "\n".join(lines.to_pylist()).encode()
+    # within one block (a service request's callbacks) Arrow parses it alike on this thread:
+    # handing a few kB to its thread pool costs a wake-up, a long wait on a busy machine
+    threads = pajson.ReadOptions(use_threads=len(data) > _JSON_BLOCK)
     try:
-        table = pajson.read_json(pa.py_buffer("\n".join(lines.to_pylist()).encode()))
+        table = pajson.read_json(pa.py_buffer(data), read_options=threads)
         if table.num_rows != len(lines):
             raise pa.ArrowInvalid("a line holds more or less than one object")
         columns = {c: _as_text(table.column(c)) for c in table.column_names}
