@@ -4,7 +4,9 @@ It parses requests, calls the `serve` jobs (``lapse.serve``) and turns their res
 it holds no scoring logic of its own. The endpoints are a FastAPI app mounted into the BentoML
 service, so BentoML's OpenAPI page documents them (with examples) and a client's mistake is a
 4xx naming the field and row, with no traceback in the log. BentoML adds ``/livez`` and
-``/readyz`` (ready once a model is loaded).
+``/readyz`` (ready once a model is loaded). The hot paths, ``POST /score`` and ``/lookup``, are
+answered by the service's own middleware from the body's bytes (``DIRECT``), with the same
+functions and refusals as their routes, which document them.
 
 Run it with ``lapse serve`` (or ``bentoml serve lapse.service:LapseChurn``): the settings come
 from ``$LAPSE_CONFIG`` or ./lapse.toml and LAPSE_* variables, the model from
