@@ -119,7 +119,7 @@ def build_feature_records(
     """``build_features`` as plain rows (user_id, platform, then the features; missing is None):
     the same values without the pandas frame, whose per-column conversion costs more than the
     whole build for the few subscribers of one service request. ``shared`` runs DuckDB in the
-    process's long-lived database (see ``timeline.EventTable``) instead of opening one."""
+    process's long-lived database (``features.duck``) instead of opening one."""
     frame = features_at(EventTable(events, config, shared), to_micros(as_of), config)
     return typed(frame, config).to_dicts()
 

@@ -198,7 +198,7 @@ def score_events(
             f"events: {len(events):,} callbacks, at most {settings.serving.max_events:,} "
             "(serving.max_events)"
         )
-    normalised: CallbackEvents = callback_events(events, settings.ingest, now=now)
+    normalised: CallbackEvents = callback_events(events, settings.ingest, now=now, shared=True)
     config = served.model.feature_definition
     rows = []
     if normalised.events.num_rows:  # the service's long-lived DuckDB: no database per request

@@ -152,9 +152,10 @@ class ServingSettings(Section):
         5.0, gt=0, description="Check for a newer rescore scores file this often (/lookup)."
     )
     telemetry: bool = Field(
-        True,
-        description="BentoML's per-request Prometheus metrics (/metrics) and tracing spans; "
-        "false saves ~1 ms of CPU a request, a third of a one-row /score, and loses both.",
+        False,
+        description="BentoML's per-request Prometheus metrics (/metrics) and tracing spans "
+        "(exported only where a tracing exporter is configured); off, a /lookup costs a quarter "
+        "of the CPU (0.11 against 0.48 ms) and a one-row /score 0.88 against 1.21 ms.",
     )
     token: SecretStr | None = Field(
         None, description="Bearer token every request must carry; environment only, never logged."

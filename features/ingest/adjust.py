@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,6 +33,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from base import LapseError
+from features import duck
 from features import schema as s
 from features.settings import DEFAULT_MAX_PRICE
 
@@ -617,13 +617,21 @@ def _url_decode(values: pa.Array) -> pa.Array:
     return pc.if_else(encoded, decoded.take(pc.index_in(values, distinct)), values)
 
 
+#: Arrow's JSON reader's default block size: an input of at most one block is one parse.
+_JSON_BLOCK = pajson.ReadOptions().block_size
+
+
 def _json_rows(lines: pa.Array, number: pa.Array) -> tuple[pa.Table, list]:
     """JSON objects → text columns; parsed by Arrow, line by line if Arrow cannot take them all
     (a broken line, or shapes its reader mishandles, e.g. odd nested lists)."""
     if not len(lines):
         return _no_rows(), []
+    data = "\n".join(lines.to_pylist()).encode()
+    # within one block (a service request's callbacks) Arrow parses it alike on this thread:
+    # handing a few kB to its thread pool costs a wake-up, a long wait on a busy machine
+    threads = pajson.ReadOptions(use_threads=len(data) > _JSON_BLOCK)
     try:
-        table = pajson.read_json(pa.py_buffer("\n".join(lines.to_pylist()).encode()))
+        table = pajson.read_json(pa.py_buffer(data), read_options=threads)
         if table.num_rows != len(lines):
             raise pa.ArrowInvalid("a line holds more or less than one object")
         columns = {c: _as_text(table.column(c)) for c in table.column_names}
@@ -702,12 +710,14 @@ def normalise(
     earliest: datetime | None = DEFAULT_EARLIEST,
     latest: datetime | None = None,
     max_price: float = DEFAULT_MAX_PRICE,
+    shared: bool = False,
 ) -> Normalised:
     """Validate and map read rows (text columns + ``line`` + SOURCE_INDEX) to canonical events.
 
     ``created_at``, ``installed_at`` and ``subscription_purchased_at`` must lie in
     [``earliest``, ``latest``); expiry and cancellation times may be later, up to LAST_PLAUSIBLE.
     Pure: the same rows (and window) give the same events, rejections and event keys.
+    ``shared`` computes the keys in the process's long-lived DuckDB (``features.duck``).
     """
     n = rows.num_rows
 
@@ -886,7 +896,7 @@ def normalise(
         s.INSTALLED_AT_COL: times[s.INSTALLED_AT],
     }
     table = pa.table(events).filter(ok)
-    table = table.append_column(s.EVENT_KEY, canonical_event_keys(table))
+    table = table.append_column(s.EVENT_KEY, canonical_event_keys(table, shared))
     table = table.append_column(s.SOURCE, rows.column(SOURCE_INDEX).filter(ok))
     table = table.append_column(s.LINE, rows.column(s.LINE).filter(ok))
     extra_names = [c for c in rows.column_names if _is_unknown(c, user_id_column)]
@@ -1038,7 +1048,7 @@ def _implausible(
     return mask, window
 
 
-def canonical_event_keys(events: pa.Table) -> pa.Array:
+def canonical_event_keys(events: pa.Table, shared: bool = False) -> pa.Array:
     """Version KEY_VERSION of the event key, from canonical columns only (KEY_COLUMNS), so the
     keys of events stored under an older version can be recomputed from the store.
 
@@ -1069,18 +1079,17 @@ def canonical_event_keys(events: pa.Table) -> pa.Array:
         "ts": text(s.TS),
     }
     parts.update({name: text(name) for name in _KEY_DETAIL_COLUMNS})
-    return event_keys(pa.table(parts))
+    return event_keys(pa.table(parts), shared)
 
 
-def event_keys(parts: pa.Table) -> pa.Array:
-    """A stable 128-bit key (MD5, hex) of each row's identifying fields, for deduplication."""
+def event_keys(parts: pa.Table, shared: bool = False) -> pa.Array:
+    """A stable 128-bit key (MD5, hex) of each row's identifying fields, for deduplication.
+    ``shared``: in the process's long-lived DuckDB, not a database opened for the call (which
+    costs more than keying a service request's few callbacks)."""
     fields = ", chr(31), ".join(f"coalesce(\"{c}\", '')" for c in parts.column_names)
-    con = duckdb.connect()
-    try:
+    with duck.connection(shared) as con:
         con.register("parts", parts)
         keys = con.sql(f"select md5(concat({fields})) as k from parts").to_arrow_table()
-    finally:
-        con.close()
     return keys.column("k").combine_chunks().cast(pa.string())
 
 

@@ -48,9 +48,11 @@ def callback_events(
     *,
     now: datetime | None = None,
     source: str = "request",
+    shared: bool = False,
 ) -> CallbackEvents:
     """Normalise callback objects (one per activity, as ``lapse ingest`` reads them from a
-    callback log) into canonical events; item ``i`` of ``objects`` is line ``i + 1``."""
+    callback log) into canonical events; item ``i`` of ``objects`` is line ``i + 1``.
+    ``shared`` keys them in the process's long-lived DuckDB (``features.duck``): a service."""
     text = "\n".join(json.dumps(o, default=str, separators=(",", ":")) for o in objects)
     try:
         read = read_source(f"{source}.log", text.encode("utf-8"))
@@ -58,7 +60,7 @@ def callback_events(
         return CallbackEvents(_empty(), [Rejection(-1, exc.reason, exc.detail)])
     rejected = [Rejection(line - 1, reason, detail) for line, reason, detail, _ in read.rejected]
     rows = read.rows.append_column(SOURCE_INDEX, pa.array(np.zeros(read.rows.num_rows, np.int32)))
-    normalised = Rules.of(settings, now).normalise(rows)
+    normalised = Rules.of(settings, now).normalise(rows, shared)
     bad = normalised.rejected
     rejected += [
         Rejection(line - 1, reason, detail)

@@ -214,7 +214,8 @@ class Rules:
             settings.max_price,
         )
 
-    def normalise(self, rows: pa.Table) -> Normalised:
+    def normalise(self, rows: pa.Table, shared: bool = False) -> Normalised:
+        """``adjust.normalise`` under these rules (``shared``: keys in the process's DuckDB)."""
         return normalise(
             rows,
             user_id_column=self.user_id_column,
@@ -222,6 +223,7 @@ class Rules:
             earliest=self.earliest,
             latest=self.latest,
             max_price=self.max_price,
+            shared=shared,
         )
 
 

@@ -182,6 +182,8 @@ def test_records_are_the_frames_rows(new_history, day, drawn, cut):
     frame = build_features(events, day(cut)).reset_index()
     expected = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
     assert build_feature_records(events, day(cut)) == expected
+    # the service's: the process's DuckDB, its aggregates read row by row
+    assert build_feature_records(events, day(cut), shared=True) == expected
 
 
 @pytest.mark.slow
@@ -203,6 +205,7 @@ def test_records_are_the_frames_rows_on_a_generated_app(tmp_path):
     expected = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
     got = build_feature_records(events, "2026-02-20")
     assert got == expected
+    assert build_feature_records(events, "2026-02-20", shared=True) == expected
     assert {type(v) for row in got for v in row.values()} <= {str, float, type(None)}
 
 

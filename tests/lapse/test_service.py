@@ -603,14 +603,15 @@ def test_the_service_freezes_its_loaded_heap_out_of_full_collections(trained, mo
         gc.unfreeze()
 
 
-def test_telemetry_off_drops_bentomls_metrics_and_keeps_the_answers(
+def test_telemetry_on_serves_bentomls_metrics_and_the_same_answers(
     server, trained, http, model
 ) -> None:
-    """serving.telemetry = false: no /metrics (BentoML's Prometheus middleware is not built),
-    and the endpoints answer as before; on (the default), /metrics is served."""
-    assert http.get(f"{server.url}/metrics").status_code == 200
+    """serving.telemetry = false (the default): no /metrics (BentoML's Prometheus middleware
+    is not built); on, /metrics is served and the endpoints answer as before."""
+    assert http.get(f"{server.url}/metrics").status_code == 404
     rows = _records(_feature_rows(trained, model).head(2))
-    with running(trained, LAPSE_SERVING__TELEMETRY="false") as srv:
-        assert http.get(f"{srv.url}/metrics").status_code == 404
+    expected = http.post(f"{server.url}/score", json={"rows": rows}).json()
+    with running(trained, LAPSE_SERVING__TELEMETRY="true") as srv:
+        assert http.get(f"{srv.url}/metrics").status_code == 200
         answer = http.post(f"{srv.url}/score", json={"rows": rows})
-        assert answer.status_code == 200 and len(answer.json()["scores"]) == 2
+        assert answer.status_code == 200 and answer.json() == expected
