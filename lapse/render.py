@@ -479,6 +479,12 @@ def emulator_stopped(stats: dict[str, Any], seconds: float) -> None:
 
 def demo_step(title: str, result: Any, registered_model: str) -> None:
     """Each demo step as it ends: a rule, then the step's own summary."""
+    from features.ingest import IngestSummary
+    from features.synthetic import GenerationSummary
+    from features.synthetic.calibration import TruthCheck
+    from lapse.jobs import RescoreOutcome, ServiceAnswers, SyncOutcome
+    from training.train import TrainResult  # all loaded by the demo already
+
     if not title.startswith(" "):
         out.rule(title)
     if isinstance(result, GenerationSummary):
