@@ -176,7 +176,7 @@ def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> d
     split = time_split(
         labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
     )
-    parts = split_rows(labelled, split, t.valid_share, t.seed)
+    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
     (X, y), (Xv, yv), (Xh, yh) = (_xy(parts[n]) for n in ("train", "valid", "holdout"))
     dropped = constant_features(X)
     X, Xv, Xh = (f.drop(columns=dropped) for f in (X, Xv, Xh))

@@ -57,6 +57,7 @@ from training.splits import (
     refit_rows,
     split_rows,
     time_split,
+    used_split,
 )
 from training.tune import Selection, TuneConfig, TuneResult, tune
 
@@ -177,7 +178,8 @@ def train_snapshots(
     split = time_split(
         labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
     )
-    parts = split_rows(labelled, split, t.valid_share, t.seed)
+    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
+    split = used_split(split, parts)
     (X, y), (Xv, yv), (Xh, yh) = (_xy(parts[n]) for n in ("train", "valid", "holdout"))
     check_sufficient(
         {"train": y, "validation": yv, "hold-out": yh}, t.min_churners, t.min_non_churners

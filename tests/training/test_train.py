@@ -16,7 +16,7 @@ from tests.training.conftest import TENURE, TEST_REGISTRY, make_snapshots
 from training.evaluate import score_metrics
 from training.registry import EVALUATION_TAG
 from training.settings import TrainConfig
-from training.splits import DataSufficiencyError
+from training.splits import DataSufficiencyError, held_out_subscribers
 from training.train import (
     TrainingInputError,
     check_truth_matches,
@@ -82,9 +82,17 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
         (m["oracle_matched_model_roc_auc"] - 0.5) / (m["oracle_roc_auc"] - 0.5)
     )
     assert m["holdout_roc_auc"] > m["baseline_rule_roc_auc"]
-    # validation holds out a fifth of the subscribers at the 4 cut-offs whose windows end in time
-    assert result.rows["train"] + result.rows["validation"] == 2400
-    assert 380 < result.rows["validation"] < 580 and result.rows["holdout"] == 600
+    # of the 4 cut-offs whose windows end in time (02-02 .. 02-23), validation is the held-out
+    # fifth of subscribers at the latest (>= 20 churners there); their rows at 02-16 are purged
+    # (the 14-day windows overlap), their earlier ones train, and everyone else's
+    held = frame[held_out_subscribers(frame.index, 0.2, 5)]
+    at = held.index.get_level_values(schema.AS_OF)
+    assert result.rows["validation"] == (at == "2026-02-23").sum()
+    assert held[at == "2026-02-23"][schema.CHURNED].sum() >= 20
+    assert result.rows["train"] == 2400 - ((at >= "2026-02-16") & (at <= "2026-02-23")).sum()
+    assert 100 < result.rows["validation"] < 150 and result.rows["holdout"] == 600
+    assert [str(c.date()) for c in result.split.valid] == ["2026-02-23"]
+    assert len(result.split.train) == 4
     assert result.dropped_features == ("t_constant",)  # constant on the training rows
     assert "t_constant" not in result.model.features_
     for split in ("valid", "holdout"):
