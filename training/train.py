@@ -425,10 +425,16 @@ def _gap_warnings(metrics: dict[str, float], yv, yh) -> list[str]:
     metrics["valid_holdout_gap_roc_auc"] = valid - hold
     metrics["valid_holdout_gap_se"] = float(se)
     if np.isfinite(se) and abs(valid - hold) > GAP_Z * se:
+        why = (
+            "leakage into validation, or drift"
+            if valid > hold
+            else "its rows are harder to rank: histories cut short by the data's start at early "
+            "cut-offs, or drift"
+        )
         return [
             f"validation ROC AUC {valid:.4f} vs hold-out {hold:.4f}: a gap of "
             f"{valid - hold:+.4f} is more than {GAP_Z:g} standard errors ({se:.4f}); "
-            "validation does not predict the hold-out (leakage or drift)"
+            f"validation does not predict the hold-out ({why})"
         ]
     return []
 

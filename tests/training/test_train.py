@@ -13,12 +13,14 @@ from mlflow.tracking import MlflowClient
 
 from features import schema
 from tests.training.conftest import TENURE, TEST_REGISTRY, make_snapshots
-from training.evaluate import score_metrics
+from training.evaluate import auc_standard_error, score_metrics
 from training.registry import EVALUATION_TAG
 from training.settings import TrainConfig
 from training.splits import DataSufficiencyError, held_out_subscribers
 from training.train import (
+    GAP_Z,
     TrainingInputError,
+    _gap_warnings,
     check_truth_matches,
     data_cutoffs,
     fingerprint,
@@ -430,3 +432,19 @@ def test_mlflow_on_a_postgresql_backend_tracks_registers_and_serves(
     served = load_model(postgres_mlflow_db, champion_uri(cfg.mlflow.registered_model))
     X = frame.drop(columns=schema.CHURNED).iloc[:200]
     np.testing.assert_array_equal(served.predict_proba(X), result.model.predict_proba(X))
+
+
+def test_a_validation_gap_beyond_noise_is_a_warning_that_says_which_way() -> None:
+    yv = np.r_[np.ones(50), np.zeros(450)]
+    yh = np.r_[np.ones(100), np.zeros(900)]
+    se = np.hypot(auc_standard_error(0.70, 50, 450), auc_standard_error(0.86, 100, 900))
+    assert GAP_Z * se < 0.16  # the first case is beyond noise
+    below = {"valid_final_roc_auc": 0.70, "holdout_roc_auc": 0.86}
+    (warning,) = _gap_warnings(below, yv, yh)
+    assert below["valid_holdout_gap_roc_auc"] == pytest.approx(-0.16)
+    assert below["valid_holdout_gap_se"] == pytest.approx(se)
+    assert "0.7000 vs hold-out 0.8600" in warning and "harder to rank" in warning
+    (warning,) = _gap_warnings({"valid_final_roc_auc": 0.97, "holdout_roc_auc": 0.80}, yv, yh)
+    assert "leakage" in warning and "harder" not in warning
+    assert _gap_warnings({"valid_final_roc_auc": 0.84, "holdout_roc_auc": 0.86}, yv, yh) == []
+    assert _gap_warnings({"holdout_roc_auc": 0.86}, yv, yh) == []
