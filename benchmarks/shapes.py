@@ -151,7 +151,9 @@ def throwaway_config(folder: Path, name: str, trials: int):
     )
 
 
-def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> dict:
+def run_shape(
+    shape: str, users: int, trials: int, seed: int, folder: Path, days: int = 120
+) -> dict:
     """Generate, ingest and train one app; hold-out scores of the three scorers and the run's
     validation numbers."""
     from features import schema
@@ -163,7 +165,7 @@ def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> d
 
     clock = time.perf_counter()
     config = throwaway_config(folder, f"shapes-{shape}", trials)
-    frame, truth, config = prepare_app(shape, users, seed, folder, config)
+    frame, truth, config = prepare_app(shape, users, seed, folder, config, days)
     horizon = config.labels.horizon_days
     prepared = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -201,6 +203,9 @@ def run_shape(shape: str, users: int, trials: int, seed: int, folder: Path) -> d
         "holdout_rows": len(yh),
         "holdout_churners": int(yh.sum()),
         "valid_rows": len(yv),
+        "valid_cutoffs": [
+            str(c.date()) for c in sorted(set(Xv.index.get_level_values(schema.AS_OF)))
+        ],
         "valid_roc_auc": m["valid_final_roc_auc"],
         "holdout_roc_auc": m["holdout_roc_auc"],
         "gap_se": m["valid_holdout_gap_se"],
@@ -224,6 +229,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--trials", type=int, default=15)
     parser.add_argument("--seed", type=int, default=7, help="generator seed")
+    parser.add_argument("--days", type=int, default=120, help="days of generated data")
     parser.add_argument("--resamples", type=int, default=300, help="bootstrap resamples")
     parser.add_argument("--work", type=Path, help="folder for data, MLflow, Optuna (default: tmp)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
@@ -241,7 +247,7 @@ def main() -> None:
 
     for shape in args.shapes.split(","):
         try:
-            run = run_shape(shape, args.users, args.trials, args.seed, work / shape)
+            run = run_shape(shape, args.users, args.trials, args.seed, work / shape, args.days)
         except DataSufficiencyError as exc:  # e.g. annual plans: few renewals in 30 days
             print(f"\n== {shape}: {args.users:,} users: not measured: {exc}", flush=True)
             continue
@@ -270,7 +276,8 @@ def main() -> None:
             f"  oracle_ratio {_fmt(stats['oracle_ratio'])} (target >= {TARGET_ORACLE_RATIO})  "
             f"validation ROC-AUC {run['valid_roc_auc']:.3f} vs hold-out "
             f"{run['holdout_roc_auc']:.3f}: {gap:+.1f} SE  (logreg on validation "
-            f"{run['valid_logreg_roc_auc']:.3f})",
+            f"{run['valid_logreg_roc_auc']:.3f}; {run['valid_rows']:,} validation rows at "
+            f"{', '.join(run['valid_cutoffs'])})",
             flush=True,
         )
         kept = run["best_params"]
