@@ -188,10 +188,17 @@ def run_shape(
     scores = {"model": evaluated.predict_proba(Xh)[:, 1]}
     rule_cols = rule_columns(X.columns, registry)
     scores["rule"] = RuleBaseline(rule_cols).fit(X, y).predict_proba(Xh)[:, 1]
-    logreg, _, _ = tuned_logreg(feature_types(X, registry), t.seed, X, y, Xv, yv)
+    logreg, c_here, _ = tuned_logreg(feature_types(X, registry), t.seed, X, y, Xv, yv)
     scores["logreg"] = logreg.predict_proba(Xh)[:, 1]
     m = result.metrics
-    assert abs(_metrics(yh.to_numpy(), scores["logreg"])[1] - m["baseline_logreg_pr_auc"]) < 1e-9
+    # equal up to the solver's rounding (foreign, 10,000 users, C 3: 1.2e-6 apart)
+    again = _metrics(yh.to_numpy(), scores["logreg"])[1]
+    if abs(again - m["baseline_logreg_pr_auc"]) >= 1e-4:
+        raise RuntimeError(
+            f"{shape}: the logistic regression refitted here has hold-out PR-AUC {again!r}, the "
+            f"run's {m['baseline_logreg_pr_auc']!r} (C here {c_here}); expected "
+            "the same rows and the same fit"
+        )
     oracle = join_truth(Xh.index, truth).to_numpy(dtype=float)
     return {
         "shape": shape,
