@@ -79,14 +79,18 @@ class TrainingSettings(Section):
         28, ge=0, description="Days of history before the first cut-off (data start + this)."
     )
     valid_cutoffs: int = Field(
-        1, ge=1, description="Latest eligible cut-offs used for validation (tuning, calibration)."
+        1,
+        ge=1,
+        description="Latest eligible cut-offs used for validation (tuning, calibration); with "
+        "valid_share, the fewest, more being taken until they hold min_churners churners.",
     )
     valid_share: float = Field(
         0.2,
         ge=0,
         lt=1,
-        description="Share of subscribers held out of training for validation, at every "
-        "eligible cut-off (0: validate on the latest valid_cutoffs cut-offs instead).",
+        description="Share of subscribers held out of training for validation at the latest "
+        "eligible cut-offs, their rows whose label window overlaps validation purged (0: "
+        "validate on the latest valid_cutoffs cut-offs, every subscriber).",
     )
     refit: bool = Field(
         True,

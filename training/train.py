@@ -57,6 +57,7 @@ from training.splits import (
     refit_rows,
     split_rows,
     time_split,
+    used_split,
 )
 from training.tune import Selection, TuneConfig, TuneResult, tune
 
@@ -177,7 +178,8 @@ def train_snapshots(
     split = time_split(
         labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
     )
-    parts = split_rows(labelled, split, t.valid_share, t.seed)
+    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
+    split = used_split(split, parts)
     (X, y), (Xv, yv), (Xh, yh) = (_xy(parts[n]) for n in ("train", "valid", "holdout"))
     check_sufficient(
         {"train": y, "validation": yv, "hold-out": yh}, t.min_churners, t.min_non_churners
@@ -423,10 +425,16 @@ def _gap_warnings(metrics: dict[str, float], yv, yh) -> list[str]:
     metrics["valid_holdout_gap_roc_auc"] = valid - hold
     metrics["valid_holdout_gap_se"] = float(se)
     if np.isfinite(se) and abs(valid - hold) > GAP_Z * se:
+        why = (
+            "leakage into validation, or drift"
+            if valid > hold
+            else "its rows are harder to rank: histories cut short by the data's start at early "
+            "cut-offs, or drift"
+        )
         return [
             f"validation ROC AUC {valid:.4f} vs hold-out {hold:.4f}: a gap of "
             f"{valid - hold:+.4f} is more than {GAP_Z:g} standard errors ({se:.4f}); "
-            "validation does not predict the hold-out (leakage or drift)"
+            f"validation does not predict the hold-out ({why})"
         ]
     return []
 

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from features import schema
+from tests.training.conftest import make_snapshots
 from training.splits import (
     DataSufficiencyError,
     check_sufficient,
@@ -16,6 +17,7 @@ from training.splits import (
     refit_rows,
     split_rows,
     time_split,
+    used_split,
 )
 
 DAY0 = pd.Timestamp("2026-01-05", tz="UTC")
@@ -96,12 +98,13 @@ def test_the_refit_trains_on_every_labelled_cutoff_and_holds_out_the_same_subscr
     frame, _ = snapshots
     split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=14)
     parts = refit_rows(frame, split, valid_share=0.2, seed=5, min_churners=30)
-    evaluation = split_rows(frame, split, valid_share=0.2, seed=5)
+    evaluation = split_rows(frame, split, valid_share=0.2, seed=5, min_churners=30)
     # every cut-off, the two the time split leaves out (too close, and the hold-out) included
     assert _cutoffs(parts["train"]) == _cutoffs(frame) and len(_cutoffs(frame)) == 6
     assert len(parts["train"]) + len(parts["stop"]) == len(frame)
     # the subscribers held out for validation are the time split's, and never trained on
-    assert _who(parts["stop"]) == _who(evaluation["valid"])
+    assert _who(evaluation["valid"]) <= _who(parts["stop"])
+    assert _who(parts["stop"]) == _who(frame[held_out_subscribers(frame.index, 0.2, 5)])
     assert _who(parts["train"]).isdisjoint(_who(parts["stop"]))
     # calibration: the held-out rows of the latest cut-offs, back until 30 churners (obvious loop)
     held = frame[held_out_subscribers(frame.index, 0.2, 5)]
@@ -124,6 +127,60 @@ def test_the_refit_without_a_subscriber_share_is_the_time_split_one_step_later(s
     assert _cutoffs(parts["stop"]) == _cutoffs(parts["calibrate"]) == [split.holdout]
     for cutoff in _cutoffs(parts["train"]):  # no training label window reaches the calibration
         assert cutoff + timedelta(days=14) <= split.holdout
+
+
+def _windows(frame: pd.DataFrame, horizon: int) -> dict[tuple[str, str], list[tuple]]:
+    """Each subscriber's label windows (cut-off, cut-off + horizon) in ``frame``."""
+    out: dict[tuple[str, str], list[tuple]] = {}
+    for as_of, *who in frame.index:
+        out.setdefault(tuple(who), []).append((as_of, as_of + timedelta(days=horizon)))
+    return out
+
+
+def test_validation_is_the_held_out_subscribers_at_the_latest_cutoffs() -> None:
+    frame, _ = make_snapshots(users=600, cutoffs=12, seed=3)  # weekly: 8 eligible for 28 days
+    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=28)
+    eligible = [*split.train, *split.valid]
+    assert len(eligible) == 8
+    parts = split_rows(frame, split, valid_share=0.2, seed=5, min_churners=60)
+    held = frame[held_out_subscribers(frame.index, 0.2, 5)]
+    # validation: held-out rows of the latest eligible cut-offs, back until 60 churners
+    wanted = []
+    for cutoff in reversed(eligible):
+        wanted.append(cutoff)
+        at = held[held.index.get_level_values(schema.AS_OF).isin(wanted)]
+        if at[schema.CHURNED].sum() >= 60:
+            break
+    assert _cutoffs(parts["valid"]) == sorted(wanted) and 1 < len(wanted) < len(eligible)
+    assert parts["valid"].index.equals(at.index)
+    # no renewal decision in both: a held-out subscriber trains only on windows that end by
+    # the first validation cut-off; everyone else trains on every eligible cut-off
+    first = min(wanted)
+    training = _windows(parts["train"], 28)
+    for who in _who(parts["valid"]):
+        assert who in training  # trained at the earliest cut-off, whose window ends in time
+        assert all(end <= first for _, end in training[who])
+    assert _cutoffs(parts["train"]) == eligible
+    others = frame[~held_out_subscribers(frame.index, 0.2, 5)]
+    assert len(parts["train"]) == int(
+        others.index.get_level_values(schema.AS_OF).isin(eligible).sum()
+        + (held.index.get_level_values(schema.AS_OF) + timedelta(days=28) <= first).sum()
+    )
+    assert parts["holdout"].index.equals(split.part(frame, "holdout").index)
+
+
+def test_validation_takes_at_least_valid_cutoffs_and_all_when_churners_are_few(snapshots) -> None:
+    frame, _ = snapshots
+    cutoffs = frame.index.get_level_values(schema.AS_OF).unique()
+    two = time_split(cutoffs, horizon_days=14, valid_cutoffs=2)
+    parts = split_rows(frame, two, valid_share=0.2, seed=5, min_churners=1)
+    assert _cutoffs(parts["valid"]) == list(two.valid)
+    every = split_rows(frame, two, valid_share=0.2, seed=5, min_churners=10_000)
+    assert _cutoffs(every["valid"]) == [*two.train, *two.valid]
+    # every held-out row's window overlaps validation: none trains
+    assert _who(every["train"]).isdisjoint(_who(every["valid"]))
+    assert used_split(two, every).train == (*two.train, *two.valid)
+    assert used_split(two, every).valid == (*two.train, *two.valid)
 
 
 def test_newest_cutoff_keeps_only_the_latest_rows(snapshots) -> None:

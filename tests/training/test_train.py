@@ -13,12 +13,14 @@ from mlflow.tracking import MlflowClient
 
 from features import schema
 from tests.training.conftest import TENURE, TEST_REGISTRY, make_snapshots
-from training.evaluate import score_metrics
+from training.evaluate import auc_standard_error, score_metrics
 from training.registry import EVALUATION_TAG
 from training.settings import TrainConfig
-from training.splits import DataSufficiencyError
+from training.splits import DataSufficiencyError, held_out_subscribers
 from training.train import (
+    GAP_Z,
     TrainingInputError,
+    _gap_warnings,
     check_truth_matches,
     data_cutoffs,
     fingerprint,
@@ -82,9 +84,17 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
         (m["oracle_matched_model_roc_auc"] - 0.5) / (m["oracle_roc_auc"] - 0.5)
     )
     assert m["holdout_roc_auc"] > m["baseline_rule_roc_auc"]
-    # validation holds out a fifth of the subscribers at the 4 cut-offs whose windows end in time
-    assert result.rows["train"] + result.rows["validation"] == 2400
-    assert 380 < result.rows["validation"] < 580 and result.rows["holdout"] == 600
+    # of the 4 cut-offs whose windows end in time (02-02 .. 02-23), validation is the held-out
+    # fifth of subscribers at the latest (>= 20 churners there); their rows at 02-16 are purged
+    # (the 14-day windows overlap), their earlier ones train, and everyone else's
+    held = frame[held_out_subscribers(frame.index, 0.2, 5)]
+    at = held.index.get_level_values(schema.AS_OF)
+    assert result.rows["validation"] == (at == "2026-02-23").sum()
+    assert held[at == "2026-02-23"][schema.CHURNED].sum() >= 20
+    assert result.rows["train"] == 2400 - ((at >= "2026-02-16") & (at <= "2026-02-23")).sum()
+    assert 100 < result.rows["validation"] < 150 and result.rows["holdout"] == 600
+    assert [str(c.date()) for c in result.split.valid] == ["2026-02-23"]
+    assert len(result.split.train) == 4
     assert result.dropped_features == ("t_constant",)  # constant on the training rows
     assert "t_constant" not in result.model.features_
     for split in ("valid", "holdout"):
@@ -422,3 +432,19 @@ def test_mlflow_on_a_postgresql_backend_tracks_registers_and_serves(
     served = load_model(postgres_mlflow_db, champion_uri(cfg.mlflow.registered_model))
     X = frame.drop(columns=schema.CHURNED).iloc[:200]
     np.testing.assert_array_equal(served.predict_proba(X), result.model.predict_proba(X))
+
+
+def test_a_validation_gap_beyond_noise_is_a_warning_that_says_which_way() -> None:
+    yv = np.r_[np.ones(50), np.zeros(450)]
+    yh = np.r_[np.ones(100), np.zeros(900)]
+    se = np.hypot(auc_standard_error(0.70, 50, 450), auc_standard_error(0.86, 100, 900))
+    assert GAP_Z * se < 0.16  # the first case is beyond noise
+    below = {"valid_final_roc_auc": 0.70, "holdout_roc_auc": 0.86}
+    (warning,) = _gap_warnings(below, yv, yh)
+    assert below["valid_holdout_gap_roc_auc"] == pytest.approx(-0.16)
+    assert below["valid_holdout_gap_se"] == pytest.approx(se)
+    assert "0.7000 vs hold-out 0.8600" in warning and "harder to rank" in warning
+    (warning,) = _gap_warnings({"valid_final_roc_auc": 0.97, "holdout_roc_auc": 0.80}, yv, yh)
+    assert "leakage" in warning and "harder" not in warning
+    assert _gap_warnings({"valid_final_roc_auc": 0.84, "holdout_roc_auc": 0.86}, yv, yh) == []
+    assert _gap_warnings({"holdout_roc_auc": 0.86}, yv, yh) == []
