@@ -25,6 +25,7 @@ from lapse.jobs.store import generate, ingest, synthetic_config
 from lapse.settings import Settings
 from serving.emulator import Emulator, EmulatorConfig
 from training.registry import ModelNotFoundError, champion_uri, load_model
+from training.splits import DataSufficiencyError
 from training.train import TrainResult
 
 # --- a sample app (the notebooks) ---------------------------------------------------------------
@@ -236,7 +237,14 @@ def demo(
         result.settings = local
         result.ingest = ingest(local, [folder / "raw"], progress=progress)
         step("2. ingest the export into the event store", result.ingest)
-        result.training = train(local, progress)
+        try:
+            result.training = train(local, progress)
+        except DataSufficiencyError as exc:
+            users = settings.synthetic.users
+            raise DataSufficiencyError(
+                f"{exc}. The demo's app of {users:,} users is too small for them: run "
+                "`lapse demo --users N` with more users (about 2,000 at the defaults)"
+            ) from None
         step(
             f"3. train, evaluate against baselines and the oracle ({trials} trials)",
             result.training,

@@ -76,3 +76,18 @@ def test_a_sample_app_killed_half_way_is_replaced_by_the_next_run(
     assert not made.reused and made.ingest is not None and made.ingest.rows_stored > 0
     assert not (settings.store.path / "synthetic" / "raw" / "half.csv").exists()
     assert jobs.sample_app(settings).reused
+
+
+def test_a_demo_app_too_small_to_train_says_to_raise_users(tmp_path: Path) -> None:
+    """The split's counts come with the demo's own remedy (`--users`), not only the settings."""
+    from training.splits import DataSufficiencyError
+
+    small = Settings.load(store={"path": tmp_path}).updated(
+        synthetic={"users": 150, "days": 60}, labels={"horizon_days": 7}
+    )
+    with pytest.raises(DataSufficiencyError) as caught:
+        jobs.demo(small, trials=1)
+    message = str(caught.value)
+    assert "each split needs at least 50 churners" in message
+    assert "The demo's app of 150 users is too small" in message and "--users N" in message
+    assert (tmp_path / "demo" / "synthetic" / "raw").is_dir()  # what it generated is kept
