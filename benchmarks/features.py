@@ -3,6 +3,8 @@ references measured in the same run.
 
     make bench                                    # generates + ingests 100,000 users, then runs
     python benchmarks/features.py --store DIR     # reuse an ingested store (e.g. the ingest bench)
+    ... --keep DIR                                # generate into DIR and keep it for --store
+    ... --no-naive --repeats-1m 1                 # on a loaded machine: skip the slowest steps
 
 * ours: ``build_features(events, as_of)`` on the events as loaded from the store.
 * naive: pandas ``groupby(...).apply`` over each subscriber's own history, computing the state
