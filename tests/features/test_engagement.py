@@ -10,6 +10,7 @@ import pytest
 from features import FeatureConfig, build_features
 from features import engagement as eng
 from features import schema as s
+from features.timeline import EventTable, to_micros
 
 
 @pytest.fixture
@@ -67,3 +68,44 @@ def test_windows_come_from_the_config_and_are_registered(falling, day):
         math.log(10.5 / 10) - math.log(10.5 / 10)
     )
     assert set(eng.feature_names(config)) <= set(u.index)
+
+
+@pytest.mark.parametrize("windows", [(7, 28), (7, 90)])  # active days by bit mask / by DISTINCT
+def test_activity_is_counted_per_subscriber_across_its_event_names(history, day, windows):
+    """The pass groups by subscriber and event name first: totals over names, each name's own
+    counts, paywall views among the chosen names, and both platforms of one user kept apart."""
+    h = history.sessions("u", 50, 56, 2).sessions("u", 20, 22, 1, platform="android")
+    for when in (40.5, 54.5, 55.5):
+        h.add("u", when, s.KIND_EVENT, "like")
+    h.add("u", 53.5, s.KIND_EVENT, "paywall_viewed").add("u", 10.5, s.KIND_EVENT, "post")
+    h.add("v", 55.0, s.KIND_EVENT, "like")  # in-app events, no session
+    h.add("u", 56.5, s.KIND_EVENT, "like")  # at or after the cut-off: never counted
+    config = FeatureConfig(
+        windows=windows, trend_days=28, app_events_chosen=("like", "paywall_viewed")
+    )
+    table = EventTable(h.frame(), config)
+    t = to_micros(day(56))
+    found = eng.activity_counts(table, t, config).sort(list(s.SUBSCRIBER_INDEX))
+    rows = {(r[s.USER_ID], r[s.PLATFORM]): r for r in found.to_dicts()}
+    u, android, v = rows[("u", "ios")], rows[("u", "android")], rows[("v", "ios")]
+    longest = windows[1]
+    assert (u["sessions_7d"], u[f"sessions_{longest}d"], u[f"active_days_{longest}d"]) == (
+        12.0,
+        12.0,
+        6.0,
+    )
+    assert u["in_app_events_7d"] == 3.0 and u[f"in_app_events_{longest}d"] == 4.0 + (longest > 45)
+    assert (u["app_like_7d"], u[f"app_like_{longest}d"]) == (2.0, 3.0)
+    assert u[f"paywall_views_{longest}d"] == u[f"app_paywall_viewed_{longest}d"] == 1.0
+    assert u["_last_app_like"] == to_micros(day(55.5))
+    assert u["_last_event"] == to_micros(day(55.5)) and u["_last_session"] < t
+    assert android[f"active_days_{longest}d"] == (2.0 if longest > 36 else 0.0)
+    assert android["sessions_7d"] == 0.0 and android["_last_event"] is None
+    assert v["sessions_7d"] == 0.0 and v[f"active_days_{longest}d"] == 0.0
+    assert v["_last_session"] is None and v["app_like_7d"] == 1.0
+    # without per-name features (only paywall and support names told apart): the same totals
+    plain = FeatureConfig(windows=windows, trend_days=28, app_events_top=0)
+    alone = eng.activity_counts(EventTable(h.frame(), plain), t, plain).sort(
+        ["user_id", "platform"]
+    )
+    assert alone.equals(found.select(alone.columns))
