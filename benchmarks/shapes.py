@@ -14,7 +14,10 @@ cut-off:
   deterministic), each with a bootstrap interval over ``--resamples`` resamples of the hold-out
   rows; the LightGBM - logreg PR-AUC and ROC-AUC differences are paired (same resample);
 * ``oracle_ratio`` (against the generator's exact churn probability) with its interval;
-* validation vs hold-out ROC-AUC and the gap in standard errors (the run's warning threshold).
+* validation vs hold-out ROC-AUC and the gap in standard errors (the run's warning threshold),
+  clustered by subscriber as the run computes them and, for comparison, Hanley-McNeil's with
+  rows independent; the run's validation standard error against a bootstrap over subscribers
+  (``--resamples`` resamples of whole subscribers) on the same scores.
 
 Targets (issue 12): oracle_ratio >= 0.95 on every shape; the registered model >= the logistic
 regression on PR-AUC on every shape (the paired interval of the difference reaching 0 or above);
@@ -53,6 +56,23 @@ def _metrics(y, p, share: float = 0.10) -> tuple[float, float, float]:
         float(average_precision_score(y, p)),
         float(top_share(y, np.asarray(p), share)[0]),
     )
+
+
+def grouped_bootstrap_se(y, p, clusters, resamples: int, seed: int) -> float:
+    """The slow reference for the run's clustered standard error: the spread of the ROC-AUC over
+    resamples of whole subscribers (each drawn with all its rows)."""
+    import numpy as np
+
+    y, p = np.asarray(y), np.asarray(p)
+    order = np.argsort(clusters, kind="stable")
+    bounds = np.flatnonzero(np.diff(np.asarray(clusters)[order])) + 1
+    members = np.split(order, bounds)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        rows = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        values.append(_metrics(y[rows], p[rows])[0])
+    return float(np.nanstd(values, ddof=1))
 
 
 def bootstrap(y, scores: dict, oracle, resamples: int, seed: int) -> dict[str, dict[str, list]]:
@@ -156,9 +176,17 @@ def run_shape(
 ) -> dict:
     """Generate, ingest and train one app; hold-out scores of the three scorers and the run's
     validation numbers."""
+    import numpy as np
+
     from features import schema
     from features.build import feature_registry
-    from training.evaluate import RuleBaseline, join_truth, rule_columns, tuned_logreg
+    from training.evaluate import (
+        RuleBaseline,
+        join_truth,
+        rule_columns,
+        subscriber_clusters,
+        tuned_logreg,
+    )
     from training.pipeline import feature_types
     from training.splits import split_rows, time_split
     from training.train import _xy, constant_features, train_snapshots
@@ -216,6 +244,12 @@ def run_shape(
         "valid_roc_auc": m["valid_final_roc_auc"],
         "holdout_roc_auc": m["holdout_roc_auc"],
         "gap_se": m["valid_holdout_gap_se"],
+        "gap_se_hanley_mcneil": m["valid_holdout_gap_se_hanley_mcneil"],
+        "valid_se": m["valid_final_roc_auc_se"],
+        "valid_y": yv.to_numpy(),
+        "valid_scores": evaluated.predict_raw(Xv),
+        "valid_clusters": subscriber_clusters(yv.index),
+        "valid_subscribers": int(len(np.unique(subscriber_clusters(yv.index)))),
         "valid_logreg_roc_auc": m["valid_logreg_roc_auc"],
         "warnings": list(result.warnings),
         "dropped": len(dropped),
@@ -260,8 +294,13 @@ def main() -> None:
             continue
         stats = bootstrap(run["y"], run["scores"], run["oracle"], args.resamples, seed=1)
         gap = (run["valid_roc_auc"] - run["holdout_roc_auc"]) / run["gap_se"]
-        row = {k: v for k, v in run.items() if k not in ("y", "scores", "oracle")}
-        row |= {"stats": stats, "gap_z": gap}
+        gap_rows = (run["valid_roc_auc"] - run["holdout_roc_auc"]) / run["gap_se_hanley_mcneil"]
+        reference = grouped_bootstrap_se(
+            run["valid_y"], run["valid_scores"], run["valid_clusters"], args.resamples, seed=2
+        )
+        hidden = ("y", "scores", "oracle", "valid_y", "valid_scores", "valid_clusters")
+        row = {k: v for k, v in run.items() if k not in hidden}
+        row |= {"stats": stats, "gap_z": gap, "gap_z_rows": gap_rows, "valid_se_boot": reference}
         report.append(row)
         print(
             f"\n== {shape}: {args.users:,} users, {args.trials} trials; hold-out "
@@ -285,6 +324,13 @@ def main() -> None:
             f"{run['holdout_roc_auc']:.3f}: {gap:+.1f} SE  (logreg on validation "
             f"{run['valid_logreg_roc_auc']:.3f}; {run['valid_rows']:,} validation rows at "
             f"{', '.join(run['valid_cutoffs'])})",
+            flush=True,
+        )
+        print(
+            f"  validation ROC-AUC SE by subscriber {run['valid_se']:.4f} vs a bootstrap over "
+            f"{run['valid_subscribers']:,} subscribers {reference:.4f} (ratio "
+            f"{run['valid_se'] / reference:.2f}); the gap is {gap:+.1f} SE by subscriber, "
+            f"{gap_rows:+.1f} SE with rows independent (Hanley-McNeil)",
             flush=True,
         )
         kept = run["best_params"]

@@ -106,6 +106,63 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
     return float(np.sqrt(max(var, 0.0)))
 
 
+#: The ROC AUC standard error the run uses (MLflow param ``roc_auc_se_method``): DeLong's
+#: placement values summed per subscriber, Obuchowski's (1997) between-cluster variance.
+CLUSTERED_SE = "obuchowski_clustered_delong"
+
+
+def subscriber_clusters(index: pd.Index) -> np.ndarray:
+    """One integer per row naming its subscriber (``SUBSCRIBER_INDEX`` levels), so that one
+    subscriber's rows at several cut-offs form one cluster; an index without those levels
+    makes every row its own cluster."""
+    names = set(index.names)
+    if not all(level in names for level in schema.SUBSCRIBER_INDEX):
+        return np.arange(len(index))
+    who = pd.MultiIndex.from_arrays([index.get_level_values(n) for n in schema.SUBSCRIBER_INDEX])
+    return who.factorize()[0]
+
+
+def clustered_auc_standard_error(y, p, clusters=None) -> float:
+    """Standard error of the ROC AUC of scores ``p`` when rows come in ``clusters`` (one label
+    per row: a subscriber seen at several cut-offs is one cluster, not several independent rows).
+
+    Each row's DeLong placement value (share of the other class it outranks, ties half) is
+    summed per cluster, and the variance is Obuchowski's (1997, Biometrics 53:567) between-cluster
+    one: S10/N1 + S01/N0 + 2 S11/(N1 N0). With one row per cluster (``clusters`` None) it is
+    DeLong's (1988) standard error. NaN when either class has fewer than two clusters."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    p = np.asarray(p, dtype=float)
+    if clusters is None:
+        codes = np.arange(len(y))
+    else:
+        codes = np.unique(np.asarray(clusters), return_inverse=True)[1].ravel()
+    if len(codes) != len(y) or len(p) != len(y):
+        raise ValueError(
+            f"clustered_auc_standard_error needs one score and one cluster per outcome; found "
+            f"{len(y)} outcomes, {len(p)} scores and {len(codes)} cluster labels"
+        )
+    n1, n0 = int(y.sum()), int((~y).sum())
+    pos_at, neg_at = codes[y], codes[~y]
+    k10, k01 = len(np.unique(pos_at)), len(np.unique(neg_at))
+    if k10 < 2 or k01 < 2:
+        return float("nan")
+    ranks = rankdata(p)
+    v10 = (ranks[y] - rankdata(p[y])) / n0  # per positive: share of negatives below it
+    v01 = 1 - (ranks[~y] - rankdata(p[~y])) / n1  # per negative: share of positives above it
+    auc = v10.mean()
+    k = int(codes.max()) + 1
+    x = np.bincount(pos_at, v10, k) - np.bincount(pos_at, minlength=k) * auc
+    z = np.bincount(neg_at, v01, k) - np.bincount(neg_at, minlength=k) * auc
+    present = len(np.unique(codes))
+    s10 = k10 / ((k10 - 1) * n1) * np.dot(x, x)
+    s01 = k01 / ((k01 - 1) * n0) * np.dot(z, z)
+    s11 = present / (present - 1) * np.dot(x, z)
+    var = s10 / n1 + s01 / n0 + 2 * s11 / (n1 * n0)
+    return float(np.sqrt(max(var, 0.0)))
+
+
 def oracle_ratio(model_auc: float, oracle_auc: float) -> float:
     """(AUC - 0.5) / (AUC_oracle - 0.5): how much of the achievable ranking skill the model has."""
     return float((model_auc - 0.5) / (oracle_auc - 0.5)) if oracle_auc != 0.5 else float("nan")

@@ -37,13 +37,16 @@ from features.registry import Feature
 from features.settings import FeatureConfig
 from training import plots
 from training.evaluate import (
+    CLUSTERED_SE,
     RuleBaseline,
     auc_standard_error,
     bucket_table,
+    clustered_auc_standard_error,
     join_truth,
     oracle_ratio,
     rule_columns,
     score_metrics,
+    subscriber_clusters,
     tuned_logreg,
 )
 from training.pipeline import ChurnModel, classifier, feature_types, fit_classifier, preprocessor
@@ -279,8 +282,10 @@ def _fit_and_evaluate(
     if progress:
         progress("evaluate", 0, 3)
     metrics, scores, oracle_rows = _evaluate(model, X, y, Xv, yv, Xh, yh, truth, t.seed, registry)
-    warnings = _gap_warnings(metrics, yv, yh)
+    warnings = _gap_warnings(metrics)
     mlflow.log_metrics(metrics)
+    # the standard error behind valid_final_roc_auc_se, holdout_roc_auc_se and the gap's
+    mlflow.log_param("roc_auc_se_method", CLUSTERED_SE)
     if warnings:
         mlflow.set_tag("warning.validation_gap", " ".join(warnings))
     buckets = bucket_table(
@@ -333,6 +338,7 @@ def _log_selection(selection: Selection) -> None:
         {
             "selection_rule": selection.rule,
             "selection_se": selection.width,
+            "selection_se_method": selection.standard_error_method,
             "selection_trial": selection.chosen_trial,
             "selection_best_trial": selection.best_trial,
             "selection_candidates": ",".join(map(str, selection.candidates)),
@@ -412,15 +418,33 @@ def _refit_and_publish(config, registry, parts, dropped, result, Xh, yh, populat
     return result
 
 
-def _gap_warnings(metrics: dict[str, float], yv, yh) -> list[str]:
-    """A warning when validation and hold-out ROC AUC differ by more than sampling noise
-    (GAP_Z standard errors, Hanley & McNeil, of the two independent estimates)."""
+def _auc_standard_errors(yv, pv, yh, ph, metrics) -> dict[str, float]:
+    """Standard errors of the validation and hold-out ROC AUC with each subscriber one cluster
+    (validation spans several cut-offs, so one subscriber has several rows there), and, for
+    comparison, the gap's standard error with rows taken as independent (Hanley-McNeil)."""
+    out = {
+        name: clustered_auc_standard_error(t, p, subscriber_clusters(t.index))
+        for name, t, p in (("valid_final_roc_auc_se", yv, pv), ("holdout_roc_auc_se", yh, ph))
+    }
+    counts = [(int(np.sum(t)), int(len(t) - np.sum(t))) for t in (yv, yh)]
+    out["valid_holdout_gap_se_hanley_mcneil"] = float(
+        np.hypot(
+            auc_standard_error(metrics["valid_final_roc_auc"], *counts[0]),
+            auc_standard_error(metrics["holdout_roc_auc"], *counts[1]),
+        )
+    )
+    return out
+
+
+def _gap_warnings(metrics: dict[str, float]) -> list[str]:
+    """A warning when validation and hold-out ROC AUC differ by more than sampling noise:
+    GAP_Z standard errors of the difference of two estimates taken as independent, each
+    clustered by subscriber (``valid_final_roc_auc_se``, ``holdout_roc_auc_se``)."""
     valid, hold = metrics.get("valid_final_roc_auc"), metrics.get("holdout_roc_auc")
     if valid is None or hold is None:
         return []
     se = np.hypot(
-        auc_standard_error(valid, int(np.sum(yv)), int(len(yv) - np.sum(yv))),
-        auc_standard_error(hold, int(np.sum(yh)), int(len(yh) - np.sum(yh))),
+        metrics.get("valid_final_roc_auc_se", np.nan), metrics.get("holdout_roc_auc_se", np.nan)
     )
     metrics["valid_holdout_gap_roc_auc"] = valid - hold
     metrics["valid_holdout_gap_se"] = float(se)
@@ -494,7 +518,8 @@ def _evaluate(model, X, y, Xv, yv, Xh, yh, truth, seed, registry):
     metrics |= score_metrics(yh, logreg.predict_proba(Xh)[:, 1], "baseline_logreg")
     scores["logistic regression"] = logreg.predict_proba(Xh)[:, 1]
     # the model's raw score ranks the validation rows (its calibration was fitted on them)
-    valid = score_metrics(yv, model.predict_raw(Xv), "valid_final")
+    raw_valid = model.predict_raw(Xv)
+    valid = score_metrics(yv, raw_valid, "valid_final")
     valid_logreg = score_metrics(yv, logreg.predict_proba(Xv)[:, 1], "valid_logreg")
     metrics |= {k: valid[k] for k in ("valid_final_roc_auc", "valid_final_pr_auc")}
     metrics |= {k: valid_logreg[k] for k in ("valid_logreg_roc_auc", "valid_logreg_pr_auc")}
@@ -506,6 +531,7 @@ def _evaluate(model, X, y, Xv, yv, Xh, yh, truth, seed, registry):
             metrics[f"lgbm_margin_{split}_{metric}"] = (
                 metrics[f"{model_key}_{metric}"] - metrics[f"{logreg_key}_{metric}"]
             )
+    metrics |= _auc_standard_errors(yv, raw_valid, yh, p, metrics)
     oracle_rows = 0
     if truth is not None:
         oracle = join_truth(Xh.index, truth)

@@ -5,10 +5,12 @@ is resumable: running again with the same study name continues until ``n_trials`
 Each trial is logged as a nested MLflow run when a parent run is active.
 
 The trial kept is not simply the best on validation: among the completed trials whose validation
-ROC AUC is within ``optuna.selection_se`` standard errors of the best (Hanley-McNeil, on the
-validation churners and non-churners), the one with the fewest leaves (``complexity``), and among
-those the best. On a small app the best of a few trials a few thousandths apart is a coin toss
-(issue 12).
+ROC AUC is within ``optuna.selection_se`` standard errors of the best, the one with the fewest
+leaves (``complexity``), and among those the best. On a small app the best of a few trials a few
+thousandths apart is a coin toss (issue 12). The standard error is the best trial's own, on its
+validation scores with each subscriber one cluster (validation spans several cut-offs, so rows
+are not independent: ``clustered_auc_standard_error``); a trial stored without it (a study begun
+before) falls back to Hanley-McNeil on the validation churners and non-churners.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from optuna.trial import TrialState
 from optuna_integration import LightGBMPruningCallback
 
 from base import LapseError, safe_url, sqlite_pragmas
-from training.evaluate import auc_standard_error
+from training.evaluate import (
+    CLUSTERED_SE,
+    auc_standard_error,
+    clustered_auc_standard_error,
+    subscriber_clusters,
+)
 from training.pipeline import classifier, fit_classifier
 from training.settings import OptunaSettings, TrainingSettings
 
@@ -32,6 +39,9 @@ from training.settings import OptunaSettings, TrainingSettings
 METRIC = "auc"
 VALID_NAME = "valid_0"  # LightGBM's sklearn API names the first eval set so
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: Trial attribute: the standard error of its validation ROC AUC, clustered by subscriber.
+SE_ATTR = "valid_auc_se"
+HANLEY_MCNEIL = "hanley_mcneil"
 
 Progress = Callable[[str, int, int], None]
 
@@ -131,12 +141,16 @@ class Selection:
     width: float
     best_trial: int
     best_value: float
-    #: Hanley-McNeil standard error of the best validation AUC; NaN when the rule is off.
+    #: Standard error of the best validation AUC (``standard_error_method``); NaN when the
+    #: rule is off.
     standard_error: float
     #: Lowest validation AUC a trial needed to be a candidate.
     threshold: float
     candidates: tuple[int, ...]
     chosen_trial: int
+    #: Which standard error: CLUSTERED_SE (the best trial's, by subscriber), HANLEY_MCNEIL
+    #: (rows taken as independent, for a trial stored without it) or "none" (rule off).
+    standard_error_method: str = CLUSTERED_SE
 
     def reason(self) -> str:
         """One sentence for the run: the trial kept and why."""
@@ -160,15 +174,22 @@ def select_trial(
     trials: list[optuna.trial.FrozenTrial], positives: int, negatives: int, width: float = 1.0
 ) -> tuple[optuna.trial.FrozenTrial, Selection]:
     """The one-standard-error rule: among the completed ``trials`` whose validation AUC is within
-    ``width`` standard errors (AUC of the best on ``positives`` churners and ``negatives``
-    non-churners) of the best, the one of least ``complexity`` (fewest leaves; ties: higher AUC,
-    then the earlier trial). ``width`` 0, or an undefined standard error, keeps the best trial
-    (the first of equal best values, as Optuna's ``best_trial``)."""
+    ``width`` standard errors of the best, the one of least ``complexity`` (fewest leaves; ties:
+    higher AUC, then the earlier trial). The standard error is the best trial's ``SE_ATTR``
+    (clustered by subscriber), or without it Hanley-McNeil's for its AUC on ``positives``
+    churners and ``negatives`` non-churners. ``width`` 0, or an undefined standard error, keeps
+    the best trial (the first of equal best values, as Optuna's ``best_trial``)."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if not complete:
         raise ValueError("select_trial needs at least one completed trial with a value")
     best = max(complete, key=lambda t: (t.value, -t.number))
-    se = auc_standard_error(best.value, positives, negatives) if width > 0 else float("nan")
+    stored = best.user_attrs.get(SE_ATTR)
+    if width <= 0:
+        se, method = float("nan"), "none"
+    elif stored is not None and np.isfinite(stored):
+        se, method = float(stored), CLUSTERED_SE
+    else:
+        se, method = auc_standard_error(best.value, positives, negatives), HANLEY_MCNEIL
     if not np.isfinite(se):
         chosen, threshold, candidates, rule = best, best.value, [best], "best"
     else:
@@ -185,6 +206,7 @@ def select_trial(
         threshold=float(threshold),
         candidates=tuple(sorted(t.number for t in candidates)),
         chosen_trial=chosen.number,
+        standard_error_method=method,
     )
 
 
@@ -328,6 +350,8 @@ def _objective(Xt, y, Xvt, yv, config: TuneConfig, parent: tuple[str, str, str] 
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     weights = pos_weights(y)
+    rows = yv.index if isinstance(yv, pd.Series) else pd.RangeIndex(len(yv))
+    clusters = subscriber_clusters(rows)
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space(trial, weights, len(y))
@@ -359,6 +383,9 @@ def _objective(Xt, y, Xvt, yv, config: TuneConfig, parent: tuple[str, str, str] 
             )
             value = float(clf.best_score_[VALID_NAME][METRIC])
             trial.set_user_attr("best_iteration", int(clf.best_iteration_))
+            # the noise of this value, for the one-SE rule: its scores at the kept iteration
+            se = clustered_auc_standard_error(yv, clf.predict_proba(Xvt)[:, 1], clusters)
+            trial.set_user_attr(SE_ATTR, se if np.isfinite(se) else None)
             if run:
                 mlflow.log_metrics({"valid_auc": value, "best_iteration": clf.best_iteration_})
                 mlflow.set_tag("state", "complete")

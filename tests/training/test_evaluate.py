@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from tests.training.conftest import AUTO_RENEW_OFF, TEST_REGISTRY
 from training.evaluate import (
     RuleBaseline,
     bucket_table,
+    clustered_auc_standard_error,
     expected_calibration_error,
     join_truth,
     lift_quality,
@@ -20,6 +22,7 @@ from training.evaluate import (
     oracle_ratio,
     rule_columns,
     score_metrics,
+    subscriber_clusters,
     top_share,
 )
 from training.pipeline import feature_types
@@ -154,3 +157,90 @@ def test_join_truth_matches_rows_and_leaves_gaps(snapshots) -> None:
         oracle.to_numpy()[:7], truth[schema.CHURN_PROBABILITY].to_numpy()[-10:-3]
     )
     assert oracle.index.equals(hold.index)
+
+
+def slow_delong_se(y, p) -> float:
+    """DeLong et al. (1988) from the pairwise kernel matrix, written out row by row."""
+    pos = [s for s, t in zip(p, y, strict=True) if t]
+    neg = [s for s, t in zip(p, y, strict=True) if not t]
+    psi = [[1.0 if a > b else 0.5 if a == b else 0.0 for b in neg] for a in pos]
+    auc = sum(map(sum, psi)) / (len(pos) * len(neg))
+    v10 = [sum(row) / len(neg) for row in psi]
+    v01 = [sum(psi[i][j] for i in range(len(pos))) / len(pos) for j in range(len(neg))]
+    s10 = sum((v - auc) ** 2 for v in v10) / (len(pos) - 1)
+    s01 = sum((v - auc) ** 2 for v in v01) / (len(neg) - 1)
+    return math.sqrt(s10 / len(pos) + s01 / len(neg))
+
+
+def clustered_rows(seed: int, subscribers: int = 150):
+    """Subscribers seen at 1-4 cut-offs whose risk, label and score persist across their rows
+    (scores rounded: ties), as validation over several cut-offs is."""
+    rng = np.random.default_rng(seed)
+    who = np.repeat(np.arange(subscribers), rng.integers(1, 5, subscribers))
+    risk = rng.normal(size=subscribers)[who]
+    y = (risk + rng.normal(scale=0.5, size=len(who)) > 0.8).astype(int)
+    p = np.round(risk + rng.normal(scale=0.3, size=len(who)), 1)
+    return y, p, who
+
+
+def rank_auc(y, p) -> float:
+    from scipy.stats import rankdata
+
+    n1 = y.sum()
+    return (rankdata(p)[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * (len(y) - n1))
+
+
+def test_one_row_per_subscriber_gives_delong_standard_error() -> None:
+    y, p, _ = clustered_rows(1, 40)
+    expected = slow_delong_se(y.tolist(), p.tolist())
+    assert clustered_auc_standard_error(y, p) == pytest.approx(expected, rel=1e-12)
+    labels = [f"u{i}" for i in range(len(y))][::-1]  # any distinct labels, any order
+    assert clustered_auc_standard_error(y, p, labels) == pytest.approx(expected, rel=1e-12)
+    assert 0.01 < expected < 0.1
+
+
+def test_clustered_standard_error_matches_a_bootstrap_over_subscribers() -> None:
+    """The slow obvious reference: resample whole subscribers, recompute the AUC."""
+    y, p, who = clustered_rows(0)
+    rng = np.random.default_rng(7)
+    members = [np.flatnonzero(who == c) for c in range(who.max() + 1)]
+    draws = []
+    for _ in range(1_500):
+        rows = np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])
+        draws.append(rank_auc(y[rows], p[rows]))
+    reference = float(np.std(draws, ddof=1))
+    clustered = clustered_auc_standard_error(y, p, who)
+    assert clustered == pytest.approx(reference, rel=0.1)
+    # rows taken as independent understate it (what Hanley-McNeil and plain DeLong do here)
+    assert clustered_auc_standard_error(y, p) < 0.85 * clustered
+
+
+def test_a_subscriber_counted_twice_adds_no_information() -> None:
+    y, p, who = clustered_rows(3, 60)
+    twice = np.r_[who, who]
+    once = clustered_auc_standard_error(y, p, who)
+    assert clustered_auc_standard_error(np.r_[y, y], np.r_[p, p], twice) == pytest.approx(once)
+    assert clustered_auc_standard_error(np.r_[y, y], np.r_[p, p]) < 0.75 * once
+
+
+def test_clustered_standard_error_needs_two_clusters_of_each_class() -> None:
+    y, p = np.array([1, 1, 0, 0, 0]), np.array([0.9, 0.8, 0.3, 0.2, 0.6])
+    assert math.isnan(clustered_auc_standard_error(y, p, [1, 1, 2, 3, 4]))
+    assert np.isfinite(clustered_auc_standard_error(y, p, [1, 5, 2, 3, 4]))
+    with pytest.raises(ValueError, match="found 5 outcomes, 5 scores and 4 cluster labels"):
+        clustered_auc_standard_error(y, p, [1, 2, 3, 4])
+
+
+def test_subscriber_clusters_join_one_subscribers_rows_across_cut_offs() -> None:
+    index = pd.MultiIndex.from_tuples(
+        [
+            (pd.Timestamp("2026-02-02", tz="UTC"), "a", "ios"),
+            (pd.Timestamp("2026-02-02", tz="UTC"), "a", "android"),
+            (pd.Timestamp("2026-02-09", tz="UTC"), "a", "ios"),
+            (pd.Timestamp("2026-02-09", tz="UTC"), "b", "ios"),
+        ],
+        names=schema.SNAPSHOT_INDEX,
+    )
+    codes = subscriber_clusters(index)
+    assert codes[0] == codes[2] and len({codes[0], codes[1], codes[3]}) == 3
+    assert list(subscriber_clusters(pd.RangeIndex(3))) == [0, 1, 2]

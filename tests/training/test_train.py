@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import logging
+import math
 import os
 import uuid
 
@@ -10,16 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
 
 from features import schema
 from tests.training.conftest import TENURE, TEST_REGISTRY, make_snapshots
-from training.evaluate import auc_standard_error, score_metrics
+from training.evaluate import auc_standard_error, clustered_auc_standard_error, score_metrics
 from training.registry import EVALUATION_TAG
 from training.settings import TrainConfig
 from training.splits import DataSufficiencyError, held_out_subscribers
 from training.train import (
-    GAP_Z,
     TrainingInputError,
+    _auc_standard_errors,
     _gap_warnings,
     check_truth_matches,
     data_cutoffs,
@@ -435,16 +437,58 @@ def test_mlflow_on_a_postgresql_backend_tracks_registers_and_serves(
 
 
 def test_a_validation_gap_beyond_noise_is_a_warning_that_says_which_way() -> None:
-    yv = np.r_[np.ones(50), np.zeros(450)]
-    yh = np.r_[np.ones(100), np.zeros(900)]
-    se = np.hypot(auc_standard_error(0.70, 50, 450), auc_standard_error(0.86, 100, 900))
-    assert GAP_Z * se < 0.16  # the first case is beyond noise
-    below = {"valid_final_roc_auc": 0.70, "holdout_roc_auc": 0.86}
-    (warning,) = _gap_warnings(below, yv, yh)
-    assert below["valid_holdout_gap_roc_auc"] == pytest.approx(-0.16)
+    def run(valid: float, hold: float, se_valid: float = 0.04, se_hold: float = 0.02):
+        return {
+            "valid_final_roc_auc": valid,
+            "holdout_roc_auc": hold,
+            "valid_final_roc_auc_se": se_valid,
+            "holdout_roc_auc_se": se_hold,
+        }
+
+    se = math.hypot(0.04, 0.02)  # 0.0447: two standard errors are 0.089
+    below = run(0.70, 0.80)
+    (warning,) = _gap_warnings(below)
+    assert below["valid_holdout_gap_roc_auc"] == pytest.approx(-0.10)
     assert below["valid_holdout_gap_se"] == pytest.approx(se)
-    assert "0.7000 vs hold-out 0.8600" in warning and "harder to rank" in warning
-    (warning,) = _gap_warnings({"valid_final_roc_auc": 0.97, "holdout_roc_auc": 0.80}, yv, yh)
-    assert "leakage" in warning and "harder" not in warning
-    assert _gap_warnings({"valid_final_roc_auc": 0.84, "holdout_roc_auc": 0.86}, yv, yh) == []
-    assert _gap_warnings({"holdout_roc_auc": 0.86}, yv, yh) == []
+    assert "0.7000 vs hold-out 0.8000" in warning and "harder to rank" in warning
+    (warning,) = _gap_warnings(run(0.90, 0.80))
+    assert "leakage" in warning and "harder" not in warning and f"({se:.4f})" in warning
+    # the same gap within the noise of a validation spread over several cut-offs
+    assert _gap_warnings(run(0.90, 0.80, se_valid=0.05)) == []
+    assert _gap_warnings(run(0.84, 0.86)) == []
+    assert _gap_warnings({"holdout_roc_auc": 0.86}) == []
+    assert _gap_warnings(run(0.70, 0.90, se_valid=float("nan"))) == []  # undefined: no verdict
+
+
+def test_the_gap_standard_errors_count_a_subscriber_once_across_cut_offs() -> None:
+    """Validation over three cut-offs, one subscriber's rows alike: the clustered standard error
+    is the one of the subscribers, above Hanley-McNeil's on rows taken as independent."""
+    rng = np.random.default_rng(1)
+    users = 300
+    risk = rng.normal(size=users)
+    rows = pd.MultiIndex.from_tuples(
+        [
+            (pd.Timestamp(day, tz="UTC"), f"u{u}", "ios")
+            for day in ("2026-02-02", "2026-02-09", "2026-02-16")
+            for u in range(users)
+        ],
+        names=schema.SNAPSHOT_INDEX,
+    )
+    drive, score = (np.tile(risk + rng.normal(scale=0.6, size=users), 3) for _ in range(2))
+    yv = pd.Series((drive + rng.normal(scale=0.1, size=len(rows)) > 1.0).astype(int), index=rows)
+    pv = score + rng.normal(scale=0.1, size=len(rows))
+    hold = rows[rows.get_level_values(schema.AS_OF) == "2026-02-16"]
+    yh, ph = yv.loc[hold], pv[-users:]
+    metrics = {
+        "valid_final_roc_auc": roc_auc_score(yv, pv),
+        "holdout_roc_auc": roc_auc_score(yh, ph),
+    }
+    out = _auc_standard_errors(yv, pv, yh, ph, metrics)
+    who = np.tile(np.arange(users), 3)
+    assert out["valid_final_roc_auc_se"] == pytest.approx(clustered_auc_standard_error(yv, pv, who))
+    assert out["holdout_roc_auc_se"] == pytest.approx(clustered_auc_standard_error(yh, ph))
+    assert out["valid_final_roc_auc_se"] > 1.5 * clustered_auc_standard_error(yv, pv)
+    pos, neg = int(yv.sum()), int(len(yv) - yv.sum())
+    hm_valid = auc_standard_error(metrics["valid_final_roc_auc"], pos, neg)
+    assert out["valid_holdout_gap_se_hanley_mcneil"] > hm_valid
+    assert out["valid_final_roc_auc_se"] > 1.2 * hm_valid

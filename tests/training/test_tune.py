@@ -15,10 +15,13 @@ from optuna.trial import TrialState, create_trial
 
 from base import safe_url
 from features import schema
-from training.pipeline import feature_types, preprocessor
+from training.evaluate import CLUSTERED_SE, clustered_auc_standard_error, subscriber_clusters
+from training.pipeline import classifier, feature_types, fit_classifier, preprocessor
 from training.settings import OptunaSettings, TrainingSettings
 from training.splits import time_split
 from training.tune import (
+    HANLEY_MCNEIL,
+    SE_ATTR,
     TuneConfig,
     TuningError,
     first_trial,
@@ -152,7 +155,17 @@ DISTRIBUTIONS = {
 }
 
 
-def trial(number, value, leaves, samples=20, rate=0.1, l2=1.0, l1=0.01, state=TrialState.COMPLETE):
+def trial(
+    number,
+    value,
+    leaves,
+    samples=20,
+    rate=0.1,
+    l2=1.0,
+    l1=0.01,
+    state=TrialState.COMPLETE,
+    se=None,
+):
     params = {
         "num_leaves": leaves,
         "min_child_samples": samples,
@@ -165,7 +178,7 @@ def trial(number, value, leaves, samples=20, rate=0.1, l2=1.0, l1=0.01, state=Tr
         value=value if state == TrialState.COMPLETE else None,
         params=params,
         distributions=DISTRIBUTIONS,
-        user_attrs={"best_iteration": 10 + number},
+        user_attrs={"best_iteration": 10 + number} | ({SE_ATTR: se} if se is not None else {}),
         intermediate_values={} if state == TrialState.COMPLETE else {10: value},
     )
     made.number = number
@@ -197,6 +210,7 @@ def test_the_fewest_leaves_within_one_standard_error_is_kept() -> None:
     assert chosen.number == 2 and why.chosen_trial == 2 and why.rule == "one_se"
     assert (why.best_trial, why.best_value) == (0, 0.80)
     assert why.standard_error == pytest.approx(se, rel=1e-12)
+    assert why.standard_error_method == HANLEY_MCNEIL  # no trial stored its own
     assert why.threshold == pytest.approx(0.80 - se, rel=1e-12)
     assert why.candidates == (0, 1, 2, 5)
     assert "trial 2: the fewest leaves of the 4 trials within 1 SE" in why.reason()
@@ -204,6 +218,7 @@ def test_the_fewest_leaves_within_one_standard_error_is_kept() -> None:
     assert select_trial(trials, 100, 900, width=2.0)[0].number == 3
     best, off = select_trial(trials, 100, 900, width=0.0)
     assert best.number == 0 and off.rule == "best" and math.isnan(off.standard_error)
+    assert off.standard_error_method == "none"
     assert off.reason() == "trial 0: best validation ROC AUC 0.8000"
     # the best trial is kept when nothing simpler is within reach
     kept, why = select_trial(
@@ -213,6 +228,22 @@ def test_the_fewest_leaves_within_one_standard_error_is_kept() -> None:
     assert why.reason().endswith(
         f"none of the 1 other trial(s) within 1 SE ({se:.4f}) of it has fewer leaves"
     )
+
+
+def test_the_best_trials_own_clustered_standard_error_sets_the_band() -> None:
+    """Validation over several cut-offs: the best trial's standard error by subscriber (wider
+    than Hanley-McNeil's here) reaches a simpler trial the row-wise band would not."""
+    hm = hanley_mcneil(0.80, 100, 900)
+    trials = [
+        trial(0, 0.80, leaves=31, se=1.5 * hm),
+        trial(1, 0.80 - 1.2 * hm, leaves=4, se=0.001),  # another trial's own SE plays no part
+        trial(2, 0.80 - 0.5 * hm, leaves=8),
+    ]
+    chosen, why = select_trial(trials, 100, 900, width=1.0)
+    assert chosen.number == 1 and why.standard_error == 1.5 * hm
+    assert why.standard_error_method == CLUSTERED_SE and why.candidates == (0, 1, 2)
+    unstored = [trial(0, 0.80, leaves=31), trials[1], trials[2]]
+    assert select_trial(unstored, 100, 900, width=1.0)[0].number == 2
 
 
 def test_ties_in_leaves_go_to_the_higher_auc_then_the_earlier_trial() -> None:
@@ -239,7 +270,9 @@ def reference_choice(trials, pos, neg, width):
     in both and earlier); the survivor is the choice."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best_value = max(t.value for t in complete)
-    band = width * hanley_mcneil(best_value, pos, neg)
+    best = next(t for t in complete if t.value == best_value)
+    own = best.user_attrs.get(SE_ATTR)
+    band = width * (own if own is not None else hanley_mcneil(best_value, pos, neg))
     candidates = [t for t in complete if t.value >= best_value - band]
 
     def beats(a, b) -> bool:
@@ -306,9 +339,17 @@ def test_tune_keeps_the_trial_the_rule_selects(prepared, tmp_path) -> None:
     assert result.best_iteration == kept.user_attrs["best_iteration"]
     best = max(t.value for t in trials if t.state == TrialState.COMPLETE)
     assert result.selection.best_value == best
-    assert result.selection.standard_error == pytest.approx(
-        hanley_mcneil(best, pos, len(yv) - pos), rel=1e-12
-    )
+    # the best trial's own standard error, by subscriber, on its validation scores: fitted
+    # again with its parameters (one cut-off, so one row per subscriber: DeLong's)
+    top = next(t for t in trials if t.value == best and t.state == TrialState.COMPLETE)
+    assert result.selection.standard_error_method == CLUSTERED_SE
+    assert result.selection.standard_error == top.user_attrs[SE_ATTR]
+    Xt, y, Xvt, _ = prepared
+    again = fit_classifier(classifier(top.params, 0), Xt, y, Xvt, yv, early_stopping_rounds=10)
+    scores = again.predict_proba(Xvt)[:, 1]
+    expected = clustered_auc_standard_error(yv, scores, subscriber_clusters(yv.index))
+    assert top.user_attrs[SE_ATTR] == pytest.approx(expected, rel=1e-9)
+    assert 0.5 < expected / hanley_mcneil(best, pos, len(yv) - pos) < 2
     off = tune(
         *prepared,
         TuneConfig(
