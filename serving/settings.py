@@ -8,7 +8,10 @@ only from the ``BRAZE_API_KEY`` environment variable.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, SecretStr
 
 from base import DatabaseUrl, Section
 
@@ -47,6 +50,18 @@ def api_key_problem(key: str) -> str | None:
     return None
 
 
+def _checked_http_url(url: str) -> str:
+    """An http(s) URL with a host: anything else failed every request of a sync (retried, with
+    waits) before the run gave up."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return url
+
+
+HttpUrl = Annotated[str, AfterValidator(_checked_http_url)]
+
+
 class LedgerSettings(Section):
     """The sync ledger's database (acknowledged Braze state)."""
 
@@ -66,7 +81,7 @@ class LedgerSettings(Section):
 class BrazeSettings(Section):
     """Braze /users/track endpoint, pacing and payload; `api_key` comes only from BRAZE_API_KEY."""
 
-    url: str = Field(
+    url: HttpUrl = Field(
         "http://127.0.0.1:4010",
         min_length=1,
         description="Braze REST endpoint; the default is the local emulator.",

@@ -709,3 +709,18 @@ def test_optuna_and_mlflow_urls_with_a_bad_port_name_the_key_masked(
     monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", "http://mlflow.internal:abc")
     with pytest.raises(SettingsError, match=r"^LAPSE_MLFLOW__TRACKING_URI: the port 'abc'"):
         Settings.load(None)
+
+
+@pytest.mark.parametrize("url", ["rest.iad-01.braze.com", "ftp://braze.example", "https://"])
+def test_a_braze_url_that_is_not_http_is_refused_where_it_was_set(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (hostile review): such a URL loaded, and every sync retried it five times,
+    with waits, before failing on "missing an 'http://' or 'https://' protocol"."""
+    cfg = write(tmp_path / "lapse.toml", f"[braze]\nurl = '{url}'\n")
+    expected = "expected an http:// or https:// URL with a host"
+    with pytest.raises(SettingsError, match=rf"lapse.toml: \[braze\] url: {expected}"):
+        Settings.load(cfg)
+    monkeypatch.setenv("LAPSE_BRAZE__URL", url)
+    with pytest.raises(SettingsError, match=rf"^LAPSE_BRAZE__URL: {expected}"):
+        Settings.load()
