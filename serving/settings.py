@@ -62,6 +62,24 @@ def _checked_http_url(url: str) -> str:
 HttpUrl = Annotated[str, AfterValidator(_checked_http_url)]
 
 
+def _checked_token(token: SecretStr | None) -> SecretStr | None:
+    """The service's bearer token without surrounding whitespace (a secret mounted from a file
+    often ends in a line break, which no client can send: every request was refused); one
+    that cannot go in a header is refused, without showing it."""
+    if token is None:
+        return None
+    value = token.get_secret_value().strip()
+    if not value:
+        raise ValueError("only whitespace; expected a token (or unset it: no token)")
+    for position, char in enumerate(value, start=1):
+        if not " " <= char <= "~":
+            raise ValueError(
+                f"holds a character that cannot go in an HTTP header (printable ASCII only) at "
+                f"character {position} of {len(value)}; the token itself is not shown"
+            )
+    return SecretStr(value)
+
+
 class LedgerSettings(Section):
     """The sync ledger's database (acknowledged Braze state)."""
 
@@ -172,7 +190,7 @@ class ServingSettings(Section):
         "(exported only where a tracing exporter is configured); off, a /lookup costs a quarter "
         "of the CPU (0.11 against 0.48 ms) and a one-row /score 0.88 against 1.21 ms.",
     )
-    token: SecretStr | None = Field(
+    token: Annotated[SecretStr | None, AfterValidator(_checked_token)] = Field(
         None, description="Bearer token every request must carry; environment only, never logged."
     )
 

@@ -724,3 +724,19 @@ def test_a_braze_url_that_is_not_http_is_refused_where_it_was_set(
     monkeypatch.setenv("LAPSE_BRAZE__URL", url)
     with pytest.raises(SettingsError, match=rf"^LAPSE_BRAZE__URL: {expected}"):
         Settings.load()
+
+
+def test_the_service_token_loses_surrounding_whitespace_and_a_bad_one_is_not_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression (hostile review): a token mounted from a file ends in a line break, which no
+    client can send in a header: the service refused every request. A token with a character
+    no header holds is refused at load, and the message does not quote it."""
+    monkeypatch.setenv("LAPSE_SERVING__TOKEN", "s3cret-from-a-file\n")
+    assert Settings.load().serving.token.get_secret_value() == "s3cret-from-a-file"
+    monkeypatch.setenv("LAPSE_SERVING__TOKEN", "s3cr\x01t-t0ken")
+    with pytest.raises(SettingsError) as refused:
+        Settings.load()
+    message = str(refused.value)
+    assert message.startswith("LAPSE_SERVING__TOKEN: holds a character that cannot go in an")
+    assert "at character 5 of 12" in message and "t0ken" not in message
