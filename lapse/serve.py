@@ -8,6 +8,7 @@ turns results and ``LapseError``s into answers.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -31,7 +32,7 @@ from features.build import build_feature_records, feature_registry
 from features.ingest.callbacks import CallbackEvents, Rejection, callback_events
 from features.timeline import to_timestamp
 from lapse.settings import CONFIG_ENV, ENV_PREFIX, Settings
-from serving.scores import LatestScores, latest_scores
+from serving.scores import LatestScores, ScoresFileError, latest_scores
 from serving.scoring import LeanScorer
 from training.pipeline import ChurnModel, ModelVersionError
 from training.registry import (
@@ -43,6 +44,8 @@ from training.registry import (
     load_model_at,
     model_info,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EventScores",
@@ -224,7 +227,9 @@ def _subscribers(events: CallbackEvents) -> set[tuple[str, str]]:
 
 class ScoresCache:
     """The newest rescore scores file, re-read when a newer one appears (checked at most every
-    ``interval_s``), so ``/lookup`` answers from memory."""
+    ``interval_s``), so ``/lookup`` answers from memory. A newer file that cannot be read (one
+    being written, or damaged) is logged once and the scores already read keep answering: it is
+    no fault of the caller's, and is read again once it changes."""
 
     def __init__(self, folder: Path, interval_s: float = 5.0, clock=time.monotonic) -> None:
         self.folder = folder
@@ -234,6 +239,7 @@ class ScoresCache:
         self._lock = threading.Lock()
         self._latest = latest_scores(folder)
         self._stamp = _stamp(self._latest.path)
+        self._unreadable: tuple[Path, tuple[int, int] | None] | None = None
 
     def get(self) -> LatestScores:
         now = self._clock()
@@ -244,8 +250,18 @@ class ScoresCache:
                     newest = max(self.folder.glob("scores-*.parquet"), default=None)
                     stamp = _stamp(newest)
                     if newest is not None and (newest, stamp) != (self._latest.path, self._stamp):
-                        self._latest, self._stamp = latest_scores(self.folder), stamp
+                        self._read(newest, stamp)
         return self._latest
+
+    def _read(self, newest: Path, stamp: tuple[int, int] | None) -> None:
+        if (newest, stamp) == self._unreadable:
+            return
+        try:
+            self._latest, self._stamp = latest_scores(self.folder), stamp
+        except ScoresFileError as exc:
+            self._unreadable = (newest, stamp)
+            kept = self._latest.path.name if self._latest.path else "no scores"
+            log.warning("%s; /lookup keeps answering from %s", exc, kept)
 
 
 def _stamp(path: Path | None) -> tuple[int, int] | None:

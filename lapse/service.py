@@ -463,12 +463,20 @@ async def _score(raw: bytes) -> Response:
     return _json({"scores": result.results, "ignored_columns": result.ignored})
 
 
-@app.post("/score_events", responses=REFUSALS, response_model=ScoreEventsResponse)
-async def score_events(body: ScoreEventsRequest) -> Response:
+@app.post(
+    "/score_events",
+    responses=REFUSALS,
+    response_model=ScoreEventsResponse,
+    openapi_extra=_documented(ScoreEventsRequest),
+)
+async def score_events(request: Request) -> Response:
     """Scores of the subscribers whose Adjust callbacks are given, as `lapse rescore
     --as-of` would write them for the same events; refused callbacks come back with their
     index and reason, the rest are scored."""
     arrived = datetime.now(UTC)
+    # read from the bytes whatever the Content-Type, as /score and /lookup are (a body model
+    # would refuse a `curl -d` body, sent as a form, as "not an object")
+    body = _body(await request.body(), ScoreEventsRequest)
     as_of = body.as_of if body.as_of is not None else arrived
     service = _service()
     result = await run_in_threadpool(

@@ -464,6 +464,10 @@ def _section_key(loc: tuple[str, ...], value: Any = None) -> str:
     )
 
 
+#: The settings that hold secrets: an error about one never quotes its value.
+_SECRET_KEYS = (("serving", "token"), ("braze", "api_key"))
+
+
 def _reason(error: Any, loc: tuple[str, ...]) -> str:
     value = error.get("input")
     if isinstance(value, str) and "://" in value:
@@ -481,6 +485,8 @@ def _reason(error: Any, loc: tuple[str, ...]) -> str:
         return "unknown key" + hint
     if len(loc) == 1 and error["type"] in {"model_type", "model_attributes_type", "dict_type"}:
         return f"must be a table of keys (a [{loc[0]}] section), not a single value"
+    if loc in _SECRET_KEYS:
+        return error["msg"]  # a secret is never shown, even a wrong one
     if isinstance(value, str):
         return f"{error['msg']} (got {value!r})"
     if isinstance(value, _SCALARS):

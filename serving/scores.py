@@ -9,6 +9,7 @@ A file written by rescore carries the model's bucket bounds (Parquet metadata, o
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,9 +234,14 @@ def write_scores(
             metadata[POLICY_METADATA] = policy.to_json()
         if provenance:
             metadata[PROVENANCE_METADATA] = json.dumps(dict(provenance))
+        # written beside it under a name no reader looks for, then renamed over it: the
+        # service's /lookup, which reads the newest file, never sees one half written
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
-            pq.write_table(table.replace_schema_metadata(metadata), path)
+            pq.write_table(table.replace_schema_metadata(metadata), partial)
+            os.replace(partial, path)
         except OSError as exc:
+            partial.unlink(missing_ok=True)
             raise ScoresFileError(f"{path}: cannot write the scores file ({exc})") from None
     elif path.name.lower().endswith((".csv", ".csv.gz")):
         flat = scores.assign(**{s.REASONS: [";".join(r) for r in scores[s.REASONS]]})

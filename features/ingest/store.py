@@ -160,8 +160,12 @@ def read_manifest(store: Path) -> Manifest:
 def writer_lock(store: Path) -> Iterator[None]:
     """Hold the store's write lock: two ingests never write one store at once."""
     store = Path(store)
-    store.mkdir(parents=True, exist_ok=True)
-    with open(store / ".lock", "w") as handle:
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        handle = open(store / ".lock", "w")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise StoreError(f"{store}: cannot create the event store here ({exc.strerror})") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -294,6 +294,21 @@ def test_an_unknown_event_is_reported_back_and_the_others_scored(server, http) -
     assert body["rejected"][0]["index"] == 0 and body["scores"] == []
 
 
+@pytest.mark.parametrize("path", ["/score_events", "/lookup"])
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+def test_a_json_body_is_read_whatever_its_content_type(server, http, path, content_type) -> None:
+    """Regression (hostile review): `curl -d` sends JSON as a form; /score and /lookup took it,
+    /score_events answered "body: Input should be a valid dictionary" (a 422 for a good body)."""
+    body = {"as_of": "2026-02-01", "events": [{"adid": "a"}]}
+    body = body if path == "/score_events" else {"user_ids": ["nobody"]}
+    raw = json.dumps(body).encode()
+    expected = http.post(f"{server.url}{path}", content=raw, headers=JSON)
+    headers = {"content-type": content_type} if content_type else {}
+    answer = http.post(f"{server.url}{path}", content=raw, headers=headers)
+    assert expected.status_code == answer.status_code == 200, answer.text
+    assert answer.json() == expected.json()
+
+
 def test_a_token_guards_every_endpoint_but_the_probes(trained, http) -> None:
     with running(trained, LAPSE_SERVING__TOKEN="t0k3n-for-tests") as srv:
         assert http.get(f"{srv.url}/readyz").status_code == 200

@@ -709,3 +709,34 @@ def test_optuna_and_mlflow_urls_with_a_bad_port_name_the_key_masked(
     monkeypatch.setenv("LAPSE_MLFLOW__TRACKING_URI", "http://mlflow.internal:abc")
     with pytest.raises(SettingsError, match=r"^LAPSE_MLFLOW__TRACKING_URI: the port 'abc'"):
         Settings.load(None)
+
+
+@pytest.mark.parametrize("url", ["rest.iad-01.braze.com", "ftp://braze.example", "https://"])
+def test_a_braze_url_that_is_not_http_is_refused_where_it_was_set(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (hostile review): such a URL loaded, and every sync retried it five times,
+    with waits, before failing on "missing an 'http://' or 'https://' protocol"."""
+    cfg = write(tmp_path / "lapse.toml", f"[braze]\nurl = '{url}'\n")
+    expected = "expected an http:// or https:// URL with a host"
+    with pytest.raises(SettingsError, match=rf"lapse.toml: \[braze\] url: {expected}"):
+        Settings.load(cfg)
+    monkeypatch.setenv("LAPSE_BRAZE__URL", url)
+    with pytest.raises(SettingsError, match=rf"^LAPSE_BRAZE__URL: {expected}"):
+        Settings.load()
+
+
+def test_the_service_token_loses_surrounding_whitespace_and_a_bad_one_is_not_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression (hostile review): a token mounted from a file ends in a line break, which no
+    client can send in a header: the service refused every request. A token with a character
+    no header holds is refused at load, and the message does not quote it."""
+    monkeypatch.setenv("LAPSE_SERVING__TOKEN", "s3cret-from-a-file\n")
+    assert Settings.load().serving.token.get_secret_value() == "s3cret-from-a-file"
+    monkeypatch.setenv("LAPSE_SERVING__TOKEN", "s3cr\x01t-t0ken")
+    with pytest.raises(SettingsError) as refused:
+        Settings.load()
+    message = str(refused.value)
+    assert message.startswith("LAPSE_SERVING__TOKEN: holds a character that cannot go in an")
+    assert "at character 5 of 12" in message and "t0ken" not in message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -163,3 +165,24 @@ def test_a_model_saved_before_it_carried_its_features_is_refused(model: ChurnMod
     X, _ = planted_features(5, 9)
     with pytest.raises(ModelVersionError, match="run `lapse train` again"):
         explain(old, X)
+
+
+def test_a_failed_parquet_write_leaves_the_previous_scores_file_whole(
+    model: ChurnModel, tmp_path, monkeypatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    X, _ = planted_features(5, 9)
+    scores = score(model, X)
+    path = write_scores(scores, tmp_path / "scores-2026-04-20.parquet")
+    before = path.read_bytes()
+
+    def half_written(table, where, **kwargs) -> None:
+        Path(where).write_bytes(b"PAR1 half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", half_written)
+    with pytest.raises(ScoresFileError, match="No space left on device"):
+        write_scores(scores.head(2), path)
+    assert path.read_bytes() == before  # readers never saw the half-written one
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # nothing left behind

@@ -133,6 +133,19 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
         pass
 
 
+def test_a_store_that_cannot_be_created_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    store = tmp_path / "a_file" / "store"
+    with (
+        pytest.raises(
+            StoreError,
+            match=r"a_file/store: cannot create the event store here \(Not a directory\)",
+        ),
+        writer_lock(store),
+    ):
+        pass
+
+
 def test_a_foreign_manifest_is_an_error(tmp_path: Path) -> None:
     (tmp_path / MANIFEST).write_text(json.dumps({"format": 99}))
     with pytest.raises(StoreError, match="format"):

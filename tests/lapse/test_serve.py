@@ -1,0 +1,46 @@
+"""The service's jobs (lapse/serve.py) that need no running server: the /lookup scores cache."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from features import schema as s
+from lapse.serve import ScoresCache
+from serving.scores import write_scores
+
+
+def _scores(probability: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            s.USER_ID: ["u1"],
+            s.PLATFORM: ["ios"],
+            s.CHURN_PROBABILITY: [probability],
+            s.BUCKET: ["high" if probability > 0.5 else "low"],
+            s.REASONS: [["plan_and_tenure"]],
+        }
+    )
+
+
+def test_an_unreadable_newer_scores_file_keeps_the_last_scores_answering(
+    tmp_path: Path, caplog
+) -> None:
+    folder = tmp_path / "scores"
+    write_scores(_scores(0.2), folder / "scores-2026-04-20.parquet", provenance={"as_of": "a"})
+    now = [0.0]
+    cache = ScoresCache(folder, interval_s=5, clock=lambda: now[0])
+    assert cache.get().get("u1")[0][s.CHURN_PROBABILITY] == 0.2
+    newer = folder / "scores-2026-04-21.parquet"
+    newer.write_bytes(b"PAR1 half written")  # as a reader sees a file being written
+    with caplog.at_level(logging.WARNING, logger="lapse.serve"):
+        for _ in range(3):  # checked three times, logged once, no error for the caller
+            now[0] += 6
+            assert cache.get().get("u1")[0][s.CHURN_PROBABILITY] == 0.2
+    warned = [r.getMessage() for r in caplog.records if "scores-2026-04-21" in r.getMessage()]
+    assert len(warned) == 1 and "keeps answering from scores-2026-04-20.parquet" in warned[0]
+    write_scores(_scores(0.9), newer)  # complete now: read at the next check
+    now[0] += 6
+    latest = cache.get()
+    assert latest.path == newer and latest.get("u1")[0][s.CHURN_PROBABILITY] == 0.9
