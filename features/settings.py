@@ -84,7 +84,7 @@ class DaskSettings(Section):
         1, ge=1, description="local:N only: threads of each worker process."
     )
     library_threads: int = Field(
-        1,
+        0,
         ge=0,
         description="local:N only: threads of each worker's polars and DuckDB pools "
         "(0 = the libraries' own default, one per core).",
