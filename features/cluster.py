@@ -91,9 +91,12 @@ _TRIM = "MALLOC_TRIM_THRESHOLD_"
 
 
 @contextmanager
-def _environ_kept(name: str) -> Iterator[None]:
-    """``os.environ[name]`` as it was before the block, whatever the block set."""
+def _environ_kept(name: str, drop: bool = False) -> Iterator[None]:
+    """``os.environ[name]`` as it was before the block, whatever the block set; ``drop``: unset
+    during the block (processes started in it do not inherit it)."""
     before = os.environ.get(name)
+    if drop:
+        os.environ.pop(name, None)
     try:
         yield
     finally:
@@ -105,7 +108,8 @@ def _environ_kept(name: str) -> Iterator[None]:
 
 def _local_config(settings: DaskSettings) -> dict[str, Any]:
     """Dask config for starting a ``local:N`` cluster (never applied to an existing one):
-    without ``malloc_trim`` the workers start without dask's ``MALLOC_TRIM_THRESHOLD_``."""
+    without ``malloc_trim`` the workers start without dask's ``MALLOC_TRIM_THRESHOLD_`` (nor
+    one this process holds: set by the user, or by an earlier cluster's nannies)."""
     if settings.malloc_trim:
         return {}
     return {f"distributed.nanny.pre-spawn-environ.{_TRIM}": None}
@@ -134,7 +138,7 @@ def workplace(settings: DaskSettings) -> Iterator[Workplace]:
         import dask
 
         with (
-            _environ_kept(_TRIM),
+            _environ_kept(_TRIM, drop=not settings.malloc_trim),
             dask.config.set(_local_config(settings)),
             LocalCluster(
                 n_workers=n,
