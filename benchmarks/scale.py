@@ -202,7 +202,15 @@ def _copies(base: Path, root: Path, upto: int, have: list[Path], jobs: int) -> l
     return [root / f"c{i}" for i in range(upto)]
 
 
-def child(store: Path, where: str, model_path: Path, out: Path, max_memory_gib: float) -> None:
+def child(
+    store: Path,
+    where: str,
+    model_path: Path,
+    out: Path,
+    max_memory_gib: float,
+    partitions: int = 0,
+    dask: dict | None = None,
+) -> None:
     """One rescore, timed; prints a JSON line."""
     from features.cluster import workplace
     from features.settings import DaskSettings, FeatureConfig
@@ -211,9 +219,9 @@ def child(store: Path, where: str, model_path: Path, out: Path, max_memory_gib: 
 
     model = pickle.loads(model_path.read_bytes())
     address = "" if where == "in-process" else where
-    split = FeatureConfig(max_memory_gib=max_memory_gib)
+    split = FeatureConfig(max_memory_gib=max_memory_gib, partitions=partitions)
     started = time.perf_counter()
-    with workplace(DaskSettings(address=address)) as place:
+    with workplace(DaskSettings(address=address, **(dask or {}))) as place:
         cluster_up = time.perf_counter() - started
         result = rescore(store, AS_OF, model, where=place, split=split, max_stale_days=30)
     write_scores(result.scores, out, model.bucket_policy_, {"as_of": AS_OF})
@@ -240,7 +248,7 @@ def _measure(args: list[str]) -> dict:
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parent = psutil.Process(proc.pid)
     peaks: dict[int, tuple[str, int]] = {}
-    cpu: dict[int, float] = {}  # user + system seconds of each process, as last seen
+    cpu: dict[int, tuple[str, float, float]] = {}  # (name, user, system) s of each, last seen
     peak_sum = 0
     load = os.getloadavg()[0]
     while proc.poll() is None:
@@ -253,13 +261,13 @@ def _measure(args: list[str]) -> dict:
             try:
                 rss = p.memory_info().rss
                 times = p.cpu_times()
-                cpu[p.pid] = times.user + times.system
                 line = " ".join(p.cmdline())
                 name = (
                     "client" if p.pid == proc.pid
                     else "worker" if "spawn_main" in line
                     else "helper"
                 )  # fmt: skip
+                cpu[p.pid] = (name, times.user, times.system)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             total += rss
@@ -272,7 +280,10 @@ def _measure(args: list[str]) -> dict:
         raise SystemExit(f"child failed ({proc.returncode}):\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_sum_gib"] = peak_sum / 2**30
-    result["cpu_s"] = sum(cpu.values())  # to the last poll (0.2 s) of each process
+    result["cpu_s"] = sum(u + s for _, u, s in cpu.values())  # to each one's last poll (0.2 s)
+    result["cpu_by_process"] = sorted(
+        ([name, round(u, 1), round(s, 1)] for name, u, s in cpu.values()), key=lambda x: x[0]
+    )
     result["load"] = [round(load, 1), round(os.getloadavg()[0], 1)]  # 1-min, at start and end
     result["peaks_gib"] = sorted(
         ((name, rss / 2**30) for name, rss in peaks.values()), key=lambda x: -x[1]
@@ -291,6 +302,17 @@ def main() -> None:
         "--local-sizes", default="10,50", help="Sizes (copies) also run on the cluster."
     )
     parser.add_argument("--max-memory-gib", type=float, default=4.0)
+    parser.add_argument(
+        "--partitions", type=int, default=0, help="Subscriber partitions (0: by max memory)."
+    )
+    parser.add_argument(
+        "--dask",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="A [dask] setting for the cluster runs (JSON value), e.g. library_threads=0.",
+    )
+    parser.add_argument("--tag", default="", help="A label recorded with each run.")
     parser.add_argument("--jobs", type=int, default=2, help="Processes writing the copies.")
     parser.add_argument("--results", type=Path, help="Append each run as a JSON line here.")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -299,8 +321,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--on", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    dask = {k: json.loads(v) for k, v in (x.split("=", 1) for x in args.dask)}
     if args.child:
-        child(args.store, args.on, args.model, args.out, args.max_memory_gib)
+        child(args.store, args.on, args.model, args.out, args.max_memory_gib, args.partitions, dask)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="lapse-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -327,9 +350,11 @@ def main() -> None:
                 sys.executable, __file__, "--child", "--store", str(store), "--on", where,
                 "--model", str(model), "--out", str(work / f"scores-{k}-{where}.parquet"),
                 "--max-memory-gib", str(args.max_memory_gib),
+                "--partitions", str(args.partitions), *(f"--dask={x}" for x in args.dask),
             ]  # fmt: skip
             r = _measure(cmd)
             r.update(copies=k, where=where, at=datetime.now(UTC).isoformat(timespec="seconds"))
+            r.update(tag=args.tag, dask=dask)
             runs[k, where] = r
             top = ", ".join(f"{n} {g:.2f}" for n, g in r["peaks_gib"][:4])
             print(
@@ -337,7 +362,8 @@ def main() -> None:
                 f"load {r['load'][0]:g}..{r['load'][1]:g}  events {r['events']:>12,}  "
                 f"scored {r['scored']:>10,}  partitions {r['partitions']:>3}  "
                 f"(cluster start {r['cluster_s']:.1f} s)  "
-                f"peak sum {r['peak_sum_gib']:.2f} GiB  (per process: {top})",
+                f"peak sum {r['peak_sum_gib']:.2f} GiB  (per process: {top})  "
+                f"cpu user/system by process: {r['cpu_by_process']}",
                 flush=True,
             )
             if args.results:

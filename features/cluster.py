@@ -10,6 +10,7 @@ one dies. A ``local:N`` cluster is stopped when the block ends, whatever happene
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from base import LapseError
+from features.duck import DUCKDB_THREADS
 from features.settings import DaskSettings
 
 _LOCAL = re.compile(r"^local:(\d+)$")
@@ -73,6 +75,46 @@ class Workplace:
                 future.cancel()
 
 
+def local_worker_env(settings: DaskSettings) -> dict[str, str]:
+    """Environment of a ``local:N`` cluster's workers: their polars and DuckDB pools sized to
+    ``settings.library_threads`` (N workers share this machine's cores; pools of one thread per
+    core in each worker contend for them). Empty when the libraries keep their defaults."""
+    if not settings.library_threads:
+        return {}
+    threads = str(settings.library_threads)
+    return {"POLARS_MAX_THREADS": threads, DUCKDB_THREADS: threads}
+
+
+#: Set by dask's nannies in the process that starts them (``pre-spawn-environ``), and from there
+#: inherited by every process it starts later, a later ``local:N`` cluster's workers included.
+_TRIM = "MALLOC_TRIM_THRESHOLD_"
+
+
+@contextmanager
+def _environ_kept(name: str, drop: bool = False) -> Iterator[None]:
+    """``os.environ[name]`` as it was before the block, whatever the block set; ``drop``: unset
+    during the block (processes started in it do not inherit it)."""
+    before = os.environ.get(name)
+    if drop:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _local_config(settings: DaskSettings) -> dict[str, Any]:
+    """Dask config for starting a ``local:N`` cluster (never applied to an existing one):
+    without ``malloc_trim`` the workers start without dask's ``MALLOC_TRIM_THRESHOLD_`` (nor
+    one this process holds: set by the user, or by an earlier cluster's nannies)."""
+    if settings.malloc_trim:
+        return {}
+    return {f"distributed.nanny.pre-spawn-environ.{_TRIM}": None}
+
+
 def _is_scheduler_file(address: str) -> bool:
     return address.endswith(".json") or Path(address).is_file()
 
@@ -93,12 +135,17 @@ def workplace(settings: DaskSettings) -> Iterator[Workplace]:
         n = int(local.group(1))
         if n < 1:
             raise ClusterError(f"dask.address {address!r}: expected local:N with N >= 1")
+        import dask
+
         with (
+            _environ_kept(_TRIM, drop=not settings.malloc_trim),
+            dask.config.set(_local_config(settings)),
             LocalCluster(
                 n_workers=n,
                 threads_per_worker=settings.threads_per_worker,
                 processes=True,
                 dashboard_address=":0",
+                env=local_worker_env(settings),
             ) as cluster,
             Client(cluster) as client,
         ):

@@ -18,6 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+#: Environment variable: the threads of each database ``connect`` opens (unset: DuckDB's
+#: default, one per core); a ``local:N`` cluster sets it in its workers (``features.cluster``).
+DUCKDB_THREADS = "LAPSE_DUCKDB_THREADS"
+
 _DATABASE: Any = None
 _LOCK = threading.Lock()
 #: Databases inherited across a fork: kept referenced, since closing one in the child would
@@ -43,7 +47,8 @@ def connect(shared: bool = False) -> Any:
         return shared_database().cursor()
     import duckdb
 
-    return duckdb.connect()
+    threads = os.environ.get(DUCKDB_THREADS, "").strip()
+    return duckdb.connect(config={"threads": int(threads)}) if threads else duckdb.connect()
 
 
 @contextmanager

@@ -83,6 +83,17 @@ class DaskSettings(Section):
     threads_per_worker: int = Field(
         1, ge=1, description="local:N only: threads of each worker process."
     )
+    library_threads: int = Field(
+        0,
+        ge=0,
+        description="local:N only: threads of each worker's polars and DuckDB pools "
+        "(0 = the libraries' own default, one per core).",
+    )
+    malloc_trim: bool = Field(
+        True,
+        description="local:N only: keep dask's MALLOC_TRIM_THRESHOLD_=65536 in the workers "
+        "(false = glibc's default threshold).",
+    )
 
 
 class LabelSettings(Section):

@@ -54,3 +54,46 @@ def test_an_existing_cluster_builds_what_the_process_builds(dask_cluster, tmp_pa
     pd.testing.assert_frame_equal(auto.frame, here.frame)
     assert there.ran_on == dask_cluster.scheduler_address
     assert auto.partitions == 4  # two per worker when the memory setting needs fewer
+
+
+def _worker_threads() -> tuple[int, int, str | None]:
+    """A worker's polars pool size, the threads of a DuckDB database it opens, its trim env."""
+    import os
+
+    import polars as pl
+
+    from features import duck
+
+    with duck.connection() as con:
+        threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    return pl.thread_pool_size(), int(threads), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+@pytest.mark.slow
+def test_a_local_cluster_sizes_its_workers_library_pools(monkeypatch) -> None:
+    """local:N workers get `library_threads` polars and DuckDB threads each, and dask's malloc
+    trim only when `malloc_trim` keeps it, even when this process holds the variable (as an
+    earlier cluster's nannies leave it); this process's environment is left as it was."""
+    import os
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    with workplace(DaskSettings(address="local:2", library_threads=1)) as where:
+        seen = where.client.run(_worker_threads)
+        assert sorted(seen.values()) == [(1, 1, "131072")] * 2
+    with workplace(DaskSettings(address="local:1", library_threads=2, malloc_trim=False)) as w:
+        assert list(w.client.run(_worker_threads).values()) == [(2, 2, None)]
+    assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == "131072"
+
+
+@pytest.mark.slow
+def test_an_existing_clusters_workers_keep_their_libraries_defaults(dask_cluster) -> None:
+    """The pool settings are for clusters Lapse starts: an existing cluster's workers get none."""
+
+    def env() -> tuple[str | None, str | None]:
+        import os
+
+        return os.environ.get("POLARS_MAX_THREADS"), os.environ.get("LAPSE_DUCKDB_THREADS")
+
+    settings = DaskSettings(address=dask_cluster.scheduler_address, library_threads=1)
+    with workplace(settings) as where:
+        assert list(where.client.run(env).values()) == [(None, None)] * 2
