@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Each package may import only those below it.
 LAYERS = ("base", "features", "training", "serving", "lapse")
 #: Modules of features the ingest subpackage may use (it runs before any feature exists).
-INGEST_MAY_USE = ("features.schema", "features.settings", "features.ingest")
+#: ``features.duck`` is the process's DuckDB connections, which ingest's event keys share.
+INGEST_MAY_USE = ("features.schema", "features.settings", "features.ingest", "features.duck")
 
 
 def _modules() -> dict[str, Path]:

@@ -41,8 +41,12 @@ class KillOnce(ChurnModel):
         except ValueError:  # on the client
             pass
         else:
-            if not os.path.exists(self.marker):
-                Path(self.marker).write_text(str(os.getpid()))
+            try:  # created atomically: two workers starting at once must not both die (the
+                # model scattered to them would be lost with its last holder)
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
                 os._exit(1)
         return super().feature_definition
 
@@ -115,6 +119,9 @@ def test_a_worker_killed_mid_run_still_gives_the_same_scores(
     doomed.__dict__.update(model.__dict__)
     doomed.marker = str(tmp_path / "killed")
     with Client(dask_cluster) as client:
+        # both workers up (an earlier test may have killed one): the model is scattered to both,
+        # so the one that dies is not its only holder
+        client.wait_for_workers(2, timeout=120)
         before = set(client.scheduler_info()["workers"])
     with workplace(DaskSettings(address=dask_cluster.scheduler_address)) as where:
         there = rescore(
