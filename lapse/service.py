@@ -427,6 +427,14 @@ def _body(raw: bytes, model: type[M]) -> M:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
+def _post(path: str, request: type[BaseModel], response: type[BaseModel]):
+    """A POST route whose body is read from its bytes, documented on the OpenAPI page with
+    ``request``'s schema and examples, ``response`` and the refusals."""
+    return app.post(
+        path, responses=REFUSALS, response_model=response, openapi_extra=_documented(request)
+    )
+
+
 async def _answer(endpoint, raw: bytes) -> Response:
     """A /score or /lookup answer from the body's bytes, taken by ``_Limits`` before any
     routing: the router, BentoML's request context and FastAPI's request handling cost as much
@@ -440,12 +448,7 @@ async def _answer(endpoint, raw: bytes) -> Response:
         return await _refused(None, exc)
 
 
-@app.post(
-    "/score",
-    responses=REFUSALS,
-    response_model=ScoreResponse,
-    openapi_extra=_documented(ScoreRequest),
-)
+@_post("/score", ScoreRequest, ScoreResponse)
 async def score(request: Request) -> Response:
     """Churn probability (calibrated), bucket and up to three reasons per feature row."""
     return await _score(await request.body())
@@ -463,12 +466,7 @@ async def _score(raw: bytes) -> Response:
     return _json({"scores": result.results, "ignored_columns": result.ignored})
 
 
-@app.post(
-    "/score_events",
-    responses=REFUSALS,
-    response_model=ScoreEventsResponse,
-    openapi_extra=_documented(ScoreEventsRequest),
-)
+@_post("/score_events", ScoreEventsRequest, ScoreEventsResponse)
 async def score_events(request: Request) -> Response:
     """Scores of the subscribers whose Adjust callbacks are given, as `lapse rescore
     --as-of` would write them for the same events; refused callbacks come back with their
@@ -493,12 +491,7 @@ async def score_events(request: Request) -> Response:
     )
 
 
-@app.post(
-    "/lookup",
-    responses=REFUSALS,
-    response_model=LookupResponse,
-    openapi_extra=_documented(LookupRequest),
-)
+@_post("/lookup", LookupRequest, LookupResponse)
 async def lookup(request: Request) -> Response:
     """Each subscriber's latest score from the newest rescore (or `scored: false`)."""
     return await _lookup(await request.body())

@@ -77,6 +77,18 @@ def quiet(progress: Progress | None) -> Progress:
     return progress or (lambda stage, done, total: None)
 
 
+def quiet_mlflow() -> None:
+    """MLflow without telemetry, artifact progress bars or INFO logs (its and alembic's): the
+    jobs that log runs report through ``progress``. Set only where the caller has not."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 if TYPE_CHECKING:  # what a type checker and an IDE see: every name, eagerly
     from lapse.jobs.braze import SyncOutcome, emulator, profile_ids, push, sync
     from lapse.jobs.modelling import (

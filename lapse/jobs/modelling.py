@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.cluster import workplace
-from lapse.jobs import Progress
+from lapse.jobs import Progress, quiet_mlflow
 from lapse.settings import Settings
 from serving.drift import newest_drift
 from serving.due import DueDecision, champion_of, newest_backtest, retrain_due
@@ -34,13 +32,10 @@ def truth_path(settings: Settings) -> Path | None:
 def train(settings: Settings, progress: Progress | None = None) -> TrainResult:
     """Tune, fit, calibrate, evaluate and register a model on the store's snapshots
     (``[training]``, ``[optuna]``, ``[mlflow]``, ``[features]``, ``[buckets]``, ``[labels]``)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_mlflow()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     with workplace(settings.dask) as where:
         return train_store(
             settings.store.path,

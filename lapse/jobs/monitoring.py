@@ -3,8 +3,6 @@ store now shows, an HTML report and an MLflow run)."""
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 from features import schema as s
 from features.from_store import read_events
 from features.settings import feature_definition
-from lapse.jobs import Progress, quiet
+from lapse.jobs import Progress, quiet, quiet_mlflow
 from lapse.settings import Settings
 from serving.backtest import BacktestError, BacktestResult, log_backtest, result_tables
 from serving.backtest import backtest as measure_history
@@ -51,10 +49,7 @@ def backtest(
     included) against the churn the event store now shows, with the ``[labels]`` rule; days
     whose horizon is not over by the newest stored event are pending. Writes the HTML report
     and logs one run to the ``monitoring.experiment`` MLflow experiment."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_mlflow()
     if since is not None and until is not None and since > until:
         raise BacktestError(f"--since {since} is after --until {until}; expected since <= until")
     store = settings.store.path
