@@ -230,7 +230,8 @@ def ingest(
 ) -> None:
     """Add Adjust exports to the Parquet event store: validate, deduplicate, quarantine bad rows.
 
-    Files the store already holds are skipped, so running it twice adds nothing the second time.
+    Files seen before (the same bytes) are skipped, so running it twice adds nothing the second
+    time; the summary says what happened to those that were rejected or quarantined then.
     Times before ingest.earliest or more than ingest.max_future_days after now are quarantined.
     """
     settings = ctx.obj.settings(store={"path": store})

@@ -80,7 +80,7 @@ def ingest(summary: IngestSummary) -> None:
     rows = [
         ("store", summary.store),
         ("files", summary.files),
-        ("  already in the store (skipped)", summary.files_skipped),
+        ("  seen before (same bytes, not read again)", summary.files_skipped),
         ("  same bytes as another file (skipped)", summary.files_repeated),
         ("  header only", summary.header_only_files),
         ("  bad files", len(summary.bad_files)),
@@ -101,6 +101,9 @@ def ingest(summary: IngestSummary) -> None:
         out.print(table("Read differently (noted, nothing lost)", notes))
     if summary.bad_files:
         out.print(table("Bad files (in the quarantine at line 0)", list(summary.bad_files.items())))
+    if summary.seen_before:
+        seen = list(summary.seen_before.items())
+        out.print(table("Seen before, not all stored then (not read again)", seen))
 
 
 def features(result: FeaturesResult) -> None:

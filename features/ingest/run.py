@@ -87,7 +87,7 @@ class IngestSummary:
 
     store: str
     files: int = 0
-    files_skipped: int = 0  # already in the store
+    files_skipped: int = 0  # seen before (same bytes): not read again
     files_repeated: int = 0  # same bytes as another file of this run (e.g. header-only parts)
     header_only_files: int = 0
     rows_read: int = 0
@@ -99,6 +99,9 @@ class IngestSummary:
     commits: int = 0
     orphans_removed: int = 0
     already_retried: int = 0  # quarantined rows a reprocess read once before (not read again)
+    #: files seen before whose rows were not all stored then (rejected whole, read in part, or
+    #: with quarantined rows) -> what happened to them, and how to have them read again
+    seen_before: dict[str, str] = field(default_factory=dict)
 
     @property
     def rows_quarantined(self) -> int:
@@ -277,6 +280,9 @@ def ingest(
                     summary.header_only_files += bool(read.source and read.source.header_only)
                 elif read.sha256 in manifest.sources:
                     summary.files_skipped += 1
+                    history = _history(manifest.sources[read.sha256], read.path)
+                    if history:
+                        summary.seen_before[str(read.path)] = history
                 else:
                     seen.add(read.sha256)
                     batch.reads.append(read)
@@ -292,6 +298,39 @@ def ingest(
         report("rows", summary.rows_read, summary.rows_read)
     summary.quarantined = dict(sorted(summary.quarantined.items()))
     return summary
+
+
+def _history(record: dict, path: Path) -> str | None:
+    """What happened to a file the store has seen (its manifest ``record``) when its rows were
+    not all stored, and how to have it read again; None when it was simply ingested."""
+    status, reason = record.get("status"), record.get("reason")
+    detail = f"{reason}: {record.get('detail')}" if record.get("detail") else str(reason)
+    first = record.get("path")
+    where = f" as {first}" if first and first != str(path) else ""
+    when = f" in commit {record['commit']}" if "commit" in record else ""
+    quarantined = int(record.get("rows_quarantined") or 0)
+    retry = (
+        f"; its {quarantined:,} quarantined row(s) are retried under today's rules by "
+        "`lapse ingest --reprocess-quarantine`"
+        if quarantined
+        else ""
+    )
+    if status == "bad":
+        return (
+            f"rejected before{where}{when} ({detail}); the same bytes would be rejected again: "
+            "fix the file (or export it again) and ingest the new file"
+        )
+    if status == "partial":
+        return (
+            f"read in part before{where}{when} ({detail}): {record.get('rows_stored', 0):,} "
+            f"row(s) stored{retry}; the lost part can only come from a new export of the file"
+        )
+    if quarantined:
+        return (
+            f"ingested before{where}{when}: {record.get('rows_stored', 0):,} row(s) stored, "
+            f"{quarantined:,} quarantined{retry}"
+        )
+    return None
 
 
 def _read_ahead(

@@ -487,3 +487,38 @@ def test_reprocess_quarantine_drops_rows_already_stored_and_reads_callbacks(
     again = reprocess_quarantine(store)
     assert (again.rows_read, again.rows_stored, again.duplicates) == (1, 0, 1)
     assert load_quarantine(store).empty
+
+
+def test_a_file_rejected_before_is_said_to_be_rejected_not_already_in_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (hostile review): a rejected file ingested again was "already in the store"."""
+    from lapse import render
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "notes.csv").write_text("colour,size\nred,3\n")  # no Adjust column: rejected whole
+    bad_time = f"{SESSION_HEADER}\n{_sessions(2)}0,{'b' * 32},ios,session\n"
+    (raw / "partly.csv").write_text(bad_time)  # created_at 0: one row quarantined
+    (raw / "fine.csv").write_text(f"{SESSION_HEADER}\n{_sessions(3, start=1767600000)}")
+    store = tmp_path / "store"
+    first = ingest([raw], store)
+    assert first.bad_files == {str(raw / "notes.csv"): "not_adjust_csv"}
+    assert first.quarantined == {"implausible_time": 1}
+    again = ingest([raw], store)
+    assert (again.files_skipped, again.rows_read, again.commits) == (3, 0, 0)
+    assert set(again.seen_before) == {str(raw / "notes.csv"), str(raw / "partly.csv")}
+    rejected = again.seen_before[str(raw / "notes.csv")]
+    assert rejected.startswith("rejected before in commit 1 (not_adjust_csv: header ")
+    assert "fix the file (or export it again) and ingest the new file" in rejected
+    partly = again.seen_before[str(raw / "partly.csv")]
+    assert partly.startswith("ingested before in commit 1: 2 row(s) stored, 1 quarantined")
+    assert "`lapse ingest --reprocess-quarantine`" in partly
+    # the same bytes under another name say where they were seen
+    (tmp_path / "copy.csv").write_bytes((raw / "notes.csv").read_bytes())
+    copied = ingest([tmp_path / "copy.csv"], store).seen_before[str(tmp_path / "copy.csv")]
+    assert copied.startswith(f"rejected before as {raw / 'notes.csv'} in commit 1")
+    render.ingest(again)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "already in the store" not in shown
+    assert "Seen before, not all stored then" in shown and "rejected before" in shown
