@@ -23,6 +23,7 @@ __all__ = [
     "LapseError",
     "Section",
     "lazy_names",
+    "shown",
     "db_url_problem",
     "resolve_sqlite_url",
     "safe_url",
@@ -39,6 +40,20 @@ class LapseError(Exception):
     Every package's own errors derive from it, so a caller (the CLI, the service) tells a user's
     mistake from a bug by this one class.
     """
+
+
+#: Characters of a client's value an error message repeats, at most (``shown``).
+SHOWN_CHARS = 80
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters with an ellipsis and the
+    value's own length: a client's 1 MB string is not echoed back into answers and logs."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, str | bytes) else len(text)
+    return f"{text[:limit]}… ({size:,} characters)"
 
 
 class Section(BaseModel):

@@ -8,6 +8,7 @@ turns results and ``LapseError``s into answers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -26,13 +27,13 @@ from typing import Any
 
 import pandas as pd
 
-from base import LapseError
+from base import LapseError, shown
 from features import schema as s
 from features.build import build_feature_records, feature_registry
 from features.ingest.callbacks import CallbackEvents, Rejection, callback_events
 from features.timeline import to_timestamp
 from lapse.settings import CONFIG_ENV, ENV_PREFIX, Settings
-from serving.scores import LatestScores, ScoresFileError, latest_scores
+from serving.scores import SCORES_GLOB, LatestScores, latest_scores
 from serving.scoring import LeanScorer
 from training.pipeline import ChurnModel, ModelVersionError
 from training.registry import (
@@ -52,11 +53,13 @@ __all__ = [
     "RequestError",
     "RowScores",
     "ServedModel",
+    "WarmUp",
     "load_served_model",
     "lookup",
     "metadata",
     "score_events",
     "score_rows",
+    "warm_up",
 ]
 
 
@@ -194,7 +197,7 @@ def score_events(
         when = to_timestamp(as_of)
     except LapseError:
         raise RequestError(
-            f"as_of: expected a date or time (YYYY-MM-DD) between 1678 and 2261, got {as_of!r}"
+            f"as_of: expected a date or time (YYYY-MM-DD) between 1678 and 2261, got {shown(as_of)}"
         ) from None
     if len(events) > settings.serving.max_events:
         raise RequestError(
@@ -226,10 +229,10 @@ def _subscribers(events: CallbackEvents) -> set[tuple[str, str]]:
 
 
 class ScoresCache:
-    """The newest rescore scores file, re-read when a newer one appears (checked at most every
-    ``interval_s``), so ``/lookup`` answers from memory. A newer file that cannot be read (one
-    being written, or damaged) is logged once and the scores already read keep answering: it is
-    no fault of the caller's, and is read again once it changes."""
+    """The newest readable rescore scores file, re-read when a newer one appears (checked at most
+    every ``interval_s``), so ``/lookup`` answers from memory. A file that cannot be read (one
+    being written, or damaged) is logged once, naming it, and the newest readable one answers:
+    it is no fault of the caller's, nor a reason not to start; it is read again once it changes."""
 
     def __init__(self, folder: Path, interval_s: float = 5.0, clock=time.monotonic) -> None:
         self.folder = folder
@@ -237,9 +240,17 @@ class ScoresCache:
         self._clock = clock
         self._checked = -float("inf")
         self._lock = threading.Lock()
-        self._latest = latest_scores(folder)
-        self._stamp = _stamp(self._latest.path)
         self._unreadable: tuple[Path, tuple[int, int] | None] | None = None
+        self._latest = LatestScores(None, {}, {})
+        self._stamp: tuple[int, int] | None = None
+        newest = max(folder.glob(SCORES_GLOB), default=None)
+        if newest is not None:
+            self._read(newest, _stamp(newest))
+
+    @property
+    def latest(self) -> LatestScores:
+        """The scores answering now, without looking for a newer file."""
+        return self._latest
 
     def get(self) -> LatestScores:
         now = self._clock()
@@ -247,7 +258,7 @@ class ScoresCache:
             with self._lock:
                 if now - self._checked >= self.interval_s:
                     self._checked = now
-                    newest = max(self.folder.glob("scores-*.parquet"), default=None)
+                    newest = max(self.folder.glob(SCORES_GLOB), default=None)
                     stamp = _stamp(newest)
                     if newest is not None and (newest, stamp) != (self._latest.path, self._stamp):
                         self._read(newest, stamp)
@@ -256,12 +267,20 @@ class ScoresCache:
     def _read(self, newest: Path, stamp: tuple[int, int] | None) -> None:
         if (newest, stamp) == self._unreadable:
             return
-        try:
-            self._latest, self._stamp = latest_scores(self.folder), stamp
-        except ScoresFileError as exc:
-            self._unreadable = (newest, stamp)
-            kept = self._latest.path.name if self._latest.path else "no scores"
-            log.warning("%s; /lookup keeps answering from %s", exc, kept)
+        fresh = latest_scores(self.folder)
+        read = fresh
+        if fresh.path is None and self._latest.path is not None:
+            # nothing readable now: the scores in memory keep answering
+            read = dataclasses.replace(self._latest, damaged=fresh.damaged)
+        if read.path is None:
+            answers = "none: every id is answered 'not scored'"
+        else:
+            answers = f"{read.path.name} (as_of {read.provenance.get('as_of', 'unknown')})"
+        for path, why in fresh.damaged:
+            if path == newest:
+                self._unreadable = (newest, stamp)
+            log.warning("damaged scores file %s: %s; /lookup answers from %s", path, why, answers)
+        self._latest, self._stamp = read, _stamp(read.path)
 
 
 def _stamp(path: Path | None) -> tuple[int, int] | None:
@@ -303,12 +322,85 @@ def lookup(latest: LatestScores, user_ids: Sequence[str]) -> list[dict[str, Any]
     return out
 
 
+# --- warm-up ------------------------------------------------------------------------------------
+
+#: The id of the synthetic subscriber the warm-up scores (never written anywhere).
+WARM_UP_ID = "lapse-warm-up"
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """What the warm-up ran (the endpoints whose path it took) and what failed, with why."""
+
+    done: list[str]
+    failed: dict[str, str]
+    seconds: float
+
+
+def warm_up_callbacks(settings: Settings) -> tuple[list[dict[str, Any]], pd.Timestamp]:
+    """A synthetic subscriber's Adjust callbacks (a session and a subscription activation, under
+    ``ingest.user_id_column``) and an ``as_of`` at which it is active: built from nothing
+    app-specific, and inside the ingest rules' window (a week after ``ingest.earliest``)."""
+    start = pd.Timestamp(settings.ingest.earliest, tz="UTC") + pd.Timedelta(days=1)
+    base = {s.OS_NAME: "ios", s.ADID: WARM_UP_ID, settings.ingest.user_id_column: WARM_UP_ID}
+    callbacks = [
+        {**base, s.ACTIVITY_KIND: "session", s.CREATED_AT: int(start.timestamp())},
+        {
+            **base,
+            s.ACTIVITY_KIND: "subscription",
+            s.CREATED_AT: int(start.timestamp()) + 60,
+            s.SUB_EVENT_TYPE: "activation",
+            s.SUB_PRODUCT_ID: "warm_up_monthly",
+            s.SUB_EXPIRATION_TIME: (start + pd.Timedelta(days=30)).isoformat(),
+        },
+    ]
+    return callbacks, start + pd.Timedelta(days=7)
+
+
+def warm_up(settings: Settings, served: ServedModel, latest: LatestScores | None) -> WarmUp:
+    """Take each endpoint's path once so that its first caller does not pay one-time costs
+    (DuckDB's import and shared database, polars' first queries, LightGBM's first predict and
+    TreeSHAP): ``/score`` on a row of the model's own features (all missing), ``/score_events``
+    on a synthetic subscriber (``warm_up_callbacks``), and ``/lookup`` of that id when scores
+    exist. It writes nothing and reads no clock; a path that fails is named in ``failed``."""
+    started = time.perf_counter()
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    row: dict[str, Any] = {s.USER_ID: WARM_UP_ID, s.PLATFORM: "ios"}
+    row.update(dict.fromkeys(served.lean.features))
+    callbacks, as_of = warm_up_callbacks(settings)
+
+    def events() -> None:
+        answer = score_events(settings, served, callbacks, as_of)
+        if answer.rejected:
+            first = answer.rejected[0]
+            raise RequestError(f"its callback {first.index} was refused ({first.reason})")
+        if not answer.results:
+            raise RequestError(f"the synthetic subscriber was not active at {as_of:%Y-%m-%d}")
+
+    paths: dict[str, Callable[[], object]] = {
+        "/score": lambda: score_rows(served, [row], max_rows=1),
+        "/score_events": events,
+    }
+    if latest is not None and latest.path is not None:
+        paths["/lookup"] = lambda: lookup(latest, [WARM_UP_ID])
+    for path, run in paths.items():
+        try:
+            run()
+        except Exception as exc:  # noqa: BLE001 - a path not warmed is slower once, not broken
+            failed[path] = f"{type(exc).__name__}: {exc}"
+        else:
+            done.append(path)
+    return WarmUp(done, failed, time.perf_counter() - started)
+
+
 # --- GET /metadata -------------------------------------------------------------------------------
 
 
-def metadata(served: ServedModel) -> dict[str, Any]:
+def metadata(served: ServedModel, latest: LatestScores | None = None) -> dict[str, Any]:
     """The model that answers: name, version, run, trained-at, hold-out metrics, features with
-    descriptions, bucket policy and feature definition."""
+    descriptions, bucket policy and feature definition; and the scores file ``/lookup`` answers
+    from (its as_of, and the newer files passed over as damaged)."""
     model, info = served.model, served.info
     definition = model.feature_definition
     registry = feature_registry(definition)
@@ -332,6 +424,15 @@ def metadata(served: ServedModel) -> dict[str, Any]:
         "bucket_policy": {"bounds": [list(c) for c in policy.cuts], "rest": policy.rest},
         "feature_definition": definition.model_dump(mode="json"),
         "calibration": model.calibration_,
+        "lookup_scores": None if latest is None else _scores_source(latest),
+    }
+
+
+def _scores_source(latest: LatestScores) -> dict[str, Any]:
+    return {
+        "file": latest.path.name if latest.path else None,
+        "as_of": latest.provenance.get("as_of"),
+        "damaged": [{"file": path.name, "error": why} for path, why in latest.damaged],
     }
 
 

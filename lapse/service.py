@@ -38,12 +38,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from base import LapseError
+from base import LapseError, shown
 from lapse import serve as jobs
 from lapse.settings import Settings
 from training.registry import model_info
 
 log = logging.getLogger("lapse.service")
+# BentoML's worker logs WARNING and up from other packages: the service's own lines (the model it
+# serves, the warm-up, a refresh's swap) are INFO, what an operator reads when it starts
+if logging.getLogger("lapse").level == logging.NOTSET:
+    logging.getLogger("lapse").setLevel(logging.INFO)
 
 JSON = "application/json"
 
@@ -149,7 +153,10 @@ class ScoreEventsResponse(BaseModel):
 
 
 class LookupRequest(BaseModel):
-    """Subscriber ids (the app's customer user ids) to look up in the newest rescore."""
+    """Subscriber ids (the app's customer user ids) to look up in the newest rescore. Ids are
+    text, as Adjust sends them: a JSON number (`7`) is refused with a 422 naming its index (send
+    `"7"`), since a number is no id (`1e3`, or 12345678901234567890 read as a float, would look
+    up someone else)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"user_ids": ["u-1842", "u-7"]}]})
     user_ids: list[str] = Field(min_length=1, max_length=10_000)
@@ -194,6 +201,11 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
             continue
         if loc and loc[-1] in _UNION_MEMBERS:  # one message per field, not one per type tried
             loc, message = loc[:-1], "expected a number, text, true/false or null"
+        elif loc[:1] == ["user_ids"] and error.get("type") == "string_type":
+            found = error.get("input")
+            message = f"expected an id as text, got {shown(found)}"
+            if isinstance(found, int | float) and not isinstance(found, bool):
+                message += f' (ids are strings: send "{found}")'
         else:
             message = error.get("msg", "invalid")
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
@@ -233,8 +245,11 @@ class _Limits:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        headers = dict(scope.get("headers") or [])
+        raw = scope.get("headers") or []
+        headers = dict(raw)
         if self.token is not None and not (path == "/" or path.startswith(self.OPEN)):
+            if sum(name == b"authorization" for name, _ in raw) > 1:  # no "last one wins"
+                return await _reply(send, 400, "Authorization: sent more than once; send one")
             scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
                 return await _reply(send, 401, "missing or wrong bearer token (Authorization)")
@@ -357,15 +372,18 @@ class LapseChurn:
 
     def __init__(self) -> None:
         self.settings = Settings.load()
+        self.served = None  # /readyz fails until the model is loaded and warmed up
         if BENTO_MODEL:
             stored = self.bento_model
             carried = stored.path_of("mlflow_model")
-            self.served = jobs.served_from_path(carried, stored.info.metadata)
+            served = jobs.served_from_path(carried, stored.info.metadata)
         else:
-            self.served = jobs.load_served_model(self.settings)
+            served = jobs.load_served_model(self.settings)
         self.scores = jobs.ScoresCache(
             jobs.scores_folder(self.settings), self.settings.serving.lookup_refresh_s
         )
+        self._warm_up(served)
+        self.served = served
         log.info("serving %s", self.served.info.label)
         # the loaded libraries and model are permanent: keep them out of every full collection
         # (a gen-2 pass over them stalled requests for a quarter of a second)
@@ -378,8 +396,36 @@ class LapseChurn:
     def __is_ready__(self) -> bool:
         return self.served is not None
 
+    def _warm_up(self, served: jobs.ServedModel) -> None:
+        """Take every endpoint's path once before ``served`` answers (``jobs.warm_up``), and the
+        edge's own first uses (request parsing, JSON answers): one line says what was warmed,
+        one warning what failed (the service starts anyway: each path still answers, its first
+        request pays the one-time costs)."""
+        warmed = jobs.warm_up(self.settings, served, self.scores.latest)
+        failed = dict(warmed.failed)
+        try:
+            callbacks, as_of = jobs.warm_up_callbacks(self.settings)
+            row = {"user_id": jobs.WARM_UP_ID, **dict.fromkeys(served.lean.features)}
+            _body(orjson.dumps({"rows": [row]}), ScoreRequest)
+            _body(orjson.dumps({"as_of": str(as_of), "events": callbacks}), ScoreEventsRequest)
+            _body(orjson.dumps({"user_ids": [jobs.WARM_UP_ID]}), LookupRequest)
+            _json({"scores": [{"churn_probability": 0.5, "reasons": ["x"]}]})
+        except Exception as exc:  # noqa: BLE001 - slower once, not broken
+            failed["request parsing"] = f"{type(exc).__name__}: {exc}"
+        done = ", ".join(warmed.done) or "nothing"
+        log.info("warmed up %s in %.0f ms", done, warmed.seconds * 1000)
+        if failed:
+            what = "; ".join(f"{path}: {why}" for path, why in failed.items())
+            log.warning(
+                "warm-up failed for %s (the service starts; the first such request pays the "
+                "one-time costs): %s",
+                ", ".join(failed),
+                what[:1000],
+            )
+
     def _refresh(self) -> None:
-        """Swap to a new champion when the alias moves; requests in flight keep the old one."""
+        """Swap to a new champion when the alias moves, once it is warmed up; requests in
+        flight keep the old one."""
         interval = self.settings.serving.refresh_s
         while not self._stop.wait(interval):
             try:
@@ -387,7 +433,9 @@ class LapseChurn:
                     return
                 info = model_info(self.settings.mlflow.tracking_uri, self.served.info.uri)
                 if info.version and info.version != self.served.info.version:
-                    self.served = jobs.load_served_model(self.settings, self.served.info.uri)
+                    served = jobs.load_served_model(self.settings, self.served.info.uri)
+                    self._warm_up(served)
+                    self.served = served
                     log.info("now serving %s", self.served.info.label)
             except Exception as exc:  # noqa: BLE001 - keep serving the model we have
                 log.warning("model refresh failed, keeping %s: %s", self.served.info.label, exc)
@@ -505,7 +553,8 @@ async def _lookup(raw: bytes) -> Response:
 @app.get("/metadata", responses={401: REFUSALS[401]})
 async def metadata() -> Response:
     """The model that answers: version, run, metrics, features, buckets, definition."""
-    return _json(jobs.metadata(_service().served))
+    service = _service()
+    return _json(jobs.metadata(service.served, service.scores.get()))
 
 
 #: /score requests up to this many rows are scored on the event loop (~1 ms), bigger ones in

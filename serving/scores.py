@@ -262,11 +262,13 @@ SCORES_GLOB = "scores-*.parquet"
 
 @dataclass(frozen=True)
 class LatestScores:
-    """The newest rescore scores file, indexed by user id for ``/lookup``."""
+    """The newest readable rescore scores file, indexed by user id for ``/lookup``; ``damaged``
+    names the newer files that could not be read (each with why)."""
 
     path: Path | None
     provenance: dict[str, str]
     by_user: dict[str, list[dict[str, Any]]]
+    damaged: tuple[tuple[Path, str], ...] = ()
 
     def get(self, user_id: str) -> list[dict[str, Any]]:
         """Every platform's score of ``user_id`` (empty: not scored)."""
@@ -274,19 +276,29 @@ class LatestScores:
 
 
 def latest_scores(folder: str | Path) -> LatestScores:
-    """Read the newest ``scores-<date>.parquet`` under ``folder`` (none: an empty index)."""
-    files = sorted(Path(folder).glob(SCORES_GLOB))
-    if not files:
-        return LatestScores(None, {}, {})
-    path = files[-1]
+    """Read the newest readable ``scores-<date>.parquet`` under ``folder``: a damaged newer file
+    is passed over (listed in ``damaged``) for the one before it; none readable: an empty index."""
+    damaged: list[tuple[Path, str]] = []
+    for path in sorted(Path(folder).glob(SCORES_GLOB), reverse=True):
+        try:
+            return _read_latest(path, tuple(damaged))
+        except ScoresFileError as exc:
+            damaged.append((path, str(exc)))
+    return LatestScores(None, {}, {}, tuple(damaged))
+
+
+def _read_latest(path: Path, damaged: tuple[tuple[Path, str], ...]) -> LatestScores:
     try:
         table = pq.read_table(path)
+        metadata = table.schema.metadata or {}
+        provenance = json.loads(metadata.get(PROVENANCE_METADATA.encode(), b"{}"))
+        rows = table.to_pylist()
+        by_user: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            user = str(row.pop(USER_ID))
+            by_user.setdefault(user, []).append(row)
+    except KeyError:
+        raise ScoresFileError(f"{path}: cannot read: no {USER_ID!r} column") from None
     except (OSError, ValueError) as exc:
         raise ScoresFileError(f"{path}: cannot read: {exc}") from None
-    metadata = table.schema.metadata or {}
-    provenance = json.loads(metadata.get(PROVENANCE_METADATA.encode(), b"{}"))
-    by_user: dict[str, list[dict[str, Any]]] = {}
-    for row in table.to_pylist():
-        user = str(row.pop(USER_ID))
-        by_user.setdefault(user, []).append(row)
-    return LatestScores(path, provenance, by_user)
+    return LatestScores(path, provenance if isinstance(provenance, dict) else {}, by_user, damaged)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from base import LapseError
+from base import LapseError, shown
 from features import schema as s
 from training.drift import SCORE_DECIMALS
 from training.pipeline import ChurnModel, calibration_function
@@ -131,7 +131,7 @@ class LeanScorer:
                     if not (value is None or isinstance(value, str) or _is_nan(value)):
                         raise RowError(
                             f"row {i}, field {column!r}: expected text or null (a category), "
-                            f"got {value!r}"
+                            f"got {shown(value)}"
                         )
                     out[i, j] = self._code(column, value)
                 else:
@@ -190,4 +190,4 @@ def _number(value: Any, row: int, column: str) -> float:
             return float(value)
         except ValueError:
             pass
-    raise RowError(f"row {row}, field {column!r}: expected a number or null, got {value!r}")
+    raise RowError(f"row {row}, field {column!r}: expected a number or null, got {shown(value)}")

@@ -218,7 +218,7 @@ BAD_REQUESTS = [
     ("/score_events", b'{"as_of": "soon", "events": [{}]}', "as_of: expected a date"),
     ("/score_events", b'{"as_of": "2026-01-01"}', "events: Field required"),
     ("/lookup", b'{"user_ids": "u1"}', "user_ids: Input should be a valid array"),
-    ("/lookup", b'{"user_ids": ["a", 7]}', "user_ids[1]: Input should be a valid string"),
+    ("/lookup", b'{"user_ids": ["a", 7]}', "user_ids[1]: expected an id as text, got 7 (ids are"),
     ("/score", b'[{"user_id": "a"}]', "body: Input should be an object"),
     ("/score", b"", "body: malformed JSON"),
     ("/score", b'{"rows": [{"a": 1}], "reasons": "maybe"}', "reasons: Input should be a valid"),
@@ -227,6 +227,9 @@ BAD_REQUESTS = [
     ("/score_events", b'{"as_of": "0001-01-01", "events": [{}]}', "between 1678 and 2261"),
     ("/score", b'{"rows": [' + b"1" * 5000 + b"]}", "body: malformed JSON (number out of range"),
     ("/lookup", b'{"user_ids": [' + b'"x",' * 600_000 + b'"y"]}', "body over 1 MB"),
+    # regressions (hostile review): a client's long value was echoed whole
+    ("/score_events", b'{"as_of": "' + b"x" * 5000 + b'", "events": [{}]}', "… (5,000 characters)"),
+    ("/lookup", b'{"user_ids": [1.5e300]}', "user_ids[0]: expected an id as text, got 1.5e+300"),
 ]
 
 
@@ -320,6 +323,14 @@ def test_a_token_guards_every_endpoint_but_the_probes(trained, http) -> None:
         lower = {"authorization": "bearer t0k3n-for-tests"}  # the scheme is case-insensitive
         assert http.get(f"{srv.url}/metadata", headers=lower).status_code == 200
         assert http.get(f"{srv.url}/metrics").status_code == 401
+        # regression (hostile review): of two Authorization headers the last one won
+        twice = httpx.Headers([("authorization", "Bearer nope"), *right.items()])
+        answer = http.get(f"{srv.url}/metadata", headers=twice)
+        assert answer.status_code == 400 and answer.json() == {
+            "error": "Authorization: sent more than once; send one"
+        }
+        twice = httpx.Headers([*right.items(), *right.items()])
+        assert http.get(f"{srv.url}/metadata", headers=twice).status_code == 400
         assert http.get(f"{srv.url}/docs.json").status_code == 200
         assert "t0k3n-for-tests" not in srv.log.read_text()
 
@@ -630,3 +641,129 @@ def test_telemetry_on_serves_bentomls_metrics_and_the_same_answers(
         assert http.get(f"{srv.url}/metrics").status_code == 200
         answer = http.post(f"{srv.url}/score", json={"rows": rows})
         assert answer.status_code == 200 and answer.json() == expected
+
+
+def test_a_long_value_is_cut_in_the_error_that_names_it(server, http, trained, model) -> None:
+    """Regression (hostile review): an error repeated a client's value whole (here 100,000
+    characters, back in the answer)."""
+    row = _records(_feature_rows(trained, model).head(1))[0]
+    feature = next(f for f in model.features_ if "days" in f)
+    answer = http.post(f"{server.url}/score", json={"rows": [{**row, feature: "9" * 99_999 + "x"}]})
+    assert answer.status_code == 400 and len(answer.text) < 400
+    error = answer.json()["error"]
+    assert error == (
+        f"row 0, field {feature!r}: expected a number or null, got '{'9' * 79}… "
+        "(100,000 characters)"
+    )
+
+
+# --- warm-up -------------------------------------------------------------------------------------
+
+
+def test_the_service_is_ready_only_once_warmed_up(server, http, trained) -> None:
+    """Every path was taken before /readyz answered: the line saying so is in the log when the
+    start returns (it waits for /readyz), and no warm-up failed."""
+    log = server.log.read_text()
+    assert re.search(r"warmed up /score, /score_events(, /lookup)? in \d+ ms", log), log[-2000:]
+    assert "warm-up failed" not in log
+
+
+def test_readiness_waits_for_the_warm_up_in_the_worker(trained, monkeypatch) -> None:
+    """In the worker's own object: not ready while it warms up, ready after."""
+    import lapse.service as service
+    from lapse.settings import CONFIG_ENV
+
+    monkeypatch.setenv(CONFIG_ENV, str(trained.config_file))
+    seen = []
+    warm = service.LapseChurn.inner._warm_up
+
+    def spy(self, served) -> None:
+        seen.append(("before", self.__is_ready__()))
+        warm(self, served)
+        seen.append(("after", self.__is_ready__()))
+
+    monkeypatch.setattr(service.LapseChurn.inner, "_warm_up", spy)
+    try:
+        instance = service.LapseChurn.inner()
+    finally:
+        import gc
+
+        gc.unfreeze()
+    assert seen == [("before", False), ("after", False)] and instance.__is_ready__()
+
+
+def test_the_warm_up_leaves_no_trace(server, http, trained) -> None:
+    """The synthetic subscriber is nowhere: not in /lookup, not in the store, and /metadata is
+    the model's and the scores' own."""
+    answer = http.post(f"{server.url}/lookup", json={"user_ids": [serving.WARM_UP_ID]}).json()
+    assert answer == {"results": [{s.USER_ID: serving.WARM_UP_ID, "scored": False}]}
+    events = load_events(trained.store.path)
+    assert serving.WARM_UP_ID not in set(events[s.USER_ID])
+    assert not any(serving.WARM_UP_ID in p.name for p in trained.store.path.rglob("*"))
+    served = serving.load_served_model(trained)
+    folder = serving.scores_folder(trained)
+    expected = serving.metadata(served, serving.ScoresCache(folder).latest)
+    assert http.get(f"{server.url}/metadata").json() == json.loads(json.dumps(expected))
+
+
+def test_a_failed_warm_up_is_one_warning_and_the_service_answers(trained, http) -> None:
+    """serving.max_events = 1 refuses the warm-up's two callbacks: the service starts, says what
+    was not warmed in one line, and /score_events answers (its first request pays)."""
+    with running(trained, LAPSE_SERVING__MAX_EVENTS="1") as srv:
+        log = srv.log.read_text()
+        warnings = [line for line in log.splitlines() if "warm-up failed" in line]
+        assert len(warnings) == 1 and "warm-up failed for /score_events" in warnings[0]
+        assert "at most 1 (serving.max_events)" in warnings[0]
+        assert "Traceback" not in log
+        event = {
+            "activity_kind": "session",
+            "created_at": 1767574008,
+            "adid": "a",
+            "os_name": "ios",
+        }
+        answer = http.post(f"{srv.url}/score_events", json={"as_of": AS_OF, "events": [event]})
+        assert answer.status_code == 200, answer.text
+
+
+# --- damaged scores files ------------------------------------------------------------------------
+
+
+def _scores_files(trained: Settings, store: Path) -> pd.DataFrame:
+    """A readable scores file of 2026-04-19 and a damaged one of 2026-04-20 under ``store``."""
+    scored = jobs.rescore(trained, pd.Timestamp(AS_OF).date(), dry_run=True, out=None)
+    older = store / "scores" / "scores-2026-04-19.parquet"
+    write_scores(scored.result.scores, older, None, {"as_of": "2026-04-19", "model": "m"})
+    (store / "scores" / "scores-2026-04-20.parquet").write_bytes(b"PAR1 cut short")
+    return scored.result.scores
+
+
+def test_a_damaged_newest_scores_file_does_not_stop_the_service(
+    trained, http, tmp_path: Path
+) -> None:
+    """Regression (hostile review): a damaged newest scores file failed the start; now /lookup
+    answers from the newest readable one, and one warning names the damaged file."""
+    store = tmp_path / "store"
+    scores = _scores_files(trained, store)
+    user = scores[s.USER_ID].iloc[0]
+    with running(trained.updated(store={"path": store})) as srv:
+        body = http.post(f"{srv.url}/lookup", json={"user_ids": [user]}).json()
+        assert body["results"][0]["scored"] and body["results"][0][s.AS_OF] == "2026-04-19"
+        source = http.get(f"{srv.url}/metadata").json()["lookup_scores"]
+        assert source["file"] == "scores-2026-04-19.parquet" and source["as_of"] == "2026-04-19"
+        assert [d["file"] for d in source["damaged"]] == ["scores-2026-04-20.parquet"]
+        damaged = [line for line in srv.log.read_text().splitlines() if "damaged scores" in line]
+        assert len(damaged) == 1 and "scores-2026-04-20.parquet" in damaged[0]
+        assert "answers from scores-2026-04-19.parquet (as_of 2026-04-19)" in damaged[0]
+
+
+def test_no_readable_scores_file_is_not_scored_and_a_warning(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    (folder / "scores-2026-04-20.parquet").write_bytes(b"not parquet")
+    with caplog.at_level("WARNING", logger="lapse.serve"):
+        cache = serving.ScoresCache(folder)
+    assert serving.lookup(cache.get(), ["u1"]) == [{s.USER_ID: "u1", "scored": False}]
+    damaged = folder / "scores-2026-04-20.parquet"
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"damaged scores file {damaged}: {damaged}: cannot read: ")
+    assert "/lookup answers from none: every id is answered 'not scored'" in caplog.text
