@@ -16,6 +16,10 @@ longer than the run's mean interval per connection adds the requests that would 
 meanwhile), so one stall of S ms in a run puts ~S / interval samples between the interval and S:
 a single 200 ms stall in 5 s makes the p99 of a 1-client run ~100-200 ms. The p99s therefore
 count stalls of the service and of the machine; the CPU and run-queue columns tell them apart.
+
+Each measured run follows an unmeasured warm-up run of the same load (``--warm-seconds``, 1 s):
+the service warms its paths up before it is ready, and this keeps whatever is left (the
+connections, the client's own first requests) out of the measured p99s.
 """
 
 from __future__ import annotations
@@ -125,7 +129,13 @@ def _median_cpu_ms(call, repeats: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, help="Folder to keep the trained app in (reused).")
-    parser.add_argument("--seconds", type=int, default=8, help="Seconds per wrk run.")
+    parser.add_argument("--seconds", type=int, default=10, help="Seconds per measured wrk run.")
+    parser.add_argument(
+        "--warm-seconds",
+        type=int,
+        default=1,
+        help="Seconds of unmeasured load before each measured run (0: none).",
+    )
     parser.add_argument("--workers", type=int, default=1, help="Service workers (processes).")
     parser.add_argument(
         "--pin", action="store_true", help="Pin the service to the last core, wrk to the others."
@@ -245,6 +255,8 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
 
     def run(name: str, path: str, body: Path | None, c: int) -> None:
+        if args.warm_seconds:  # the same load, unmeasured
+            wrk(f"{server.url}{path}", body, c, args.warm_seconds, pids, pin)
         results[name] = wrk(f"{server.url}{path}", body, c, args.seconds, pids, pin)
 
     try:
@@ -260,7 +272,10 @@ def main() -> None:
     after = references()
 
     pinned = ", pinned to the last core (wrk to the others)" if args.pin else ""
-    print(f"\nservice: {args.workers} worker(s){pinned}")
+    print(
+        f"\nservice: {args.workers} worker(s){pinned}; each run {args.seconds} s, after "
+        f"{args.warm_seconds} s of the same load unmeasured"
+    )
     print(
         f"{'load':<46} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'CPU ms/req':>11} "
         f"{'run-queue ms/req':>17}"
