@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from features import schema as s
-from lapse.serve import ScoresCache
+from lapse.serve import ScoresCache, lookup
 from serving.scores import write_scores
 
 
@@ -39,8 +39,21 @@ def test_an_unreadable_newer_scores_file_keeps_the_last_scores_answering(
             now[0] += 6
             assert cache.get().get("u1")[0][s.CHURN_PROBABILITY] == 0.2
     warned = [r.getMessage() for r in caplog.records if "scores-2026-04-21" in r.getMessage()]
-    assert len(warned) == 1 and "keeps answering from scores-2026-04-20.parquet" in warned[0]
+    assert len(warned) == 1 and "answers from scores-2026-04-20.parquet (as_of a)" in warned[0]
     write_scores(_scores(0.9), newer)  # complete now: read at the next check
     now[0] += 6
     latest = cache.get()
     assert latest.path == newer and latest.get("u1")[0][s.CHURN_PROBABILITY] == 0.9
+
+
+def test_no_readable_scores_file_is_not_scored_and_a_warning(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    (folder / "scores-2026-04-20.parquet").write_bytes(b"not parquet")
+    with caplog.at_level("WARNING", logger="lapse.serve"):
+        cache = ScoresCache(folder)
+    assert lookup(cache.get(), ["u1"]) == [{s.USER_ID: "u1", "scored": False}]
+    damaged = folder / "scores-2026-04-20.parquet"
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"damaged scores file {damaged}: {damaged}: cannot read: ")
+    assert "/lookup answers from none: every id is answered 'not scored'" in caplog.text

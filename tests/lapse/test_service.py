@@ -754,16 +754,3 @@ def test_a_damaged_newest_scores_file_does_not_stop_the_service(
         damaged = [line for line in srv.log.read_text().splitlines() if "damaged scores" in line]
         assert len(damaged) == 1 and "scores-2026-04-20.parquet" in damaged[0]
         assert "answers from scores-2026-04-19.parquet (as_of 2026-04-19)" in damaged[0]
-
-
-def test_no_readable_scores_file_is_not_scored_and_a_warning(tmp_path: Path, caplog) -> None:
-    folder = tmp_path / "scores"
-    folder.mkdir()
-    (folder / "scores-2026-04-20.parquet").write_bytes(b"not parquet")
-    with caplog.at_level("WARNING", logger="lapse.serve"):
-        cache = serving.ScoresCache(folder)
-    assert serving.lookup(cache.get(), ["u1"]) == [{s.USER_ID: "u1", "scored": False}]
-    damaged = folder / "scores-2026-04-20.parquet"
-    (message,) = [r.getMessage() for r in caplog.records]
-    assert message.startswith(f"damaged scores file {damaged}: {damaged}: cannot read: ")
-    assert "/lookup answers from none: every id is answered 'not scored'" in caplog.text
