@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # SQLAlchemy is imported where a URL is parsed: settings stay
     import sqlalchemy as sa
 
 __all__ = [
+    "SHOWN_CHARS",
     "DatabaseUrl",
     "LapseError",
     "Section",

@@ -429,6 +429,7 @@ def metadata(served: ServedModel, latest: LatestScores | None = None) -> dict[st
 
 
 def _scores_source(latest: LatestScores) -> dict[str, Any]:
+    """Which scores file /lookup answers from, and the newer ones passed over as damaged."""
     return {
         "file": latest.path.name if latest.path else None,
         "as_of": latest.provenance.get("as_of"),

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
-from base import LapseError
+from base import SHOWN_CHARS, LapseError
 from features import duck
 from features import schema as s
 from features.settings import DEFAULT_MAX_PRICE
@@ -927,11 +927,23 @@ Detail = str | Callable[[pa.Array], pa.Array]
 
 
 def _detail(field_name: str, values: pa.Array) -> Callable[[pa.Array], pa.Array]:
-    """``field='value'`` for the given rows."""
+    """``field='value'`` for the given rows; a value over ``SHOWN_CHARS`` characters is cut,
+    with its length (the row's raw text keeps it whole): answers and logs repeat no megabyte."""
 
     def quote(rows: pa.Array) -> pa.Array:
         found = pc.coalesce(values.take(rows), "")
-        return pc.binary_join_element_wise(f"{field_name}='", found, "'", "")
+        longest = pc.max(pc.utf8_length(found)).as_py() if len(found) else 0
+        if (longest or 0) <= SHOWN_CHARS:
+            return pc.binary_join_element_wise(f"{field_name}='", found, "'", "")
+        return pa.array(
+            [
+                f"{field_name}='{v}'"
+                if len(v) <= SHOWN_CHARS
+                else f"{field_name}='{v[:SHOWN_CHARS]}…' ({len(v):,} characters)"
+                for v in found.to_pylist()
+            ],
+            pa.string(),
+        )
 
     return quote
 

@@ -115,3 +115,14 @@ def test_a_huge_whole_float_stays_huge_not_wrapped_to_a_negative() -> None:
 
     column = pa.chunked_array([pa.array([1e300, 9.99, 1767574009.0])])
     assert [float(v) for v in _as_text(column).to_pylist()] == [1e300, 9.99, 1767574009.0]
+
+
+def test_a_refused_callbacks_long_value_is_cut_in_its_detail() -> None:
+    """Regression (hostile review): the detail repeated a client's value whole (the service's
+    /score_events answer, the quarantine's detail); the raw text keeps it."""
+    long = {"activity_kind": "session", "created_at": "y" * 5000, "adid": "a", "os_name": "ios"}
+    short = {**long, "created_at": "soon"}
+    refused = callback_events([long, short]).rejected
+    assert [(r.index, r.reason) for r in refused] == [(0, "bad_timestamp"), (1, "bad_timestamp")]
+    assert refused[0].detail == f"created_at='{'y' * 80}…' (5,000 characters)"
+    assert refused[1].detail == "created_at='soon'"
