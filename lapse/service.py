@@ -204,7 +204,7 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
         elif loc[:1] == ["user_ids"] and error.get("type") == "string_type":
             found = error.get("input")
             message = f"expected an id as text, got {shown(found)}"
-            if isinstance(found, int | float) and not isinstance(found, bool):
+            if isinstance(found, int) and not isinstance(found, bool):  # a float is no id
                 message += f' (ids are strings: send "{found}")'
         else:
             message = error.get("msg", "invalid")
