@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import autogroup_warning
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -287,6 +289,8 @@ def main() -> None:
         )
     load = os.getloadavg()[0]
     print(f"machine: load average {load:.1f} (1 min) at the end, {os.cpu_count()} cores")
+    if warning := autogroup_warning():
+        print(f"machine: {warning}")
     print(f"\n{'in-process reference (median)':<46} {'before':>15} {'after':>15}   wall / CPU ms")
     for name in before:
         b, a = before[name], after[name]
