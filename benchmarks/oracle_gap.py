@@ -44,8 +44,9 @@ ROUNDS = (100, 200, 300, 450, 600, 800, 1100, 1500)
 
 def hidden_drivers(index, subscribers):
     """The generator's hidden drivers of each snapshot row (user, platform, as_of): engagement
-    at the cut-off (its level at the first purchase plus the trend per 30 days since, clipped as
-    the simulator does), trend, intent, payment-failure logit, price sensitivity."""
+    at the cut-off (its level at install plus the trend per 30 days since the first purchase,
+    clipped as the simulator does; the truth has no install day, a few days earlier), trend,
+    intent, payment-failure logit, price sensitivity."""
     import numpy as np
     import pandas as pd
 
