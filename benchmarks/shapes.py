@@ -157,16 +157,18 @@ def prepare_app(shape: str, users: int, seed: int, folder: Path, config, days: i
 
 
 def snapshot_cache(folder: Path, config) -> tuple[Path, Path]:
-    """(snapshots, chosen app events) files of ``folder`` for ``config``'s feature settings:
-    the default settings' are ``snapshots.parquet`` and ``app_events.json``; other settings
-    (``--set features.windows=...``) get files of their own, named by a hash of the section."""
+    """(snapshots, chosen app events) files of ``folder`` for ``config``'s feature definition
+    and labels (the horizon): the defaults' are ``snapshots.parquet`` and ``app_events.json``;
+    others (``--set features.windows=...``) get files of their own, named by a hash of both."""
     import hashlib
 
     from training.settings import TrainConfig
 
-    if config.features == TrainConfig().features:
+    default = TrainConfig()
+    if (config.definition, config.labels) == (default.definition, default.labels):
         return folder / "snapshots.parquet", folder / "app_events.json"
-    text = json.dumps(config.features.model_dump(mode="json"), sort_keys=True)
+    key = {"features": config.definition, "labels": config.labels}
+    text = json.dumps({k: v.model_dump(mode="json") for k, v in key.items()}, sort_keys=True)
     tag = hashlib.sha256(text.encode()).hexdigest()[:10]
     return folder / f"snapshots-{tag}.parquet", folder / f"app_events-{tag}.json"
 

@@ -54,3 +54,5 @@ def test_snapshot_cache_is_shared_by_default_settings_and_separate_for_other_fea
     assert mine[0] != plain[0] and mine[0] != theirs[0]
     assert mine[0].name.startswith("snapshots-") and mine[1].name.startswith("app_events-")
     assert shapes.snapshot_cache(tmp_path, wider) == mine  # stable across calls
+    longer = shapes.throwaway_config(tmp_path, "t", 1, {"labels": {"horizon_days": 60}})
+    assert shapes.snapshot_cache(tmp_path, longer)[0] not in (plain[0], mine[0])
