@@ -3,6 +3,10 @@ the tuned logistic regression measured on the same hold-out rows in the same run
 
     python benchmarks/shapes.py                                  # every shape, 3,000 users each
     python benchmarks/shapes.py --shapes no-trials,foreign --users 1200 --trials 3
+    python benchmarks/shapes.py --shapes foreign --users 10000 --set optuna.selection_se=0
+
+``--set section.key=value`` changes a training setting for the run (a ``features`` setting
+builds and caches snapshots of its own in the ``--work`` folder, next to the default ones).
 
 For each shape: generate the app (``SyntheticConfig(shape=...)``), ingest it, build snapshots
 exactly as ``lapse train`` does (``train_store``'s steps) and run ``train_snapshots`` (Optuna x
@@ -124,7 +128,7 @@ def prepare_app(shape: str, users: int, seed: int, folder: Path, config, days: i
     from training.train import load_truth
 
     raw, store = folder / "synthetic", folder / "store"
-    cached = folder / "snapshots.parquet"
+    cached, chosen_file = snapshot_cache(folder, config)
     if not cached.exists():
         app = SyntheticConfig(shape=shape, users=users, seed=seed, days=days)
         generate(app, raw, overwrite=True)
@@ -134,7 +138,7 @@ def prepare_app(shape: str, users: int, seed: int, folder: Path, config, days: i
     definition = config.definition
     if cached.exists():
         frame = pd.read_parquet(cached)
-        chosen = tuple(json.loads((folder / "app_events.json").read_text()))
+        chosen = tuple(json.loads(chosen_file.read_text()))
     else:
         events = read_events(store, config.features)
         cutoffs = sorted(pd.to_datetime(truth[schema.AS_OF], utc=True).unique())
@@ -145,34 +149,81 @@ def prepare_app(shape: str, users: int, seed: int, folder: Path, config, days: i
         frame = snapshots(events, cutoffs, horizon, definition.model_copy(update=update))
         del events
         frame.to_parquet(cached)
-        (folder / "app_events.json").write_text(json.dumps(list(chosen)))
+        chosen_file.write_text(json.dumps(list(chosen)))
     config = config.model_copy(
         update={"features": definition.model_copy(update={"app_events_chosen": chosen})}
     )
     return frame, truth, config
 
 
-def throwaway_config(folder: Path, name: str, trials: int):
-    """Default training settings with MLflow and a fresh Optuna study in ``folder`` (a study of
-    the same data would resume, not search again)."""
+def snapshot_cache(folder: Path, config) -> tuple[Path, Path]:
+    """(snapshots, chosen app events) files of ``folder`` for ``config``'s feature definition
+    and labels (the horizon): the defaults' are ``snapshots.parquet`` and ``app_events.json``;
+    others (``--set features.windows=...``) get files of their own, named by a hash of both."""
+    import hashlib
+
     from training.settings import TrainConfig
 
-    return TrainConfig().replace(
-        mlflow=dict(
-            experiment=name,
-            registered_model=name,
-            tracking_uri=f"sqlite:///{(folder / f'mlflow-{time.time_ns()}.db').resolve()}",
-            artifact_location=(folder / "mlruns").resolve().as_uri(),
-        ),
-        optuna=dict(
-            storage=f"sqlite:///{(folder / f'optuna-{time.time_ns()}.db').resolve()}",
-            n_trials=trials,
-        ),
+    default = TrainConfig()
+    if (config.definition, config.labels) == (default.definition, default.labels):
+        return folder / "snapshots.parquet", folder / "app_events.json"
+    key = {"features": config.definition, "labels": config.labels}
+    text = json.dumps({k: v.model_dump(mode="json") for k, v in key.items()}, sort_keys=True)
+    tag = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return folder / f"snapshots-{tag}.parquet", folder / f"app_events-{tag}.json"
+
+
+def overrides(pairs: list[str]) -> dict[str, dict]:
+    """``--set section.key=value`` pairs as ``TrainConfig.replace`` sections; a value is read
+    as JSON where it parses (``0``, ``[7, 14, 28, 56]``), else as a string."""
+    sections: dict[str, dict] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise SystemExit(
+                f"--set {pair!r}: expected section.key=value, e.g. optuna.selection_se=0"
+            )
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        sections.setdefault(section, {})[name] = parsed
+    return sections
+
+
+def throwaway_config(folder: Path, name: str, trials: int, changes: dict | None = None):
+    """Default training settings (with ``changes``, sections as ``overrides`` gives them) with
+    MLflow and a fresh Optuna study in ``folder`` (a study of the same data would resume, not
+    search again)."""
+    from training.settings import TrainConfig
+
+    return (
+        TrainConfig()
+        .replace(**(changes or {}))
+        .replace(
+            mlflow=dict(
+                experiment=name,
+                registered_model=name,
+                tracking_uri=f"sqlite:///{(folder / f'mlflow-{time.time_ns()}.db').resolve()}",
+                artifact_location=(folder / "mlruns").resolve().as_uri(),
+            ),
+            optuna=dict(
+                storage=f"sqlite:///{(folder / f'optuna-{time.time_ns()}.db').resolve()}",
+                n_trials=trials,
+            ),
+        )
     )
 
 
 def run_shape(
-    shape: str, users: int, trials: int, seed: int, folder: Path, days: int = 120
+    shape: str,
+    users: int,
+    trials: int,
+    seed: int,
+    folder: Path,
+    days: int = 120,
+    changes: dict | None = None,
 ) -> dict:
     """Generate, ingest and train one app; hold-out scores of the three scorers and the run's
     validation numbers."""
@@ -192,7 +243,7 @@ def run_shape(
     from training.train import _xy, constant_features, train_snapshots
 
     clock = time.perf_counter()
-    config = throwaway_config(folder, f"shapes-{shape}", trials)
+    config = throwaway_config(folder, f"shapes-{shape}", trials, changes)
     frame, truth, config = prepare_app(shape, users, seed, folder, config, days)
     horizon = config.labels.horizon_days
     prepared = time.perf_counter() - clock
@@ -274,6 +325,14 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=300, help="bootstrap resamples")
     parser.add_argument("--work", type=Path, help="folder for data, MLflow, Optuna (default: tmp)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change a training setting, e.g. optuna.selection_se=0 or features.windows=[7,28,56]"
+        " (repeatable; feature settings get their own cached snapshots)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import logging
@@ -283,12 +342,15 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     work = args.work or Path(tempfile.mkdtemp(prefix="lapse-bench-shapes-"))
+    changes = overrides(args.set)
     report = []
     from training.splits import DataSufficiencyError
 
     for shape in args.shapes.split(","):
         try:
-            run = run_shape(shape, args.users, args.trials, args.seed, work / shape, args.days)
+            run = run_shape(
+                shape, args.users, args.trials, args.seed, work / shape, args.days, changes
+            )
         except DataSufficiencyError as exc:  # e.g. annual plans: few renewals in 30 days
             print(f"\n== {shape}: {args.users:,} users: not measured: {exc}", flush=True)
             continue
@@ -303,7 +365,8 @@ def main() -> None:
         row |= {"stats": stats, "gap_z": gap, "gap_z_rows": gap_rows, "valid_se_boot": reference}
         report.append(row)
         print(
-            f"\n== {shape}: {args.users:,} users, {args.trials} trials; hold-out "
+            f"\n== {shape}: {args.users:,} users, {args.trials} trials"
+            f"{''.join(f', {pair}' for pair in args.set)}; hold-out "
             f"{run['holdout_rows']:,} rows ({run['holdout_churners']:,} churners); generate+ingest "
             f"{run['prepare_s']:.0f} s, train {run['train_s']:.0f} s",
             flush=True,
