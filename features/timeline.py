@@ -57,7 +57,8 @@ def to_timestamp(when: date | datetime | str | pd.Timestamp) -> pd.Timestamp:
     if isinstance(when, date) and not isinstance(when, datetime):
         when = datetime(when.year, when.month, when.day, tzinfo=UTC)
     try:
-        ts = pd.Timestamp(when)
+        # pandas reads "now" and "today" off the clock: a cut-off is explicit, never the clock's
+        ts = pd.NaT if isinstance(when, str) and when in ("now", "today") else pd.Timestamp(when)
         ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
         ts = ts.as_unit("ns")  # times are compared as epoch ns/µs: beyond 1677..2262 they overflow
     except (ValueError, TypeError, OverflowError):  # OutOfBoundsDatetime is a ValueError

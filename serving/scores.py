@@ -288,8 +288,12 @@ def latest_scores(folder: str | Path) -> LatestScores:
 
 
 def _read_latest(path: Path, damaged: tuple[tuple[Path, str], ...]) -> LatestScores:
+    if not path.is_file():  # a folder of that name (a dataset) would read as no scores at all
+        raise ScoresFileError(f"{path}: cannot read: not a file")
     try:
         table = pq.read_table(path)
+        if USER_ID not in table.column_names:  # an empty table has no row to miss it in
+            raise KeyError(USER_ID)
         metadata = table.schema.metadata or {}
         provenance = json.loads(metadata.get(PROVENANCE_METADATA.encode(), b"{}"))
         rows = table.to_pylist()

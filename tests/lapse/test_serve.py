@@ -57,3 +57,26 @@ def test_no_readable_scores_file_is_not_scored_and_a_warning(tmp_path: Path, cap
     (message,) = [r.getMessage() for r in caplog.records]
     assert message.startswith(f"damaged scores file {damaged}: {damaged}: cannot read: ")
     assert "/lookup answers from none: every id is answered 'not scored'" in caplog.text
+
+
+def test_a_folder_or_a_file_without_ids_named_as_scores_is_passed_over(
+    tmp_path: Path, caplog
+) -> None:
+    """Regression (hostile review): a folder named scores-<newer day>.parquet, or a Parquet
+    file with no user_id column and no rows, was taken as the newest scores: every id answered
+    "not scored" and nothing said why."""
+    folder = tmp_path / "scores"
+    write_scores(_scores(0.2), folder / "scores-2026-04-20.parquet", provenance={"as_of": "a"})
+    (folder / "scores-2026-04-22.parquet").mkdir()
+    pd.DataFrame({"other": pd.Series([], dtype="float64")}).to_parquet(
+        folder / "scores-2026-04-21.parquet"
+    )
+    with caplog.at_level(logging.WARNING, logger="lapse.serve"):
+        latest = ScoresCache(folder).get()
+    assert latest.path == folder / "scores-2026-04-20.parquet"
+    assert latest.get("u1")[0][s.CHURN_PROBABILITY] == 0.2
+    assert [(p.name, why.rsplit(": ", 1)[-1]) for p, why in latest.damaged] == [
+        ("scores-2026-04-22.parquet", "not a file"),
+        ("scores-2026-04-21.parquet", "no 'user_id' column"),
+    ]
+    assert "scores-2026-04-22.parquet: cannot read: not a file" in caplog.text
