@@ -325,6 +325,12 @@ def main() -> None:
     if args.child:
         child(args.store, args.on, args.model, args.out, args.max_memory_gib, args.partitions, dask)
         return
+    sys.path.insert(0, str(Path(__file__).parent))  # for benchmarks/machine.py alone: its
+    from machine import autogroup_warning  # neighbours (features.py, ...) would hide packages
+
+    sys.path.pop(0)
+    if warning := autogroup_warning():
+        print(f"machine: {warning}", flush=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="lapse-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     base = args.base or (
