@@ -90,27 +90,17 @@ def main() -> None:
     import shapes
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from features import schema
     from features.build import feature_registry
     from training.evaluate import join_truth, oracle_ratio, tuned_logreg
     from training.pipeline import classifier, feature_types, fit_classifier, preprocessor
-    from training.splits import split_rows, time_split
-    from training.train import _xy, constant_features
     from training.tune import first_trial
 
     if not (args.work / "snapshots.parquet").exists():
         raise SystemExit(f"{args.work}: no snapshots.parquet; run benchmarks/shapes.py --work")
     config = shapes.throwaway_config(args.work, "oracle-gap", 1)
     frame, truth, config = shapes.prepare_app("default", 0, 0, args.work, config)
-    t, horizon = config.training, config.labels.horizon_days
-    labelled = frame[frame[schema.CHURNED].notna()]
-    split = time_split(
-        labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
-    )
-    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
-    (X, y), (Xv, yv), (Xh, yh) = (_xy(parts[n]) for n in ("train", "valid", "holdout"))
-    dropped = constant_features(X)
-    X, Xv, Xh = (f.drop(columns=dropped) for f in (X, Xv, Xh))
+    t = config.training
+    (X, y), (Xv, yv), (Xh, yh), _ = shapes.run_rows(frame, config)
     registry = feature_registry(config.features)
     oracle = join_truth(Xh.index, truth).to_numpy(dtype=float)
     known = np.isfinite(oracle)

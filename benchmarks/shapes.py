@@ -216,6 +216,24 @@ def throwaway_config(folder: Path, name: str, trials: int, changes: dict | None 
     )
 
 
+def run_rows(frame, config):
+    """The training run's own rows again (the same split and seed: deterministic): train,
+    validation and hold-out ``(X, y)``, without the constant features the run drops, and those."""
+    from features import schema
+    from training.splits import split_rows, time_split
+    from training.train import _xy, constant_features
+
+    t = config.training
+    labelled = frame[frame[schema.CHURNED].notna()]
+    cutoffs = labelled.index.get_level_values(schema.AS_OF).unique()
+    split = time_split(cutoffs, config.labels.horizon_days, t.valid_cutoffs)
+    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
+    (X, y), (Xv, yv), (Xh, yh) = (_xy(parts[n]) for n in ("train", "valid", "holdout"))
+    dropped = constant_features(X)
+    X, Xv, Xh = (f.drop(columns=dropped) for f in (X, Xv, Xh))
+    return (X, y), (Xv, yv), (Xh, yh), dropped
+
+
 def run_shape(
     shape: str,
     users: int,
@@ -239,13 +257,11 @@ def run_shape(
         tuned_logreg,
     )
     from training.pipeline import feature_types
-    from training.splits import split_rows, time_split
-    from training.train import _xy, constant_features, train_snapshots
+    from training.train import train_snapshots
 
     clock = time.perf_counter()
     config = throwaway_config(folder, f"shapes-{shape}", trials, changes)
     frame, truth, config = prepare_app(shape, users, seed, folder, config, days)
-    horizon = config.labels.horizon_days
     prepared = time.perf_counter() - clock
     clock = time.perf_counter()
     result = train_snapshots(frame, config, truth)
@@ -253,14 +269,7 @@ def run_shape(
 
     # the run's own rows and baselines, again (deterministic: same split, same seed)
     t = config.training
-    labelled = frame[frame[schema.CHURNED].notna()]
-    split = time_split(
-        labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
-    )
-    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
-    (X, y), (Xv, yv), (Xh, yh) = (_xy(parts[n]) for n in ("train", "valid", "holdout"))
-    dropped = constant_features(X)
-    X, Xv, Xh = (f.drop(columns=dropped) for f in (X, Xv, Xh))
+    (X, y), (Xv, yv), (Xh, yh), dropped = run_rows(frame, config)
     registry = feature_registry(config.features)
     # the time-split model: the registered refit (training.refit) has seen the hold-out
     evaluated = result.evaluation_model or result.model
