@@ -23,6 +23,13 @@ class StoreSettings(Section):
         description="Root of the Parquet event store (quarantine in <path>/quarantine/, rescore "
         "scores in <path>/scores/); a folder or an object-store path.",
     )
+    compact_files: int = Field(
+        8,
+        ge=0,
+        description="After an ingest, a month holding more than this many event files is "
+        "rewritten as one (0: never): each commit adds a file a month, and every partitioned "
+        "read (rescore, features) opens every file of a month, so many small files cost time.",
+    )
 
 
 #: Above this a revenue_float is implausible (IngestSettings.max_price says why).

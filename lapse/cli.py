@@ -227,6 +227,14 @@ def ingest(
             "are stored and leave the quarantine (after a rule or setting was fixed).",
         ),
     ] = False,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact",
+            help="After the ingest (or alone, without SRC), rewrite every month holding more "
+            "than one event file as one; months above store.compact_files are always rewritten.",
+        ),
+    ] = False,
 ) -> None:
     """Add Adjust exports to the Parquet event store: validate, deduplicate, quarantine bad rows.
 
@@ -240,16 +248,25 @@ def ingest(
         raise typer.BadParameter(
             "give SRC files or folders, or --reprocess-quarantine, not both", param_hint="SRC"
         )
-    if not reprocess_quarantine and not sources:
+    if reprocess_quarantine and compact:
         raise typer.BadParameter(
-            "nothing to ingest: give SRC files or folders (or --reprocess-quarantine)",
+            "give --reprocess-quarantine or --compact, not both (run them one after the other)",
+            param_hint="--compact",
+        )
+    if not reprocess_quarantine and not sources and not compact:
+        raise typer.BadParameter(
+            "nothing to ingest: give SRC files or folders (or --reprocess-quarantine, --compact)",
             param_hint="SRC",
         )
+    if compact and not sources:
+        with progress_bars() as report:
+            render.compaction(jobs.compact(settings, report))
+        return
     if reprocess_quarantine:
         summary = jobs.reprocess_quarantine(settings, now)
     else:
         with progress_bars() as report:
-            summary = jobs.ingest(settings, sources or [], now, report)
+            summary = jobs.ingest(settings, sources or [], now, report, compact=compact)
     render.ingest(summary)
     if summary.rows_read and not summary.rows_stored and not summary.duplicates:
         # every row refused: most likely a rule or setting (ingest.earliest, the id column)

@@ -17,6 +17,7 @@ from training.drift import SCORE
 
 if TYPE_CHECKING:  # the results' types only: rendering a sync does not load the model stack
     from features.ingest import IngestSummary
+    from features.ingest.store import Compaction
     from features.synthetic import GenerationSummary
     from features.synthetic.calibration import TruthCheck
     from lapse.jobs import (
@@ -90,6 +91,7 @@ def ingest(summary: IngestSummary) -> None:
         ("rows quarantined", summary.rows_quarantined),
         *((f"  {reason}", n) for reason, n in summary.quarantined.items()),
         ("commits", summary.commits),
+        *compaction_rows(summary.compaction),
     ]
     if summary.already_retried:
         rows.append(
@@ -104,6 +106,24 @@ def ingest(summary: IngestSummary) -> None:
     if summary.seen_before:
         seen = list(summary.seen_before.items())
         out.print(table("Seen before, not all stored then (not read again)", seen))
+
+
+def compaction_rows(done: Compaction) -> list[tuple[str, Any]]:
+    """Summary rows of a store compaction: none when no month needed it."""
+    if not done.months:
+        return []
+    months = f"{done.months[0]} to {done.months[-1]}" if len(done.months) > 1 else done.months[0]
+    return [
+        ("months compacted", f"{len(done.months)} ({months})"),
+        ("  event files before / after", f"{done.files_before:,} / {done.files_after:,}"),
+        ("  rows rewritten", done.rows),
+        ("  seconds", round(done.seconds, 1)),
+    ]
+
+
+def compaction(done: Compaction) -> None:
+    rows = compaction_rows(done) or [("months compacted", "none (no month holds several files)")]
+    out.print(table("Compacted", rows))
 
 
 def features(result: FeaturesResult) -> None:

@@ -43,8 +43,10 @@ from features.ingest.adjust import (
 from features.ingest.store import (
     HEADER,
     MANIFEST,
+    Compaction,
     Manifest,
     commit,
+    compact_months,
     load_quarantine,
     month_of,
     quarantine_file,
@@ -53,7 +55,7 @@ from features.ingest.store import (
     stored_keys,
     writer_lock,
 )
-from features.settings import DEFAULT_MAX_PRICE, IngestSettings
+from features.settings import DEFAULT_MAX_PRICE, IngestSettings, StoreSettings
 
 #: Called as progress(stage, done, total), e.g. lapse.console.progress_bars()'s report.
 Progress = Callable[[str, int, int], None]
@@ -102,6 +104,8 @@ class IngestSummary:
     #: files seen before whose rows were not all stored then (rejected whole, read in part, or
     #: with quarantined rows) -> what happened to them, and how to have them read again
     seen_before: dict[str, str] = field(default_factory=dict)
+    #: the months rewritten as one file each at the end (``store.compact_months``)
+    compaction: Compaction = field(default_factory=Compaction)
 
     @property
     def rows_quarantined(self) -> int:
@@ -247,13 +251,15 @@ def ingest(
     *,
     progress: Progress | None = None,
     now: datetime | None = None,
+    compact_files: int = StoreSettings().compact_files,
 ) -> IngestSummary:
     """Add the given files and folders to the event store at ``store``; see the module doc.
 
     ``settings`` are the ``[ingest]`` rules (default: their defaults). Times outside
     [``earliest``, ``now`` + ``max_future_days``) are quarantined as ``implausible_time``;
     ``now`` (aware, or naive UTC) is the caller's clock (`lapse ingest` passes the run's start);
-    without it only times past 2100 count as from the future.
+    without it only times past 2100 count as from the future. At the end, each month holding
+    more than ``compact_files`` event files (0: never) is rewritten as one (``store.compact``).
     """
     rules = Rules.of(settings, now)
     store = Path(store)
@@ -296,6 +302,10 @@ def ingest(
         if batch.reads:
             manifest = _flush(store, manifest, batch, keys, summary, rules)
         report("rows", summary.rows_read, summary.rows_read)
+        if compact_files:
+            manifest, summary.compaction = compact_months(
+                store, manifest, compact_files, progress=report
+            )
     summary.quarantined = dict(sorted(summary.quarantined.items()))
     return summary
 

@@ -28,6 +28,7 @@ StepDone = Callable[[str, Any], None]
 _HOMES = {
     "store": (
         "FeaturesResult",
+        "compact",
         "features",
         "generate",
         "ingest",
@@ -119,6 +120,7 @@ if TYPE_CHECKING:  # what a type checker and an IDE see: every name, eagerly
     )
     from lapse.jobs.store import (
         FeaturesResult,
+        compact,
         features,
         generate,
         ingest,

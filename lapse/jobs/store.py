@@ -14,6 +14,8 @@ from features.from_store import StoreFeatures, store_features
 from features.ingest import IngestSummary, StoreError
 from features.ingest import ingest as ingest_files
 from features.ingest import reprocess_quarantine as retry_quarantine
+from features.ingest.store import Compaction
+from features.ingest.store import compact as compact_store
 from features.settings import feature_definition
 from features.synthetic import GenerationSummary, SyntheticConfig
 from features.synthetic import generate as generate_app
@@ -51,12 +53,28 @@ def ingest(
     sources: Sequence[Path],
     now: datetime | None = None,
     progress: Progress | None = None,
+    compact: bool = False,
 ) -> IngestSummary:
     """Add Adjust exports to the event store (``store.path``) under the ``[ingest]`` rules; bad
     files are listed in the summary's ``bad_files`` (everything readable is stored). Times more
-    than ``ingest.max_future_days`` after ``now`` (default: the clock) are implausible."""
+    than ``ingest.max_future_days`` after ``now`` (default: the clock) are implausible. Months
+    with more than ``store.compact_files`` files are compacted after (``compact``: any month
+    with more than one)."""
     now = now or datetime.now(UTC)  # the application's edge reads the clock, once
-    return ingest_files(sources, settings.store.path, settings.ingest, progress=progress, now=now)
+    return ingest_files(
+        sources,
+        settings.store.path,
+        settings.ingest,
+        progress=progress,
+        now=now,
+        compact_files=1 if compact else settings.store.compact_files,
+    )
+
+
+def compact(settings: Settings, progress: Progress | None = None) -> Compaction:
+    """Rewrite each month of the event store (``store.path``) that holds more than one event
+    file as one, so partitioned reads open one file a month."""
+    return compact_store(settings.store.path, 1, progress=progress)
 
 
 def reprocess_quarantine(settings: Settings, now: datetime | None = None) -> IngestSummary:
