@@ -8,7 +8,10 @@
 The N-million stores are the 100k store's events replicated on disk with new user ids
 (``<id>~r<k>``: each copy is another set of subscribers with the same histories), each copy
 committed through the store's own ``commit`` (bucket column, bucket order), so the 5M store holds
-the 1M store's files plus more (hard links) and so on. The champion is a model trained (3 Optuna
+the 1M store's files plus more (hard links) and so on. Each sized store is then compacted once
+(``features.ingest.store.compact``: one bucket-ordered file a month, as an app's ingests leave
+it past ``store.compact_files``), timed apart from the rescores and recorded as ``compact_s``
+(``compacted.json`` in the store: a rerun reuses it). The champion is a model trained (3 Optuna
 trials) on a separate 5,000-user app. Each rescore runs in its own child process; this process
 polls the memory (RSS) of that child and every process under it (the cluster's scheduler and
 workers) every 0.2 s and records each process's peak and the peak of their sum.
@@ -156,14 +159,41 @@ def _write_copy(base: str, copy: int, folder: str) -> str:
     return folder
 
 
-def _store(root: Path, k: int, copies: list[Path]) -> Path:
-    """The store of the first ``k`` copies: their files hard-linked, their commits in order."""
-    from features.ingest.store import MANIFEST, Manifest, read_manifest
+def _store(root: Path, k: int, copies: list[Path]) -> tuple[Path, float]:
+    """The store of the first ``k`` copies (their files hard-linked, their commits in order),
+    compacted once to a file a month; and the compaction's seconds (as recorded when it ran)."""
+    from features.ingest.store import compact
 
     store = root / f"x{k}"
+    done = store / "compacted.json"  # written once compacted: a rerun does not redo it
+    if not _merged(store, k, copies) and done.is_file():
+        return store, json.loads(done.read_text())["seconds"]
+    done.unlink(missing_ok=True)
+    print(f"{k:>4} copies: compacting the store ...", flush=True)
+    result = compact(store)
+    record = {
+        "seconds": result.seconds,
+        "months": len(result.months),
+        "files_before": result.files_before,
+        "files_after": result.files_after,
+        "rows": result.rows,
+    }
+    done.write_text(json.dumps(record))
+    print(
+        f"{k:>4} copies: compacted {record['months']} months, {result.files_before} files -> "
+        f"{result.files_after}, {result.rows:,} rows in {result.seconds:.0f} s",
+        flush=True,
+    )
+    return store, result.seconds
+
+
+def _merged(store: Path, k: int, copies: list[Path]) -> bool:
+    """Write ``store`` as the merge of the first ``k`` copies unless it is one; True if written."""
+    from features.ingest.store import MANIFEST, Manifest, read_manifest
+
     marker = store / "copies.txt"
     if (store / MANIFEST).is_file() and marker.is_file() and marker.read_text() == str(k):
-        return store
+        return False
     merged = Manifest()
     for folder in copies[:k]:
         one = read_manifest(folder)
@@ -179,7 +209,7 @@ def _store(root: Path, k: int, copies: list[Path]) -> Path:
             merged.commits.append(dict(c, commit=number))
     (store / MANIFEST).write_text(merged.to_json())
     marker.write_text(str(k))
-    return store
+    return True
 
 
 def _copies(base: Path, root: Path, upto: int, have: list[Path], jobs: int) -> list[Path]:
@@ -348,7 +378,7 @@ def main() -> None:
     copies: list[Path] = []
     for k in sizes:  # each size measured as soon as it is written: a cut-short run keeps results
         copies = _copies(base, work / "copies", k, copies, args.jobs)
-        store = _store(work / "stores", k, copies)
+        store, compact_s = _store(work / "stores", k, copies)
         for where in places:
             if where != "in-process" and k not in local_sizes:
                 continue
@@ -360,6 +390,7 @@ def main() -> None:
             ]  # fmt: skip
             r = _measure(cmd)
             r.update(copies=k, where=where, at=datetime.now(UTC).isoformat(timespec="seconds"))
+            r.update(compact_s=compact_s)  # once per store, before its runs; not in "seconds"
             r.update(tag=args.tag, dask=dask)
             runs[k, where] = r
             top = ", ".join(f"{n} {g:.2f}" for n, g in r["peaks_gib"][:4])
@@ -367,7 +398,8 @@ def main() -> None:
                 f"{k:>4} copies {where:<10} {r['seconds']:8.1f} s  cpu {r['cpu_s']:8.1f} s  "
                 f"load {r['load'][0]:g}..{r['load'][1]:g}  events {r['events']:>12,}  "
                 f"scored {r['scored']:>10,}  partitions {r['partitions']:>3}  "
-                f"(cluster start {r['cluster_s']:.1f} s)  "
+                f"(cluster start {r['cluster_s']:.1f} s; store compaction, once, "
+                f"{compact_s:.1f} s)  "
                 f"peak sum {r['peak_sum_gib']:.2f} GiB  (per process: {top})  "
                 f"cpu user/system by process: {r['cpu_by_process']}",
                 flush=True,

@@ -18,6 +18,10 @@ Each event file also holds ``bucket``, the subscriber's hash bucket
 subscribers skips the other row groups by their statistics. Files of commits before this column
 existed (no ``bucketed`` mark in the manifest) stay readable: their buckets are computed as they
 are read.
+
+``compact`` rewrites a month's files as one (every commit adds a file a month, and a partition's
+reader opens every file of a month): the new file is published by a commit of its own that lists
+the files it replaced, which leave their commits' lists; sources keep their commit numbers.
 """
 
 from __future__ import annotations
@@ -517,10 +521,11 @@ def load_quarantine(store: str | os.PathLike[str]) -> pd.DataFrame:
 
 # --- compaction ---------------------------------------------------------------------------------
 
-#: Rows of one month a compaction holds at once: one bucket range read from every file (~360 B
-#: a row in Arrow, measured on the generated app), its sorted copy and the carried row-group
-#: tail, ~0.8 GiB at 1M rows, whatever the month's size.
-COMPACT_CHUNK_ROWS: Final = 1_000_000
+#: Rows of one month a compaction sorts at once (a bucket range from every file). Its peak is
+#: ~1.4 KiB a chunk row (the Arrow rows, their sorted copy, the writer's buffers) plus one decoded
+#: row group a file being merged: measured at 20 files a month, 1.0-1.6 GiB with 0.22M-row chunks,
+#: 1.8-1.9 GiB with 0.76M (docs/benchmarks.md); an ingest usually merges store.compact_files + 1.
+COMPACT_CHUNK_ROWS: Final = 500_000
 
 
 @dataclass(frozen=True)
@@ -636,8 +641,13 @@ def _write_compacted(
     store: Path, path: Path, files: Sequence[tuple[str, bool]], chunk_rows: int
 ) -> int:
     """The rows of ``files`` (in order) as one file ordered by (bucket, ts), ties in file order
-    (as one commit of them all would write it), built a bucket range at a time; rows written."""
-    total = sum(pq.ParquetFile(store / rel).metadata.num_rows for rel, _ in files)
+    (as one commit of them all would write it), built a bucket range at a time; rows written.
+
+    Each file is bucket-ordered, so each is read once, row group by row group, and a range
+    takes a prefix of what each has read: every row group is decoded once, however many files.
+    """
+    cursors = [_Cursor(store / rel, bucketed) for rel, bucketed in files]
+    total = sum(c.rows for c in cursors)
     chunks = max(1, -(-total // chunk_rows))
     path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -650,10 +660,10 @@ def _write_compacted(
         )
         carry = BUCKETED_SCHEMA.empty_table()
         for index in range(chunks):
-            first, last = bucket_range(index, chunks)
-            parts = [carry, *(_bucket_range(store / rel, b, first, last) for rel, b in files)]
-            table = pa.concat_tables(parts)
-            rest = table.slice(carry.num_rows)
+            last = bucket_range(index, chunks)[1]
+            rest = pa.concat_tables(
+                [BUCKETED_SCHEMA.empty_table()] + [c.take(last) for c in cursors]
+            )
             order = pc.sort_indices(rest, [(BUCKET, "ascending"), (s.TS, "ascending")])
             table = pa.concat_tables([carry, rest.take(order)])  # sort_indices is stable
             whole = table.num_rows - table.num_rows % EVENT_ROW_GROUP_ROWS
@@ -671,20 +681,34 @@ def _write_compacted(
     return written
 
 
-def _bucket_range(path: Path, bucketed: bool, first: int, last: int) -> pa.Table:
-    """One file's rows with ``first <= bucket < last`` in BUCKETED_SCHEMA, in file order (the
-    buckets of a file from before the bucket column are computed as it is read)."""
-    if bucketed:
-        in_range = (ds.field(BUCKET) >= first) & (ds.field(BUCKET) < last)
-        data = ds.dataset([str(path)], schema=BUCKETED_SCHEMA, format="parquet")
-        return data.to_table(filter=in_range).combine_chunks()
-    tables = [BUCKETED_SCHEMA.empty_table()]
-    for batch in ds.dataset([str(path)], schema=EVENT_SCHEMA, format="parquet").to_batches():
-        buckets = subscriber_buckets(batch.column(s.USER_ID), batch.column(s.PLATFORM))
-        mine = pc.and_(pc.greater_equal(buckets, first), pc.less(buckets, last))
-        table = pa.Table.from_batches([batch]).append_column(BUCKET, buckets)
-        tables.append(table.filter(mine).cast(BUCKETED_SCHEMA))
-    return pa.concat_tables(tables)
+class _Cursor:
+    """One event file read forward in bucket order, a row group at a time (a file from before
+    the bucket column is read whole, its buckets computed and its rows put in bucket order)."""
+
+    def __init__(self, path: Path, bucketed: bool) -> None:
+        self.rows = pq.ParquetFile(path).metadata.num_rows
+        if bucketed:  # a row group at a time (Parquet decodes no less), in file order
+            data = ds.dataset([str(path)], schema=BUCKETED_SCHEMA, format="parquet")
+            groups = (g for whole in data.get_fragments() for g in whole.split_by_row_group())
+            self.groups = (g.to_table(schema=BUCKETED_SCHEMA) for g in groups)
+        else:
+            table = ds.dataset([str(path)], schema=EVENT_SCHEMA, format="parquet").to_table()
+            self.groups = iter([with_buckets(table)])  # a stable sort: ties keep file order
+        self.pending = BUCKETED_SCHEMA.empty_table()
+
+    def take(self, last: int) -> pa.Table:
+        """The rows not taken yet with a bucket below ``last``, in file order."""
+        parts = [self.pending]
+        while not parts[-1].num_rows or parts[-1].column(BUCKET)[-1].as_py() < last:
+            group = next(self.groups, None)
+            if group is None:
+                break
+            parts.append(group)
+        pending = pa.concat_tables(parts)  # no copy: the batches are referenced
+        buckets = pending.column(BUCKET).to_numpy()
+        cut = int(np.searchsorted(buckets, last, side="left"))
+        out, self.pending = pending.slice(0, cut), pending.slice(cut)
+        return out
 
 
 def _remove_files(store: Path, rels: Sequence[str]) -> None:
