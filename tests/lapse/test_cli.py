@@ -607,3 +607,35 @@ def test_sigterm_stops_a_job_as_ctrl_c_does(monkeypatch, job: str, command: list
         signal.signal(signal.SIGTERM, previous)
     assert result.exit_code == ExitCode.INTERRUPTED
     assert interrupted == [True]
+
+
+def test_ingest_compact_rewrites_months_and_says_so(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Daily files give a file a month each; past store.compact_files an ingest compacts and its
+    summary says so; `--compact` alone compacts what is left; with the retry it is refused."""
+    from features.ingest.store import read_manifest
+
+    store = clean_env / "store"
+    monkeypatch.setenv("LAPSE_STORE__COMPACT_FILES", "2")
+    for day in range(3):
+        src = clean_env / f"d{day}.csv"
+        when = 1767574008 + day * 86400  # 2026-01-05 and the days after
+        src.write_text(f"created_at,adid,os_name,activity_kind\n{when},d{day},ios,session\n")
+        code, stdout, _ = invoke(capsys, "ingest", str(src), "--store", str(store))
+        assert code == 0
+    assert re.search(r"months compacted\W+1 \(2026-01\)", stdout)
+    assert re.search(r"event files before / after\W+3 / 1", stdout)
+    assert len(read_manifest(store).event_files()) == 1
+    monkeypatch.setenv("LAPSE_STORE__COMPACT_FILES", "0")
+    src = clean_env / "d9.csv"
+    src.write_text("created_at,adid,os_name,activity_kind\n1767574008,d9,ios,session\n")
+    code, stdout, _ = invoke(capsys, "ingest", str(src), "--store", str(store))
+    assert code == 0 and "months compacted" not in stdout
+    assert len(read_manifest(store).event_files()) == 2
+    code, stdout, _ = invoke(capsys, "ingest", "--compact", "--store", str(store))
+    assert code == 0 and re.search(r"event files before / after\W+2 / 1", stdout)
+    code, stdout, _ = invoke(capsys, "ingest", "--compact", "--store", str(store))
+    assert code == 0 and "none (no month holds several files)" in stdout
+    code, _, stderr = invoke(capsys, "ingest", "--compact", "--reprocess-quarantine")
+    assert code == 2 and "--compact, not both" in re.sub(r"[\s│]+", " ", stderr)
