@@ -376,7 +376,23 @@ def read_events_table(
     ``partition=(index, count)`` only the events of that partition's subscribers
     (``features.ingest.partitions``), read by row-group statistics on the stored bucket."""
     store = Path(store)
-    manifest = read_manifest(store)
+    return _with_current_files(
+        store,
+        lambda manifest: _read_events(
+            store, manifest, start, end, columns, include_sandbox, partition
+        ),
+    )
+
+
+def _read_events(
+    store: Path,
+    manifest: Manifest,
+    start: datetime | str | None,
+    end: datetime | str | None,
+    columns: Sequence[str] | None,
+    include_sandbox: bool,
+    partition: tuple[int, int] | None,
+) -> pa.Table:
     wanted = list(columns) if columns is not None else list(s.EVENT_COLUMNS)
     unknown = [c for c in wanted if c not in EVENT_SCHEMA.names]
     if unknown:
@@ -428,11 +444,27 @@ def read_events_table(
     return pa.concat_tables(tables)
 
 
+def _with_current_files(store: Path, read: Callable[[Manifest], Any]) -> Any:
+    """``read(manifest)``, again with the new manifest if a file it lists went away meanwhile
+    (a compaction replaced it): a reader never fails on a store a writer changed under it."""
+    manifest = read_manifest(store)
+    try:
+        return read(manifest)
+    except OSError:
+        fresh = read_manifest(store)
+        if fresh.event_files() == manifest.event_files():
+            raise
+        return read(fresh)
+
+
 def event_rows(store: str | os.PathLike[str]) -> int:
     """Rows in the store's event files, from their Parquet footers (nothing else is read)."""
     store = Path(store)
-    return sum(
-        pq.ParquetFile(store / f).metadata.num_rows for f in read_manifest(store).event_files()
+    return _with_current_files(
+        store,
+        lambda manifest: sum(
+            pq.ParquetFile(store / f).metadata.num_rows for f in manifest.event_files()
+        ),
     )
 
 
@@ -444,7 +476,12 @@ def events_span(
     """How many events are stored before ``end``, and the first and last of their times: one
     streamed pass over the ``ts`` column (memory stays that of one batch)."""
     store = Path(store)
-    manifest = read_manifest(store)
+    return _with_current_files(store, lambda manifest: _span(store, manifest, end, include_sandbox))
+
+
+def _span(
+    store: Path, manifest: Manifest, end: datetime | str | None, include_sandbox: bool
+) -> tuple[int, pd.Timestamp | None, pd.Timestamp | None]:
     hi = _as_utc(end)
     clauses = []
     if hi is not None:

@@ -262,6 +262,28 @@ def test_a_crash_after_the_swap_leaves_the_new_file_and_orphans(
     assert_same_reads(before, reads(tmp_path))
 
 
+def test_a_reader_that_listed_the_replaced_files_reads_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rescore reads its partitions over minutes: a compaction between its reading the
+    manifest and the files costs it a second look at the manifest, not an error."""
+    commit_in_parts(tmp_path, odd_events(300), [100, 200])
+    before, stale = reads(tmp_path), read_manifest(tmp_path)
+    compact(tmp_path)
+    calls: list[int] = []
+
+    def first_stale(store: Path) -> Manifest:
+        calls.append(1)
+        return stale if len(calls) % 2 else read_manifest(store)
+
+    monkeypatch.setattr(store_mod, "read_manifest", first_stale)
+    assert_same_reads(before, reads(tmp_path))
+    monkeypatch.undo()
+    with pytest.raises(OSError):  # gone, and the manifest still lists it: a real fault
+        (tmp_path / read_manifest(tmp_path).event_files()[0]).unlink()
+        read_events_table(tmp_path)
+
+
 def test_compaction_refuses_a_folder_without_a_store_and_a_zero_limit(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"no event store here \(no manifest.json\)"):
         compact(tmp_path / "none")
