@@ -126,11 +126,20 @@ def build_feature_records(
 
 def typed(frame: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
     """The registry's types on a polars feature frame: categoricals text, the rest float, and
-    missing always null (never NaN)."""
-    kinds = {name: feature.kind for name, feature in feature_registry(config).items()}
-    return frame.with_columns(
-        pl.col(name).cast(pl.String)
-        if kind == "categorical"
-        else pl.col(name).cast(pl.Float64).fill_nan(None)
-        for name, kind in kinds.items()
-    )
+    missing always null (never NaN). A column already of its type is not cast, and the float
+    ones lose their NaNs in one expression (a request's one-row frame: 87 expressions, ~1.5 ms)."""
+    schema = frame.schema
+    changes, floats = [], []
+    for name, feature in feature_registry(config).items():
+        dtype = schema[name]
+        if feature.kind == "categorical":
+            if dtype != pl.String:
+                changes.append(pl.col(name).cast(pl.String))
+        elif dtype == pl.Float64:
+            floats.append(name)
+        else:  # only a float column can hold a NaN
+            column = pl.col(name).cast(pl.Float64)
+            changes.append(column.fill_nan(None) if dtype.is_float() else column)
+    if floats:
+        changes.append(pl.col(floats).fill_nan(None))
+    return frame.with_columns(changes) if changes else frame

@@ -9,6 +9,7 @@ not mistaken for an inactive one.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import polars as pl
@@ -267,6 +268,7 @@ def engagement(
     )
     start = pl.col("_first_seen")
 
+    @functools.cache  # one expression per window, however many columns divide by it
     def observed(w: int) -> pl.Expr:
         return days(pl.lit(t) - start).clip(1.0 / 24, float(w))
 

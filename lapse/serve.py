@@ -127,7 +127,11 @@ def score_rows(
     required = frozenset(features)
     known = required | {s.USER_ID, s.PLATFORM}
     ignored: set[str] = set()
+    checked: tuple[str, ...] | None = None
     for i, row in enumerate(rows):
+        names = tuple(row)  # a batch's rows mostly share their keys: each key set checked once
+        if names == checked:
+            continue
         keys = row.keys()
         if not keys >= required:
             missing = [f for f in features if f not in row]
@@ -138,6 +142,7 @@ def score_rows(
             )
         if not keys <= known:
             ignored.update(keys - known)
+        checked = names
     return RowScores(_answers(served, rows, reasons=reasons), sorted(ignored))
 
 

@@ -12,6 +12,7 @@ Pipeline, and a test holds it to the Pipeline's probabilities (to 1e-9) on a who
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -90,6 +91,10 @@ class LeanScorer:
         self._fill = {c: fill[c] for c in self._codes} if self._codes else {}
         # the numeric columns, read together in one numpy conversion per request
         self._numeric = [c for c in self.columns if c not in self._codes]
+        # a row's numeric values as one tuple, read in C (a row missing one falls back to .get)
+        self._numeric_values = (
+            operator.itemgetter(*self._numeric) if len(self._numeric) > 1 else None
+        )
         self._numeric_at = np.array(
             [j for j, c in enumerate(self.columns) if c not in self._codes], dtype=np.intp
         )
@@ -111,15 +116,23 @@ class LeanScorer:
             # every numeric value of every row in one conversion (one numpy call, not one per
             # column: a third of a one-row request's matrix), each as float() reads it
             numeric = self._numeric
-            numbers = np.array([[row.get(c) for c in numeric] for row in rows], dtype=np.float64)
+            try:
+                if self._numeric_values is None:
+                    raise KeyError(numeric[0])
+                values = list(map(self._numeric_values, rows))
+            except KeyError:  # a feature missing from a row reads as null, as .get gives it
+                values = [[row.get(c) for c in numeric] for row in rows]
+            numbers = np.array(values, dtype=np.float64)
             if numbers.shape != (len(rows), len(numeric)):  # a list among the values
                 raise ValueError("numeric columns")
             out[:, self._numeric_at] = numbers
         for j, column in self._coded:
             values = [row.get(column) for row in rows]
-            if not all(v is None or isinstance(v, str) or _is_nan(v) for v in values):
+            distinct = set(values)  # a batch repeats a few levels: each looked up once
+            if not all(v is None or isinstance(v, str) or _is_nan(v) for v in distinct):
                 raise TypeError(column)
-            out[:, j] = [self._code(column, v) for v in values]
+            codes = {v: self._code(column, v) for v in distinct}
+            out[:, j] = [codes[v] for v in values]
         return out
 
     def _rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:

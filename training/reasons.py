@@ -64,7 +64,12 @@ def strongest(values: np.ndarray, names: list[str], k: int = 3) -> list[list[str
     """Per row of grouped contributions, up to ``k`` groups that raise the risk, strongest
     first."""
     order = np.argsort(-values, axis=1, kind="stable")[:, :k]
-    return [[str(names[j]) for j in row if values[i, j] > 0] for i, row in enumerate(order)]
+    raising = (np.take_along_axis(values, order, axis=1) > 0).tolist()
+    text = [str(name) for name in names]
+    return [
+        [text[j] for j, up in zip(row, ups, strict=True) if up]
+        for row, ups in zip(order.tolist(), raising, strict=True)
+    ]
 
 
 def top_reasons(grouped: pd.DataFrame, k: int = 3) -> pd.Series:

@@ -1097,11 +1097,15 @@ def canonical_event_keys(events: pa.Table, shared: bool = False) -> pa.Array:
 def event_keys(parts: pa.Table, shared: bool = False) -> pa.Array:
     """A stable 128-bit key (MD5, hex) of each row's identifying fields, for deduplication.
     ``shared``: in the process's long-lived DuckDB, not a database opened for the call (which
-    costs more than keying a service request's few callbacks)."""
+    costs more than keying a service request's few callbacks); there the statement runs once
+    and its rows are read (``sql()`` binds it twice: ~1 of a request's 3 ms of keys)."""
     fields = ", chr(31), ".join(f"coalesce(\"{c}\", '')" for c in parts.column_names)
+    statement = f"select md5(concat({fields})) as k from parts"
     with duck.connection(shared) as con:
         con.register("parts", parts)
-        keys = con.sql(f"select md5(concat({fields})) as k from parts").to_arrow_table()
+        if shared:
+            return pa.array([row[0] for row in con.execute(statement).fetchall()], pa.string())
+        keys = con.sql(statement).to_arrow_table()
     return keys.column("k").combine_chunks().cast(pa.string())
 
 

@@ -240,3 +240,32 @@ def test_a_subprocess_starts_after_a_shared_build(history, day):
     assert build_feature_records(h.frame(), day(10), shared=True)
     done = subprocess.run(["true"], preexec_fn=lambda: None, timeout=60)
     assert done.returncode == 0
+
+
+def test_records_equal_the_frames_rows_on_odd_subscribers(history, day):
+    """The service's rows (``typed``: only mistyped columns cast, NaN made null in one pass)
+    equal build_features' on subscribers the generator never makes: app events named unlike
+    its own (punctuation, non-ASCII, a chosen name nobody sends), one subscriber with sessions
+    but no in-app event, one with no activity at all and no country."""
+    from features.build import build_feature_records
+
+    h = history
+    h.sub("a", 0, "activation", expires=60, price=9.99, country="DE").sessions("a", 0, 40, 2)
+    for d in range(30, 40):
+        h.add("a", d + 0.25, s.KIND_EVENT, "Post Created!").add("a", d + 0.5, s.KIND_EVENT, "ünï")
+    h.sub("b", 1, "activation", expires=60, price=4.99, country="US").sessions("b", 1, 39, 1)
+    h.sub("c", 2, "trial_started", expires=60)
+    config = FeatureConfig(app_events_chosen=("Post Created!", "ünï", "never sent"))
+    events = h.frame()
+    frame = build_features(events, day(40), config).reset_index()
+    expected = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    got = build_feature_records(events, day(40), config, shared=True)
+    assert got == expected
+    assert got == build_feature_records(events, day(40), config)
+    a, b, c = got
+    assert (a[s.USER_ID], b[s.USER_ID], c[s.USER_ID]) == ("a", "b", "c")
+    assert a["app_post_created_7d"] == 7.0 and a["app_n_7d"] == 7.0
+    assert a["app_never_sent_28d"] == 0.0 and a["app_never_sent_days_since_last"] is None
+    assert b["in_app_events_28d"] == 0.0 and b["app_post_created_share_28d"] is None
+    assert c["days_since_last_session"] is None and c["sessions_28d"] == 0.0
+    assert {type(v) for row in got for v in row.values()} <= {str, float, type(None)}

@@ -80,3 +80,52 @@ def test_a_folder_or_a_file_without_ids_named_as_scores_is_passed_over(
         ("scores-2026-04-21.parquet", "no 'user_id' column"),
     ]
     assert "scores-2026-04-22.parquet: cannot read: not a file" in caplog.text
+
+
+def _served_model():
+    from lapse.serve import ServedModel
+    from serving.scoring import LeanScorer
+    from tests.serving.test_scoring import frame
+    from training.pipeline import ChurnModel
+    from training.registry import ModelInfo
+
+    X, y = frame(1500, 1)
+    Xv, yv = frame(800, 2)
+    model = ChurnModel({"num_leaves": 7, "learning_rate": 0.1}, seed=3).fit(
+        X, y, X_valid=Xv, y_valid=yv
+    )
+    return ServedModel(model, LeanScorer(model), ModelInfo("models:/test/1", "test", "1"))
+
+
+def test_rows_of_a_batch_are_checked_per_key_set_wherever_it_changes() -> None:
+    """A batch's key sets are checked once each (rows sharing the previous row's keys are
+    skipped): a feature missing from a later row is still named with its row, and extra
+    columns of any row are listed, whatever rows share keys around them."""
+    import pytest
+
+    from lapse.serve import RequestError, score_rows
+    from tests.serving.test_scoring import frame, records
+
+    served = _served_model()
+    features, _ = frame(40, 9, unseen=True)
+    rows = [
+        {**row, s.USER_ID: f"u{i}", s.PLATFORM: "ios"} for i, row in enumerate(records(features))
+    ]
+    whole = score_rows(served, rows, 100)
+    assert whole.ignored == []
+    assert [r[s.USER_ID] for r in whole.results] == [f"u{i}" for i in range(40)]
+    extra = [dict(row) for row in rows]
+    extra[7]["note"] = "x"
+    extra[30]["zz"] = 1
+    got = score_rows(served, extra, 100)
+    assert got.ignored == ["note", "zz"]
+    assert [r[s.CHURN_PROBABILITY] for r in got.results] == [
+        r[s.CHURN_PROBABILITY] for r in whole.results
+    ]
+    # the same keys in another order are the same key set: checked again, still accepted
+    shuffled = [dict(reversed(list(row.items()))) if i % 2 else row for i, row in enumerate(rows)]
+    assert score_rows(served, shuffled, 100).results == whole.results
+    lacking = [dict(row) for row in rows]
+    del lacking[25]["country"]
+    with pytest.raises(RequestError, match=r"rows\[25\]: missing feature\(s\) country"):
+        score_rows(served, lacking, 100)

@@ -125,6 +125,8 @@ def test_the_lean_calibration_is_the_fitted_calibrators(model) -> None:
         ("sessions_28d", [4], "row 1, field 'sessions_28d': expected a number or null, got [4]"),
         ("sessions_28d", 10**400, "row 1, field 'sessions_28d': 1000000000"),
         ("country", 7, "row 1, field 'country': expected text or null (a category), got 7"),
+        ("country", ["US"], "row 1, field 'country': expected text or null (a category)"),
+        ("country", {"a": 1}, "row 1, field 'country': expected text or null (a category)"),
     ],
 )
 def test_a_value_numpy_would_not_read_is_named_by_row_and_field(
@@ -153,3 +155,23 @@ def test_the_lean_calibration_is_apply_calibrator_for_either_method(method) -> N
     expected = apply_calibrator(method, calibrator, raw)
     got = calibration_function(method, calibrator)(raw)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_rows_lacking_a_numeric_feature_read_it_as_missing(model) -> None:
+    """The one-tuple-per-row read of the numeric columns falls back, for a row without one of
+    them, to reading it as null: the same matrix as the row-by-row path, and the same scores
+    as the row sent with the value null."""
+    features, _ = frame(60, 8, unseen=True)
+    rows = records(features)
+    lean = LeanScorer(model)
+    sent = [dict(row) for row in rows]
+    for row in sent[::3]:
+        del row["sessions_28d"]
+    nulls = [{**row, "sessions_28d": None} if i % 3 == 0 else row for i, row in enumerate(rows)]
+    matrix = lean.matrix(sent)
+    np.testing.assert_array_equal(matrix, lean._rows(sent))
+    np.testing.assert_array_equal(matrix, lean.matrix(nulls))
+    assert np.isnan(matrix[::3, lean.columns.index("sessions_28d")]).all()
+    assert lean.score(sent) == lean.score(nulls)
+    # every row whole: the fast read, equal to the row-by-row one
+    np.testing.assert_array_equal(lean.matrix(rows), lean._rows(rows))

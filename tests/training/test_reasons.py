@@ -59,3 +59,23 @@ def test_explain_points_at_the_planted_cause(fitted_on_snapshots) -> None:
     assert COUNTRY in model.features_
     with pytest.raises(KeyError):
         grouped["bias"]
+
+
+def test_strongest_keeps_per_row_the_raising_groups_in_order() -> None:
+    """The vectorised top-k equals reading each row's sorted values one by one: ties kept in
+    column order, zero, negative and NaN contributions never a reason."""
+    from training.reasons import strongest
+
+    rng = np.random.default_rng(4)
+    values = rng.choice([-1.0, 0.0, 0.5, 0.5, 2.0, np.nan], size=(300, 6))
+    values[0] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    values[1] = [0.5, 0.5, 0.5, 0.5, -1.0, np.nan]
+    names = ["a", "b", "c", "d", "e", "f"]
+    expected = []
+    for row in values:
+        order = sorted(range(6), key=lambda j: -row[j] if not np.isnan(row[j]) else np.inf)
+        expected.append([names[j] for j in order[:3] if row[j] > 0])
+    got = strongest(values, names, 3)
+    assert got == expected
+    assert got[0] == [] and got[1] == ["a", "b", "c"]
+    assert strongest(values[:0], names) == []

@@ -534,3 +534,24 @@ def test_a_non_utf8_byte_in_a_cr_only_file_costs_only_its_row() -> None:
     data = data.replace(f"{T + 1}".encode(), f"{T + 1}".encode()[:-1] + b"\xff")
     rows, rejected, _ = read_rows(data)
     assert rejected == [(3, "wrong_encoding")] and sorted(rows) == [2, 4]
+
+
+def test_keys_in_the_shared_database_are_the_keys_of_a_database_of_its_own() -> None:
+    """The service's keys (rows read from the process's DuckDB) equal ingest's (Arrow out of a
+    database opened for the call): nulls, text outside ASCII, the field separator, no rows."""
+    from features.ingest.adjust import event_keys
+
+    parts = pa.table(
+        {
+            "who": ["u1", "u1", None, "ü-ß", "a\x1fb", ""],
+            "kind": ["session", "session", "event", None, "event", ""],
+            "ts": ["1", "2", "3", "4", None, ""],
+        }
+    )
+    own = event_keys(parts)
+    shared = event_keys(parts, shared=True)
+    assert shared.type == own.type == pa.string()
+    assert shared.to_pylist() == own.to_pylist()
+    assert len(set(own.to_pylist())) == 6  # every row told apart, none null
+    empty = parts.slice(0, 0)
+    assert event_keys(empty, shared=True).to_pylist() == event_keys(empty).to_pylist() == []
