@@ -683,36 +683,42 @@ def _write_compacted(
     Each file is bucket-ordered, so each is read once, row group by row group, and a range
     takes a prefix of what each has read: every row group is decoded once, however many files.
     """
-    cursors = [_Cursor(store / rel, bucketed) for rel, bucketed in files]
+    cursors = [_Cursor(store, rel, bucketed) for rel, bucketed in files]
     total = sum(c.rows for c in cursors)
     chunks = max(1, -(-total // chunk_rows))
     path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    with open(path, "wb") as handle:
-        writer = pq.ParquetWriter(
-            handle,
-            BUCKETED_SCHEMA,
-            compression="zstd",
-            use_dictionary=[c for c in BUCKETED_SCHEMA.names if c not in _UNIQUE_COLUMNS],
-        )
-        carry = BUCKETED_SCHEMA.empty_table()
-        for index in range(chunks):
-            last = bucket_range(index, chunks)[1]
-            rest = pa.concat_tables(
-                [BUCKETED_SCHEMA.empty_table()] + [c.take(last) for c in cursors]
-            )
-            order = pc.sort_indices(rest, [(BUCKET, "ascending"), (s.TS, "ascending")])
-            table = pa.concat_tables([carry, rest.take(order)])  # sort_indices is stable
-            whole = table.num_rows - table.num_rows % EVENT_ROW_GROUP_ROWS
-            if index == chunks - 1:
-                whole = table.num_rows
-            if whole:  # only whole row groups until the end: the file's row groups as commit's
-                writer.write_table(table.slice(0, whole), row_group_size=EVENT_ROW_GROUP_ROWS)
-                written += whole
-            carry = table.slice(whole).combine_chunks()
-        writer.close()
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with (
+            open(path, "wb") as handle,
+            pq.ParquetWriter(
+                handle,
+                BUCKETED_SCHEMA,
+                compression="zstd",
+                use_dictionary=[c for c in BUCKETED_SCHEMA.names if c not in _UNIQUE_COLUMNS],
+            ) as writer,
+        ):
+            carry = BUCKETED_SCHEMA.empty_table()
+            for index in range(chunks):
+                last = bucket_range(index, chunks)[1]
+                rest = pa.concat_tables(
+                    [BUCKETED_SCHEMA.empty_table()] + [c.take(last) for c in cursors]
+                )
+                order = pc.sort_indices(rest, [(BUCKET, "ascending"), (s.TS, "ascending")])
+                table = pa.concat_tables([carry, rest.take(order)])  # sort_indices is stable
+                whole = table.num_rows - table.num_rows % EVENT_ROW_GROUP_ROWS
+                if index == chunks - 1:
+                    whole = table.num_rows
+                if whole:  # only whole row groups until the end: row groups as commit's
+                    writer.write_table(table.slice(0, whole), row_group_size=EVENT_ROW_GROUP_ROWS)
+                    written += whole
+                carry = table.slice(whole).combine_chunks()
+            writer.close()
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)  # never listed: the month's files stay as they were
+        raise
     if written != total:
         raise StoreError(f"{path}: compaction wrote {written:,} rows of {total:,} (left unlisted)")
     return written
@@ -722,22 +728,37 @@ class _Cursor:
     """One event file read forward in bucket order, a row group at a time (a file from before
     the bucket column is read whole, its buckets computed and its rows put in bucket order)."""
 
-    def __init__(self, path: Path, bucketed: bool) -> None:
-        self.rows = pq.ParquetFile(path).metadata.num_rows
-        if bucketed:  # a row group at a time (Parquet decodes no less), in file order
-            data = ds.dataset([str(path)], schema=BUCKETED_SCHEMA, format="parquet")
-            groups = (g for whole in data.get_fragments() for g in whole.split_by_row_group())
-            self.groups = (g.to_table(schema=BUCKETED_SCHEMA) for g in groups)
-        else:
-            table = ds.dataset([str(path)], schema=EVENT_SCHEMA, format="parquet").to_table()
-            self.groups = iter([with_buckets(table)])  # a stable sort: ties keep file order
+    def __init__(self, store: Path, rel: str, bucketed: bool) -> None:
+        self.path = store / rel
+        with self._reading():
+            self.rows = pq.ParquetFile(self.path).metadata.num_rows
+            if bucketed:  # a row group at a time (Parquet decodes no less), in file order
+                data = ds.dataset([str(self.path)], schema=BUCKETED_SCHEMA, format="parquet")
+                groups = (g for whole in data.get_fragments() for g in whole.split_by_row_group())
+                self.groups = (g.to_table(schema=BUCKETED_SCHEMA) for g in groups)
+            else:
+                data = ds.dataset([str(self.path)], schema=EVENT_SCHEMA, format="parquet")
+                self.groups = iter([with_buckets(data.to_table())])  # stable: ties keep order
         self.pending = BUCKETED_SCHEMA.empty_table()
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A file that cannot be read refuses the compaction, naming the file."""
+        try:
+            yield
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(
+                f"{self.path}: cannot read this event file ({exc}); its month was not "
+                "compacted and its files are as they were (restore this file from a backup, "
+                "or set store.compact_files = 0 until then)"
+            ) from None
 
     def take(self, last: int) -> pa.Table:
         """The rows not taken yet with a bucket below ``last``, in file order."""
         parts = [self.pending]
         while not parts[-1].num_rows or parts[-1].column(BUCKET)[-1].as_py() < last:
-            group = next(self.groups, None)
+            with self._reading():
+                group = next(self.groups, None)
             if group is None:
                 break
             parts.append(group)

@@ -336,3 +336,41 @@ def test_ingest_with_compact_files_zero_never_compacts(tmp_path: Path) -> None:
     for i in range(3):
         ingest([export(tmp_path / f"d{i}.csv", (f"d{i}", JAN))], tmp_path / "s", compact_files=0)
     assert files_per_month(tmp_path / "s") == {"month=2026-01": 3}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "scrambled"])
+def test_a_damaged_event_file_refuses_compaction_naming_it_and_loses_nothing(
+    tmp_path: Path, damage: str
+) -> None:
+    """A truncated file (no footer) or one with corrupt pages: the error names the file, the
+    month keeps its files, no half-written file is left, and other months still compact."""
+    events = odd_events(400)
+    commit_in_parts(tmp_path, events, [100, 200, 300])
+    months = files_per_month(tmp_path)
+    bad = sorted((tmp_path / "events" / "month=2026-02").glob("*.parquet"))[1]
+    data = bad.read_bytes()
+    bad.write_bytes(data[:300] if damage == "truncated" else data[:8] + b"\xab" * 400 + data[408:])
+    with pytest.raises(StoreError, match=rf"{bad}: cannot read this event file \(") as caught:
+        compact(tmp_path)
+    assert "its month was not compacted" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+    after = files_per_month(tmp_path)
+    assert after["month=2026-02"] == months["month=2026-02"]
+    assert after["month=2026-01"] == 1  # compacted before February was reached
+    listed = set(read_manifest(tmp_path).event_files())
+    on_disk = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("events/*/*.parquet")}
+    assert on_disk == listed  # the half-written file of February was removed
+
+
+def test_an_ingest_whose_compaction_fails_says_its_rows_were_committed(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    for i in range(2):
+        ingest([export(tmp_path / f"d{i}.csv", (f"d{i}", JAN))], store, compact_files=0)
+    bad = sorted((store / "events" / "month=2026-01").glob("*.parquet"))[0]
+    bad.write_bytes(bad.read_bytes()[:100])
+    committed = r"committed \(1 row\(s\) stored\), then compaction failed: "
+    with pytest.raises(StoreError, match=committed + rf"{bad}: cannot read this event file"):
+        ingest([export(tmp_path / "d2.csv", ("d2", FEB))], store, compact_files=1)
+    assert "d2.csv" in json.dumps(read_manifest(store).sources)
+    assert files_per_month(store) == {"month=2026-01": 2, "month=2026-02": 1}
+    assert list(load_events(store, start="2026-02-01")["user_id"]) == ["d2"]
