@@ -621,14 +621,21 @@ def compact_months(
     if todo:
         report("months compacted", 0, len(todo))
     before = after = rows = 0
+    rewritten: list[str] = []  # a month of one file per key version is left as it is
     for done, month in enumerate(todo, start=1):
-        before += len(per_month[month])
         manifest, written = _compact_month(store, manifest, month, chunk_rows)
-        rows += written
-        after += sum(f.split("/")[1] == f"{PARTITION}={month}" for f in manifest.event_files())
+        if _files_in(manifest, month) < len(per_month[month]):
+            rewritten.append(month)
+            before += len(per_month[month])
+            after += _files_in(manifest, month)
+            rows += written
         report("months compacted", done, len(todo))
     seconds = time.perf_counter() - started
-    return manifest, Compaction(tuple(todo), before, after, rows, seconds)
+    return manifest, Compaction(tuple(rewritten), before, after, rows, seconds)
+
+
+def _files_in(manifest: Manifest, month: str) -> int:
+    return sum(f.split("/")[1] == f"{PARTITION}={month}" for f in manifest.event_files())
 
 
 def _compact_month(

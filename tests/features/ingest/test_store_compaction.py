@@ -216,10 +216,13 @@ def test_files_of_another_key_version_are_compacted_apart(tmp_path: Path) -> Non
         return sorted(got.to_pylist())
 
     before = keys()
-    compact(tmp_path)
+    done = compact(tmp_path)
     assert files_per_month(tmp_path)["month=2026-02"] == 2
     assert keys() == before
     assert sum(k.endswith("-old") for k in before) > 0
+    assert (done.files_before, done.files_after, done.rows) == (12, 6, 300)
+    again = compact(tmp_path)  # one file per key version: nothing to rewrite, none reported
+    assert (again.months, again.files_before, again.files_after, again.rows) == ((), 0, 0, 0)
 
 
 def test_a_crash_before_the_manifest_swap_leaves_the_old_files(
