@@ -453,8 +453,20 @@ def _with_current_files(store: Path, read: Callable[[Manifest], Any]) -> Any:
     except OSError:
         fresh = read_manifest(store)
         if fresh.event_files() == manifest.event_files():
+            _refuse_missing(store, fresh)
             raise
         return read(fresh)
+
+
+def _refuse_missing(store: Path, manifest: Manifest) -> None:
+    """Raise naming the event files the manifest lists that are not on disk, if any."""
+    missing = [f for f in manifest.event_files() if not (store / f).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1:,} more)" if len(missing) > 1 else ""
+        raise StoreError(
+            f"{store / missing[0]}{more}: event file listed in {store / MANIFEST} is missing "
+            "(deleted or moved?); its rows cannot be read until it is restored from a backup"
+        )
 
 
 def event_rows(store: str | os.PathLike[str]) -> int:

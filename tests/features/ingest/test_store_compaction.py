@@ -282,7 +282,7 @@ def test_a_reader_that_listed_the_replaced_files_reads_the_new_one(
     monkeypatch.setattr(store_mod, "read_manifest", first_stale)
     assert_same_reads(before, reads(tmp_path))
     monkeypatch.undo()
-    with pytest.raises(OSError):  # gone, and the manifest still lists it: a real fault
+    with pytest.raises(StoreError, match="is missing"):  # gone, still listed: a real fault
         (tmp_path / read_manifest(tmp_path).event_files()[0]).unlink()
         read_events_table(tmp_path)
 
@@ -377,3 +377,12 @@ def test_an_ingest_whose_compaction_fails_says_its_rows_were_committed(tmp_path:
     assert "d2.csv" in json.dumps(read_manifest(store).sources)
     assert files_per_month(store) == {"month=2026-01": 2, "month=2026-02": 1}
     assert list(load_events(store, start="2026-02-01")["user_id"]) == ["d2"]
+
+
+def test_a_read_of_a_store_missing_a_listed_file_names_the_file(tmp_path: Path) -> None:
+    commit_in_parts(tmp_path, odd_events(200), [100])
+    gone = sorted((tmp_path / "events" / "month=2026-02").glob("*.parquet"))[0]
+    gone.unlink()
+    for read in (load_events, event_rows, events_span):
+        with pytest.raises(StoreError, match=rf"{gone}: event file listed in .* is missing"):
+            read(tmp_path)
