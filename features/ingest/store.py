@@ -446,16 +446,36 @@ def _read_events(
 
 def _with_current_files(store: Path, read: Callable[[Manifest], Any]) -> Any:
     """``read(manifest)``, again with the new manifest if a file it lists went away meanwhile
-    (a compaction replaced it): a reader never fails on a store a writer changed under it."""
+    (a compaction replaced it): a reader never fails on a store a writer changed under it. A
+    file missing or damaged still is named in the error."""
     manifest = read_manifest(store)
     try:
         return read(manifest)
-    except OSError:
+    except (OSError, pa.ArrowException):
         fresh = read_manifest(store)
         if fresh.event_files() == manifest.event_files():
             _refuse_missing(store, fresh)
+            _refuse_damaged(store, fresh, read)
             raise
         return read(fresh)
+
+
+def _refuse_damaged(store: Path, manifest: Manifest, read: Callable[[Manifest], Any]) -> None:
+    """Raise naming the first event file the same ``read`` fails on alone (a read of many
+    files fails without saying which; this costs one more read, on the failure path only)."""
+    for c in manifest.commits:
+        for rel in c["events"]:
+            try:
+                read(Manifest(commits=[dict(c, events=[rel], quarantine=[])]))
+            except (OSError, pa.ArrowException) as exc:
+                raise StoreError(
+                    f"{store / rel}: cannot read this event file ({_one_line(exc)}); it is "
+                    "damaged: restore it from a backup"
+                ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())  # Arrow's messages span lines
 
 
 def _refuse_missing(store: Path, manifest: Manifest) -> None:
@@ -767,7 +787,7 @@ class _Cursor:
             yield
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(
-                f"{self.path}: cannot read this event file ({exc}); its month was not "
+                f"{self.path}: cannot read this event file ({_one_line(exc)}); its month was not "
                 "compacted and its files are as they were (restore this file from a backup, "
                 "or set store.compact_files = 0 until then)"
             ) from None

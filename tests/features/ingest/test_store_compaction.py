@@ -386,3 +386,21 @@ def test_a_read_of_a_store_missing_a_listed_file_names_the_file(tmp_path: Path) 
     for read in (load_events, event_rows, events_span):
         with pytest.raises(StoreError, match=rf"{gone}: event file listed in .* is missing"):
             read(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "scrambled"])
+def test_a_read_of_a_damaged_event_file_names_the_file(tmp_path: Path, damage: str) -> None:
+    """A read of many files fails without saying which: the error names the damaged one."""
+    commit_in_parts(tmp_path, odd_events(400), [100, 200, 300])
+    bad = sorted((tmp_path / "events" / "month=2026-02").glob("*.parquet"))[2]
+    data = bad.read_bytes()
+    bad.write_bytes(data[:300] if damage == "truncated" else data[:8] + b"\xab" * 400 + data[408:])
+    named = rf"{bad}: cannot read this event file \(.+\); it is damaged"
+    with pytest.raises(StoreError, match=named):
+        load_events(tmp_path)
+    with pytest.raises(StoreError, match=named):
+        read_events_table(tmp_path, start="2026-02-01", partition=(1, 3))
+    assert len(load_events(tmp_path, end="2026-02-01")) > 0  # January is not touched
+    if damage == "truncated":  # the footer is gone: even a footer-only count fails
+        with pytest.raises(StoreError, match=named):
+            event_rows(tmp_path)
