@@ -338,8 +338,27 @@ def stored_keys(
     Events committed under another ``key_version`` than the current one have their keys
     recomputed by ``rekey`` from their ``key_columns``, so old and new keys compare.
     """
-    store = Path(store)
-    months = list(months)
+    store, months = Path(store), list(months)
+
+    def read(listed: Manifest) -> pa.Array:
+        return _stored_keys(store, listed, months, key_version, rekey, key_columns)
+
+    try:
+        return read(manifest)
+    except (OSError, pa.ArrowException):  # the writer holds the lock: the files are all there
+        _refuse_missing(store, manifest)
+        _refuse_damaged(store, manifest, read)
+        raise
+
+
+def _stored_keys(
+    store: Path,
+    manifest: Manifest,
+    months: list[str],
+    key_version: int | None,
+    rekey: Callable[[pa.Table], pa.Array] | None,
+    key_columns: Sequence[str],
+) -> pa.Array:
     if rekey is None:
         data = _events_dataset(store, manifest, months)
         return data.to_table(columns=[s.EVENT_KEY]).column(s.EVENT_KEY).combine_chunks()

@@ -404,3 +404,16 @@ def test_a_read_of_a_damaged_event_file_names_the_file(tmp_path: Path, damage: s
     if damage == "truncated":  # the footer is gone: even a footer-only count fails
         with pytest.raises(StoreError, match=named):
             event_rows(tmp_path)
+
+
+def test_an_ingest_into_a_month_with_a_damaged_file_names_it_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    ingest([export(tmp_path / "d0.csv", ("d0", JAN))], store)
+    bad = next((store / "events" / "month=2026-01").glob("*.parquet"))
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(StoreError, match=rf"{bad}: cannot read this event file \(.+damaged"):
+        ingest([export(tmp_path / "d1.csv", ("d1", JAN + 60))], store)
+    assert len(read_manifest(store).commits) == 1
+    assert "d1.csv" not in json.dumps(read_manifest(store).sources)  # can be ingested later
