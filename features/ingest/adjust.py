@@ -1110,7 +1110,8 @@ def event_keys(parts: pa.Table, shared: bool = False) -> pa.Array:
 
 
 def _extra(rows: pa.Table, names: list[str]) -> pa.Array:
-    """Unknown columns as one map<string, string> per row (null when there are none)."""
+    """Unknown columns as one map<string, string> per row, of its non-null values only (null
+    when it has none): a row's map does not depend on which other files were read with it."""
     n = rows.num_rows
     kind = pa.map_(pa.string(), pa.string())
     if not names or not n:
@@ -1119,6 +1120,11 @@ def _extra(rows: pa.Table, names: list[str]) -> pa.Array:
     values = pa.concat_arrays([rows.column(c).combine_chunks().cast(pa.string()) for c in names])
     order = (np.arange(k)[None, :] * n + np.arange(n)[:, None]).ravel()  # row-major interleave
     items = values.take(pa.array(order))
-    keys = pa.array(np.tile(np.array(names, object), n), pa.string())
-    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-    return pa.MapArray.from_arrays(offsets, keys, items, type=kind)
+    present = items.is_valid().to_numpy(zero_copy_only=False)
+    keys = pa.array(np.tile(np.array(names, object), n)[present], pa.string())
+    counts = present.reshape(n, k).sum(axis=1)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    empty = pa.array(counts == 0)
+    return pa.MapArray.from_arrays(
+        offsets, keys, items.filter(pa.array(present)), type=kind, mask=empty
+    )

@@ -45,6 +45,7 @@ from features.ingest.store import (
     MANIFEST,
     Compaction,
     Manifest,
+    StoreError,
     commit,
     compact_months,
     load_quarantine,
@@ -303,9 +304,15 @@ def ingest(
             manifest = _flush(store, manifest, batch, keys, summary, rules)
         report("rows", summary.rows_read, summary.rows_read)
         if compact_files:
-            manifest, summary.compaction = compact_months(
-                store, manifest, compact_files, progress=report
-            )
+            try:
+                manifest, summary.compaction = compact_months(
+                    store, manifest, compact_files, progress=report
+                )
+            except StoreError as exc:  # the ingest is committed: say so, then why not compacted
+                raise StoreError(
+                    f"ingest of {store} committed ({summary.rows_stored:,} row(s) stored), "
+                    f"then compaction failed: {exc}"
+                ) from None
     summary.quarantined = dict(sorted(summary.quarantined.items()))
     return summary
 

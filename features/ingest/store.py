@@ -338,8 +338,27 @@ def stored_keys(
     Events committed under another ``key_version`` than the current one have their keys
     recomputed by ``rekey`` from their ``key_columns``, so old and new keys compare.
     """
-    store = Path(store)
-    months = list(months)
+    store, months = Path(store), list(months)
+
+    def read(listed: Manifest) -> pa.Array:
+        return _stored_keys(store, listed, months, key_version, rekey, key_columns)
+
+    try:
+        return read(manifest)
+    except (OSError, pa.ArrowException):  # the writer holds the lock: the files are all there
+        _refuse_missing(store, manifest)
+        _refuse_damaged(store, manifest, read)
+        raise
+
+
+def _stored_keys(
+    store: Path,
+    manifest: Manifest,
+    months: list[str],
+    key_version: int | None,
+    rekey: Callable[[pa.Table], pa.Array] | None,
+    key_columns: Sequence[str],
+) -> pa.Array:
     if rekey is None:
         data = _events_dataset(store, manifest, months)
         return data.to_table(columns=[s.EVENT_KEY]).column(s.EVENT_KEY).combine_chunks()
@@ -446,15 +465,47 @@ def _read_events(
 
 def _with_current_files(store: Path, read: Callable[[Manifest], Any]) -> Any:
     """``read(manifest)``, again with the new manifest if a file it lists went away meanwhile
-    (a compaction replaced it): a reader never fails on a store a writer changed under it."""
+    (a compaction replaced it): a reader never fails on a store a writer changed under it. A
+    file missing or damaged still is named in the error."""
     manifest = read_manifest(store)
     try:
         return read(manifest)
-    except OSError:
+    except (OSError, pa.ArrowException):
         fresh = read_manifest(store)
         if fresh.event_files() == manifest.event_files():
+            _refuse_missing(store, fresh)
+            _refuse_damaged(store, fresh, read)
             raise
         return read(fresh)
+
+
+def _refuse_damaged(store: Path, manifest: Manifest, read: Callable[[Manifest], Any]) -> None:
+    """Raise naming the first event file the same ``read`` fails on alone (a read of many
+    files fails without saying which; this costs one more read, on the failure path only)."""
+    for c in manifest.commits:
+        for rel in c["events"]:
+            try:
+                read(Manifest(commits=[dict(c, events=[rel], quarantine=[])]))
+            except (OSError, pa.ArrowException) as exc:
+                raise StoreError(
+                    f"{store / rel}: cannot read this event file ({_one_line(exc)}); it is "
+                    "damaged: restore it from a backup"
+                ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())  # Arrow's messages span lines
+
+
+def _refuse_missing(store: Path, manifest: Manifest) -> None:
+    """Raise naming the event files the manifest lists that are not on disk, if any."""
+    missing = [f for f in manifest.event_files() if not (store / f).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1:,} more)" if len(missing) > 1 else ""
+        raise StoreError(
+            f"{store / missing[0]}{more}: event file listed in {store / MANIFEST} is missing "
+            "(deleted or moved?); its rows cannot be read until it is restored from a backup"
+        )
 
 
 def event_rows(store: str | os.PathLike[str]) -> int:
@@ -621,14 +672,21 @@ def compact_months(
     if todo:
         report("months compacted", 0, len(todo))
     before = after = rows = 0
+    rewritten: list[str] = []  # a month of one file per key version is left as it is
     for done, month in enumerate(todo, start=1):
-        before += len(per_month[month])
         manifest, written = _compact_month(store, manifest, month, chunk_rows)
-        rows += written
-        after += sum(f.split("/")[1] == f"{PARTITION}={month}" for f in manifest.event_files())
+        if _files_in(manifest, month) < len(per_month[month]):
+            rewritten.append(month)
+            before += len(per_month[month])
+            after += _files_in(manifest, month)
+            rows += written
         report("months compacted", done, len(todo))
     seconds = time.perf_counter() - started
-    return manifest, Compaction(tuple(todo), before, after, rows, seconds)
+    return manifest, Compaction(tuple(rewritten), before, after, rows, seconds)
+
+
+def _files_in(manifest: Manifest, month: str) -> int:
+    return sum(f.split("/")[1] == f"{PARTITION}={month}" for f in manifest.event_files())
 
 
 def _compact_month(
@@ -683,36 +741,42 @@ def _write_compacted(
     Each file is bucket-ordered, so each is read once, row group by row group, and a range
     takes a prefix of what each has read: every row group is decoded once, however many files.
     """
-    cursors = [_Cursor(store / rel, bucketed) for rel, bucketed in files]
+    cursors = [_Cursor(store, rel, bucketed) for rel, bucketed in files]
     total = sum(c.rows for c in cursors)
     chunks = max(1, -(-total // chunk_rows))
     path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    with open(path, "wb") as handle:
-        writer = pq.ParquetWriter(
-            handle,
-            BUCKETED_SCHEMA,
-            compression="zstd",
-            use_dictionary=[c for c in BUCKETED_SCHEMA.names if c not in _UNIQUE_COLUMNS],
-        )
-        carry = BUCKETED_SCHEMA.empty_table()
-        for index in range(chunks):
-            last = bucket_range(index, chunks)[1]
-            rest = pa.concat_tables(
-                [BUCKETED_SCHEMA.empty_table()] + [c.take(last) for c in cursors]
-            )
-            order = pc.sort_indices(rest, [(BUCKET, "ascending"), (s.TS, "ascending")])
-            table = pa.concat_tables([carry, rest.take(order)])  # sort_indices is stable
-            whole = table.num_rows - table.num_rows % EVENT_ROW_GROUP_ROWS
-            if index == chunks - 1:
-                whole = table.num_rows
-            if whole:  # only whole row groups until the end: the file's row groups as commit's
-                writer.write_table(table.slice(0, whole), row_group_size=EVENT_ROW_GROUP_ROWS)
-                written += whole
-            carry = table.slice(whole).combine_chunks()
-        writer.close()
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with (
+            open(path, "wb") as handle,
+            pq.ParquetWriter(
+                handle,
+                BUCKETED_SCHEMA,
+                compression="zstd",
+                use_dictionary=[c for c in BUCKETED_SCHEMA.names if c not in _UNIQUE_COLUMNS],
+            ) as writer,
+        ):
+            carry = BUCKETED_SCHEMA.empty_table()
+            for index in range(chunks):
+                last = bucket_range(index, chunks)[1]
+                rest = pa.concat_tables(
+                    [BUCKETED_SCHEMA.empty_table()] + [c.take(last) for c in cursors]
+                )
+                order = pc.sort_indices(rest, [(BUCKET, "ascending"), (s.TS, "ascending")])
+                table = pa.concat_tables([carry, rest.take(order)])  # sort_indices is stable
+                whole = table.num_rows - table.num_rows % EVENT_ROW_GROUP_ROWS
+                if index == chunks - 1:
+                    whole = table.num_rows
+                if whole:  # only whole row groups until the end: row groups as commit's
+                    writer.write_table(table.slice(0, whole), row_group_size=EVENT_ROW_GROUP_ROWS)
+                    written += whole
+                carry = table.slice(whole).combine_chunks()
+            writer.close()
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)  # never listed: the month's files stay as they were
+        raise
     if written != total:
         raise StoreError(f"{path}: compaction wrote {written:,} rows of {total:,} (left unlisted)")
     return written
@@ -722,22 +786,37 @@ class _Cursor:
     """One event file read forward in bucket order, a row group at a time (a file from before
     the bucket column is read whole, its buckets computed and its rows put in bucket order)."""
 
-    def __init__(self, path: Path, bucketed: bool) -> None:
-        self.rows = pq.ParquetFile(path).metadata.num_rows
-        if bucketed:  # a row group at a time (Parquet decodes no less), in file order
-            data = ds.dataset([str(path)], schema=BUCKETED_SCHEMA, format="parquet")
-            groups = (g for whole in data.get_fragments() for g in whole.split_by_row_group())
-            self.groups = (g.to_table(schema=BUCKETED_SCHEMA) for g in groups)
-        else:
-            table = ds.dataset([str(path)], schema=EVENT_SCHEMA, format="parquet").to_table()
-            self.groups = iter([with_buckets(table)])  # a stable sort: ties keep file order
+    def __init__(self, store: Path, rel: str, bucketed: bool) -> None:
+        self.path = store / rel
+        with self._reading():
+            self.rows = pq.ParquetFile(self.path).metadata.num_rows
+            if bucketed:  # a row group at a time (Parquet decodes no less), in file order
+                data = ds.dataset([str(self.path)], schema=BUCKETED_SCHEMA, format="parquet")
+                groups = (g for whole in data.get_fragments() for g in whole.split_by_row_group())
+                self.groups = (g.to_table(schema=BUCKETED_SCHEMA) for g in groups)
+            else:
+                data = ds.dataset([str(self.path)], schema=EVENT_SCHEMA, format="parquet")
+                self.groups = iter([with_buckets(data.to_table())])  # stable: ties keep order
         self.pending = BUCKETED_SCHEMA.empty_table()
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A file that cannot be read refuses the compaction, naming the file."""
+        try:
+            yield
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(
+                f"{self.path}: cannot read this event file ({_one_line(exc)}); its month was not "
+                "compacted and its files are as they were (restore this file from a backup, "
+                "or set store.compact_files = 0 until then)"
+            ) from None
 
     def take(self, last: int) -> pa.Table:
         """The rows not taken yet with a bucket below ``last``, in file order."""
         parts = [self.pending]
         while not parts[-1].num_rows or parts[-1].column(BUCKET)[-1].as_py() < last:
-            group = next(self.groups, None)
+            with self._reading():
+                group = next(self.groups, None)
             if group is None:
                 break
             parts.append(group)

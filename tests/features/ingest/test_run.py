@@ -288,6 +288,29 @@ def test_a_column_named_line_does_not_abort_the_run(tmp_path: Path) -> None:
     assert sorted(events[s.LINE]) == [2, 2, 3]
 
 
+def test_unknown_columns_are_stored_alike_however_the_files_are_batched(tmp_path: Path) -> None:
+    """A file without another file's unknown column stores no entry for it, whether the two
+    are ingested together (one batch) or one at a time (how daily files arrive)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "x.csv").write_text(f"{SESSION_HEADER},campaign\n1767574008,{'a' * 32},ios,session,\n")
+    (raw / "y.csv").write_text(f"{SESSION_HEADER},campaign\n1767574009,{'b' * 32},ios,session,c1\n")
+    (raw / "z.csv").write_text(f"{SESSION_HEADER}\n{_sessions(1)}")
+
+    def extras(store: Path) -> list:
+        events = load_events(store, columns=[s.ADID, s.EXTRA]).sort_values(s.ADID)
+        return [None if e is None else dict(e) for e in events[s.EXTRA]]
+
+    ingest([raw], tmp_path / "together")
+    for name in ("x.csv", "y.csv", "z.csv"):
+        ingest([raw / name], tmp_path / "apart")
+    assert (
+        extras(tmp_path / "together")
+        == extras(tmp_path / "apart")
+        == [None, None, {"campaign": "c1"}]
+    )
+
+
 def test_a_truncated_gzip_keeps_its_complete_rows_and_is_reported(tmp_path: Path) -> None:
     import gzip
 

@@ -216,10 +216,13 @@ def test_files_of_another_key_version_are_compacted_apart(tmp_path: Path) -> Non
         return sorted(got.to_pylist())
 
     before = keys()
-    compact(tmp_path)
+    done = compact(tmp_path)
     assert files_per_month(tmp_path)["month=2026-02"] == 2
     assert keys() == before
     assert sum(k.endswith("-old") for k in before) > 0
+    assert (done.files_before, done.files_after, done.rows) == (12, 6, 300)
+    again = compact(tmp_path)  # one file per key version: nothing to rewrite, none reported
+    assert (again.months, again.files_before, again.files_after, again.rows) == ((), 0, 0, 0)
 
 
 def test_a_crash_before_the_manifest_swap_leaves_the_old_files(
@@ -279,7 +282,7 @@ def test_a_reader_that_listed_the_replaced_files_reads_the_new_one(
     monkeypatch.setattr(store_mod, "read_manifest", first_stale)
     assert_same_reads(before, reads(tmp_path))
     monkeypatch.undo()
-    with pytest.raises(OSError):  # gone, and the manifest still lists it: a real fault
+    with pytest.raises(StoreError, match="is missing"):  # gone, still listed: a real fault
         (tmp_path / read_manifest(tmp_path).event_files()[0]).unlink()
         read_events_table(tmp_path)
 
@@ -336,3 +339,81 @@ def test_ingest_with_compact_files_zero_never_compacts(tmp_path: Path) -> None:
     for i in range(3):
         ingest([export(tmp_path / f"d{i}.csv", (f"d{i}", JAN))], tmp_path / "s", compact_files=0)
     assert files_per_month(tmp_path / "s") == {"month=2026-01": 3}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "scrambled"])
+def test_a_damaged_event_file_refuses_compaction_naming_it_and_loses_nothing(
+    tmp_path: Path, damage: str
+) -> None:
+    """A truncated file (no footer) or one with corrupt pages: the error names the file, the
+    month keeps its files, no half-written file is left, and other months still compact."""
+    events = odd_events(400)
+    commit_in_parts(tmp_path, events, [100, 200, 300])
+    months = files_per_month(tmp_path)
+    bad = sorted((tmp_path / "events" / "month=2026-02").glob("*.parquet"))[1]
+    data = bad.read_bytes()
+    bad.write_bytes(data[:300] if damage == "truncated" else data[:8] + b"\xab" * 400 + data[408:])
+    with pytest.raises(StoreError, match=rf"{bad}: cannot read this event file \(") as caught:
+        compact(tmp_path)
+    assert "its month was not compacted" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+    after = files_per_month(tmp_path)
+    assert after["month=2026-02"] == months["month=2026-02"]
+    assert after["month=2026-01"] == 1  # compacted before February was reached
+    listed = set(read_manifest(tmp_path).event_files())
+    on_disk = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("events/*/*.parquet")}
+    assert on_disk == listed  # the half-written file of February was removed
+
+
+def test_an_ingest_whose_compaction_fails_says_its_rows_were_committed(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    for i in range(2):
+        ingest([export(tmp_path / f"d{i}.csv", (f"d{i}", JAN))], store, compact_files=0)
+    bad = sorted((store / "events" / "month=2026-01").glob("*.parquet"))[0]
+    bad.write_bytes(bad.read_bytes()[:100])
+    committed = r"committed \(1 row\(s\) stored\), then compaction failed: "
+    with pytest.raises(StoreError, match=committed + rf"{bad}: cannot read this event file"):
+        ingest([export(tmp_path / "d2.csv", ("d2", FEB))], store, compact_files=1)
+    assert "d2.csv" in json.dumps(read_manifest(store).sources)
+    assert files_per_month(store) == {"month=2026-01": 2, "month=2026-02": 1}
+    assert list(load_events(store, start="2026-02-01")["user_id"]) == ["d2"]
+
+
+def test_a_read_of_a_store_missing_a_listed_file_names_the_file(tmp_path: Path) -> None:
+    commit_in_parts(tmp_path, odd_events(200), [100])
+    gone = sorted((tmp_path / "events" / "month=2026-02").glob("*.parquet"))[0]
+    gone.unlink()
+    for read in (load_events, event_rows, events_span):
+        with pytest.raises(StoreError, match=rf"{gone}: event file listed in .* is missing"):
+            read(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "scrambled"])
+def test_a_read_of_a_damaged_event_file_names_the_file(tmp_path: Path, damage: str) -> None:
+    """A read of many files fails without saying which: the error names the damaged one."""
+    commit_in_parts(tmp_path, odd_events(400), [100, 200, 300])
+    bad = sorted((tmp_path / "events" / "month=2026-02").glob("*.parquet"))[2]
+    data = bad.read_bytes()
+    bad.write_bytes(data[:300] if damage == "truncated" else data[:8] + b"\xab" * 400 + data[408:])
+    named = rf"{bad}: cannot read this event file \(.+\); it is damaged"
+    with pytest.raises(StoreError, match=named):
+        load_events(tmp_path)
+    with pytest.raises(StoreError, match=named):
+        read_events_table(tmp_path, start="2026-02-01", partition=(1, 3))
+    assert len(load_events(tmp_path, end="2026-02-01")) > 0  # January is not touched
+    if damage == "truncated":  # the footer is gone: even a footer-only count fails
+        with pytest.raises(StoreError, match=named):
+            event_rows(tmp_path)
+
+
+def test_an_ingest_into_a_month_with_a_damaged_file_names_it_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    ingest([export(tmp_path / "d0.csv", ("d0", JAN))], store)
+    bad = next((store / "events" / "month=2026-01").glob("*.parquet"))
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(StoreError, match=rf"{bad}: cannot read this event file \(.+damaged"):
+        ingest([export(tmp_path / "d1.csv", ("d1", JAN + 60))], store)
+    assert len(read_manifest(store).commits) == 1
+    assert "d1.csv" not in json.dumps(read_manifest(store).sources)  # can be ingested later
