@@ -302,7 +302,8 @@ def _from_pandas(column: pd.Series, rows: np.ndarray | None = None) -> pa.Array:
         return pa.array(stamps.asi8, mask=stamps.isna(), type=pa.timestamp("us", "UTC"))
     if column.dtype == object:
         return pa.array(pd.Series(values, copy=False).astype("str").array)
-    return pa.array(values)
+    # NaN is pandas' missing: null, as Arrow input has it (a NaN price compares above 0)
+    return pa.array(values, from_pandas=True)
 
 
 def _as_micros(name: str, column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
