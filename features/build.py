@@ -137,9 +137,10 @@ def typed(frame: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
                 changes.append(pl.col(name).cast(pl.String))
         elif dtype == pl.Float64:
             floats.append(name)
-        else:  # only a float column can hold a NaN
+        else:  # only integers, booleans, decimals and nulls cast to no NaN (text "nan" does)
             column = pl.col(name).cast(pl.Float64)
-            changes.append(column.fill_nan(None) if dtype.is_float() else column)
+            exact = dtype.is_integer() or dtype.is_decimal() or dtype in (pl.Boolean, pl.Null)
+            changes.append(column if exact else column.fill_nan(None))
     if floats:
         changes.append(pl.col(floats).fill_nan(None))
     return frame.with_columns(changes) if changes else frame

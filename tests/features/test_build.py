@@ -269,3 +269,35 @@ def test_records_equal_the_frames_rows_on_odd_subscribers(history, day):
     assert b["in_app_events_28d"] == 0.0 and b["app_post_created_share_28d"] is None
     assert c["days_since_last_session"] is None and c["sessions_28d"] == 0.0
     assert {type(v) for row in got for v in row.values()} <= {str, float, type(None)}
+
+
+def test_typed_makes_every_nan_null_whatever_the_columns_type() -> None:
+    """Regression (hostile review): ``typed`` cast a numeric column held as text to float
+    without dropping NaN ("only a float column can hold one"), so "nan" came back as NaN where
+    the contract is null; integers, booleans and all-null columns still cast exactly."""
+    import polars as pl
+
+    from features.build import typed
+
+    config = FeatureConfig()
+    kinds = {name: f.kind for name, f in feature_registry(config).items()}
+    numeric = [n for n, k in kinds.items() if k != "categorical"]
+    text, whole, flags, empty, single = numeric[:5]
+    frame = pl.DataFrame(
+        {n: pl.Series(n, [None, None, None], dtype=pl.Float64) for n in numeric}
+        | {n: pl.Series(n, ["x", None, "y"]) for n, k in kinds.items() if k == "categorical"}
+        | {
+            text: pl.Series(text, ["1.5", "nan", "NaN"]),
+            whole: pl.Series(whole, [2**40, None, -3]),
+            flags: pl.Series(flags, [True, False, None]),
+            empty: pl.Series(empty, [None, None, None], dtype=pl.Null),
+            single: pl.Series(single, [float("nan"), 0.5, None], dtype=pl.Float32),
+        }
+    )
+    got = typed(frame, config)
+    assert got[text].to_list() == [1.5, None, None]
+    assert got[whole].to_list() == [float(2**40), None, -3.0]
+    assert got[flags].to_list() == [1.0, 0.0, None]
+    assert got[empty].to_list() == [None, None, None]
+    assert got[single].to_list() == [None, 0.5, None]
+    assert all(got[n].dtype == pl.Float64 for n in numeric)
