@@ -129,6 +129,8 @@ def score_rows(
     ignored: set[str] = set()
     checked: tuple[str, ...] | None = None
     for i, row in enumerate(rows):
+        if not isinstance(row, dict) and not isinstance(row, Mapping):  # dict: the cheap test
+            raise RequestError(f"rows[{i}]: expected an object of features, got {shown(row)}")
         names = tuple(row)  # a batch's rows mostly share their keys: each key set checked once
         if names == checked:
             continue

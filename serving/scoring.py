@@ -174,7 +174,9 @@ class LeanScorer:
     ) -> dict[str, list]:
         """Probability (rounded as in the scores file), bucket and reasons per row; without
         ``reasons`` the reasons are not computed (TreeSHAP costs several times the prediction)
-        and come back as None."""
+        and come back as None. No rows, no scores (LightGBM divides by the row count)."""
+        if not rows:
+            return {s.CHURN_PROBABILITY: [], s.BUCKET: [], s.REASONS: []}
         matrix = self.matrix(rows)
         probability = self.probabilities(matrix)
         return {

@@ -129,3 +129,24 @@ def test_rows_of_a_batch_are_checked_per_key_set_wherever_it_changes() -> None:
     del lacking[25]["country"]
     with pytest.raises(RequestError, match=r"rows\[25\]: missing feature\(s\) country"):
         score_rows(served, lacking, 100)
+
+
+def test_a_row_that_is_not_an_object_is_named_with_its_row() -> None:
+    """Regression (hostile review): a row that was not a mapping reached ``row.keys()`` or the
+    scorer as an AttributeError (a 500 for an in-process caller); a list of the previous row's
+    keys even passed the key-set check as 'the same keys'. Each is now refused naming its row."""
+    import pytest
+
+    from lapse.serve import RequestError, score_rows
+    from tests.serving.test_scoring import frame, records
+
+    served = _served_model()
+    features, _ = frame(3, 9)
+    rows = [{**row, s.USER_ID: f"u{i}"} for i, row in enumerate(records(features))]
+    for bad in (list(rows[0]), list(rows[0].items()), "abc", None, 5):
+        with pytest.raises(RequestError, match=r"^rows\[1\]: expected an object of features"):
+            score_rows(served, [rows[0], bad, rows[2]], 10)
+    with pytest.raises(RequestError, match=r"^rows\[0\]: expected an object"):
+        score_rows(served, ["abc", rows[0]], 10)
+    assert len(score_rows(served, rows, 10).results) == 3
+    assert score_rows(served, [], 10).results == []

@@ -175,3 +175,12 @@ def test_rows_lacking_a_numeric_feature_read_it_as_missing(model) -> None:
     assert lean.score(sent) == lean.score(nulls)
     # every row whole: the fast read, equal to the row-by-row one
     np.testing.assert_array_equal(lean.matrix(rows), lean._rows(rows))
+
+
+def test_no_rows_are_no_scores(model) -> None:
+    """Regression (hostile review): an empty batch reached LightGBM, which divides by the row
+    count (ZeroDivisionError); it is now three empty lists, with or without reasons."""
+    lean = LeanScorer(model)
+    empty = {s.CHURN_PROBABILITY: [], s.BUCKET: [], s.REASONS: []}
+    assert lean.score([]) == empty
+    assert lean.score([], reasons=False) == empty
