@@ -128,6 +128,34 @@ def _median_cpu_ms(call, repeats: int) -> tuple[float, float]:
     return float(np.median(wall)), float(np.median(cpu))
 
 
+def trained_app(work: Path):
+    """The settings of the benchmark's app in ``work``: a 2,000-user generated app whose model
+    (3 trials) is trained and made champion on first use, then reused."""
+    from lapse import jobs
+    from lapse.settings import Settings
+
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "lapse.toml"
+    if not config.exists():
+        config.write_text(
+            '[store]\npath = "store"\n[synthetic]\nusers = 2000\ndays = 120\n'
+            "[optuna]\nn_trials = 3\n[training]\nmin_churners = 20\nmin_non_churners = 20\n"
+        )
+    settings = Settings.load(config)
+    if not (work / "mlflow.db").exists():
+        print("training a small model ...", flush=True)
+        jobs.generate(settings, settings.store.path / "synthetic", overwrite=True)
+        jobs.ingest(settings, [settings.store.path / "synthetic" / "raw"])
+        result = jobs.train(settings)
+        if not result.gate.moved:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient().set_registered_model_alias(
+                settings.mlflow.registered_model, "champion", result.gate.version
+            )
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, help="Folder to keep the trained app in (reused).")
@@ -153,29 +181,10 @@ def main() -> None:
     from features.build import build_features
     from lapse import jobs
     from lapse import serve as serving
-    from lapse.settings import Settings
     from training.registry import champion_uri, load_model
 
     work = args.work or Path(tempfile.mkdtemp(prefix="lapse-bench-serve-"))
-    work.mkdir(parents=True, exist_ok=True)
-    config = work / "lapse.toml"
-    if not config.exists():
-        config.write_text(
-            '[store]\npath = "store"\n[synthetic]\nusers = 2000\ndays = 120\n'
-            "[optuna]\nn_trials = 3\n[training]\nmin_churners = 20\nmin_non_churners = 20\n"
-        )
-    settings = Settings.load(config)
-    if not (work / "mlflow.db").exists():
-        print("training a small model ...", flush=True)
-        jobs.generate(settings, settings.store.path / "synthetic", overwrite=True)
-        jobs.ingest(settings, [settings.store.path / "synthetic" / "raw"])
-        result = jobs.train(settings)
-        if not result.gate.moved:
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient().set_registered_model_alias(
-                settings.mlflow.registered_model, "champion", result.gate.version
-            )
+    settings = trained_app(work)
     model = load_model(settings.mlflow.tracking_uri, champion_uri(settings.mlflow.registered_model))
     as_of = "2026-04-20"
     events = load_events(settings.store.path, end=as_of)

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+from serve import trained_app  # noqa: E402 - benchmarks/serve.py, this script's neighbour
+
 AS_OF = "2026-04-20"
 
 
@@ -40,33 +42,19 @@ def cpu_ms(call, repeats: int) -> tuple[float, float]:
     return spent[len(spent) // 2], spent[len(spent) // 10]
 
 
-def bodies(work: Path) -> tuple[list[dict], list[dict]]:
-    """1,000 feature rows and one subscriber's callbacks (the first row's), trained and built
-    once per --work folder and kept in it."""
+def bodies(work: Path, settings) -> tuple[list[dict], list[dict]]:
+    """1,000 feature rows and one subscriber's callbacks (the first row's) of the app of
+    ``settings``, built once per --work folder and kept in it."""
     from features import load_events
     from features import schema as s
     from features.build import build_features
     from features.ingest.callbacks import stored_callbacks
-    from lapse import jobs
-    from lapse.settings import Settings
     from training.registry import champion_uri, load_model
 
     kept = work / "serve_cpu_bodies.json"
     if kept.exists():
         data = json.loads(kept.read_text())
         return data["rows"], data["callbacks"]
-    settings = Settings.load(work / "lapse.toml")
-    if not (work / "mlflow.db").exists():
-        print("training a small model ...", flush=True)
-        jobs.generate(settings, settings.store.path / "synthetic", overwrite=True)
-        jobs.ingest(settings, [settings.store.path / "synthetic" / "raw"])
-        result = jobs.train(settings)
-        if not result.gate.moved:
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient().set_registered_model_alias(
-                settings.mlflow.registered_model, "champion", result.gate.version
-            )
     model = load_model(settings.mlflow.tracking_uri, champion_uri(settings.mlflow.registered_model))
     events = load_events(settings.store.path, end=AS_OF)
     flat = build_features(events, AS_OF, model.feature_definition).reset_index().head(1000)
@@ -83,21 +71,14 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    config = work / "lapse.toml"
-    if not config.exists():  # benchmarks/serve.py's app
-        config.write_text(
-            '[store]\npath = "store"\n[synthetic]\nusers = 2000\ndays = 120\n'
-            "[optuna]\nn_trials = 3\n[training]\nmin_churners = 20\nmin_non_churners = 20\n"
-        )
+    settings = trained_app(work)  # benchmarks/serve.py's app, trained there or here
     os.chdir(work)  # the app's relative store and MLflow paths
-    rows, callbacks = bodies(work)
+    rows, callbacks = bodies(work, settings)
 
     import pandas as pd
 
     from lapse import serve as serving
-    from lapse.settings import Settings
 
-    settings = Settings.load(config)
     served = serving.load_served_model(settings)
     arrived = pd.Timestamp.now(tz="UTC").to_pydatetime()
     X = pd.DataFrame(rows)[served.model.features_]
