@@ -225,19 +225,24 @@ def test_files_of_another_key_version_are_compacted_apart(tmp_path: Path) -> Non
     assert (again.months, again.files_before, again.files_after, again.rows) == ((), 0, 0, 0)
 
 
+def compact_killed_at(step: str, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``compact(store)`` killed as it calls the store module's ``step`` (a SIGKILL there)."""
+
+    def die(*args):
+        raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_mod, step, die)
+        with pytest.raises(KeyboardInterrupt):
+            compact(store)
+
+
 def test_a_crash_before_the_manifest_swap_leaves_the_old_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commit_in_parts(tmp_path, odd_events(400), [100, 200, 300])
     before, files = reads(tmp_path), read_manifest(tmp_path).event_files()
-
-    def die(store, manifest):
-        raise KeyboardInterrupt("killed")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(store_mod, "_replace_manifest", die)
-        with pytest.raises(KeyboardInterrupt):
-            compact(tmp_path)
+    compact_killed_at("_replace_manifest", tmp_path, monkeypatch)
     assert read_manifest(tmp_path).event_files() == files
     assert_same_reads(before, reads(tmp_path))  # the written file is an unlisted orphan
     assert remove_orphans(tmp_path, read_manifest(tmp_path)) == 1
@@ -250,14 +255,7 @@ def test_a_crash_after_the_swap_leaves_the_new_file_and_orphans(
 ) -> None:
     commit_in_parts(tmp_path, odd_events(400), [100, 200, 300])
     before = reads(tmp_path)
-
-    def die(store, rels):
-        raise KeyboardInterrupt("killed")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(store_mod, "_remove_files", die)
-        with pytest.raises(KeyboardInterrupt):
-            compact(tmp_path)
+    compact_killed_at("_remove_files", tmp_path, monkeypatch)
     assert files_per_month(tmp_path) == {"month=2026-01": 1, "month=2026-02": 4, "month=2026-03": 4}
     assert_same_reads(before, reads(tmp_path))  # the old January files are unlisted
     assert remove_orphans(tmp_path, read_manifest(tmp_path)) == 4
