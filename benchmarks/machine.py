@@ -22,3 +22,17 @@ def autogroup_warning() -> str | None:
         "this benchmark; wall times include their load (as root: "
         f"echo 0 > {AUTOGROUP})"
     )
+
+
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def drop_page_cache() -> None:
+    """Empty the kernel's page cache (as root), so the next run reads its files from disk, as a
+    run on a store written long before it would: without it a store just written (or just
+    compacted) is read from memory while a store larger than the free memory never is, and a
+    comparison of sizes measures the cache, not the code. Raises PermissionError when not root."""
+    import os
+
+    os.sync()  # dirty pages are written first: only clean pages can be dropped
+    DROP_CACHES.write_text("3\n")

@@ -14,7 +14,10 @@ it past ``store.compact_files``), timed apart from the rescores and recorded as 
 (``compacted.json`` in the store: a rerun reuses it). The champion is a model trained (3 Optuna
 trials) on a separate 5,000-user app. Each rescore runs in its own child process; this process
 polls the memory (RSS) of that child and every process under it (the cluster's scheduler and
-workers) every 0.2 s and records each process's peak and the peak of their sum.
+workers) every 0.2 s and records each process's peak and the peak of their sum. With
+``--drop-caches`` (root) the page cache is emptied before each run, so every size reads its store
+from disk: otherwise a store just compacted is read from memory while one larger than the free
+memory never is.
 
 Targets (issue 17): 10M completes with the peak sum under 12 GiB; time grows <= 11x per 10x;
 ``local:2`` within 1.3x of in-process at 1M (the reference measured in the same run).
@@ -345,6 +348,12 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="A label recorded with each run.")
     parser.add_argument("--jobs", type=int, default=2, help="Processes writing the copies.")
     parser.add_argument("--results", type=Path, help="Append each run as a JSON line here.")
+    parser.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="Empty the page cache before each timed run (root): every size reads its store "
+        "from disk, as a store larger than memory always is.",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
@@ -356,7 +365,10 @@ def main() -> None:
         child(args.store, args.on, args.model, args.out, args.max_memory_gib, args.partitions, dask)
         return
     sys.path.insert(0, str(Path(__file__).parent))  # for benchmarks/machine.py alone: its
-    from machine import autogroup_warning  # neighbours (features.py, ...) would hide packages
+    from machine import (  # neighbours (features.py, ...) would hide packages
+        autogroup_warning,
+        drop_page_cache,
+    )
 
     sys.path.pop(0)
     if warning := autogroup_warning():
@@ -388,10 +400,12 @@ def main() -> None:
                 "--max-memory-gib", str(args.max_memory_gib),
                 "--partitions", str(args.partitions), *(f"--dask={x}" for x in args.dask),
             ]  # fmt: skip
+            if args.drop_caches:
+                drop_page_cache()
             r = _measure(cmd)
             r.update(copies=k, where=where, at=datetime.now(UTC).isoformat(timespec="seconds"))
             r.update(compact_s=compact_s)  # once per store, before its runs; not in "seconds"
-            r.update(tag=args.tag, dask=dask)
+            r.update(tag=args.tag, dask=dask, cold=args.drop_caches)
             runs[k, where] = r
             top = ", ".join(f"{n} {g:.2f}" for n, g in r["peaks_gib"][:4])
             print(
