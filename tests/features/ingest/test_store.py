@@ -258,3 +258,113 @@ def test_store_and_ingest_errors_are_lapse_errors() -> None:
 
     assert issubclass(StoreError, LapseError) and issubclass(StoreError, ValueError)
     assert issubclass(IngestError, LapseError) and issubclass(IngestError, ValueError)
+
+
+# --- footers: parsed once per process, row groups chosen by their bucket statistics ---------------
+
+
+@pytest.fixture
+def many_row_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A store of 600 subscribers in two commits (two files in one month), 40 rows a row group."""
+    import features.ingest.store as store_mod
+
+    monkeypatch.setattr(store_mod, "EVENT_ROW_GROUP_ROWS", 40)
+    users = [f"subscriber-{i:04d}" for i in range(600)]
+    with writer_lock(tmp_path):
+        manifest = Manifest()
+        for n, half in enumerate((users[::2], users[1::2])):
+            rows = [(u, T0 + pd.Timedelta(minutes=i), "production") for i, u in enumerate(half)]
+            manifest = commit(
+                tmp_path, manifest, events(*rows), EMPTY_Q, [{"sha256": f"{n}", "path": f"{n}.csv"}]
+            )
+    return tmp_path
+
+
+def _in_partition(table: pa.Table, index: int, count: int) -> list[str]:
+    """The slow reference: every row's bucket computed from its subscriber, then the range."""
+    from features.ingest.partitions import partition_of, subscriber_buckets
+
+    buckets = subscriber_buckets(table.column(s.USER_ID), table.column(s.PLATFORM))
+    mine = partition_of(buckets, count) == index
+    return sorted(table.filter(pa.array(mine)).column(s.EVENT_KEY).to_pylist())
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 64])
+def test_a_partition_reads_exactly_its_subscribers_from_the_row_groups_reaching_them(
+    many_row_groups: Path, count: int
+) -> None:
+    from features.ingest.partitions import bucket_range
+    from features.ingest.store import _footer
+
+    everything = read_events_table(many_row_groups)
+    files = sorted(many_row_groups.glob("events/*/*.parquet"))
+    assert len(files) == 2 and all(pq.ParquetFile(f).metadata.num_row_groups >= 8 for f in files)
+    for index in range(count):
+        got = read_events_table(many_row_groups, partition=(index, count))
+        assert sorted(got.column(s.EVENT_KEY).to_pylist()) == _in_partition(
+            everything, index, count
+        )
+        first, last = bucket_range(index, count)
+        for path in files:  # a row group is skipped only when none of its rows is in range
+            kept = _footer(path).row_groups_in(first, last).row_groups
+            kept_ids = {g.id for g in kept}
+            whole = pq.ParquetFile(path)
+            for g in range(whole.metadata.num_row_groups):
+                b = whole.read_row_group(g, columns=["bucket"]).column(0).to_numpy()
+                if ((b >= first) & (b < last)).any():
+                    assert g in kept_ids, (path.name, g, index, count)
+            if count == 64:  # a narrow range leaves most row groups unread
+                assert len(kept) < whole.metadata.num_row_groups / 2
+
+
+def test_each_footer_is_parsed_once_and_again_once_its_file_changes(
+    many_row_groups: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import features.ingest.store as store_mod
+    from features.ingest.store import _Footer, compact
+
+    store_mod._footer.clear()
+    parsed: list[str] = []
+    read = _Footer.read.__func__
+
+    def counted(cls, path: Path) -> _Footer:
+        parsed.append(Path(path).name)
+        return read(cls, path)
+
+    monkeypatch.setattr(_Footer, "read", classmethod(counted))
+    for index in range(4):
+        read_events_table(many_row_groups, partition=(index, 4))
+    assert len(parsed) == 2  # two files, however many partitions read them
+
+    compact(many_row_groups)  # a new file replaces both: parsed once, the old ones never again
+    before = read_events_table(many_row_groups, partition=(1, 4))
+    read_events_table(many_row_groups, partition=(2, 4))
+    assert len(parsed) == 3
+    (new,) = many_row_groups.glob("events/*/*.parquet")
+    assert parsed[-1] == new.name
+
+    data = new.read_bytes()  # damaged after its footer was kept: read again, and named
+    new.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError, match=new.name):
+        read_events_table(many_row_groups, partition=(1, 4))
+    assert parsed.count(new.name) >= 2  # not served from the footer kept before
+    new.write_bytes(data)
+    assert read_events_table(many_row_groups, partition=(1, 4)).equals(before)
+
+
+def test_the_footer_cache_lets_the_least_recently_used_files_go_past_its_limit(
+    many_row_groups: Path,
+) -> None:
+    from features.ingest.store import _FooterCache
+
+    first, second = sorted(many_row_groups.glob("events/*/*.parquet"))
+    groups = pq.ParquetFile(first).metadata.num_row_groups
+    cache = _FooterCache(limit=groups)  # room for one of the two files
+    one = cache(first)
+    assert cache(first) is one  # kept
+    cache(second)
+    assert cache(first) is not one  # the first went to make room, and is read again
+    roomy = _FooterCache(limit=10 * groups)
+    kept = roomy(first)
+    roomy(second)
+    assert roomy(first) is kept
