@@ -379,7 +379,8 @@ class _Footer:
 
 class _FooterCache:
     """Event files' footers (``_Footer``) parsed once per process (per file: path, inode, size,
-    modification time), not once per read. A store's files are never rewritten in place; and
+    modification and change times: a file restored with its old times still has a new change
+    time), not once per read. A store's files are never rewritten in place; and
     a partitioned read of a store of N row groups would otherwise parse all N footers and test
     all N row groups' statistics per partition, a cost that grows with the square of the
     store's size. Least recently used files go first once the row groups held pass ``limit``;
@@ -387,13 +388,13 @@ class _FooterCache:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._footers: OrderedDict[tuple[str, int, int, int], _Footer] = OrderedDict()
+        self._footers: OrderedDict[tuple[str, int, int, int, int], _Footer] = OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
 
     def __call__(self, path: Path) -> _Footer:
         info = path.stat()
-        key = (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
+        key = (str(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         with self._lock:
             hit = self._footers.get(key)
             if hit is not None:

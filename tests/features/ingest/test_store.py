@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -343,13 +344,16 @@ def test_each_footer_is_parsed_once_and_again_once_its_file_changes(
     (new,) = many_row_groups.glob("events/*/*.parquet")
     assert parsed[-1] == new.name
 
-    data = new.read_bytes()  # damaged after its footer was kept: read again, and named
-    new.write_bytes(data[: len(data) // 2])
+    data, kept = new.read_bytes(), new.stat()  # damaged after its footer was kept: read again,
+    new.write_bytes(data[: len(data) // 2])  # and named
     with pytest.raises(StoreError, match=new.name):
         read_events_table(many_row_groups, partition=(1, 4))
     assert parsed.count(new.name) >= 2  # not served from the footer kept before
-    new.write_bytes(data)
+    new.write_bytes(data)  # restored with its old times (cp -p): its change time is new
+    os.utime(new, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    again = parsed.count(new.name)
     assert read_events_table(many_row_groups, partition=(1, 4)).equals(before)
+    assert parsed.count(new.name) == again + 1
 
 
 def test_the_footer_cache_lets_the_least_recently_used_files_go_past_its_limit(
