@@ -559,17 +559,20 @@ def _read_events(
 def _with_current_files(store: Path, read: Callable[[Manifest], Any]) -> Any:
     """``read(manifest)``, again with the new manifest if a file it lists went away meanwhile
     (a compaction replaced it): a reader never fails on a store a writer changed under it. A
-    file missing or damaged still is named in the error."""
+    compaction publishes each month on its own, so a read may meet several: it is read again as
+    long as the manifest changed since the last try. A file missing or damaged while the
+    manifest stays put is named in the error."""
     manifest = read_manifest(store)
-    try:
-        return read(manifest)
-    except (OSError, pa.ArrowException):
-        fresh = read_manifest(store)
-        if fresh.event_files() == manifest.event_files():
-            _refuse_missing(store, fresh)
-            _refuse_damaged(store, fresh, read)
-            raise
-        return read(fresh)
+    while True:
+        try:
+            return read(manifest)
+        except (OSError, pa.ArrowException):
+            fresh = read_manifest(store)
+            if fresh.event_files() == manifest.event_files():
+                _refuse_missing(store, fresh)
+                _refuse_damaged(store, fresh, read)
+                raise
+            manifest = fresh
 
 
 def _refuse_damaged(store: Path, manifest: Manifest, read: Callable[[Manifest], Any]) -> None:

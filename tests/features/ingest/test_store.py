@@ -372,3 +372,46 @@ def test_the_footer_cache_lets_the_least_recently_used_files_go_past_its_limit(
     kept = roomy(first)
     roomy(second)
     assert roomy(first) is kept
+
+
+def test_a_read_outlasts_a_compaction_publishing_month_after_month_under_it(
+    many_row_groups: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compaction in another process publishes each month on its own: a reader's manifest can
+    go stale twice in one read, and is read again each time (it never fails)."""
+    import features.ingest.store as store_mod
+    from features.ingest.partitions import partition_of, subscriber_buckets
+
+    later = [
+        (f"late-{i:03d}", T0 + pd.Timedelta(days=5, minutes=i), "production") for i in range(60)
+    ]
+    with writer_lock(many_row_groups):  # a second month (February) of two files
+        manifest = read_manifest(many_row_groups)
+        for n in (0, 1):
+            manifest = commit(
+                many_row_groups,
+                manifest,
+                events(*later[n::2]),
+                EMPTY_Q,
+                [{"sha256": f"late{n}", "path": f"late{n}.csv"}],
+            )
+    everything = read_events_table(many_row_groups)
+    buckets = subscriber_buckets(everything.column(s.USER_ID), everything.column(s.PLATFORM))
+    expected = everything.filter(pa.array(partition_of(buckets, 3) == 1))
+    months = iter(["2026-01", "2026-02"])
+    real = store_mod._read_events
+
+    def compacted_meanwhile(store: Path, manifest: Manifest, *args: object) -> pa.Table:
+        month = next(months, None)  # the first two tries each meet one month compacted
+        if month is not None:
+            with writer_lock(store):
+                store_mod._compact_month(store, read_manifest(store), month, 1000)
+        return real(store, manifest, *args)
+
+    monkeypatch.setattr(store_mod, "_read_events", compacted_meanwhile)
+    got = read_events_table(many_row_groups, partition=(1, 3))
+    assert len(list(many_row_groups.glob("events/*/*.parquet"))) == 2  # both months compacted
+    assert sorted(got.column(s.EVENT_KEY).to_pylist()) == sorted(
+        expected.column(s.EVENT_KEY).to_pylist()
+    )
+    assert got.num_rows > 0
