@@ -857,7 +857,7 @@ def _write_compacted(
                 last = bucket_range(index, chunks)[1]
                 rest = pa.concat_tables(
                     [BUCKETED_SCHEMA.empty_table()] + [c.take(last) for c in cursors]
-                )
+                ).combine_chunks()  # a take across a slice of every file: 2.5x slower at 100
                 order = pc.sort_indices(rest, [(BUCKET, "ascending"), (s.TS, "ascending")])
                 table = pa.concat_tables([carry, rest.take(order)])  # sort_indices is stable
                 whole = table.num_rows - table.num_rows % EVENT_ROW_GROUP_ROWS
