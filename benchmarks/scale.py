@@ -401,7 +401,13 @@ def main() -> None:
                 "--partitions", str(args.partitions), *(f"--dask={x}" for x in args.dask),
             ]  # fmt: skip
             if args.drop_caches:
-                drop_page_cache()
+                try:
+                    drop_page_cache()
+                except OSError as exc:
+                    raise SystemExit(
+                        f"--drop-caches: cannot empty the page cache ({exc}); run as root, or "
+                        "without --drop-caches"
+                    ) from None
             r = _measure(cmd)
             r.update(copies=k, where=where, at=datetime.now(UTC).isoformat(timespec="seconds"))
             r.update(compact_s=compact_s)  # once per store, before its runs; not in "seconds"
