@@ -109,7 +109,14 @@ class TrainingSettings(Section):
         "holdout_pr_auc", min_length=1, description="Hold-out metric the champion gate compares."
     )
     early_stopping_rounds: int = Field(
-        50, ge=1, description="LightGBM rounds without a validation AUC gain before it stops."
+        50,
+        ge=1,
+        description="LightGBM rounds without a gain in early_stopping_metric before it stops.",
+    )
+    early_stopping_metric: Literal["binary_logloss", "auc"] = Field(
+        "binary_logloss",
+        description="The validation metric LightGBM's early stopping watches: log loss, a smooth "
+        "proper score, or ROC AUC, which plateaus early where churners are rare.",
     )
     max_age_days: int = Field(
         30,

@@ -270,6 +270,7 @@ def _fit_and_evaluate(
         Xvt,
         yv,
         early_stopping_rounds=t.early_stopping_rounds,
+        early_stopping_metric=t.early_stopping_metric,
     )
     model = ChurnModel(
         tuning.best_params,
@@ -277,6 +278,7 @@ def _fit_and_evaluate(
         config.buckets.policy(),
         t.early_stopping_rounds,
         config.features,
+        t.early_stopping_metric,
     ).assemble(pre, clf, Xv, yv, registry, X_population=population)
     mlflow.log_param("calibration", model.calibration_)
     if progress:
@@ -391,6 +393,7 @@ def _refit_and_publish(config, registry, parts, dropped, result, Xh, yh, populat
         pre.transform(Xs),
         ys,
         early_stopping_rounds=t.early_stopping_rounds,
+        early_stopping_metric=t.early_stopping_metric,
     )
     refit = ChurnModel(
         result.tuning.best_params,
@@ -398,6 +401,7 @@ def _refit_and_publish(config, registry, parts, dropped, result, Xh, yh, populat
         config.buckets.policy(),
         t.early_stopping_rounds,
         config.features,
+        t.early_stopping_metric,
     ).assemble(pre, clf, Xc, yc, registry, X_population=population)
     cutoffs = sorted(set(X.index.get_level_values(schema.AS_OF)))
     calibrated_on = sorted(set(Xc.index.get_level_values(schema.AS_OF)))

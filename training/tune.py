@@ -380,6 +380,7 @@ def _objective(Xt, y, Xvt, yv, config: TuneConfig, parent: tuple[str, str, str] 
                     )
                 ],
                 early_stopping_rounds=config.training.early_stopping_rounds,
+                early_stopping_metric=config.training.early_stopping_metric,
             )
             value = float(clf.best_score_[VALID_NAME][METRIC])
             trial.set_user_attr("best_iteration", int(clf.best_iteration_))

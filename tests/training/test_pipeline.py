@@ -15,7 +15,10 @@ from training.pipeline import (
     _fit_calibrator,
     apply_calibrator,
     choose_calibration,
+    classifier,
     feature_types,
+    fit_classifier,
+    preprocessor,
 )
 from training.splits import time_split
 
@@ -37,6 +40,34 @@ def fitted(snapshots):
         X, y, X_valid=Xv, y_valid=yv
     )
     return model, (X, y, Xv, yv, Xh, yh)
+
+
+@pytest.mark.parametrize("metric", ["binary_logloss", "auc"])
+def test_early_stopping_keeps_the_best_round_of_the_chosen_metric(snapshots, metric) -> None:
+    """Both metrics are recorded every round; the one chosen decides the round kept (the first
+    best of its curve) and the stop (``rounds`` later), and the best score holds both at it."""
+    frame, _ = snapshots
+    X, y, Xv, yv, _, _ = parts(frame)
+    pre = preprocessor(feature_types(X)).fit(X, y)
+    rounds = 15
+    clf = fit_classifier(
+        classifier({"num_leaves": 31, "learning_rate": 0.3, "min_child_samples": 2}, 0),
+        pre.transform(X),
+        y,
+        pre.transform(Xv),
+        yv,
+        early_stopping_rounds=rounds,
+        early_stopping_metric=metric,
+    )
+    curves = clf.evals_result_["valid_0"]
+    assert set(curves) == {"binary_logloss", "auc"}
+    curve = np.asarray(curves[metric])
+    best = int(np.argmin(curve) if metric == "binary_logloss" else np.argmax(curve))
+    assert clf.best_iteration_ == best + 1
+    assert len(curve) == min(best + 1 + rounds, clf.n_estimators)
+    assert clf.best_score_["valid_0"]["auc"] == pytest.approx(curves["auc"][best])
+    expected = roc_auc_score(yv, clf.predict_proba(pre.transform(Xv))[:, 1])
+    assert clf.best_score_["valid_0"]["auc"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_feature_types_from_dtypes_without_registry(snapshots) -> None:
