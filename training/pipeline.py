@@ -311,6 +311,12 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.feature_config = feature_config
         self.early_stopping_metric = early_stopping_metric
 
+    def __setstate__(self, state: dict) -> None:
+        # a model registered before training.early_stopping_metric stopped on AUC; without the
+        # attribute its get_params (repr, clone) would fail
+        state.setdefault("early_stopping_metric", "auc")
+        super().__setstate__(state)
+
     def fit(
         self,
         X: pd.DataFrame,

@@ -70,6 +70,23 @@ def test_early_stopping_keeps_the_best_round_of_the_chosen_metric(snapshots, met
     assert clf.best_score_["valid_0"]["auc"] == pytest.approx(expected, abs=1e-9)
 
 
+def test_a_model_pickled_before_the_stopping_metric_setting_still_loads(fitted) -> None:
+    """Registered models from before ``early_stopping_metric`` unpickle with the rule they were
+    fitted with (AUC) and keep scoring and describing themselves."""
+    import pickle
+
+    model, (_, _, _, _, Xh, _) = fitted
+    state = model.__getstate__()
+    del state["early_stopping_metric"]
+    old = ChurnModel.__new__(ChurnModel)
+    old.__setstate__(state)
+    again = pickle.loads(pickle.dumps(old))
+    assert again.get_params()["early_stopping_metric"] == "auc"
+    assert "ChurnModel(" in repr(again)
+    assert clone(again).early_stopping_metric == "auc"
+    np.testing.assert_array_equal(again.predict_proba(Xh), model.predict_proba(Xh))
+
+
 def test_feature_types_from_dtypes_without_registry(snapshots) -> None:
     frame, _ = snapshots
     types = feature_types(frame)
