@@ -66,8 +66,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     }
     if unlisted:
         raise pytest.UsageError(
-            f"{', '.join(sorted(unlisted))} use trained_app: add them to TRAINED_APP_FILES in "
-            "tests/conftest.py, so the app is trained once a run"
+            f"test files using trained_app but not in TRAINED_APP_FILES (tests/conftest.py): "
+            f"{', '.join(sorted(unlisted))}; add them there, so the app is trained once a run"
         )
 
 
