@@ -20,7 +20,8 @@ setup: .venv/.lapse-synced
 demo: setup
 	$(RUN) lapse demo
 
-# Three pytest workers, each taking whole files (module fixtures train once): tests wait on
+# Three pytest workers, each taking whole files (module fixtures train once; the files sharing the
+# session's trained app go to one worker together, tests/conftest.py TRAINED_APP_FILES): tests wait on
 # servers, subprocesses and SQLite as much as on the CPU (two workers kept 1.6 of the 2 cores busy).
 # Files go out in collection order, the heaviest first (tests/conftest.py HEAVY_FIRST), not
 # xdist's default of the most tests first, which left a one-test, four-minute file for last.

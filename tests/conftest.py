@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The test files that take minutes, heaviest first (a full run's `--durations`). `make test`
 #: hands whole files to three workers in collection order (`--dist loadfile
 #: --no-loadscope-reorder`): these start first, so no worker picks a long file up at the end
-#: while the others sit idle. Scheduling only: a file missing here just starts later.
+#: while the others sit idle (the files of TRAINED_APP_FILES go as one, see below). Scheduling
+#: only: a file missing here just starts later.
 HEAVY_FIRST = (
     "tests/lapse/test_cli.py",
     "tests/lapse/test_service.py",
@@ -34,14 +35,57 @@ HEAVY_FIRST = (
 )
 
 
+#: The files whose tests use ``trained_app`` (directly or through ``rescored_app``): building
+#: it trains a model, over a minute of CPU, once per worker that runs one of them. `make test`
+#: hands these files to one worker as a single unit (the scheduler below), so it is built once
+#: a run, not up to once per worker. Collection fails if a file using it is missing here.
+TRAINED_APP_FILES = (
+    "tests/lapse/test_service.py",
+    "tests/lapse/test_backtest.py",
+    "tests/serving/test_backtest.py",
+)
+
+
+def _file(item: pytest.Item) -> str:
+    return item.path.relative_to(ROOT).as_posix()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The heavy files first, in HEAVY_FIRST's order; the others after, as collected."""
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
 
     def order(item: pytest.Item) -> int:
-        return rank.get(item.path.relative_to(ROOT).as_posix(), len(HEAVY_FIRST))
+        return rank.get(_file(item), len(HEAVY_FIRST))
 
     items.sort(key=order)  # stable: a file's own tests keep their order
+    unlisted = {
+        _file(item)
+        for item in items
+        if "trained_app" in getattr(item, "fixturenames", ())
+        and _file(item) not in TRAINED_APP_FILES
+    }
+    if unlisted:
+        raise pytest.UsageError(
+            f"test files using trained_app but not in TRAINED_APP_FILES (tests/conftest.py): "
+            f"{', '.join(sorted(unlisted))}; add them there, so the app is trained once a run"
+        )
+
+
+@pytest.hookimpl(optionalhook=True)  # the hook is xdist's: absent without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile`, but the files of TRAINED_APP_FILES are one unit (xdist's
+    `--dist loadgroup` does not group on pytest 9: xdist 3.8 renames a test by `item._nodeid`,
+    which pytest 9 no longer reads). Units go out in collection order, as with loadfile."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class TrainedAppOnce(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            return "trained_app" if file in TRAINED_APP_FILES else file
+
+    return TrainedAppOnce(config, log)
 
 
 # --- a small generated app, ingested and trained: shared by the slow tests -----------------------

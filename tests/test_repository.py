@@ -97,7 +97,8 @@ def test_every_repository_file_the_docs_name_exists() -> None:
 
 def test_the_files_scheduled_first_exist() -> None:
     """A renamed heavy test file would silently lose its early start (tests/conftest.py)."""
-    from tests.conftest import HEAVY_FIRST
+    from tests.conftest import HEAVY_FIRST, TRAINED_APP_FILES
 
     assert len(set(HEAVY_FIRST)) == len(HEAVY_FIRST)
     assert [name for name in HEAVY_FIRST if not (ROOT / name).is_file()] == []
+    assert [name for name in TRAINED_APP_FILES if not (ROOT / name).is_file()] == []
