@@ -52,7 +52,7 @@ from training.evaluate import (
 from training.pipeline import ChurnModel, classifier, feature_types, fit_classifier, preprocessor
 from training.reasons import group_contributions, reason_table, top_reasons
 from training.registry import GateDecision, experiment_id, publish
-from training.settings import TrainConfig
+from training.settings import TrainConfig, TrainingSettings
 from training.splits import (
     TimeSplit,
     check_sufficient,
@@ -113,6 +113,17 @@ def fingerprint(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def study_name(horizon: int, training: TrainingSettings, fp: str) -> str:
+    """The Optuna study of this data, horizon, seed and early-stopping rule.
+
+    A trial's score is validation ROC AUC at the round early stopping kept, so trials stopped by
+    another metric or patience are not comparable: a study is resumed only under the same rule
+    (a study begun under AUC stopping would otherwise count toward ``n_trials`` after a switch to
+    log loss, and its trial be kept with no new one run)."""
+    rule = f"{training.early_stopping_metric}-r{training.early_stopping_rounds}"
+    return f"lapse-h{horizon}-s{training.seed}-{fp}-{rule}"
 
 
 def data_cutoffs(
@@ -250,7 +261,7 @@ def _fit_and_evaluate(
     horizon = config.labels.horizon_days
     pre = preprocessor(feature_types(X, registry)).fit(X, y)
     Xt, Xvt = pre.transform(X), pre.transform(Xv)
-    study = f"lapse-h{horizon}-s{t.seed}-{fp}"
+    study = study_name(horizon, t, fp)
     tuning = tune(Xt, y, Xvt, yv, TuneConfig(config.optuna, study, t), progress)
     clock["tuned"] = time.perf_counter()
     mlflow.log_params({f"best_{k}": v for k, v in tuning.best_params.items()})

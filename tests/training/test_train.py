@@ -17,7 +17,7 @@ from features import schema
 from tests.training.conftest import TENURE, TEST_REGISTRY, make_snapshots
 from training.evaluate import auc_standard_error, clustered_auc_standard_error, score_metrics
 from training.registry import EVALUATION_TAG
-from training.settings import TrainConfig
+from training.settings import TrainConfig, TrainingSettings
 from training.splits import DataSufficiencyError, held_out_subscribers
 from training.train import (
     TrainingInputError,
@@ -27,6 +27,7 @@ from training.train import (
     data_cutoffs,
     fingerprint,
     load_truth,
+    study_name,
     train_snapshots,
 )
 
@@ -236,6 +237,22 @@ def test_too_few_churners_stops_before_any_run(tmp_path, mlflow_env) -> None:
     ):
         train_snapshots(frame, cfg)
     assert mlflow.get_experiment_by_name(cfg.mlflow.experiment) is None  # stopped before any run
+
+
+def test_a_study_resumes_only_under_the_same_early_stopping_rule() -> None:
+    # a study tuned under AUC stopping (every study before training.early_stopping_metric) was
+    # resumed after the switch to log loss: its trial counted toward n_trials and was kept
+    auc = TrainingSettings(seed=42, early_stopping_metric="auc")
+    logloss = TrainingSettings(seed=42, early_stopping_metric="binary_logloss")
+    patient = TrainingSettings(seed=42, early_stopping_metric="auc", early_stopping_rounds=200)
+    assert study_name(14, auc, "a6564a722a1e965a") == "lapse-h14-s42-a6564a722a1e965a-auc-r50"
+    assert study_name(14, logloss, "a6564a722a1e965a") == (
+        "lapse-h14-s42-a6564a722a1e965a-binary_logloss-r50"
+    )
+    assert study_name(14, patient, "a6564a722a1e965a").endswith("-auc-r200")
+    assert study_name(14, TrainingSettings(seed=42, early_stopping_metric="auc"), "f") == (
+        study_name(14, auc, "f")
+    )
 
 
 def test_data_cutoffs_step_from_the_first_event() -> None:
