@@ -70,6 +70,31 @@ def test_early_stopping_keeps_the_best_round_of_the_chosen_metric(snapshots, met
     assert clf.best_score_["valid_0"]["auc"] == pytest.approx(expected, abs=1e-9)
 
 
+def test_early_stopping_on_log_loss_with_rare_churners_keeps_its_own_best_round() -> None:
+    """An annual-plan-like app, 2% churners and noisy signal: the round kept is log loss's best
+    (not AUC's), and AUC is still recorded there for the trial's score."""
+    rng = np.random.default_rng(11)
+    n = 6000
+    X = pd.DataFrame({"signal": rng.normal(size=n), "noise": rng.normal(size=n)})
+    logit = -4.6 + 0.9 * X["signal"].to_numpy()
+    y = pd.Series((rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int))
+    assert 0.01 < y.mean() < 0.04
+    train, valid = slice(0, 4000), slice(4000, n)
+    clf = fit_classifier(
+        classifier({"num_leaves": 4, "learning_rate": 0.03, "min_child_samples": 50}, 0),
+        X[train],
+        y[train],
+        X[valid],
+        y[valid],
+        early_stopping_rounds=50,
+    )
+    curves = clf.evals_result_["valid_0"]
+    best = int(np.argmin(curves["binary_logloss"]))
+    assert clf.best_iteration_ == best + 1
+    assert clf.best_score_["valid_0"]["auc"] == pytest.approx(curves["auc"][best])
+    assert clf.best_score_["valid_0"]["auc"] > 0.6
+
+
 def test_a_model_pickled_before_the_stopping_metric_setting_still_loads(fitted) -> None:
     """Registered models from before ``early_stopping_metric`` unpickle with the rule they were
     fitted with (AUC) and keep scoring and describing themselves."""
