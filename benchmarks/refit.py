@@ -79,19 +79,17 @@ def refit_logreg(known, run, result):
     """The tuned logistic regression fitted as the refit is (``refit_rows``: every cut-off with
     complete labels, the held-out subscribers apart), ``C`` chosen on the refit's calibration
     rows, on the features the run kept."""
-    from features import schema
     from features.build import feature_registry
     from training.evaluate import tuned_logreg
     from training.pipeline import feature_types
     from training.splits import refit_rows
+    from training.train import split_xy
 
     t = run.training
     parts = refit_rows(known, result.split, t.valid_share, t.seed, t.min_churners)
-    dropped = [schema.CHURNED, *result.dropped_features]
-    (X, y), (Xc, yc) = (
-        (parts[n].drop(columns=dropped), parts[n][schema.CHURNED].astype(bool).astype(int))
-        for n in ("train", "calibrate")
-    )
+    dropped = list(result.dropped_features)
+    (X, y), (Xc, yc) = (split_xy(parts[n]) for n in ("train", "calibrate"))
+    X, Xc = X.drop(columns=dropped), Xc.drop(columns=dropped)
     types = feature_types(X, feature_registry(run.definition))
     return tuned_logreg(types, t.seed, X, y, Xc, yc)[0]
 

@@ -221,14 +221,14 @@ def run_rows(frame, config):
     validation and hold-out ``(X, y)``, without the constant features the run drops, and those."""
     from features import schema
     from training.splits import split_rows, time_split
-    from training.train import _xy, constant_features
+    from training.train import constant_features, split_xy
 
     t = config.training
     labelled = frame[frame[schema.CHURNED].notna()]
     cutoffs = labelled.index.get_level_values(schema.AS_OF).unique()
     split = time_split(cutoffs, config.labels.horizon_days, t.valid_cutoffs)
     parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
-    (X, y), (Xv, yv), (Xh, yh) = (_xy(parts[n]) for n in ("train", "valid", "holdout"))
+    (X, y), (Xv, yv), (Xh, yh) = (split_xy(parts[n]) for n in ("train", "valid", "holdout"))
     dropped = constant_features(X)
     X, Xv, Xh = (f.drop(columns=dropped) for f in (X, Xv, Xh))
     return (X, y), (Xv, yv), (Xh, yh), dropped

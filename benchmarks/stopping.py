@@ -40,7 +40,7 @@ def main() -> None:
     from training.pipeline import classifier, feature_types, fit_classifier, preprocessor
     from training.settings import TrainConfig
     from training.splits import refit_rows, time_split
-    from training.train import constant_features, load_truth
+    from training.train import constant_features, load_truth, split_xy
     from training.tune import first_trial
 
     t = TrainConfig().training
@@ -58,13 +58,10 @@ def main() -> None:
         known, time_split(cutoffs, horizon, t.valid_cutoffs), t.valid_share, t.seed, t.min_churners
     )
 
-    def xy(part):
-        return part.drop(columns=schema.CHURNED), part[schema.CHURNED].astype(bool).astype(int)
-
     (X, y), (Xs, ys), (Xf, yf) = (
-        xy(parts["train"]),
-        xy(parts["stop"]),
-        xy(labelled[as_of == future]),
+        split_xy(parts["train"]),
+        split_xy(parts["stop"]),
+        split_xy(labelled[as_of == future]),
     )
     dropped = constant_features(X)
     X, Xs, Xf = (f.drop(columns=dropped) for f in (X, Xs, Xf))

@@ -146,7 +146,8 @@ def _experiment(config: TrainConfig) -> str:
     return experiment_id(m.tracking_uri, m.experiment, m.artifact_location)
 
 
-def _xy(part: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+def split_xy(part: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """A part of the snapshots as (features, 0/1 churn labels)."""
     return part.drop(columns=schema.CHURNED), part[schema.CHURNED].astype(bool).astype(int)
 
 
@@ -194,7 +195,7 @@ def train_snapshots(
     )
     parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
     split = used_split(split, parts)
-    (X, y), (Xv, yv), (Xh, yh) = (_xy(parts[n]) for n in ("train", "valid", "holdout"))
+    (X, y), (Xv, yv), (Xh, yh) = (split_xy(parts[n]) for n in ("train", "valid", "holdout"))
     check_sufficient(
         {"train": y, "validation": yv, "hold-out": yh}, t.min_churners, t.min_non_churners
     )
@@ -394,7 +395,7 @@ def _refit_and_publish(config, registry, parts, dropped, result, Xh, yh, populat
     t = config.training
     (X, y), (Xs, ys), (Xc, yc) = (
         (frame.drop(columns=dropped), labels)
-        for frame, labels in (_xy(parts[n]) for n in ("train", "stop", "calibrate"))
+        for frame, labels in (split_xy(parts[n]) for n in ("train", "stop", "calibrate"))
     )
     pre = preprocessor(feature_types(X, registry)).fit(X, y)
     clf = fit_classifier(
