@@ -227,7 +227,7 @@ def run_rows(frame, config):
     labelled = frame[frame[schema.CHURNED].notna()]
     cutoffs = labelled.index.get_level_values(schema.AS_OF).unique()
     split = time_split(cutoffs, config.labels.horizon_days, t.valid_cutoffs)
-    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
+    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners, t.valid_until)
     (X, y), (Xv, yv), (Xh, yh) = (split_xy(parts[n]) for n in ("train", "valid", "holdout"))
     dropped = constant_features(X)
     X, Xv, Xh = (f.drop(columns=dropped) for f in (X, Xv, Xh))

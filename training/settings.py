@@ -92,6 +92,13 @@ class TrainingSettings(Section):
         "eligible cut-offs, their rows whose label window overlaps validation purged (0: "
         "validate on the latest valid_cutoffs cut-offs, every subscriber).",
     )
+    valid_until: Literal["holdout", "labels_end"] = Field(
+        "holdout",
+        description="Where validation may reach: label windows ending by the hold-out cut-off, "
+        "or (labels_end, with valid_share) the latest labelled cut-offs before it, its "
+        "subscribers then left out of the hold-out: closer to the hold-out on short exports, "
+        "sharing its calendar weeks.",
+    )
     refit: bool = Field(
         True,
         description="After the time split has chosen the parameters and measured the hold-out, "
@@ -132,6 +139,15 @@ class TrainingSettings(Section):
         description="Snapshot rows trained on at most: a larger app's snapshots are sampled, "
         "the same share of every cut-off's rows (0: all rows).",
     )
+
+    @model_validator(mode="after")
+    def _validation_holds_subscribers_out(self) -> TrainingSettings:
+        if self.valid_until == "labels_end" and self.valid_share <= 0:
+            raise ValueError(
+                "valid_until = 'labels_end' needs valid_share > 0 (got 0): validation may only "
+                "reach into the hold-out's weeks with subscribers the hold-out leaves out"
+            )
+        return self
 
 
 class BucketSettings(Section):

@@ -1,20 +1,26 @@
 """Time-based splits of snapshot frames: train on early cut-offs, validate later, hold out the last.
 
-The hold-out is the latest cut-off whose labels are complete. A training or validation row's label
-window (cut-off + horizon) must end by the hold-out cut-off, so nothing the hold-out measures was
-seen while fitting, tuning, calibrating or bucketing.
+The hold-out is the latest cut-off whose labels are complete. A training row's label window
+(cut-off + horizon) must end by the hold-out cut-off, and so must a validation row's, unless
+validation reaches to the end of the labels (``valid_until``), where its subscribers leave the
+hold-out instead: nothing the hold-out measures was seen while fitting, tuning, calibrating or
+bucketing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from base import LapseError
 from features import schema
+
+#: Where validation's label windows may end: by the hold-out cut-off, or by the end of the labels.
+ValidUntil = Literal["holdout", "labels_end"]
 
 
 class DataSufficiencyError(LapseError, ValueError):
@@ -109,21 +115,33 @@ def validation_cutoffs(
 
 
 def split_rows(
-    frame: pd.DataFrame, split: TimeSplit, valid_share: float, seed: int, min_churners: int
+    frame: pd.DataFrame,
+    split: TimeSplit,
+    valid_share: float,
+    seed: int,
+    min_churners: int,
+    valid_until: ValidUntil = "holdout",
 ) -> dict[str, pd.DataFrame]:
     """Training, validation and hold-out rows of a labelled snapshot frame.
 
     With ``valid_share`` > 0, validation holds out whole subscribers: a stable ``valid_share``
-    of them, at the latest cut-offs whose label window ends by the hold-out (at least as many as
-    ``split.valid``, going back until they hold ``min_churners`` churners), are never trained on.
-    Those are the rows most like the hold-out's: at early cut-offs every history is cut short by
-    the start of the data (tenure, renewals and 28-day windows not yet filled), and a validation
-    spread over them ranked far below the hold-out (issue 12: 0.75 vs 0.86 ROC AUC). Every other
-    subscriber's rows at every eligible cut-off are training rows, and so are the held-out
-    subscribers' rows whose label window ends by the first validation cut-off; their rows in
-    between are purged (left out), so one renewal decision never sits in training and
-    validation. With 0, the time split alone: validation is the latest ``valid_cutoffs``
-    cut-offs. The hold-out is always the latest cut-off, every subscriber.
+    of them, at the latest cut-offs they may validate on (at least as many as ``split.valid``,
+    going back until they hold ``min_churners`` churners), are never trained on. Those are the
+    rows most like the hold-out's: at early cut-offs every history is cut short by the start of
+    the data (tenure, renewals and 28-day windows not yet filled), and a validation spread over
+    them ranked far below the hold-out (issue 12: 0.75 vs 0.86 ROC AUC). Every other
+    subscriber's rows at every cut-off whose label window ends by the hold-out cut-off are
+    training rows, and so are the held-out subscribers' rows whose label window ends by the
+    first validation cut-off; their rows in between are purged (left out), so one renewal
+    decision never sits in training and validation.
+
+    ``valid_until`` says where validation may reach. ``"holdout"``: its label windows end by the
+    hold-out cut-off too, so no outcome it sees falls in the hold-out's window; on a short export
+    that keeps it weeks of history away from the hold-out. ``"labels_end"``: the held-out
+    subscribers validate at the latest labelled cut-offs before the hold-out, their windows
+    running on into the hold-out's, and leave the hold-out, so validation and hold-out share
+    calendar weeks but never a subscriber. With ``valid_share`` 0, the time split alone:
+    validation is the latest ``valid_cutoffs`` cut-offs and the hold-out every subscriber.
     """
     holdout = split.part(frame, "holdout")
     if valid_share <= 0:
@@ -132,15 +150,22 @@ def split_rows(
             "valid": split.part(frame, "valid"),
             "holdout": holdout,
         }
-    cutoffs = [*split.train, *split.valid]
-    eligible = frame[frame.index.get_level_values(schema.AS_OF).isin(cutoffs)]
+    trainable = [*split.train, *split.valid]
+    as_of = frame.index.get_level_values(schema.AS_OF)
+    if valid_until == "labels_end":
+        reachable = sorted(c for c in set(as_of) if c < split.holdout)
+        holdout = holdout[~held_out_subscribers(holdout.index, valid_share, seed)]
+    else:
+        reachable = trainable
+    eligible = frame[as_of.isin(reachable)]
     held = held_out_subscribers(eligible.index, valid_share, seed)
-    valid_at = validation_cutoffs(eligible[held], cutoffs, len(split.valid), min_churners)
+    valid_at = validation_cutoffs(eligible[held], reachable, len(split.valid), min_churners)
     as_of = eligible.index.get_level_values(schema.AS_OF)
     horizon = timedelta(days=split.horizon_days)
     before_validation = np.asarray(as_of + horizon <= min(valid_at))
+    may_train = np.asarray(as_of.isin(trainable))
     return {
-        "train": eligible[~held | before_validation],
+        "train": eligible[may_train & (~held | before_validation)],
         "valid": eligible[held & np.asarray(as_of.isin(valid_at))],
         "holdout": holdout,
     }

@@ -116,14 +116,17 @@ def fingerprint(frame: pd.DataFrame) -> str:
 
 
 def study_name(horizon: int, training: TrainingSettings, fp: str) -> str:
-    """The Optuna study of this data, horizon, seed and early-stopping rule.
+    """The Optuna study of this data, horizon, seed, early-stopping rule and validation rows.
 
     A trial's score is validation ROC AUC at the round early stopping kept, so trials stopped by
-    another metric or patience are not comparable: a study is resumed only under the same rule
-    (a study begun under AUC stopping would otherwise count toward ``n_trials`` after a switch to
-    log loss, and its trial be kept with no new one run)."""
-    rule = f"{training.early_stopping_metric}-r{training.early_stopping_rounds}"
-    return f"lapse-h{horizon}-s{training.seed}-{fp}-{rule}"
+    another metric or patience, or scored on other validation rows, are not comparable: a study
+    is resumed only under the same rule and rows (a study begun under AUC stopping would
+    otherwise count toward ``n_trials`` after a switch to log loss, and its trial be kept with
+    no new one run)."""
+    t = training
+    rule = f"{t.early_stopping_metric}-r{t.early_stopping_rounds}"
+    rows = f"v{t.valid_share:g}x{t.valid_cutoffs}c{t.min_churners}-{t.valid_until}"
+    return f"lapse-h{horizon}-s{t.seed}-{fp}-{rule}-{rows}"
 
 
 def data_cutoffs(
@@ -193,7 +196,7 @@ def train_snapshots(
     split = time_split(
         labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
     )
-    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
+    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners, t.valid_until)
     split = used_split(split, parts)
     (X, y), (Xv, yv), (Xh, yh) = (split_xy(parts[n]) for n in ("train", "valid", "holdout"))
     check_sufficient(
@@ -469,7 +472,7 @@ def _gap_warnings(metrics: dict[str, float]) -> list[str]:
             "leakage into validation, or drift"
             if valid > hold
             else "its rows are harder to rank: histories cut short by the data's start at early "
-            "cut-offs, or drift"
+            "cut-offs (training.valid_until = 'labels_end' validates nearer the hold-out), or drift"
         )
         return [
             f"validation ROC AUC {valid:.4f} vs hold-out {hold:.4f}: a gap of "

@@ -354,6 +354,18 @@ def test_bad_override(overrides: dict, message: str) -> None:
         Settings.load(**overrides)
 
 
+def test_validation_reaching_the_labels_end_needs_a_subscriber_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(SettingsError, match=r"valid_until = 'labels_end' needs valid_share > 0"):
+        Settings.load(training={"valid_until": "labels_end", "valid_share": 0})
+    monkeypatch.setenv("LAPSE_TRAINING__VALID_UNTIL", "soon")
+    with pytest.raises(SettingsError, match=r"VALID_UNTIL.*'holdout' or 'labels_end'.*soon"):
+        Settings.load()
+    monkeypatch.setenv("LAPSE_TRAINING__VALID_UNTIL", "labels_end")
+    assert Settings.load().training.valid_until == "labels_end"
+
+
 def test_settings_error_is_caught_as_a_value_error() -> None:
     """Callers that handle ValueError (typer, notebooks) get the message, not a crash."""
     with pytest.raises(ValueError, match="users"):

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features import schema
@@ -188,3 +188,71 @@ def test_newest_cutoff_keeps_only_the_latest_rows(snapshots) -> None:
     newest = newest_cutoff(frame)
     assert _cutoffs(newest) == [max(_cutoffs(frame))] and len(newest) == 600
     assert newest_cutoff(frame.iloc[:0]).empty
+
+
+def test_validation_up_to_the_end_of_the_labels_leaves_its_subscribers_out_of_the_holdout() -> None:
+    frame, _ = make_snapshots(users=600, cutoffs=12, seed=3)  # weekly: 8 eligible for 28 days
+    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=28)
+    eligible = [*split.train, *split.valid]
+    before_holdout = _cutoffs(frame)[:-1]
+    assert len(before_holdout) == 11 and max(eligible) < max(before_holdout)
+    parts = split_rows(frame, split, 0.2, seed=5, min_churners=60, valid_until="labels_end")
+    is_held = held_out_subscribers(frame.index, 0.2, 5)
+    held, others = frame[is_held], frame[~is_held]
+    # validation: held-out rows of the latest cut-offs before the hold-out, back until 60
+    # churners, the ones too close to the hold-out to train on included
+    wanted = []
+    for cutoff in reversed(before_holdout):
+        wanted.append(cutoff)
+        at = held[held.index.get_level_values(schema.AS_OF).isin(wanted)]
+        if at[schema.CHURNED].sum() >= 60:
+            break
+    assert parts["valid"].index.equals(at.index) and max(wanted) == max(before_holdout)
+    # the hold-out: every other subscriber at the hold-out cut-off, none of validation's
+    assert parts["holdout"].index.equals(split.part(others, "holdout").index)
+    assert _who(parts["holdout"]).isdisjoint(_who(parts["valid"]))
+    # training: the others at the eligible cut-offs, the held-out subscribers' windows that end
+    # by the first validation cut-off; no training window reaches the hold-out cut-off
+    first = min(wanted)
+    held_as_of = held.index.get_level_values(schema.AS_OF)
+    expected = pd.concat(
+        [
+            others[others.index.get_level_values(schema.AS_OF).isin(eligible)],
+            held[(held_as_of + timedelta(days=28) <= first) & held_as_of.isin(eligible)],
+        ]
+    )
+    assert parts["train"].index.sort_values().equals(expected.index.sort_values())
+    assert max(_cutoffs(parts["train"])) + timedelta(days=28) <= split.holdout
+
+
+def test_validation_up_to_the_end_of_the_labels_matches_the_default_without_a_share() -> None:
+    frame, _ = make_snapshots(users=300, cutoffs=8, seed=4)
+    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=21)
+    near = split_rows(frame, split, 0, seed=5, min_churners=10, valid_until="labels_end")
+    default = split_rows(frame, split, 0, seed=5, min_churners=10)
+    for name in ("train", "valid", "holdout"):
+        assert near[name].index.equals(default[name].index)
+
+
+@settings(max_examples=30)
+@given(
+    share=st.sampled_from([0.1, 0.2, 0.5]),
+    seed=st.integers(0, 50),
+    min_churners=st.integers(1, 200),
+    horizon=st.sampled_from([7, 14, 28, 35]),
+)
+def test_no_outcome_sits_in_two_parts_when_validation_reaches_the_labels_end(
+    share, seed, min_churners, horizon
+) -> None:
+    frame, _ = make_snapshots(users=200, cutoffs=10, seed=seed)
+    split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon)
+    parts = split_rows(frame, split, share, seed, min_churners, valid_until="labels_end")
+    assert _cutoffs(parts["holdout"]) == [split.holdout]
+    assert _who(parts["holdout"]).isdisjoint(_who(parts["valid"]))
+    assert max(_cutoffs(parts["valid"])) < split.holdout
+    first = min(_cutoffs(parts["valid"]))
+    training = _windows(parts["train"], horizon)
+    for windows in training.values():
+        assert all(end <= split.holdout for _, end in windows)
+    for who in _who(parts["valid"]):
+        assert all(end <= first for _, end in training.get(who, []))

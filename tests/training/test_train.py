@@ -239,20 +239,35 @@ def test_too_few_churners_stops_before_any_run(tmp_path, mlflow_env) -> None:
     assert mlflow.get_experiment_by_name(cfg.mlflow.experiment) is None  # stopped before any run
 
 
-def test_a_study_resumes_only_under_the_same_early_stopping_rule() -> None:
+def test_a_study_resumes_only_under_the_same_early_stopping_rule_and_validation_rows() -> None:
     # a study tuned under AUC stopping (every study before training.early_stopping_metric) was
     # resumed after the switch to log loss: its trial counted toward n_trials and was kept
     auc = TrainingSettings(seed=42, early_stopping_metric="auc")
     logloss = TrainingSettings(seed=42, early_stopping_metric="binary_logloss")
     patient = TrainingSettings(seed=42, early_stopping_metric="auc", early_stopping_rounds=200)
-    assert study_name(14, auc, "a6564a722a1e965a") == "lapse-h14-s42-a6564a722a1e965a-auc-r50"
-    assert study_name(14, logloss, "a6564a722a1e965a") == (
-        "lapse-h14-s42-a6564a722a1e965a-binary_logloss-r50"
+    assert study_name(14, auc, "a6564a722a1e965a") == (
+        "lapse-h14-s42-a6564a722a1e965a-auc-r50-v0.2x1c50-holdout"
     )
-    assert study_name(14, patient, "a6564a722a1e965a").endswith("-auc-r200")
+    assert study_name(14, logloss, "a6564a722a1e965a") == (
+        "lapse-h14-s42-a6564a722a1e965a-binary_logloss-r50-v0.2x1c50-holdout"
+    )
+    assert "-auc-r200-" in study_name(14, patient, "a6564a722a1e965a")
     assert study_name(14, TrainingSettings(seed=42, early_stopping_metric="auc"), "f") == (
         study_name(14, auc, "f")
     )
+    # trials scored on other validation rows are not comparable either
+    names = {
+        study_name(14, TrainingSettings(seed=42, **change), "f")
+        for change in (
+            {},
+            {"valid_until": "labels_end"},
+            {"valid_share": 0.3},
+            {"valid_share": 0},
+            {"valid_cutoffs": 2},
+            {"min_churners": 20},
+        )
+    }
+    assert len(names) == 6
 
 
 def test_data_cutoffs_step_from_the_first_event() -> None:
