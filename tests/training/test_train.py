@@ -229,6 +229,33 @@ def test_drift_is_measured_against_the_newest_population_labelled_or_not(
     assert TENURE in aged.flagged
 
 
+def test_validation_at_the_labels_end_is_scored_on_other_subscribers_than_the_holdout(
+    snapshots, tmp_path, mlflow_env
+) -> None:
+    frame, _ = snapshots  # six weekly cut-offs 02-02 .. 03-09, 14-day labels
+    cfg = config(tmp_path, mlflow_env, training={"refit": False, "valid_until": "labels_end"})
+    result = train_snapshots(frame, cfg, registry=TEST_REGISTRY)
+    held = held_out_subscribers(frame.index, 0.2, 5)
+    at = frame.index.get_level_values(schema.AS_OF)
+    # validation: the held-out fifth at 03-02, a week before the hold-out (its 14-day window
+    # runs into the hold-out's); the hold-out: everyone else at 03-09
+    assert [str(c.date()) for c in result.split.valid] == ["2026-03-02"]
+    assert result.rows["validation"] == (held & (at == "2026-03-02")).sum()
+    assert result.rows["holdout"] == (~held & (at == "2026-03-09")).sum() < 600
+    # training: the others at 02-02 .. 02-23, the held-out fifth where its window ends by 03-02
+    assert result.rows["train"] == (~held & (at <= "2026-02-23")).sum() + (
+        held & (at <= "2026-02-16")
+    ).sum()
+    run = MlflowClient().get_run(result.run_id)
+    assert run.data.params["training.valid_until"] == "labels_end"
+    assert run.data.params["valid_cutoffs_used"] == "2026-03-02"
+    hold = frame[~held & (at == "2026-03-09")]
+    X, yh = hold.drop(columns=schema.CHURNED), hold[schema.CHURNED].astype(int)
+    honest = score_metrics(yh, result.model.predict_proba(X)[:, 1], "holdout")
+    assert result.metrics["holdout_pr_auc"] == pytest.approx(honest["holdout_pr_auc"])
+    assert result.gate.candidate == pytest.approx(honest["holdout_pr_auc"])
+
+
 def test_too_few_churners_stops_before_any_run(tmp_path, mlflow_env) -> None:
     frame, _ = make_snapshots(users=300, seed=2)
     cfg = config(tmp_path, mlflow_env, training={"min_churners": 500})
