@@ -243,9 +243,10 @@ def test_validation_at_the_labels_end_is_scored_on_other_subscribers_than_the_ho
     assert result.rows["validation"] == (held & (at == "2026-03-02")).sum()
     assert result.rows["holdout"] == (~held & (at == "2026-03-09")).sum() < 600
     # training: the others at 02-02 .. 02-23, the held-out fifth where its window ends by 03-02
-    assert result.rows["train"] == (~held & (at <= "2026-02-23")).sum() + (
-        held & (at <= "2026-02-16")
-    ).sum()
+    assert (
+        result.rows["train"]
+        == (~held & (at <= "2026-02-23")).sum() + (held & (at <= "2026-02-16")).sum()
+    )
     run = MlflowClient().get_run(result.run_id)
     assert run.data.params["training.valid_until"] == "labels_end"
     assert run.data.params["valid_cutoffs_used"] == "2026-03-02"
