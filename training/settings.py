@@ -93,11 +93,11 @@ class TrainingSettings(Section):
         "validate on the latest valid_cutoffs cut-offs, every subscriber).",
     )
     valid_until: Literal["holdout", "labels_end"] = Field(
-        "holdout",
-        description="Where validation may reach: label windows ending by the hold-out cut-off, "
-        "or (labels_end, with valid_share) the latest labelled cut-offs before it, its "
-        "subscribers then left out of the hold-out: closer to the hold-out on short exports, "
-        "sharing its calendar weeks.",
+        "labels_end",
+        description="Where validation may reach (with valid_share > 0; ignored at 0): labels_end, "
+        "the held-out subscribers at the latest labelled cut-offs before the hold-out, left out "
+        "of the hold-out (nearest it, sharing its calendar weeks); holdout, only cut-offs whose "
+        "label window ends by the hold-out cut-off.",
     )
     refit: bool = Field(
         True,
@@ -139,15 +139,6 @@ class TrainingSettings(Section):
         description="Snapshot rows trained on at most: a larger app's snapshots are sampled, "
         "the same share of every cut-off's rows (0: all rows).",
     )
-
-    @model_validator(mode="after")
-    def _validation_holds_subscribers_out(self) -> TrainingSettings:
-        if self.valid_until == "labels_end" and self.valid_share <= 0:
-            raise ValueError(
-                "valid_until = 'labels_end' needs valid_share > 0 (got 0): validation may only "
-                "reach into the hold-out's weeks with subscribers the hold-out leaves out"
-            )
-        return self
 
 
 class BucketSettings(Section):

@@ -120,7 +120,7 @@ def split_rows(
     valid_share: float,
     seed: int,
     min_churners: int,
-    valid_until: ValidUntil = "holdout",
+    valid_until: ValidUntil = "labels_end",
 ) -> dict[str, pd.DataFrame]:
     """Training, validation and hold-out rows of a labelled snapshot frame.
 

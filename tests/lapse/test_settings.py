@@ -354,16 +354,15 @@ def test_bad_override(overrides: dict, message: str) -> None:
         Settings.load(**overrides)
 
 
-def test_validation_reaching_the_labels_end_needs_a_subscriber_share(
+def test_where_validation_reaches_is_checked_and_read_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with pytest.raises(SettingsError, match=r"valid_until = 'labels_end' needs valid_share > 0"):
-        Settings.load(training={"valid_until": "labels_end", "valid_share": 0})
+    assert Settings.load().training.valid_until == "labels_end"
     monkeypatch.setenv("LAPSE_TRAINING__VALID_UNTIL", "soon")
     with pytest.raises(SettingsError, match=r"VALID_UNTIL.*'holdout' or 'labels_end'.*soon"):
         Settings.load()
-    monkeypatch.setenv("LAPSE_TRAINING__VALID_UNTIL", "labels_end")
-    assert Settings.load().training.valid_until == "labels_end"
+    monkeypatch.setenv("LAPSE_TRAINING__VALID_UNTIL", "holdout")
+    assert Settings.load().training.valid_until == "holdout"
 
 
 def test_settings_error_is_caught_as_a_value_error() -> None:

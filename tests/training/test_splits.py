@@ -137,12 +137,12 @@ def _windows(frame: pd.DataFrame, horizon: int) -> dict[tuple[str, str], list[tu
     return out
 
 
-def test_validation_is_the_held_out_subscribers_at_the_latest_cutoffs() -> None:
+def test_validation_ending_by_the_holdout_takes_the_held_out_at_the_latest_cutoffs() -> None:
     frame, _ = make_snapshots(users=600, cutoffs=12, seed=3)  # weekly: 8 eligible for 28 days
     split = time_split(frame.index.get_level_values(schema.AS_OF).unique(), horizon_days=28)
     eligible = [*split.train, *split.valid]
     assert len(eligible) == 8
-    parts = split_rows(frame, split, valid_share=0.2, seed=5, min_churners=60)
+    parts = split_rows(frame, split, 0.2, seed=5, min_churners=60, valid_until="holdout")
     held = frame[held_out_subscribers(frame.index, 0.2, 5)]
     # validation: held-out rows of the latest eligible cut-offs, back until 60 churners
     wanted = []
@@ -173,9 +173,9 @@ def test_validation_takes_at_least_valid_cutoffs_and_all_when_churners_are_few(s
     frame, _ = snapshots
     cutoffs = frame.index.get_level_values(schema.AS_OF).unique()
     two = time_split(cutoffs, horizon_days=14, valid_cutoffs=2)
-    parts = split_rows(frame, two, valid_share=0.2, seed=5, min_churners=1)
+    parts = split_rows(frame, two, 0.2, seed=5, min_churners=1, valid_until="holdout")
     assert _cutoffs(parts["valid"]) == list(two.valid)
-    every = split_rows(frame, two, valid_share=0.2, seed=5, min_churners=10_000)
+    every = split_rows(frame, two, 0.2, seed=5, min_churners=10_000, valid_until="holdout")
     assert _cutoffs(every["valid"]) == [*two.train, *two.valid]
     # every held-out row's window overlaps validation: none trains
     assert _who(every["train"]).isdisjoint(_who(every["valid"]))

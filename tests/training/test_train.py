@@ -81,22 +81,29 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     for prefix in ("holdout", "baseline_rule", "baseline_logreg", "oracle"):
         for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top10_lift"):
             assert f"{prefix}_{name}" in m, f"{prefix}_{name}"
-    assert result.oracle_rows == 500 and m["oracle_rows"] == 500
     assert m["oracle_roc_auc"] > m["oracle_matched_model_roc_auc"] > 0.7
     assert m["oracle_ratio"] == pytest.approx(
         (m["oracle_matched_model_roc_auc"] - 0.5) / (m["oracle_roc_auc"] - 0.5)
     )
     assert m["holdout_roc_auc"] > m["baseline_rule_roc_auc"]
-    # of the 4 cut-offs whose windows end in time (02-02 .. 02-23), validation is the held-out
-    # fifth of subscribers at the latest (>= 20 churners there); their rows at 02-16 are purged
-    # (the 14-day windows overlap), their earlier ones train, and everyone else's
-    held = frame[held_out_subscribers(frame.index, 0.2, 5)]
-    at = held.index.get_level_values(schema.AS_OF)
-    assert result.rows["validation"] == (at == "2026-02-23").sum()
-    assert held[at == "2026-02-23"][schema.CHURNED].sum() >= 20
-    assert result.rows["train"] == 2400 - ((at >= "2026-02-16") & (at <= "2026-02-23")).sum()
-    assert 100 < result.rows["validation"] < 150 and result.rows["holdout"] == 600
-    assert [str(c.date()) for c in result.split.valid] == ["2026-02-23"]
+    # validation is the held-out fifth of subscribers at the latest cut-off before the hold-out
+    # (03-02, >= 20 churners there), left out of the hold-out (everyone else at 03-09); their
+    # rows at 02-23 are purged (the 14-day window overlaps 03-02's), their earlier ones train,
+    # and everyone else's at the 4 cut-offs whose windows end by the hold-out (02-02 .. 02-23)
+    is_held = held_out_subscribers(frame.index, 0.2, 5)
+    at = frame.index.get_level_values(schema.AS_OF)
+    assert result.rows["validation"] == (is_held & (at == "2026-03-02")).sum()
+    assert frame[is_held & (at == "2026-03-02")][schema.CHURNED].sum() >= 20
+    assert (
+        result.rows["train"]
+        == (~is_held & (at <= "2026-02-23")).sum() + (is_held & (at <= "2026-02-16")).sum()
+    )
+    holdout_rows = int((~is_held & (at == "2026-03-09")).sum())
+    known = frame.index.isin(pd.MultiIndex.from_frame(truth[list(frame.index.names)]))
+    with_truth = int((~is_held & (at == "2026-03-09") & known).sum())
+    assert result.oracle_rows == m["oracle_rows"] == with_truth < holdout_rows
+    assert 100 < result.rows["validation"] < 150 and result.rows["holdout"] == holdout_rows
+    assert [str(c.date()) for c in result.split.valid] == ["2026-03-02"]
     assert len(result.split.train) == 4
     assert result.dropped_features == ("t_constant",)  # constant on the training rows
     assert "t_constant" not in result.model.features_
@@ -109,7 +116,7 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     assert result.warnings == ()
     assert result.gate.moved and result.gate.version == "1"
     assert list(result.buckets.index) == ["high", "medium", "low"]
-    assert result.buckets["users"].sum() == 600
+    assert result.buckets["users"].sum() == holdout_rows
     assert ("tune", 2, 2) in seen and ("evaluate", 3, 3) in seen
 
     run = MlflowClient().get_run(result.run_id)
@@ -134,7 +141,7 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "plots")}
     assert "plots/calibration.png" in artifacts and "plots/contributions.png" in artifacts
     served = mlflow.sklearn.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
-    hold = frame[frame.index.get_level_values(schema.AS_OF) == result.split.holdout]
+    hold = frame[~is_held & (at == result.split.holdout)]
     X, yh = hold.drop(columns=schema.CHURNED), hold[schema.CHURNED].astype(int)
     np.testing.assert_array_equal(served.predict_proba(X), result.model.predict_proba(X))
 
@@ -229,28 +236,25 @@ def test_drift_is_measured_against_the_newest_population_labelled_or_not(
     assert TENURE in aged.flagged
 
 
-def test_validation_at_the_labels_end_is_scored_on_other_subscribers_than_the_holdout(
+def test_validation_ending_by_the_holdout_keeps_every_subscriber_in_the_holdout(
     snapshots, tmp_path, mlflow_env
 ) -> None:
     frame, _ = snapshots  # six weekly cut-offs 02-02 .. 03-09, 14-day labels
-    cfg = config(tmp_path, mlflow_env, training={"refit": False, "valid_until": "labels_end"})
+    cfg = config(tmp_path, mlflow_env, training={"refit": False, "valid_until": "holdout"})
     result = train_snapshots(frame, cfg, registry=TEST_REGISTRY)
     held = held_out_subscribers(frame.index, 0.2, 5)
     at = frame.index.get_level_values(schema.AS_OF)
-    # validation: the held-out fifth at 03-02, a week before the hold-out (its 14-day window
-    # runs into the hold-out's); the hold-out: everyone else at 03-09
-    assert [str(c.date()) for c in result.split.valid] == ["2026-03-02"]
-    assert result.rows["validation"] == (held & (at == "2026-03-02")).sum()
-    assert result.rows["holdout"] == (~held & (at == "2026-03-09")).sum() < 600
-    # training: the others at 02-02 .. 02-23, the held-out fifth where its window ends by 03-02
-    assert (
-        result.rows["train"]
-        == (~held & (at <= "2026-02-23")).sum() + (held & (at <= "2026-02-16")).sum()
-    )
+    # of the 4 cut-offs whose windows end in time (02-02 .. 02-23), validation is the held-out
+    # fifth at the latest (>= 20 churners there); their rows at 02-16 are purged (the 14-day
+    # windows overlap), their earlier ones train, and everyone else's; the hold-out is everyone
+    assert [str(c.date()) for c in result.split.valid] == ["2026-02-23"]
+    assert result.rows["validation"] == (held & (at == "2026-02-23")).sum()
+    assert result.rows["holdout"] == 600
+    assert result.rows["train"] == 2400 - (held & (at >= "2026-02-16") & (at <= "2026-02-23")).sum()
     run = MlflowClient().get_run(result.run_id)
-    assert run.data.params["training.valid_until"] == "labels_end"
-    assert run.data.params["valid_cutoffs_used"] == "2026-03-02"
-    hold = frame[~held & (at == "2026-03-09")]
+    assert run.data.params["training.valid_until"] == "holdout"
+    assert run.data.params["valid_cutoffs_used"] == "2026-02-23"
+    hold = frame[at == "2026-03-09"]
     X, yh = hold.drop(columns=schema.CHURNED), hold[schema.CHURNED].astype(int)
     honest = score_metrics(yh, result.model.predict_proba(X)[:, 1], "holdout")
     assert result.metrics["holdout_pr_auc"] == pytest.approx(honest["holdout_pr_auc"])
