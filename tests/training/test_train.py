@@ -278,10 +278,10 @@ def test_a_study_resumes_only_under_the_same_early_stopping_rule_and_validation_
     logloss = TrainingSettings(seed=42, early_stopping_metric="binary_logloss")
     patient = TrainingSettings(seed=42, early_stopping_metric="auc", early_stopping_rounds=200)
     assert study_name(14, auc, "a6564a722a1e965a") == (
-        "lapse-h14-s42-a6564a722a1e965a-auc-r50-v0.2x1c50-holdout"
+        "lapse-h14-s42-a6564a722a1e965a-auc-r50-v0.2x1c50-labels_end"
     )
     assert study_name(14, logloss, "a6564a722a1e965a") == (
-        "lapse-h14-s42-a6564a722a1e965a-binary_logloss-r50-v0.2x1c50-holdout"
+        "lapse-h14-s42-a6564a722a1e965a-binary_logloss-r50-v0.2x1c50-labels_end"
     )
     assert "-auc-r200-" in study_name(14, patient, "a6564a722a1e965a")
     assert study_name(14, TrainingSettings(seed=42, early_stopping_metric="auc"), "f") == (
@@ -292,7 +292,7 @@ def test_a_study_resumes_only_under_the_same_early_stopping_rule_and_validation_
         study_name(14, TrainingSettings(seed=42, **change), "f")
         for change in (
             {},
-            {"valid_until": "labels_end"},
+            {"valid_until": "holdout"},
             {"valid_share": 0.3},
             {"valid_share": 0},
             {"valid_cutoffs": 2},
