@@ -92,6 +92,18 @@ def _who(frame: pd.DataFrame) -> set[tuple[str, str]]:
     return set(frame.index.droplevel(schema.AS_OF))
 
 
+def _back_until(held: pd.DataFrame, cutoffs, churners: int):
+    """The obvious loop: the latest of ``cutoffs``, and earlier ones one at a time until
+    ``held``'s rows there hold ``churners`` churners; (those cut-offs, latest first; the rows)."""
+    wanted = []
+    for cutoff in reversed(list(cutoffs)):
+        wanted.append(cutoff)
+        at = held[held.index.get_level_values(schema.AS_OF).isin(wanted)]
+        if at[schema.CHURNED].sum() >= churners:
+            break
+    return wanted, at
+
+
 def test_the_refit_trains_on_every_labelled_cutoff_and_holds_out_the_same_subscribers(
     snapshots,
 ) -> None:
@@ -108,12 +120,7 @@ def test_the_refit_trains_on_every_labelled_cutoff_and_holds_out_the_same_subscr
     assert _who(parts["train"]).isdisjoint(_who(parts["stop"]))
     # calibration: the held-out rows of the latest cut-offs, back until 30 churners (obvious loop)
     held = frame[held_out_subscribers(frame.index, 0.2, 5)]
-    wanted = []
-    for cutoff in reversed(_cutoffs(held)):
-        wanted.append(cutoff)
-        at = held[held.index.get_level_values(schema.AS_OF).isin(wanted)]
-        if at[schema.CHURNED].sum() >= 30:
-            break
+    wanted, at = _back_until(held, _cutoffs(held), 30)
     assert _cutoffs(parts["calibrate"]) == sorted(wanted)
     assert parts["calibrate"][schema.CHURNED].sum() >= 30
     assert max(wanted) == split.holdout and len(wanted) < 6
@@ -145,12 +152,7 @@ def test_validation_ending_by_the_holdout_takes_the_held_out_at_the_latest_cutof
     parts = split_rows(frame, split, 0.2, seed=5, min_churners=60, valid_until="holdout")
     held = frame[held_out_subscribers(frame.index, 0.2, 5)]
     # validation: held-out rows of the latest eligible cut-offs, back until 60 churners
-    wanted = []
-    for cutoff in reversed(eligible):
-        wanted.append(cutoff)
-        at = held[held.index.get_level_values(schema.AS_OF).isin(wanted)]
-        if at[schema.CHURNED].sum() >= 60:
-            break
+    wanted, at = _back_until(held, eligible, 60)
     assert _cutoffs(parts["valid"]) == sorted(wanted) and 1 < len(wanted) < len(eligible)
     assert parts["valid"].index.equals(at.index)
     # no renewal decision in both: a held-out subscriber trains only on windows that end by
@@ -201,12 +203,7 @@ def test_validation_up_to_the_end_of_the_labels_leaves_its_subscribers_out_of_th
     held, others = frame[is_held], frame[~is_held]
     # validation: held-out rows of the latest cut-offs before the hold-out, back until 60
     # churners, the ones too close to the hold-out to train on included
-    wanted = []
-    for cutoff in reversed(before_holdout):
-        wanted.append(cutoff)
-        at = held[held.index.get_level_values(schema.AS_OF).isin(wanted)]
-        if at[schema.CHURNED].sum() >= 60:
-            break
+    wanted, at = _back_until(held, before_holdout, 60)
     assert parts["valid"].index.equals(at.index) and max(wanted) == max(before_holdout)
     # the hold-out: every other subscriber at the hold-out cut-off, none of validation's
     assert parts["holdout"].index.equals(split.part(others, "holdout").index)
