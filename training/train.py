@@ -299,7 +299,7 @@ def _fit_and_evaluate(
     if progress:
         progress("evaluate", 0, 3)
     metrics, scores, oracle_rows = _evaluate(model, X, y, Xv, yv, Xh, yh, truth, t.seed, registry)
-    warnings = _gap_warnings(metrics)
+    warnings = _gap_warnings(metrics, config.training.valid_until)
     mlflow.log_metrics(metrics)
     # the standard error behind valid_final_roc_auc_se, holdout_roc_auc_se and the gap's
     mlflow.log_param("roc_auc_se_method", CLUSTERED_SE)
@@ -455,10 +455,11 @@ def _auc_standard_errors(yv, pv, yh, ph, metrics) -> dict[str, float]:
     return out
 
 
-def _gap_warnings(metrics: dict[str, float]) -> list[str]:
+def _gap_warnings(metrics: dict[str, float], valid_until: str = "labels_end") -> list[str]:
     """A warning when validation and hold-out ROC AUC differ by more than sampling noise:
     GAP_Z standard errors of the difference of two estimates taken as independent, each
-    clustered by subscriber (``valid_final_roc_auc_se``, ``holdout_roc_auc_se``)."""
+    clustered by subscriber (``valid_final_roc_auc_se``, ``holdout_roc_auc_se``); it names the
+    likely cause, given where validation was allowed to reach (``valid_until``)."""
     valid, hold = metrics.get("valid_final_roc_auc"), metrics.get("holdout_roc_auc")
     if valid is None or hold is None:
         return []
@@ -468,12 +469,16 @@ def _gap_warnings(metrics: dict[str, float]) -> list[str]:
     metrics["valid_holdout_gap_roc_auc"] = valid - hold
     metrics["valid_holdout_gap_se"] = float(se)
     if np.isfinite(se) and abs(valid - hold) > GAP_Z * se:
-        why = (
-            "leakage into validation, or drift"
-            if valid > hold
-            else "its rows are harder to rank: histories cut short by the data's start at early "
-            "cut-offs (training.valid_until = 'labels_end' validates nearer the hold-out), or drift"
-        )
+        if valid > hold:
+            why = "leakage into validation, or drift"
+        elif valid_until == "holdout":
+            why = (
+                "its rows are harder to rank: histories cut short by the data's start at early "
+                "cut-offs (training.valid_until = 'labels_end' validates nearer the hold-out), "
+                "or drift"
+            )
+        else:
+            why = "its rows are harder to rank, or drift"
         return [
             f"validation ROC AUC {valid:.4f} vs hold-out {hold:.4f}: a gap of "
             f"{valid - hold:+.4f} is more than {GAP_Z:g} standard errors ({se:.4f}); "

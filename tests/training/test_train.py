@@ -515,6 +515,9 @@ def test_a_validation_gap_beyond_noise_is_a_warning_that_says_which_way() -> Non
     assert below["valid_holdout_gap_roc_auc"] == pytest.approx(-0.10)
     assert below["valid_holdout_gap_se"] == pytest.approx(se)
     assert "0.7000 vs hold-out 0.8000" in warning and "harder to rank" in warning
+    assert "valid_until" not in warning  # it already validates next to the hold-out
+    (warning,) = _gap_warnings(run(0.70, 0.80), valid_until="holdout")
+    assert "histories cut short" in warning and "valid_until = 'labels_end'" in warning
     (warning,) = _gap_warnings(run(0.90, 0.80))
     assert "leakage" in warning and "harder" not in warning and f"({se:.4f})" in warning
     # the same gap within the noise of a validation spread over several cut-offs
