@@ -116,20 +116,21 @@ def small_store(tmp_path):
     return write_store(h.frame(), tmp_path, commits=1)
 
 
-@pytest.fixture
-def champion(tmp_path, monkeypatch, model: ChurnModel) -> str:
-    """An MLflow registry in ``tmp_path/registry`` (the working folder) whose ``lapse-churn``
-    champion is ``model``; the caller's LAPSE_ variables are cleared. Returns the tracking URI."""
+def enter_registry_folder(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work in ``work`` with the caller's LAPSE_ variables cleared and MLflow telemetry off."""
+    for name in [n for n in os.environ if n.startswith("LAPSE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.chdir(work)
+
+
+def publish_champion(work: Path, model: ChurnModel) -> str:
+    """A new MLflow registry in ``work`` whose ``lapse-churn`` champion is ``model`` (version 1);
+    the global tracking URI is left on it. Returns the tracking URI."""
     import mlflow
 
     from training.registry import publish
 
-    for name in [n for n in os.environ if n.startswith("LAPSE_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    work = tmp_path / "registry"
-    work.mkdir()
-    monkeypatch.chdir(work)
     uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("champion", (work / "mlruns").resolve().as_uri())
@@ -137,3 +138,13 @@ def champion(tmp_path, monkeypatch, model: ChurnModel) -> str:
     with mlflow.start_run(experiment_id=experiment):
         assert publish(model, X, y, "lapse-churn", "holdout_pr_auc").moved
     return uri
+
+
+@pytest.fixture
+def champion(tmp_path, monkeypatch, model: ChurnModel) -> str:
+    """An MLflow registry in ``tmp_path/registry`` (the working folder) whose ``lapse-churn``
+    champion is ``model``; the caller's LAPSE_ variables are cleared. Returns the tracking URI."""
+    work = tmp_path / "registry"
+    work.mkdir()
+    enter_registry_folder(work, monkeypatch)
+    return publish_champion(work, model)

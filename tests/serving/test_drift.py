@@ -11,6 +11,7 @@ import pytest
 
 from serving.drift import DriftRecord, DriftRecordError, drift_path, newest_drift, write_drift
 from serving.rescore import rescore
+from tests.serving.conftest import enter_registry_folder, publish_champion
 from training import drift
 from training.drift import DriftReport
 
@@ -61,7 +62,30 @@ def test_a_model_without_a_reference_still_scores(small_store, model) -> None:
     assert not result.drift.available and "older Lapse" in result.drift.reason
 
 
-@pytest.mark.slow  # an MLflow database of its own (and a registered model): ~30 s here
+@pytest.fixture(scope="module")
+def shared_champion(tmp_path_factory, model) -> str:
+    """One registry with ``model`` as champion for this module: its rescores only read it, and
+    a fresh MLflow database (its migrations) and a published model cost seconds each."""
+    with pytest.MonkeyPatch.context() as patch:
+        work = tmp_path_factory.mktemp("registry")
+        enter_registry_folder(work, patch)
+        return publish_champion(work, model)
+
+
+@pytest.fixture
+def champion(shared_champion: str, tmp_path, monkeypatch) -> str:
+    """conftest's ``champion`` (LAPSE_ variables cleared, an empty working folder, the tracking
+    URI set), on the module's one registry. Returns the tracking URI."""
+    import mlflow
+
+    work = tmp_path / "registry"
+    work.mkdir()
+    enter_registry_folder(work, monkeypatch)
+    mlflow.set_tracking_uri(shared_champion)
+    return shared_champion
+
+
+@pytest.mark.slow  # a registered champion (the module's), a rescore in-process
 def test_cli_rescore_shows_drift_and_fails_on_it_only_when_asked(
     small_store, champion: str, monkeypatch, capsys
 ) -> None:
@@ -95,7 +119,7 @@ def test_cli_rescore_shows_drift_and_fails_on_it_only_when_asked(
     assert "drift (PSI > 1e+06) │ none (largest: " in " ".join(capsys.readouterr().out.split())
 
 
-@pytest.mark.slow  # an MLflow database of its own (and a registered model): ~30 s here
+@pytest.mark.slow  # a registered champion (the module's), a rescore with a sync
 def test_a_real_rescore_keeps_its_drift_record(
     small_store, champion: str, tmp_path, monkeypatch, emulator
 ) -> None:
