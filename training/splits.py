@@ -71,15 +71,21 @@ def time_split(
 
 
 def check_sufficient(
-    labels: dict[str, pd.Series], min_churners: int, min_non_churners: int
+    labels: dict[str, pd.Series],
+    min_churners: int,
+    min_non_churners: int,
+    notes: dict[str, str] | None = None,
 ) -> None:
-    """Raise unless every split has enough churners and non-churners, saying what was found."""
+    """Raise unless every split has enough churners and non-churners, saying what was found
+    (and, for a split named in ``notes``, which rows it holds)."""
     short = []
     for name, y in labels.items():
         churners = int(y.sum())
         stayers = int(len(y) - churners)
         if churners < min_churners or stayers < min_non_churners:
-            short.append(f"{name}: {churners} churners, {stayers} non-churners")
+            note = (notes or {}).get(name)
+            found = f"{name}: {churners} churners, {stayers} non-churners"
+            short.append(f"{found} {note}" if note else found)
     if short:
         raise DataSufficiencyError(
             f"not enough labelled subscribers for an honest hold-out ({'; '.join(short)}); "

@@ -200,7 +200,10 @@ def train_snapshots(
     split = used_split(split, parts)
     (X, y), (Xv, yv), (Xh, yh) = (split_xy(parts[n]) for n in ("train", "valid", "holdout"))
     check_sufficient(
-        {"train": y, "validation": yv, "hold-out": yh}, t.min_churners, t.min_non_churners
+        {"train": y, "validation": yv, "hold-out": yh},
+        t.min_churners,
+        t.min_non_churners,
+        notes=_holdout_note(t, split),
     )
     dropped = constant_features(X)
     X, Xv, Xh = (frame.drop(columns=dropped) for frame in (X, Xv, Xh))
@@ -254,6 +257,17 @@ def train_snapshots(
     mlflow.end_run()
     result.dropped_features = tuple(dropped)
     return result
+
+
+def _holdout_note(t: TrainingSettings, split: TimeSplit) -> dict[str, str]:
+    """What the hold-out holds when it is not every subscriber at its cut-off, for a
+    too-few-churners error: with validation at the labels' end its subscribers are left out."""
+    if t.valid_share <= 0 or t.valid_until != "labels_end":
+        return {}
+    return {
+        "hold-out": f"at {split.holdout.date()}, without the {t.valid_share:g} share of "
+        "subscribers validated on (training.valid_until = 'labels_end')"
+    }
 
 
 def _fit_and_evaluate(

@@ -274,6 +274,31 @@ def test_too_few_churners_stops_before_any_run(tmp_path, mlflow_env) -> None:
     assert mlflow.get_experiment_by_name(cfg.mlflow.experiment) is None  # stopped before any run
 
 
+def test_a_short_holdout_says_it_leaves_out_the_subscribers_validated_on(
+    tmp_path, mlflow_env
+) -> None:
+    # a small app's hold-out counted fewer churners than its cut-off held, and the error did
+    # not say why: validation at the labels' end leaves its subscribers out of the hold-out
+    frame, _ = make_snapshots(users=300, seed=2)  # six weekly cut-offs, hold-out 03-09
+    at = frame.index.get_level_values(schema.AS_OF)
+    others = frame[~held_out_subscribers(frame.index, 0.2, 5) & (at == "2026-03-09")]
+    churners = int(others[schema.CHURNED].sum())
+    stayers = len(others) - churners
+    cfg = config(tmp_path, mlflow_env, training={"min_churners": churners + 1})
+    with pytest.raises(DataSufficiencyError) as info:
+        train_snapshots(frame, cfg)
+    assert (
+        f"hold-out: {churners} churners, {stayers} non-churners at 2026-03-09, without the 0.2 "
+        "share of subscribers validated on (training.valid_until = 'labels_end')"
+    ) in str(info.value)
+    everyone = config(
+        tmp_path, mlflow_env, training={"min_churners": 10_000, "valid_until": "holdout"}
+    )
+    with pytest.raises(DataSufficiencyError) as info:
+        train_snapshots(frame, everyone)
+    assert "valid_until" not in str(info.value)
+
+
 def test_a_study_resumes_only_under_the_same_early_stopping_rule_and_validation_rows() -> None:
     # a study tuned under AUC stopping (every study before training.early_stopping_metric) was
     # resumed after the switch to log loss: its trial counted toward n_trials and was kept
