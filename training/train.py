@@ -126,6 +126,8 @@ def study_name(horizon: int, training: TrainingSettings, fp: str) -> str:
     t = training
     rule = f"{t.early_stopping_metric}-r{t.early_stopping_rounds}"
     rows = f"v{t.valid_share:g}x{t.valid_cutoffs}c{t.min_churners}-{t.valid_until}"
+    if t.valid_share <= 0:  # the time split alone: min_churners and valid_until pick no rows
+        rows = f"v0x{t.valid_cutoffs}"
     return f"lapse-h{horizon}-s{t.seed}-{fp}-{rule}-{rows}"
 
 

@@ -328,6 +328,13 @@ def test_a_study_resumes_only_under_the_same_early_stopping_rule_and_validation_
         )
     }
     assert len(names) == 6
+    # without a validation share, min_churners and valid_until choose no validation row: a
+    # switch of either resumes the study rather than tuning the same rows again from scratch
+    time_split_alone = {
+        study_name(14, TrainingSettings(seed=42, valid_share=0, **change), "f")
+        for change in ({}, {"valid_until": "holdout"}, {"min_churners": 20})
+    }
+    assert time_split_alone == {"lapse-h14-s42-f-binary_logloss-r50-v0x1"}
 
 
 def test_data_cutoffs_step_from_the_first_event() -> None:
