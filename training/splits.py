@@ -44,16 +44,41 @@ class TimeSplit:
 
 
 def time_split(
-    cutoffs: list[pd.Timestamp] | pd.Index, horizon_days: int, valid_cutoffs: int = 1
+    cutoffs: list[pd.Timestamp] | pd.Index,
+    horizon_days: int,
+    valid_cutoffs: int = 1,
+    valid_until: ValidUntil = "holdout",
 ) -> TimeSplit:
     """Hold out the latest cut-off; validate on the latest ``valid_cutoffs`` whose label window
-    ends by it, train on the earlier ones; later-but-too-close cut-offs are left out."""
+    ends by it, train on the earlier ones; later-but-too-close cut-offs are left out.
+
+    With ``valid_until`` ``"labels_end"`` (for ``split_rows`` with a ``valid_share``: held-out
+    subscribers validate, the others train at the same cut-offs) validation is the latest
+    ``valid_cutoffs`` of every cut-off before the hold-out, and training every cut-off whose label
+    window ends by it: one such cut-off is enough, where a short export has no second one."""
     distinct = sorted(pd.Timestamp(c) for c in set(cutoffs))
     if not distinct:
         raise DataSufficiencyError("no labelled snapshot cut-offs; at least 3 are needed")
     holdout = distinct[-1]
     horizon = timedelta(days=horizon_days)
     eligible = [c for c in distinct[:-1] if c + horizon <= holdout]
+    if valid_until == "labels_end":
+        before = distinct[:-1]
+        if not eligible or len(before) < valid_cutoffs:
+            found = ", ".join(str(c.date()) for c in distinct)
+            raise DataSufficiencyError(
+                f"found {len(eligible)} labelled cut-off(s) whose {horizon_days}-day label window "
+                f"ends by the hold-out cut-off {holdout.date()} and {len(before)} before it; "
+                f"needed 1 for training and {valid_cutoffs} before the hold-out for validation "
+                f"(training.valid_until = 'labels_end'). Cut-offs found: {found}. Use more "
+                "history, a shorter horizon or closer cut-offs."
+            )
+        return TimeSplit(
+            train=tuple(eligible),
+            valid=tuple(before[-valid_cutoffs:]),
+            holdout=holdout,
+            horizon_days=horizon_days,
+        )
     if len(eligible) < valid_cutoffs + 1:
         found = ", ".join(str(c.date()) for c in distinct)
         raise DataSufficiencyError(
@@ -150,13 +175,22 @@ def split_rows(
     validation is the latest ``valid_cutoffs`` cut-offs and the hold-out every subscriber.
     """
     holdout = split.part(frame, "holdout")
+    horizon = timedelta(days=split.horizon_days)
     if valid_share <= 0:
+        late = [c for c in split.valid if c + horizon > split.holdout]
+        if late:
+            raise ValueError(
+                f"validation cut-off {late[0].date()}'s label window passes the hold-out cut-off "
+                f"{split.holdout.date()}: a split validating at the labels' end needs a "
+                "valid_share > 0 (its subscribers leave the hold-out)"
+            )
         return {
             "train": split.part(frame, "train"),
             "valid": split.part(frame, "valid"),
             "holdout": holdout,
         }
-    trainable = [*split.train, *split.valid]
+    # the cut-offs whose label window ends by the hold-out's (a labels_end split validates later)
+    trainable = [c for c in {*split.train, *split.valid} if c + horizon <= split.holdout]
     as_of = frame.index.get_level_values(schema.AS_OF)
     if valid_until == "labels_end":
         reachable = sorted(c for c in set(as_of) if c < split.holdout)
@@ -167,7 +201,6 @@ def split_rows(
     held = held_out_subscribers(eligible.index, valid_share, seed)
     valid_at = validation_cutoffs(eligible[held], reachable, len(split.valid), min_churners)
     as_of = eligible.index.get_level_values(schema.AS_OF)
-    horizon = timedelta(days=split.horizon_days)
     before_validation = np.asarray(as_of + horizon <= min(valid_at))
     may_train = np.asarray(as_of.isin(trainable))
     return {

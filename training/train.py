@@ -196,7 +196,10 @@ def train_snapshots(
     registry = feature_registry(config.features) if registry is None else registry
     labelled = snapshots[snapshots[schema.CHURNED].notna()]
     split = time_split(
-        labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
+        labelled.index.get_level_values(schema.AS_OF).unique(),
+        horizon,
+        t.valid_cutoffs,
+        t.valid_until if t.valid_share > 0 else "holdout",  # ignored without a share
     )
     parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners, t.valid_until)
     split = used_split(split, parts)

@@ -253,3 +253,58 @@ def test_no_outcome_sits_in_two_parts_when_validation_reaches_the_labels_end(
         assert all(end <= split.holdout for _, end in windows)
     for who in _who(parts["valid"]):
         assert all(end <= first for _, end in training.get(who, []))
+
+
+def test_a_short_export_validates_at_the_labels_end_with_one_cutoff_to_train_on() -> None:
+    # 6 weekly cut-offs, 35-day labels: only 02-02's window ends by the hold-out (03-09), so the
+    # time split had no second cut-off to validate on and refused, though validation at the
+    # labels' end needs none: the held-out subscribers validate at the latest cut-offs before it
+    frame, _ = make_snapshots(users=600, cutoffs=6, seed=3)
+    cutoffs = frame.index.get_level_values(schema.AS_OF).unique()
+    with pytest.raises(DataSufficiencyError, match=r"found 1 .*needed 2 \(1 for validation"):
+        time_split(cutoffs, horizon_days=35)
+    split = time_split(cutoffs, horizon_days=35, valid_until="labels_end")
+    assert split.train == tuple(days(28)) and split.valid == tuple(days(56))
+    assert split.holdout == DAY0 + timedelta(days=63)
+    parts = split_rows(frame, split, 0.2, seed=5, min_churners=60, valid_until="labels_end")
+    is_held = held_out_subscribers(frame.index, 0.2, 5)
+    held, others = frame[is_held], frame[~is_held]
+    wanted, at = _back_until(held, _cutoffs(frame)[:-1], 60)
+    assert parts["valid"].index.equals(at.index) and len(wanted) > 1
+    # training: everyone else at 02-02, the only cut-off whose window ends by the hold-out (the
+    # held-out subscribers' 02-02 window overlaps validation, so it is purged)
+    expected = others[others.index.get_level_values(schema.AS_OF) == days(28)[0]]
+    assert parts["train"].index.equals(expected.index)
+    assert parts["holdout"].index.equals(split.part(others, "holdout").index)
+    # without a share the split cannot validate there: every subscriber is in the hold-out
+    with pytest.raises(ValueError, match=r"2026-03-02's label window passes .* valid_share > 0"):
+        split_rows(frame, split, 0, seed=5, min_churners=60)
+    # no cut-off whose window ends by the hold-out: nothing to train on, whatever validates
+    with pytest.raises(
+        DataSufficiencyError,
+        match=r"found 0 .*ends by the hold-out cut-off 2026-03-09 and 5 before it; needed 1 for "
+        r"training and 1 before the hold-out for validation \(training.valid_until",
+    ):
+        time_split(cutoffs, horizon_days=36, valid_until="labels_end")
+
+
+@settings(max_examples=30)
+@given(
+    seed=st.integers(0, 50),
+    min_churners=st.integers(1, 200),
+    horizon=st.sampled_from([7, 14, 35, 49, 56]),
+    valid=st.integers(1, 3),
+)
+def test_a_labels_end_split_never_trains_on_a_window_that_reaches_the_holdout(
+    seed, min_churners, horizon, valid
+) -> None:
+    frame, _ = make_snapshots(users=200, cutoffs=9, seed=seed)
+    split = time_split(_cutoffs(frame), horizon, valid, valid_until="labels_end")
+    parts = split_rows(frame, split, 0.2, seed, min_churners, valid_until="labels_end")
+    assert _who(parts["holdout"]).isdisjoint(_who(parts["valid"]))
+    assert len(_cutoffs(parts["valid"])) >= valid and len(parts["train"])
+    first = min(_cutoffs(parts["valid"]))
+    for who, windows in _windows(parts["train"], horizon).items():
+        assert all(end <= split.holdout for _, end in windows)
+        if who in _who(parts["valid"]):
+            assert all(end <= first for _, end in windows)

@@ -274,6 +274,26 @@ def test_too_few_churners_stops_before_any_run(tmp_path, mlflow_env) -> None:
     assert mlflow.get_experiment_by_name(cfg.mlflow.experiment) is None  # stopped before any run
 
 
+def test_a_short_export_trains_on_its_one_cutoff_and_validates_at_the_labels_end(
+    tmp_path, mlflow_env
+) -> None:
+    # 35-day labels on six weekly cut-offs: only 02-02's window ends by the hold-out (03-09)
+    frame, _ = make_snapshots(users=600, seed=3)
+    cfg = config(tmp_path, mlflow_env, labels={"horizon_days": 35}, training={"refit": False})
+    result = train_snapshots(frame, cfg, registry=TEST_REGISTRY)
+    assert [str(c.date()) for c in result.split.train] == ["2026-02-02"]
+    assert str(result.split.holdout.date()) == "2026-03-09"
+    assert max(result.split.valid) == pd.Timestamp("2026-03-02", tz="UTC")
+    at = frame.index.get_level_values(schema.AS_OF)
+    others = ~held_out_subscribers(frame.index, 0.2, 5)
+    assert result.rows["train"] == (others & (at == "2026-02-02")).sum()
+    assert result.rows["holdout"] == (others & (at == "2026-03-09")).sum()
+    # without a validation share the time split still needs a second cut-off to validate on
+    alone = config(tmp_path, mlflow_env, labels={"horizon_days": 35}, training={"valid_share": 0})
+    with pytest.raises(DataSufficiencyError, match=r"needed 2 \(1 for validation"):
+        train_snapshots(frame, alone, registry=TEST_REGISTRY)
+
+
 def test_a_short_holdout_says_it_leaves_out_the_subscribers_validated_on(
     tmp_path, mlflow_env
 ) -> None:
