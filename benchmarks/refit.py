@@ -3,6 +3,7 @@ than the time-split model it comes from? Both from the same run, judged on a lat
 
     python benchmarks/refit.py                          # 20,000 users, 180 days, 3 futures
     python benchmarks/refit.py --users 8000 --futures 2 --trials 5 --work DIR
+    python benchmarks/refit.py --shape no-trials --set training.valid_until=labels_end --work DIR
 
 A backtest in miniature: generate an app of ``--days`` days, build its snapshots once (each
 cut-off sees only its past), then for each of the last ``--futures`` labelled cut-offs F train as
@@ -104,6 +105,13 @@ def main() -> None:
     parser.add_argument("--futures", type=int, default=3)
     parser.add_argument("--resamples", type=int, default=200)
     parser.add_argument("--work", type=Path, help="folder kept between runs (snapshots cached)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change a training setting for the run, e.g. training.valid_until=labels_end",
+    )
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -111,7 +119,7 @@ def main() -> None:
     import optuna
     import pandas as pd
 
-    from benchmarks.shapes import prepare_app, throwaway_config
+    from benchmarks.shapes import overrides, prepare_app, throwaway_config
     from features import schema
     from training.evaluate import join_truth, score_metrics
     from training.train import train_snapshots
@@ -120,7 +128,7 @@ def main() -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     work = args.work or Path(tempfile.mkdtemp(prefix="lapse-bench-refit-"))
     work.mkdir(parents=True, exist_ok=True)
-    config = throwaway_config(work, "refit", args.trials)
+    config = throwaway_config(work, "refit", args.trials, overrides(args.set))
     frame, truth, config = prepare_app(
         args.shape, args.users, args.seed, work, config, days=args.days
     )
@@ -131,6 +139,7 @@ def main() -> None:
     print(
         f"{args.shape} app: {args.users:,} users, {args.days} days, {len(labelled):,} labelled "
         f"rows at {as_of.nunique()} cut-offs; futures {', '.join(str(f.date()) for f in futures)}"
+        + "".join(f"; {pair}" for pair in args.set)
     )
     header = (
         f"{'future':<11} {'trained to':<11} {'rows':>6} {'churn':>6}  "

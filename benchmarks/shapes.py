@@ -226,8 +226,9 @@ def run_rows(frame, config):
     t = config.training
     labelled = frame[frame[schema.CHURNED].notna()]
     cutoffs = labelled.index.get_level_values(schema.AS_OF).unique()
-    split = time_split(cutoffs, config.labels.horizon_days, t.valid_cutoffs)
-    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
+    until = t.valid_until if t.valid_share > 0 else "holdout"  # as train_snapshots splits
+    split = time_split(cutoffs, config.labels.horizon_days, t.valid_cutoffs, until)
+    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners, t.valid_until)
     (X, y), (Xv, yv), (Xh, yh) = (split_xy(parts[n]) for n in ("train", "valid", "holdout"))
     dropped = constant_features(X)
     X, Xv, Xh = (f.drop(columns=dropped) for f in (X, Xv, Xh))

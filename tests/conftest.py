@@ -99,8 +99,10 @@ APP_TOML = (
     "[training]\nseed = 1\nmin_churners = 5\nmin_non_churners = 5\n"
     # the backtest tests rescore past days, the hold-out's among them, and check the realised
     # AUC against the hold-out's: the champion must be the time-split model, which never saw
-    # them (a refit has trained on every day whose labels are complete)
+    # them (a refit has trained on every day whose labels are complete), and the hold-out every
+    # subscriber the backtest scores (labels_end leaves the validation fifth out of it)
     "refit = false\n"
+    'valid_until = "holdout"\n'
 )
 
 

@@ -81,16 +81,26 @@ class TrainingSettings(Section):
     valid_cutoffs: int = Field(
         1,
         ge=1,
-        description="Latest eligible cut-offs used for validation (tuning, calibration); with "
-        "valid_share, the fewest, more being taken until they hold min_churners churners.",
+        description="Latest cut-offs used for validation (tuning, calibration): eligible ones "
+        "(label window ending by the hold-out), or with valid_share and valid_until = "
+        "labels_end any before the hold-out; with valid_share, the fewest, more being taken "
+        "until they hold min_churners churners.",
     )
     valid_share: float = Field(
         0.2,
         ge=0,
         lt=1,
         description="Share of subscribers held out of training for validation at the latest "
-        "eligible cut-offs, their rows whose label window overlaps validation purged (0: "
-        "validate on the latest valid_cutoffs cut-offs, every subscriber).",
+        "cut-offs it may reach (valid_until), their rows whose label window overlaps "
+        "validation purged (0: validate on the latest valid_cutoffs eligible cut-offs, every "
+        "subscriber).",
+    )
+    valid_until: Literal["holdout", "labels_end"] = Field(
+        "labels_end",
+        description="Where validation may reach (with valid_share > 0; ignored at 0): labels_end, "
+        "the held-out subscribers at the latest labelled cut-offs before the hold-out, left out "
+        "of the hold-out (nearest it, sharing its calendar weeks); holdout, only cut-offs whose "
+        "label window ends by the hold-out cut-off.",
     )
     refit: bool = Field(
         True,

@@ -1,20 +1,26 @@
 """Time-based splits of snapshot frames: train on early cut-offs, validate later, hold out the last.
 
-The hold-out is the latest cut-off whose labels are complete. A training or validation row's label
-window (cut-off + horizon) must end by the hold-out cut-off, so nothing the hold-out measures was
-seen while fitting, tuning, calibrating or bucketing.
+The hold-out is the latest cut-off whose labels are complete. A training row's label window
+(cut-off + horizon) must end by the hold-out cut-off, and so must a validation row's, unless
+validation reaches to the end of the labels (``valid_until``), where its subscribers leave the
+hold-out instead: nothing the hold-out measures was seen while fitting, tuning, calibrating or
+bucketing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from base import LapseError
 from features import schema
+
+#: Where validation's label windows may end: by the hold-out cut-off, or by the end of the labels.
+ValidUntil = Literal["holdout", "labels_end"]
 
 
 class DataSufficiencyError(LapseError, ValueError):
@@ -38,16 +44,41 @@ class TimeSplit:
 
 
 def time_split(
-    cutoffs: list[pd.Timestamp] | pd.Index, horizon_days: int, valid_cutoffs: int = 1
+    cutoffs: list[pd.Timestamp] | pd.Index,
+    horizon_days: int,
+    valid_cutoffs: int = 1,
+    valid_until: ValidUntil = "holdout",
 ) -> TimeSplit:
     """Hold out the latest cut-off; validate on the latest ``valid_cutoffs`` whose label window
-    ends by it, train on the earlier ones; later-but-too-close cut-offs are left out."""
+    ends by it, train on the earlier ones; later-but-too-close cut-offs are left out.
+
+    With ``valid_until`` ``"labels_end"`` (for ``split_rows`` with a ``valid_share``: held-out
+    subscribers validate, the others train at the same cut-offs) validation is the latest
+    ``valid_cutoffs`` of every cut-off before the hold-out, and training every cut-off whose label
+    window ends by it: one such cut-off is enough, where a short export has no second one."""
     distinct = sorted(pd.Timestamp(c) for c in set(cutoffs))
     if not distinct:
         raise DataSufficiencyError("no labelled snapshot cut-offs; at least 3 are needed")
     holdout = distinct[-1]
     horizon = timedelta(days=horizon_days)
     eligible = [c for c in distinct[:-1] if c + horizon <= holdout]
+    if valid_until == "labels_end":
+        before = distinct[:-1]
+        if not eligible or len(before) < valid_cutoffs:
+            found = ", ".join(str(c.date()) for c in distinct)
+            raise DataSufficiencyError(
+                f"found {len(eligible)} labelled cut-off(s) whose {horizon_days}-day label window "
+                f"ends by the hold-out cut-off {holdout.date()} and {len(before)} before it; "
+                f"needed 1 for training and {valid_cutoffs} before the hold-out for validation "
+                f"(training.valid_until = 'labels_end'). Cut-offs found: {found}. Use more "
+                "history, a shorter horizon or closer cut-offs."
+            )
+        return TimeSplit(
+            train=tuple(eligible),
+            valid=tuple(before[-valid_cutoffs:]),
+            holdout=holdout,
+            horizon_days=horizon_days,
+        )
     if len(eligible) < valid_cutoffs + 1:
         found = ", ".join(str(c.date()) for c in distinct)
         raise DataSufficiencyError(
@@ -65,15 +96,21 @@ def time_split(
 
 
 def check_sufficient(
-    labels: dict[str, pd.Series], min_churners: int, min_non_churners: int
+    labels: dict[str, pd.Series],
+    min_churners: int,
+    min_non_churners: int,
+    notes: dict[str, str] | None = None,
 ) -> None:
-    """Raise unless every split has enough churners and non-churners, saying what was found."""
+    """Raise unless every split has enough churners and non-churners, saying what was found
+    (and, for a split named in ``notes``, which rows it holds)."""
     short = []
     for name, y in labels.items():
         churners = int(y.sum())
         stayers = int(len(y) - churners)
         if churners < min_churners or stayers < min_non_churners:
-            short.append(f"{name}: {churners} churners, {stayers} non-churners")
+            note = (notes or {}).get(name)
+            found = f"{name}: {churners} churners, {stayers} non-churners"
+            short.append(f"{found} {note}" if note else found)
     if short:
         raise DataSufficiencyError(
             f"not enough labelled subscribers for an honest hold-out ({'; '.join(short)}); "
@@ -109,38 +146,65 @@ def validation_cutoffs(
 
 
 def split_rows(
-    frame: pd.DataFrame, split: TimeSplit, valid_share: float, seed: int, min_churners: int
+    frame: pd.DataFrame,
+    split: TimeSplit,
+    valid_share: float,
+    seed: int,
+    min_churners: int,
+    valid_until: ValidUntil = "labels_end",
 ) -> dict[str, pd.DataFrame]:
     """Training, validation and hold-out rows of a labelled snapshot frame.
 
     With ``valid_share`` > 0, validation holds out whole subscribers: a stable ``valid_share``
-    of them, at the latest cut-offs whose label window ends by the hold-out (at least as many as
-    ``split.valid``, going back until they hold ``min_churners`` churners), are never trained on.
-    Those are the rows most like the hold-out's: at early cut-offs every history is cut short by
-    the start of the data (tenure, renewals and 28-day windows not yet filled), and a validation
-    spread over them ranked far below the hold-out (issue 12: 0.75 vs 0.86 ROC AUC). Every other
-    subscriber's rows at every eligible cut-off are training rows, and so are the held-out
-    subscribers' rows whose label window ends by the first validation cut-off; their rows in
-    between are purged (left out), so one renewal decision never sits in training and
-    validation. With 0, the time split alone: validation is the latest ``valid_cutoffs``
-    cut-offs. The hold-out is always the latest cut-off, every subscriber.
+    of them, at the latest cut-offs they may validate on (at least as many as ``split.valid``,
+    going back until they hold ``min_churners`` churners), are never trained on. Those are the
+    rows most like the hold-out's: at early cut-offs every history is cut short by the start of
+    the data (tenure, renewals and 28-day windows not yet filled), and a validation spread over
+    them ranked far below the hold-out (issue 12: 0.75 vs 0.86 ROC AUC). Every other
+    subscriber's rows at every cut-off whose label window ends by the hold-out cut-off are
+    training rows, and so are the held-out subscribers' rows whose label window ends by the
+    first validation cut-off; their rows in between are purged (left out), so one renewal
+    decision never sits in training and validation.
+
+    ``valid_until`` says where validation may reach. ``"holdout"``: its label windows end by the
+    hold-out cut-off too, so no outcome it sees falls in the hold-out's window; on a short export
+    that keeps it weeks of history away from the hold-out. ``"labels_end"``: the held-out
+    subscribers validate at the latest labelled cut-offs before the hold-out, their windows
+    running on into the hold-out's, and leave the hold-out, so validation and hold-out share
+    calendar weeks but never a subscriber. With ``valid_share`` 0, the time split alone:
+    validation is the latest ``valid_cutoffs`` cut-offs and the hold-out every subscriber.
     """
     holdout = split.part(frame, "holdout")
+    horizon = timedelta(days=split.horizon_days)
     if valid_share <= 0:
+        late = [c for c in split.valid if c + horizon > split.holdout]
+        if late:
+            raise ValueError(
+                f"validation cut-off {late[0].date()}'s label window passes the hold-out cut-off "
+                f"{split.holdout.date()}: a split validating at the labels' end needs a "
+                "valid_share > 0 (its subscribers leave the hold-out)"
+            )
         return {
             "train": split.part(frame, "train"),
             "valid": split.part(frame, "valid"),
             "holdout": holdout,
         }
-    cutoffs = [*split.train, *split.valid]
-    eligible = frame[frame.index.get_level_values(schema.AS_OF).isin(cutoffs)]
+    # the cut-offs whose label window ends by the hold-out's (a labels_end split validates later)
+    trainable = [c for c in {*split.train, *split.valid} if c + horizon <= split.holdout]
+    as_of = frame.index.get_level_values(schema.AS_OF)
+    if valid_until == "labels_end":
+        reachable = sorted(c for c in set(as_of) if c < split.holdout)
+        holdout = holdout[~held_out_subscribers(holdout.index, valid_share, seed)]
+    else:
+        reachable = trainable
+    eligible = frame[as_of.isin(reachable)]
     held = held_out_subscribers(eligible.index, valid_share, seed)
-    valid_at = validation_cutoffs(eligible[held], cutoffs, len(split.valid), min_churners)
+    valid_at = validation_cutoffs(eligible[held], reachable, len(split.valid), min_churners)
     as_of = eligible.index.get_level_values(schema.AS_OF)
-    horizon = timedelta(days=split.horizon_days)
     before_validation = np.asarray(as_of + horizon <= min(valid_at))
+    may_train = np.asarray(as_of.isin(trainable))
     return {
-        "train": eligible[~held | before_validation],
+        "train": eligible[may_train & (~held | before_validation)],
         "valid": eligible[held & np.asarray(as_of.isin(valid_at))],
         "holdout": holdout,
     }

@@ -116,14 +116,19 @@ def fingerprint(frame: pd.DataFrame) -> str:
 
 
 def study_name(horizon: int, training: TrainingSettings, fp: str) -> str:
-    """The Optuna study of this data, horizon, seed and early-stopping rule.
+    """The Optuna study of this data, horizon, seed, early-stopping rule and validation rows.
 
     A trial's score is validation ROC AUC at the round early stopping kept, so trials stopped by
-    another metric or patience are not comparable: a study is resumed only under the same rule
-    (a study begun under AUC stopping would otherwise count toward ``n_trials`` after a switch to
-    log loss, and its trial be kept with no new one run)."""
-    rule = f"{training.early_stopping_metric}-r{training.early_stopping_rounds}"
-    return f"lapse-h{horizon}-s{training.seed}-{fp}-{rule}"
+    another metric or patience, or scored on other validation rows, are not comparable: a study
+    is resumed only under the same rule and rows (a study begun under AUC stopping would
+    otherwise count toward ``n_trials`` after a switch to log loss, and its trial be kept with
+    no new one run)."""
+    t = training
+    rule = f"{t.early_stopping_metric}-r{t.early_stopping_rounds}"
+    rows = f"v{t.valid_share:g}x{t.valid_cutoffs}c{t.min_churners}-{t.valid_until}"
+    if t.valid_share <= 0:  # the time split alone: min_churners and valid_until pick no rows
+        rows = f"v0x{t.valid_cutoffs}"
+    return f"lapse-h{horizon}-s{t.seed}-{fp}-{rule}-{rows}"
 
 
 def data_cutoffs(
@@ -191,13 +196,19 @@ def train_snapshots(
     registry = feature_registry(config.features) if registry is None else registry
     labelled = snapshots[snapshots[schema.CHURNED].notna()]
     split = time_split(
-        labelled.index.get_level_values(schema.AS_OF).unique(), horizon, t.valid_cutoffs
+        labelled.index.get_level_values(schema.AS_OF).unique(),
+        horizon,
+        t.valid_cutoffs,
+        t.valid_until if t.valid_share > 0 else "holdout",  # ignored without a share
     )
-    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners)
+    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners, t.valid_until)
     split = used_split(split, parts)
     (X, y), (Xv, yv), (Xh, yh) = (split_xy(parts[n]) for n in ("train", "valid", "holdout"))
     check_sufficient(
-        {"train": y, "validation": yv, "hold-out": yh}, t.min_churners, t.min_non_churners
+        {"train": y, "validation": yv, "hold-out": yh},
+        t.min_churners,
+        t.min_non_churners,
+        notes=_holdout_note(t, split),
     )
     dropped = constant_features(X)
     X, Xv, Xh = (frame.drop(columns=dropped) for frame in (X, Xv, Xh))
@@ -253,6 +264,17 @@ def train_snapshots(
     return result
 
 
+def _holdout_note(t: TrainingSettings, split: TimeSplit) -> dict[str, str]:
+    """What the hold-out holds when it is not every subscriber at its cut-off, for a
+    too-few-churners error: with validation at the labels' end its subscribers are left out."""
+    if t.valid_share <= 0 or t.valid_until != "labels_end":
+        return {}
+    return {
+        "hold-out": f"at {split.holdout.date()}, without the {t.valid_share:g} share of "
+        "subscribers validated on (training.valid_until = 'labels_end')"
+    }
+
+
 def _fit_and_evaluate(
     config, registry, split, rows, fp, X, y, Xv, yv, Xh, yh, truth, progress, run, *, population
 ) -> TrainResult:
@@ -296,7 +318,7 @@ def _fit_and_evaluate(
     if progress:
         progress("evaluate", 0, 3)
     metrics, scores, oracle_rows = _evaluate(model, X, y, Xv, yv, Xh, yh, truth, t.seed, registry)
-    warnings = _gap_warnings(metrics)
+    warnings = _gap_warnings(metrics, config.training.valid_until)
     mlflow.log_metrics(metrics)
     # the standard error behind valid_final_roc_auc_se, holdout_roc_auc_se and the gap's
     mlflow.log_param("roc_auc_se_method", CLUSTERED_SE)
@@ -452,10 +474,11 @@ def _auc_standard_errors(yv, pv, yh, ph, metrics) -> dict[str, float]:
     return out
 
 
-def _gap_warnings(metrics: dict[str, float]) -> list[str]:
+def _gap_warnings(metrics: dict[str, float], valid_until: str = "labels_end") -> list[str]:
     """A warning when validation and hold-out ROC AUC differ by more than sampling noise:
     GAP_Z standard errors of the difference of two estimates taken as independent, each
-    clustered by subscriber (``valid_final_roc_auc_se``, ``holdout_roc_auc_se``)."""
+    clustered by subscriber (``valid_final_roc_auc_se``, ``holdout_roc_auc_se``); it names the
+    likely cause, given where validation was allowed to reach (``valid_until``)."""
     valid, hold = metrics.get("valid_final_roc_auc"), metrics.get("holdout_roc_auc")
     if valid is None or hold is None:
         return []
@@ -465,12 +488,16 @@ def _gap_warnings(metrics: dict[str, float]) -> list[str]:
     metrics["valid_holdout_gap_roc_auc"] = valid - hold
     metrics["valid_holdout_gap_se"] = float(se)
     if np.isfinite(se) and abs(valid - hold) > GAP_Z * se:
-        why = (
-            "leakage into validation, or drift"
-            if valid > hold
-            else "its rows are harder to rank: histories cut short by the data's start at early "
-            "cut-offs, or drift"
-        )
+        if valid > hold:
+            why = "leakage into validation, or drift"
+        elif valid_until == "holdout":
+            why = (
+                "its rows are harder to rank: histories cut short by the data's start at early "
+                "cut-offs (training.valid_until = 'labels_end' validates nearer the hold-out), "
+                "or drift"
+            )
+        else:
+            why = "its rows are harder to rank, or drift"
         return [
             f"validation ROC AUC {valid:.4f} vs hold-out {hold:.4f}: a gap of "
             f"{valid - hold:+.4f} is more than {GAP_Z:g} standard errors ({se:.4f}); "

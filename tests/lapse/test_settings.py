@@ -354,6 +354,17 @@ def test_bad_override(overrides: dict, message: str) -> None:
         Settings.load(**overrides)
 
 
+def test_where_validation_reaches_is_checked_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings.load().training.valid_until == "labels_end"
+    monkeypatch.setenv("LAPSE_TRAINING__VALID_UNTIL", "soon")
+    with pytest.raises(SettingsError, match=r"VALID_UNTIL.*'holdout' or 'labels_end'.*soon"):
+        Settings.load()
+    monkeypatch.setenv("LAPSE_TRAINING__VALID_UNTIL", "holdout")
+    assert Settings.load().training.valid_until == "holdout"
+
+
 def test_settings_error_is_caught_as_a_value_error() -> None:
     """Callers that handle ValueError (typer, notebooks) get the message, not a crash."""
     with pytest.raises(ValueError, match="users"):

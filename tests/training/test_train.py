@@ -81,22 +81,29 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     for prefix in ("holdout", "baseline_rule", "baseline_logreg", "oracle"):
         for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "top10_lift"):
             assert f"{prefix}_{name}" in m, f"{prefix}_{name}"
-    assert result.oracle_rows == 500 and m["oracle_rows"] == 500
     assert m["oracle_roc_auc"] > m["oracle_matched_model_roc_auc"] > 0.7
     assert m["oracle_ratio"] == pytest.approx(
         (m["oracle_matched_model_roc_auc"] - 0.5) / (m["oracle_roc_auc"] - 0.5)
     )
     assert m["holdout_roc_auc"] > m["baseline_rule_roc_auc"]
-    # of the 4 cut-offs whose windows end in time (02-02 .. 02-23), validation is the held-out
-    # fifth of subscribers at the latest (>= 20 churners there); their rows at 02-16 are purged
-    # (the 14-day windows overlap), their earlier ones train, and everyone else's
-    held = frame[held_out_subscribers(frame.index, 0.2, 5)]
-    at = held.index.get_level_values(schema.AS_OF)
-    assert result.rows["validation"] == (at == "2026-02-23").sum()
-    assert held[at == "2026-02-23"][schema.CHURNED].sum() >= 20
-    assert result.rows["train"] == 2400 - ((at >= "2026-02-16") & (at <= "2026-02-23")).sum()
-    assert 100 < result.rows["validation"] < 150 and result.rows["holdout"] == 600
-    assert [str(c.date()) for c in result.split.valid] == ["2026-02-23"]
+    # validation is the held-out fifth of subscribers at the latest cut-off before the hold-out
+    # (03-02, >= 20 churners there), left out of the hold-out (everyone else at 03-09); their
+    # rows at 02-23 are purged (the 14-day window overlaps 03-02's), their earlier ones train,
+    # and everyone else's at the 4 cut-offs whose windows end by the hold-out (02-02 .. 02-23)
+    is_held = held_out_subscribers(frame.index, 0.2, 5)
+    at = frame.index.get_level_values(schema.AS_OF)
+    assert result.rows["validation"] == (is_held & (at == "2026-03-02")).sum()
+    assert frame[is_held & (at == "2026-03-02")][schema.CHURNED].sum() >= 20
+    assert (
+        result.rows["train"]
+        == (~is_held & (at <= "2026-02-23")).sum() + (is_held & (at <= "2026-02-16")).sum()
+    )
+    holdout_rows = int((~is_held & (at == "2026-03-09")).sum())
+    known = frame.index.isin(pd.MultiIndex.from_frame(truth[list(frame.index.names)]))
+    with_truth = int((~is_held & (at == "2026-03-09") & known).sum())
+    assert result.oracle_rows == m["oracle_rows"] == with_truth < holdout_rows
+    assert 100 < result.rows["validation"] < 150 and result.rows["holdout"] == holdout_rows
+    assert [str(c.date()) for c in result.split.valid] == ["2026-03-02"]
     assert len(result.split.train) == 4
     assert result.dropped_features == ("t_constant",)  # constant on the training rows
     assert "t_constant" not in result.model.features_
@@ -109,7 +116,7 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     assert result.warnings == ()
     assert result.gate.moved and result.gate.version == "1"
     assert list(result.buckets.index) == ["high", "medium", "low"]
-    assert result.buckets["users"].sum() == 600
+    assert result.buckets["users"].sum() == holdout_rows
     assert ("tune", 2, 2) in seen and ("evaluate", 3, 3) in seen
 
     run = MlflowClient().get_run(result.run_id)
@@ -134,7 +141,7 @@ def test_train_logs_metrics_registers_and_compares_with_the_oracle(
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "plots")}
     assert "plots/calibration.png" in artifacts and "plots/contributions.png" in artifacts
     served = mlflow.sklearn.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
-    hold = frame[frame.index.get_level_values(schema.AS_OF) == result.split.holdout]
+    hold = frame[~is_held & (at == result.split.holdout)]
     X, yh = hold.drop(columns=schema.CHURNED), hold[schema.CHURNED].astype(int)
     np.testing.assert_array_equal(served.predict_proba(X), result.model.predict_proba(X))
 
@@ -232,6 +239,31 @@ def test_drift_is_measured_against_the_newest_population_labelled_or_not(
     assert TENURE in aged.flagged
 
 
+def test_validation_ending_by_the_holdout_keeps_every_subscriber_in_the_holdout(
+    snapshots, tmp_path, mlflow_env
+) -> None:
+    frame, _ = snapshots  # six weekly cut-offs 02-02 .. 03-09, 14-day labels
+    cfg = config(tmp_path, mlflow_env, training={"refit": False, "valid_until": "holdout"})
+    result = train_snapshots(frame, cfg, registry=TEST_REGISTRY)
+    held = held_out_subscribers(frame.index, 0.2, 5)
+    at = frame.index.get_level_values(schema.AS_OF)
+    # of the 4 cut-offs whose windows end in time (02-02 .. 02-23), validation is the held-out
+    # fifth at the latest (>= 20 churners there); their rows at 02-16 are purged (the 14-day
+    # windows overlap), their earlier ones train, and everyone else's; the hold-out is everyone
+    assert [str(c.date()) for c in result.split.valid] == ["2026-02-23"]
+    assert result.rows["validation"] == (held & (at == "2026-02-23")).sum()
+    assert result.rows["holdout"] == 600
+    assert result.rows["train"] == 2400 - (held & (at >= "2026-02-16") & (at <= "2026-02-23")).sum()
+    run = MlflowClient().get_run(result.run_id)
+    assert run.data.params["training.valid_until"] == "holdout"
+    assert run.data.params["valid_cutoffs_used"] == "2026-02-23"
+    hold = frame[at == "2026-03-09"]
+    X, yh = hold.drop(columns=schema.CHURNED), hold[schema.CHURNED].astype(int)
+    honest = score_metrics(yh, result.model.predict_proba(X)[:, 1], "holdout")
+    assert result.metrics["holdout_pr_auc"] == pytest.approx(honest["holdout_pr_auc"])
+    assert result.gate.candidate == pytest.approx(honest["holdout_pr_auc"])
+
+
 def test_too_few_churners_stops_before_any_run(tmp_path, mlflow_env) -> None:
     frame, _ = make_snapshots(users=300, seed=2)
     cfg = config(tmp_path, mlflow_env, training={"min_churners": 500})
@@ -242,20 +274,87 @@ def test_too_few_churners_stops_before_any_run(tmp_path, mlflow_env) -> None:
     assert mlflow.get_experiment_by_name(cfg.mlflow.experiment) is None  # stopped before any run
 
 
-def test_a_study_resumes_only_under_the_same_early_stopping_rule() -> None:
+def test_a_short_export_trains_on_its_one_cutoff_and_validates_at_the_labels_end(
+    tmp_path, mlflow_env
+) -> None:
+    # 35-day labels on six weekly cut-offs: only 02-02's window ends by the hold-out (03-09)
+    frame, _ = make_snapshots(users=600, seed=3)
+    cfg = config(tmp_path, mlflow_env, labels={"horizon_days": 35}, training={"refit": False})
+    result = train_snapshots(frame, cfg, registry=TEST_REGISTRY)
+    assert [str(c.date()) for c in result.split.train] == ["2026-02-02"]
+    assert str(result.split.holdout.date()) == "2026-03-09"
+    assert max(result.split.valid) == pd.Timestamp("2026-03-02", tz="UTC")
+    at = frame.index.get_level_values(schema.AS_OF)
+    others = ~held_out_subscribers(frame.index, 0.2, 5)
+    assert result.rows["train"] == (others & (at == "2026-02-02")).sum()
+    assert result.rows["holdout"] == (others & (at == "2026-03-09")).sum()
+    # without a validation share the time split still needs a second cut-off to validate on
+    alone = config(tmp_path, mlflow_env, labels={"horizon_days": 35}, training={"valid_share": 0})
+    with pytest.raises(DataSufficiencyError, match=r"needed 2 \(1 for validation"):
+        train_snapshots(frame, alone, registry=TEST_REGISTRY)
+
+
+def test_a_short_holdout_says_it_leaves_out_the_subscribers_validated_on(
+    tmp_path, mlflow_env
+) -> None:
+    # a small app's hold-out counted fewer churners than its cut-off held, and the error did
+    # not say why: validation at the labels' end leaves its subscribers out of the hold-out
+    frame, _ = make_snapshots(users=300, seed=2)  # six weekly cut-offs, hold-out 03-09
+    at = frame.index.get_level_values(schema.AS_OF)
+    others = frame[~held_out_subscribers(frame.index, 0.2, 5) & (at == "2026-03-09")]
+    churners = int(others[schema.CHURNED].sum())
+    stayers = len(others) - churners
+    cfg = config(tmp_path, mlflow_env, training={"min_churners": churners + 1})
+    with pytest.raises(DataSufficiencyError) as info:
+        train_snapshots(frame, cfg)
+    assert (
+        f"hold-out: {churners} churners, {stayers} non-churners at 2026-03-09, without the 0.2 "
+        "share of subscribers validated on (training.valid_until = 'labels_end')"
+    ) in str(info.value)
+    everyone = config(
+        tmp_path, mlflow_env, training={"min_churners": 10_000, "valid_until": "holdout"}
+    )
+    with pytest.raises(DataSufficiencyError) as info:
+        train_snapshots(frame, everyone)
+    assert "valid_until" not in str(info.value)
+
+
+def test_a_study_resumes_only_under_the_same_early_stopping_rule_and_validation_rows() -> None:
     # a study tuned under AUC stopping (every study before training.early_stopping_metric) was
     # resumed after the switch to log loss: its trial counted toward n_trials and was kept
     auc = TrainingSettings(seed=42, early_stopping_metric="auc")
     logloss = TrainingSettings(seed=42, early_stopping_metric="binary_logloss")
     patient = TrainingSettings(seed=42, early_stopping_metric="auc", early_stopping_rounds=200)
-    assert study_name(14, auc, "a6564a722a1e965a") == "lapse-h14-s42-a6564a722a1e965a-auc-r50"
-    assert study_name(14, logloss, "a6564a722a1e965a") == (
-        "lapse-h14-s42-a6564a722a1e965a-binary_logloss-r50"
+    assert study_name(14, auc, "a6564a722a1e965a") == (
+        "lapse-h14-s42-a6564a722a1e965a-auc-r50-v0.2x1c50-labels_end"
     )
-    assert study_name(14, patient, "a6564a722a1e965a").endswith("-auc-r200")
+    assert study_name(14, logloss, "a6564a722a1e965a") == (
+        "lapse-h14-s42-a6564a722a1e965a-binary_logloss-r50-v0.2x1c50-labels_end"
+    )
+    assert "-auc-r200-" in study_name(14, patient, "a6564a722a1e965a")
     assert study_name(14, TrainingSettings(seed=42, early_stopping_metric="auc"), "f") == (
         study_name(14, auc, "f")
     )
+    # trials scored on other validation rows are not comparable either
+    names = {
+        study_name(14, TrainingSettings(seed=42, **change), "f")
+        for change in (
+            {},
+            {"valid_until": "holdout"},
+            {"valid_share": 0.3},
+            {"valid_share": 0},
+            {"valid_cutoffs": 2},
+            {"min_churners": 20},
+        )
+    }
+    assert len(names) == 6
+    # without a validation share, min_churners and valid_until choose no validation row: a
+    # switch of either resumes the study rather than tuning the same rows again from scratch
+    time_split_alone = {
+        study_name(14, TrainingSettings(seed=42, valid_share=0, **change), "f")
+        for change in ({}, {"valid_until": "holdout"}, {"min_churners": 20})
+    }
+    assert time_split_alone == {"lapse-h14-s42-f-binary_logloss-r50-v0x1"}
 
 
 def test_data_cutoffs_step_from_the_first_event() -> None:
@@ -471,6 +570,9 @@ def test_a_validation_gap_beyond_noise_is_a_warning_that_says_which_way() -> Non
     assert below["valid_holdout_gap_roc_auc"] == pytest.approx(-0.10)
     assert below["valid_holdout_gap_se"] == pytest.approx(se)
     assert "0.7000 vs hold-out 0.8000" in warning and "harder to rank" in warning
+    assert "valid_until" not in warning  # it already validates next to the hold-out
+    (warning,) = _gap_warnings(run(0.70, 0.80), valid_until="holdout")
+    assert "histories cut short" in warning and "valid_until = 'labels_end'" in warning
     (warning,) = _gap_warnings(run(0.90, 0.80))
     assert "leakage" in warning and "harder" not in warning and f"({se:.4f})" in warning
     # the same gap within the noise of a validation spread over several cut-offs
