@@ -26,6 +26,7 @@ from training.tune import (
     TuningError,
     first_trial,
     max_child_samples,
+    search_space,
     select_trial,
     storage,
     tune,
@@ -104,6 +105,16 @@ def test_a_new_study_starts_from_the_safe_point_sized_to_the_rows(prepared, tmp_
         20,
         800,
     )
+
+
+def test_the_search_has_no_stumps() -> None:
+    """Leaves from 4 (the first trial's): the one-SE rule kept a 2-leaf trial within noise that
+    lost 0.015 oracle_ratio on a later day (docs/benchmarks.md, "No stumps")."""
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    search_space(trial, rows=2400)
+    assert trial.distributions["num_leaves"] == IntDistribution(4, 63, log=True)
+    assert trial.distributions["min_child_samples"] == IntDistribution(10, 300, log=True)
+    assert "scale_pos_weight" not in trial.params  # one weight: nothing to choose
 
 
 def test_postgresql_storage(prepared) -> None:
