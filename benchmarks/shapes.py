@@ -220,15 +220,10 @@ def run_rows(frame, config):
     """The training run's own rows again (the same split and seed: deterministic): train,
     validation and hold-out ``(X, y)``, without the constant features the run drops, and those."""
     from features import schema
-    from training.splits import split_rows, time_split
-    from training.train import constant_features, split_xy
+    from training.train import constant_features, run_split, split_xy
 
-    t = config.training
     labelled = frame[frame[schema.CHURNED].notna()]
-    cutoffs = labelled.index.get_level_values(schema.AS_OF).unique()
-    until = t.valid_until if t.valid_share > 0 else "holdout"  # as train_snapshots splits
-    split = time_split(cutoffs, config.labels.horizon_days, t.valid_cutoffs, until)
-    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners, t.valid_until)
+    _, parts = run_split(labelled, config.training, config.labels.horizon_days)
     (X, y), (Xv, yv), (Xh, yh) = (split_xy(parts[n]) for n in ("train", "valid", "holdout"))
     dropped = constant_features(X)
     X, Xv, Xh = (f.drop(columns=dropped) for f in (X, Xv, Xh))

@@ -55,7 +55,11 @@ def main() -> None:
     known = labelled[as_of + timedelta(days=horizon) <= future]
     cutoffs = known.index.get_level_values(schema.AS_OF).unique()
     parts = refit_rows(
-        known, time_split(cutoffs, horizon, t.valid_cutoffs), t.valid_share, t.seed, t.min_churners
+        known,
+        time_split(cutoffs, horizon, t.valid_cutoffs, t.valid_reach),
+        t.valid_share,
+        t.seed,
+        t.min_churners,
     )
 
     (X, y), (Xs, ys), (Xf, yf) = (

@@ -143,6 +143,12 @@ class TrainingSettings(Section):
         "the same share of every cut-off's rows (0: all rows).",
     )
 
+    @property
+    def valid_reach(self) -> Literal["holdout", "labels_end"]:
+        """Where validation reaches in effect: ``valid_until``, or "holdout" without a
+        validation share (the time split alone, every subscriber in the hold-out)."""
+        return self.valid_until if self.valid_share > 0 else "holdout"
+
 
 class BucketSettings(Section):
     """How churn probabilities become the bucket values marketers see in Braze."""

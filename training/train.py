@@ -195,14 +195,7 @@ def train_snapshots(
     horizon = config.labels.horizon_days
     registry = feature_registry(config.features) if registry is None else registry
     labelled = snapshots[snapshots[schema.CHURNED].notna()]
-    split = time_split(
-        labelled.index.get_level_values(schema.AS_OF).unique(),
-        horizon,
-        t.valid_cutoffs,
-        t.valid_until if t.valid_share > 0 else "holdout",  # ignored without a share
-    )
-    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners, t.valid_until)
-    split = used_split(split, parts)
+    split, parts = run_split(labelled, t, horizon)
     (X, y), (Xv, yv), (Xh, yh) = (split_xy(parts[n]) for n in ("train", "valid", "holdout"))
     check_sufficient(
         {"train": y, "validation": yv, "hold-out": yh},
@@ -264,10 +257,21 @@ def train_snapshots(
     return result
 
 
+def run_split(
+    labelled: pd.DataFrame, t: TrainingSettings, horizon: int
+) -> tuple[TimeSplit, dict[str, pd.DataFrame]]:
+    """The time split a run makes of ``labelled`` snapshot rows (with the cut-offs it used) and
+    its training, validation and hold-out rows: one place, for the run and the benchmarks."""
+    cutoffs = labelled.index.get_level_values(schema.AS_OF).unique()
+    split = time_split(cutoffs, horizon, t.valid_cutoffs, t.valid_reach)
+    parts = split_rows(labelled, split, t.valid_share, t.seed, t.min_churners, t.valid_reach)
+    return used_split(split, parts), parts
+
+
 def _holdout_note(t: TrainingSettings, split: TimeSplit) -> dict[str, str]:
     """What the hold-out holds when it is not every subscriber at its cut-off, for a
     too-few-churners error: with validation at the labels' end its subscribers are left out."""
-    if t.valid_share <= 0 or t.valid_until != "labels_end":
+    if t.valid_reach != "labels_end":
         return {}
     return {
         "hold-out": f"at {split.holdout.date()}, without the {t.valid_share:g} share of "
@@ -318,7 +322,7 @@ def _fit_and_evaluate(
     if progress:
         progress("evaluate", 0, 3)
     metrics, scores, oracle_rows = _evaluate(model, X, y, Xv, yv, Xh, yh, truth, t.seed, registry)
-    warnings = _gap_warnings(metrics, config.training.valid_until)
+    warnings = _gap_warnings(metrics, config.training.valid_reach)
     mlflow.log_metrics(metrics)
     # the standard error behind valid_final_roc_auc_se, holdout_roc_auc_se and the gap's
     mlflow.log_param("roc_auc_se_method", CLUSTERED_SE)

@@ -358,6 +358,9 @@ def test_where_validation_reaches_is_checked_and_read_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert Settings.load().training.valid_until == "labels_end"
+    # without a validation share it reaches only as far as the time split: the hold-out cut-off
+    assert Settings.load(training={"valid_share": 0}).training.valid_reach == "holdout"
+    assert Settings.load().training.valid_reach == "labels_end"
     monkeypatch.setenv("LAPSE_TRAINING__VALID_UNTIL", "soon")
     with pytest.raises(SettingsError, match=r"VALID_UNTIL.*'holdout' or 'labels_end'.*soon"):
         Settings.load()
